@@ -1,0 +1,1 @@
+"""Parrot: Pareto-optimal multi-reward RL of text-to-image models, and its entry points."""

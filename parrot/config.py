@@ -1,0 +1,176 @@
+"""Typed dataclass configs: defaults, then a YAML file, then ``--dotted.name value`` CLI overrides.
+
+Every config in the project is a (possibly nested) dataclass whose fields carry their help
+text in ``field(metadata={"help": ...})``. ``parse_config(Config, argv)`` builds the command
+line from it: a nested field ``train.lr`` becomes ``--train.lr``; ``--config FILE.yaml``
+loads a YAML mapping of the same shape first. Unknown keys and values of the wrong type
+are refused with the field's dotted name in the message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = ["parse_config", "config_from_dict", "config_to_dict", "ConfigError"]
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config value or key that cannot be used; the message names the dotted field."""
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Convert ``value`` (from YAML or the command line) to the annotated type ``tp``."""
+    tp, optional = _strip_optional(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{name}: None is not allowed (expected {getattr(tp, '__name__', tp)})")
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping for {tp.__name__}, got {value!r}")
+        return config_from_dict(tp, value, prefix=name + ".")
+    if origin in (tuple, list):
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item_type = args[0] if args else str
+        converted = [_coerce(v, item_type, name) for v in items]
+        return tuple(converted) if origin is tuple else converted
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{name}: {value!r} is not one of {typing.get_args(tp)}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        try:
+            number = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and value != number:
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return number
+    if tp is str:
+        return str(value)
+    if tp is Path:
+        return Path(value)
+    return value
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any], prefix: str = "") -> C:
+    """Build ``cls`` from a (nested) mapping, refusing unknown keys by their dotted name."""
+    hints = _field_types(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from err
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A YAML-safe nested dict of a config (tuples become lists, paths strings)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return plain(config)
+
+
+def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
+    hints = _field_types(cls)
+    leaves = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp, _ = _strip_optional(hints[f.name])
+        if dataclasses.is_dataclass(tp):
+            leaves.extend(_leaf_fields(tp, prefix + f.name + "."))
+        else:
+            leaves.append((prefix + f.name, f, hints[f.name]))
+    return leaves
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str | None = None) -> C:
+    """Parse ``--config FILE.yaml`` and ``--dotted.field value`` overrides into ``cls``."""
+    parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip().split("\n")[0])
+    parser.add_argument("--config", type=Path, help="YAML file with values for any of the fields below")
+    for dotted, f, tp in _leaf_fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else "(computed)"
+        help_text = f.metadata.get("help", "")
+        base = _strip_optional(tp)[0]
+        is_list = typing.get_origin(base) in (tuple, list)
+        # a bare boolean flag means true; "--flag false" is also accepted
+        nargs = "+" if is_list else ("?" if base is bool else None)
+        parser.add_argument(
+            f"--{dotted}",
+            dest=dotted,
+            default=None,
+            nargs=nargs,
+            const="true" if base is bool else None,
+            metavar="VALUE",
+            help=f"{help_text} [default: {default}]",
+        )
+    args = vars(parser.parse_args(argv))
+    values: dict[str, Any] = {}
+    config_path = args.pop("config")
+    if config_path is not None:
+        if not config_path.is_file():
+            raise ConfigError(f"--config {config_path}: no such file")
+        loaded = yaml.safe_load(config_path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {config_path}: expected a YAML mapping at the top level")
+        values = loaded
+    for dotted, value in args.items():
+        if value is not None:
+            _set_dotted(values, dotted, value)
+    return config_from_dict(cls, values)

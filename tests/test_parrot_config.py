@@ -1,0 +1,65 @@
+"""Dataclass configs from YAML and dotted CLI overrides."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from parrot.config import ConfigError, config_to_dict, parse_config
+
+
+@dataclass
+class Train:
+    lr: float = field(default=3e-4, metadata={"help": "learning rate"})
+    batch_size: int = field(default=8, metadata={"help": "images per batch"})
+    weights: tuple[float, ...] = field(default=(0.25, 0.25), metadata={"help": "reward weights"})
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+
+
+@dataclass
+class Run:
+    name: str = field(default="run", metadata={"help": "run name"})
+    resume: bool = field(default=False, metadata={"help": "resume"})
+    lora: str | None = field(default=None, metadata={"help": "lora dir"})
+    train: Train = field(default_factory=Train, metadata={"help": "training"})
+
+
+def test_defaults_yaml_then_cli_precedence(tmp_path):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("name: from-yaml\ntrain:\n  lr: 0.01\n  batch_size: 4\n")
+    config = parse_config(Run, ["--config", str(yaml_file), "--train.lr", "1e-5", "--resume", "--train.weights", "0.7", "0.3"])
+    assert config.name == "from-yaml"
+    assert config.train.lr == 1e-5 and config.train.batch_size == 4
+    assert config.train.weights == (0.7, 0.3)
+    assert config.resume is True and config.lora is None
+    assert config_to_dict(config)["train"] == {"lr": 1e-5, "batch_size": 4, "weights": [0.7, 0.3]}
+
+
+def test_round_trip_through_yaml(tmp_path):
+    import yaml
+
+    config = parse_config(Run, ["--name", "x", "--lora", "some/dir", "--resume", "false"])
+    path = tmp_path / "out.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    assert parse_config(Run, ["--config", str(path)]) == config
+
+
+def test_errors_name_the_field():
+    with pytest.raises(ConfigError, match="train.batch_size: expected int, got 'four'"):
+        parse_config(Run, ["--train.batch_size", "four"])
+    with pytest.raises(ConfigError, match="train: batch_size=0 must be >= 1"):
+        parse_config(Run, ["--train.batch_size", "0"])
+    with pytest.raises(ConfigError, match="resume: expected true/false"):
+        parse_config(Run, ["--resume", "maybe"])
+
+
+def test_unknown_yaml_keys_are_refused_with_dotted_name(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown config key.*train.learning_rate"):
+        parse_config(Run, ["--config", str(path)])
+    with pytest.raises(ConfigError, match="no such file"):
+        parse_config(Run, ["--config", str(tmp_path / "missing.yaml")])
