@@ -91,24 +91,35 @@ def _check_columns(dataset: datasets.Dataset, source: str) -> datasets.Dataset:
     return dataset
 
 
+def _read_jsonl_pairs(path: Path) -> list[dict]:
+    """Records of a JSONL pairs file, image paths made absolute (relative to the file) and checked."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no pairs file at {str(path)!r}")
+    records = []
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{str(path)!r} line {line_number} is not JSON: {err}") from err
+        missing = [c for c in PAIR_COLUMNS if c not in record]
+        if missing:
+            raise ValueError(f"{str(path)!r} line {line_number} lacks column(s) {missing}; pairs need {list(PAIR_COLUMNS)}")
+        for column in ("image_a", "image_b"):
+            image = path.resolve().parent / record[column]
+            if not image.is_file():
+                raise FileNotFoundError(f"{str(path)!r} line {line_number}: image {record[column]!r} not found ({image})")
+            record[column] = str(image)
+        records.append({**record, "preferred": str(record["preferred"])})
+    return records
+
+
 def load_pairs(source: str, split: str = "train") -> datasets.Dataset:
     """Pairs as a ``datasets.Dataset`` with PIL ``image_a``/``image_b`` columns."""
     path = Path(source).expanduser()
     if path.suffix in {".jsonl", ".json"}:
-        if not path.is_file():
-            raise FileNotFoundError(f"no pairs file at {source!r}")
-        dataset = _check_columns(datasets.load_dataset("json", data_files=str(path), split="train"), source)
-        base = path.resolve().parent
-
-        def absolute(record: dict) -> dict:
-            for column in ("image_a", "image_b"):
-                image = base / record[column]
-                if not image.is_file():
-                    raise FileNotFoundError(f"{source!r}: image {record[column]!r} not found (looked at {image})")
-                record[column] = str(image)
-            return record
-
-        dataset = dataset.map(absolute)
+        dataset = _check_columns(datasets.Dataset.from_list(_read_jsonl_pairs(path)), source)
     elif path.is_dir():
         dataset = _check_columns(datasets.load_from_disk(str(path)), source)
     else:
