@@ -18,7 +18,7 @@ from transformers import CLIPConfig, CLIPModel
 from rewards.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipBackbone, ImagePreprocessor
 from t2i.tiny import byte_level_clip_tokenizer
 
-__all__ = ["TinyClipConfig", "build_tiny_clip", "save_tiny_clip"]
+__all__ = ["TinyClipConfig", "build_tiny_clip", "save_tiny_clip", "save_tiny_captioner"]
 
 
 @dataclass
@@ -76,5 +76,36 @@ def save_tiny_clip(directory: str | os.PathLike, config: TinyClipConfig | None =
                 "do_center_crop": True,
             }
         )
+    )
+    return directory
+
+
+def save_tiny_captioner(directory: str | os.PathLike, image_size: int = 32, seed: int = 0) -> Path:
+    """A random ViT→GPT-2 ``VisionEncoderDecoderModel`` captioner with a byte-level tokenizer, saved by path."""
+    from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTModel, VisionEncoderDecoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = byte_level_clip_tokenizer()
+    encoder = ViTModel(
+        ViTConfig(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    decoder = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=64, add_cross_attention=True,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    model = VisionEncoderDecoderModel(encoder=encoder, decoder=decoder)
+    model.config.decoder_start_token_id = tokenizer.bos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.decoder_start_token_id = tokenizer.bos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"height": image_size, "width": image_size}, "do_center_crop": False,
+                    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]})
     )
     return directory
