@@ -11,6 +11,7 @@ from rewards.aesthetic import AestheticHead, AestheticHeadConfig, LaionAesthetic
 from rewards.base import Reward, RewardConfig, as_image_tensor
 from rewards.best_of_n import BestOfN, best_of_n
 from rewards.clip import ClipBackbone, ImagePreprocessor
+from rewards.clip_rewards import fit_linear_probe, save_linear_probe
 from rewards.evaluator import MultiRewardEvaluator, RewardScores, mask_nonfinite
 from rewards.preference import PreferenceScorer, PreferenceScorerConfig
 from rewards.registry import load_reward, register_reward, reward_names, unregister_reward
@@ -31,9 +32,11 @@ __all__ = [
     "as_image_tensor",
     "best_of_n",
     "fit_aesthetic_head",
+    "fit_linear_probe",
     "load_reward",
     "mask_nonfinite",
     "register_reward",
     "reward_names",
+    "save_linear_probe",
     "unregister_reward",
 ]

@@ -141,6 +141,10 @@ class Reward(ABC):
         if self.needs_prompts and prompts is None:
             raise ValueError(f"reward {self.name!r} compares images with prompts: pass the original prompts")
         tensor, prompts, metadata = check_reward_inputs(self.name, images, prompts, metadata)
+        if self.needs_prompts:
+            empty = [i for i, p in enumerate(prompts) if not p.strip()]
+            if empty:
+                raise ValueError(f"reward {self.name!r}: prompts {empty} are empty; it scores images against their prompts")
         size = self.config.batch_size
         chunks = []
         with torch.inference_mode():

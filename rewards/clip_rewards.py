@@ -24,7 +24,15 @@ from rewards.base import Reward, RewardConfig, resolve_dtype
 from rewards.clip import ClipBackbone
 from rewards.registry import register_reward
 
-__all__ = ["ClipRewardConfig", "ClipScore", "SentimentConfig", "ClipSentiment", "save_linear_probe", "load_linear_probe"]
+__all__ = [
+    "ClipRewardConfig",
+    "ClipScore",
+    "SentimentConfig",
+    "ClipSentiment",
+    "fit_linear_probe",
+    "save_linear_probe",
+    "load_linear_probe",
+]
 
 
 @dataclass
@@ -92,6 +100,35 @@ def save_linear_probe(path: str | os.PathLike, weight: torch.Tensor, bias: torch
     """Save a linear probe p = σ(w·e_x + b) in safetensors (``weight`` (D,), ``bias`` (1,))."""
     bias = torch.as_tensor(bias, dtype=torch.float32).reshape(1)
     save_file({"weight": weight.detach().float().reshape(-1).contiguous(), "bias": bias}, os.fspath(path))
+
+
+def fit_linear_probe(
+    embeds: torch.Tensor, labels: torch.Tensor, weight_decay: float = 1e-4, max_iter: int = 200
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logistic regression p = σ(w·e_x + b) on normalised embeddings (L-BFGS, L2 penalty); returns (w, b).
+
+    Labels are 1 for the positive class and 0 otherwise. Plain torch rather than scikit-learn,
+    which is not a dependency of the project.
+    """
+    if embeds.ndim != 2 or embeds.shape[0] != labels.shape[0]:
+        raise ValueError(f"need (N, D) embeddings and N labels; got {tuple(embeds.shape)} and {tuple(labels.shape)}")
+    if not set(labels.unique().tolist()) <= {0, 1, 0.0, 1.0}:
+        raise ValueError(f"labels must be 0 or 1; got values {labels.unique().tolist()}")
+    x = F.normalize(embeds.detach().float(), dim=-1)
+    y = labels.detach().float()
+    weight = torch.zeros(x.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(x @ weight + bias, y) + weight_decay * weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return weight.detach(), bias.detach()
 
 
 def load_linear_probe(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:

@@ -86,8 +86,10 @@ def save_tiny_captioner(directory: str | os.PathLike, image_size: int = 32, seed
 
     torch.manual_seed(seed)
     tokenizer = byte_level_clip_tokenizer()
-    encoder = ViTModel(
-        ViTConfig(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    vision = ViTConfig(
+        image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    encoder = ViTModel(vision)
     decoder = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=64, add_cross_attention=True,

@@ -15,7 +15,7 @@ import rewards
 from rewards import AestheticHead, AestheticHeadConfig, MultiRewardEvaluator, Reward, load_reward, mask_nonfinite
 from rewards.aesthetic import convert_head_checkpoint
 from rewards.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from rewards.clip_rewards import save_linear_probe
+from rewards.clip_rewards import fit_linear_probe, save_linear_probe
 from rewards.registry import register_reward, unregister_reward
 from rewards.tiny import TinyClipConfig, save_tiny_clip
 
@@ -91,6 +91,8 @@ def test_mismatched_images_and_prompts_say_so(clip_dir):
     reward = load_reward("clip_score", model=clip_dir)
     with pytest.raises(ValueError, match="3 images but 2 prompts"):
         reward(torch.rand(3, 3, 32, 32), ["a", "b"])
+    with pytest.raises(ValueError, match=r"prompts \[1\] are empty"):
+        reward(torch.rand(2, 3, 32, 32), ["a", "  "])
     with pytest.raises(ValueError, match="pass the original prompts"):
         reward(torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*\(x \+ 1\) / 2"):
@@ -210,6 +212,23 @@ def test_sentiment_linear_probe(clip_dir, tmp_path):
     save_linear_probe(tmp_path / "bad.safetensors", torch.ones(5), 0.0)
     with pytest.raises(ValueError, match="5 weights but the CLIP embedding has 16"):
         load_reward("sentiment", model=clip_dir, probe_path=str(tmp_path / "bad.safetensors"))
+
+
+def test_fit_linear_probe_separates_two_classes_and_drives_the_sentiment_reward(clip_dir, tmp_path):
+    reward = load_reward("sentiment", model=clip_dir)
+    generator = torch.Generator().manual_seed(0)
+    bright = 0.7 + 0.3 * torch.rand(16, 3, 32, 32, generator=generator)
+    dark = 0.3 * torch.rand(16, 3, 32, 32, generator=generator)
+    with torch.no_grad():
+        embeds = reward.backbone.image_features(torch.cat([bright, dark]))
+    labels = torch.cat([torch.ones(16), torch.zeros(16)])
+    weight, bias = fit_linear_probe(embeds, labels)
+    save_linear_probe(tmp_path / "probe.safetensors", weight, bias)
+    probe = load_reward("sentiment", model=clip_dir, probe_path=str(tmp_path / "probe.safetensors"))
+    p = probe(torch.cat([bright, dark]))
+    assert ((p > 0.5).float() == labels).all()
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        fit_linear_probe(embeds, labels * 2)
 
 
 # ----- LAION aesthetic head ----------------------------------------------------------------
