@@ -95,7 +95,8 @@ def best_of_n(
         extra = {} if flat_originals is None else {"original_prompts": flat_originals[chunk]}
         images.append(policy.sample(flat_prompts[chunk], generator=generator, **extra, **sample_kwargs).images.cpu())
     images = torch.cat(images)
-    scores = reward(images, flat_originals or flat_prompts, [{"prompt": p} for p in flat_prompts])
+    metadata = [{} if flat_originals is None else {"expanded_prompt": p} for p in flat_prompts]
+    scores = reward(images, flat_originals or flat_prompts, metadata)
     scores = torch.nan_to_num(scores, nan=float("-inf"))  # a NaN candidate is never kept
     scores = scores.view(len(prompts), n)
     kept = scores.argsort(dim=1, descending=True, stable=True)[:, :k]

@@ -69,3 +69,21 @@ def test_best_of_n_cli_writes_kept_images_and_scores(tmp_path):
     kept = record["results"][0]["kept"]
     assert kept == sorted(range(3), key=lambda i: -scores[i])[:2] == result.kept_indices[0].tolist()
     assert sorted(p.name for p in out.glob("*.png")) == sorted(f"prompt000_rank{r}_cand{i}.png" for r, i in enumerate(kept))
+
+
+def test_best_of_n_scores_against_the_original_prompts(policy):
+    from t2i import Guidance
+
+    seen = []
+
+    class Recording(MeanBrightness):
+        needs_prompts = True
+
+        def score_batch(self, images, prompts, metadata):
+            seen.append((list(prompts), [m["expanded_prompt"] for m in metadata]))
+            return super().score_batch(images, prompts, metadata)
+
+    expansions, originals = ["a red circle, highly detailed"], ["a red circle"]
+    best_of_n(policy, expansions, Recording(), n=2, original_prompts=originals, guidance=Guidance.prompt_centred(5.0, 2.0),
+              num_inference_steps=2)
+    assert seen == [(originals * 2, expansions * 2)]
