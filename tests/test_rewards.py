@@ -122,6 +122,17 @@ def test_evaluator_masks_counts_and_reports_nonfinite_scores(caplog):
     evaluator.close()
 
 
+def test_nan_image_gives_a_masked_jpeg_score():
+    images = flat_and_noise(16)
+    images[1, 0, 0, 0] = float("nan")
+    raw = load_reward("jpeg_incompressibility")(images)
+    assert torch.isfinite(raw[0]) and torch.isnan(raw[1])
+    with MultiRewardEvaluator.from_names(["jpeg_incompressibility", "jpeg_compressibility"]) as evaluator:
+        result = evaluator(images, ["a", "b"])
+    assert result.nonfinite_counts == {"jpeg_incompressibility": 1, "jpeg_compressibility": 1}
+    torch.testing.assert_close(result.scores[1], result.scores[0])  # the only finite score is the worst
+
+
 def test_mask_nonfinite_with_no_finite_value_uses_zero():
     scores, valid = mask_nonfinite(torch.tensor([[float("nan")], [float("-inf")]]))
     assert scores.tolist() == [[0.0], [0.0]] and not valid.any()
