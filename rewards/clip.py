@@ -25,30 +25,12 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, CLIPModel
 from transformers.utils import cached_file
 
+from t2i.sources import resolve_model_source
+
 __all__ = ["ClipBackbone", "ImagePreprocessor", "resolve_model_source", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def resolve_model_source(name_or_path: str | os.PathLike, required_file: str = "config.json") -> str:
-    """``name_or_path`` as an existing local model directory or a hub id.
-
-    A path that exists must contain ``required_file``; a string that looks like a path
-    (absolute, starting with ``.``/``~``, or with more than one ``/``) but does not exist is
-    refused instead of being sent to the hub as a repo id.
-    """
-    text = os.fspath(name_or_path)
-    if not text:
-        raise ValueError("model source is empty: give a hub id or a local directory")
-    path = Path(text).expanduser()
-    if path.exists():
-        if not (path / required_file).is_file():
-            raise FileNotFoundError(f"{text!r} is not a model directory (no {required_file} in it)")
-        return str(path)
-    if path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or "\\" in text:
-        raise FileNotFoundError(f"no model directory at {text!r}")
-    return text
 
 
 def _side(value: int | dict | None, default: int) -> tuple[int, int] | int:

@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 from t2i.ddim import ddim_step_with_log_prob
 from t2i.guidance import Guidance, combine_noise_predictions
 from t2i.lora import LoraSettings, add_lora, load_lora, save_lora
+from t2i.sources import resolve_model_source
 
-__all__ = ["Conditioning", "Trajectory", "DiffusionPolicy", "StableDiffusionPolicy", "resolve_pipeline_source"]
+__all__ = ["Conditioning", "Trajectory", "DiffusionPolicy", "StableDiffusionPolicy"]
 
 Embeds = dict[str, torch.Tensor]
 
@@ -120,26 +121,6 @@ def _check_prompts(name: str, prompts: str | Sequence[str]) -> list[str]:
         if not p.strip():
             raise ValueError(f"{name}[{i}] is an empty prompt; use negative_prompt for the unconditional branch")
     return prompts
-
-
-def resolve_pipeline_source(name_or_path: str | os.PathLike) -> str:
-    """Return ``name_or_path`` as a local directory or a hub id, refusing missing local paths.
-
-    A string that names an existing path must be a diffusers pipeline directory (it has a
-    ``model_index.json``). A string that looks like a path (absolute, starting with ``.``
-    or ``~``, or with more than one ``/``) but does not exist is refused here rather than
-    being sent to the hub as a repo id.
-    """
-    text = os.fspath(name_or_path)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise FileNotFoundError(f"{text!r} is not a diffusers pipeline directory (no model_index.json in it)")
-        return str(path)
-    looks_local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or "\\" in text
-    if looks_local:
-        raise FileNotFoundError(f"no diffusers pipeline directory at {text!r}")
-    return text
 
 
 class DiffusionPolicy(ABC):
@@ -424,7 +405,7 @@ class StableDiffusionPolicy(DiffusionPolicy):
 
         The safety checker is not loaded (RL never runs it; pass ``safety_checker=`` to override).
         """
-        source = resolve_pipeline_source(name_or_path)
+        source = resolve_model_source(name_or_path, "model_index.json", kind="diffusers pipeline")
         kwargs.setdefault("safety_checker", None)
         kwargs.setdefault("requires_safety_checker", False)
         try:

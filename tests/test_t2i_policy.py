@@ -103,7 +103,7 @@ def test_unknown_model_paths_are_refused_by_name(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(FileNotFoundError, match="no diffusers pipeline directory at .*no-such-model"):
         StableDiffusionPolicy.from_pretrained(str(missing))
-    with pytest.raises(FileNotFoundError, match="no model_index.json"):
+    with pytest.raises(FileNotFoundError, match="not a diffusers pipeline directory \(no model_index.json in it\)"):
         StableDiffusionPolicy.from_pretrained(tmp_path)
     with pytest.raises(OSError, match="could not load a StableDiffusionPipeline from 'nobody/no-such-model'"):
         StableDiffusionPolicy.from_pretrained("nobody/no-such-model")
