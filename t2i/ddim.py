@@ -62,10 +62,16 @@ def previous_timestep(scheduler: DDIMScheduler, timestep: torch.Tensor) -> torch
     return timestep - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
 
 
-def _alpha_prod(scheduler: DDIMScheduler, timestep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+def _alpha_prods(scheduler: DDIMScheduler, timestep: torch.Tensor, view: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ᾱ_t, ᾱ_{t-1}) in float32: 0-d for one timestep, shaped ``view`` for per-sample timesteps."""
     alphas_cumprod = scheduler.alphas_cumprod.to(device=timestep.device, dtype=torch.float32)
-    safe = timestep.clamp(min=0)
-    return torch.where(timestep >= 0, alphas_cumprod[safe], fallback.to(timestep.device, torch.float32))
+    final = scheduler.final_alpha_cumprod.to(device=timestep.device, dtype=torch.float32)
+    prev = previous_timestep(scheduler, timestep)
+    if timestep.ndim == 0:  # the sampling loop: plain indexing, as DDIMScheduler.step does
+        t, p = int(timestep), int(prev)
+        return alphas_cumprod[t], alphas_cumprod[p] if p >= 0 else final
+    alpha_prev = torch.where(prev >= 0, alphas_cumprod[prev.clamp(min=0)], final)
+    return alphas_cumprod[timestep].view(view), alpha_prev.view(view)
 
 
 def ddim_step_with_log_prob(
@@ -104,11 +110,7 @@ def ddim_step_with_log_prob(
     view = (-1,) + (1,) * (sample.ndim - 1)
 
     t = torch.as_tensor(timestep, device=sample.device)
-    prev_t = previous_timestep(scheduler, t)
-    alpha_prod_t = _alpha_prod(scheduler, t, scheduler.final_alpha_cumprod)
-    alpha_prod_t_prev = _alpha_prod(scheduler, prev_t, scheduler.final_alpha_cumprod)
-    if t.ndim == 1:
-        alpha_prod_t, alpha_prod_t_prev = alpha_prod_t.view(view), alpha_prod_t_prev.view(view)
+    alpha_prod_t, alpha_prod_t_prev = _alpha_prods(scheduler, t, view)
     beta_prod_t = 1 - alpha_prod_t
 
     prediction_type = scheduler.config.prediction_type

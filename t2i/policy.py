@@ -132,6 +132,8 @@ class DiffusionPolicy(ABC):
         if not isinstance(pipeline.scheduler, DDIMScheduler):
             pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
         self.pipeline = pipeline
+        # diffusers' ModelMixin.dtype walks every submodule; read it once, refresh it in to()
+        self._dtype = pipeline.unet.dtype
         for module in self.frozen_modules():
             module.requires_grad_(False)
         self.unet.requires_grad_(False)
@@ -160,10 +162,12 @@ class DiffusionPolicy(ABC):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        """Dtype of the UNet's weights (change it with ``policy.to(dtype=...)``)."""
+        return self._dtype
 
-    def to(self, device: str | torch.device) -> DiffusionPolicy:
-        self.pipeline.to(device)
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DiffusionPolicy:
+        self.pipeline.to(device, dtype)
+        self._dtype = self.unet.dtype
         return self
 
     def build_conditioning(
@@ -206,9 +210,10 @@ class DiffusionPolicy(ABC):
         """
         groups = conditioning.num_groups
         model_input = torch.cat([latents] * groups) if groups > 1 else latents
-        model_input = self.scheduler.scale_model_input(model_input, timesteps).to(self.dtype)
+        dtype = self.dtype
+        model_input = self.scheduler.scale_model_input(model_input, timesteps).to(dtype)
         t = timesteps.repeat(groups) if timesteps.ndim == 1 else timesteps
-        kwargs = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in conditioning.flat(index).items()}
+        kwargs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in conditioning.flat(index).items()}
         output = self.unet_forward(model_input, t, kwargs)
         chunks = list(output.chunk(groups)) if groups > 1 else [output]
         eps_uncond = chunks.pop(0) if conditioning.has_unconditional else None
