@@ -358,7 +358,7 @@ class ParrotTrainer:
         params = self.expander.trainable_parameters()
         self.synchronise_gradients(params, "mean")
         norm = self._clip_and_step(params, self.expander_optimizer, self.config.expander.max_grad_norm)
-        return {"loss": float(result.loss), "kl": float(result.kl), "grad_norm": norm}
+        return {"loss": float(result.loss.detach()), "kl": float(result.kl.detach()), "grad_norm": norm}
 
     # ----- one iteration -------------------------------------------------------------------------
     def run_iteration(self, iteration: int) -> dict[str, float]:
@@ -380,7 +380,7 @@ class ParrotTrainer:
             metrics |= {f"t2i/{k}": v for k, v in self.update_t2i(rollout, local, advantages.normaliser, iteration).items()}
         if self.trains_expander:
             metrics |= {f"expander/{k}": v for k, v in self.update_expander(expansions, local).items()}
-        self.last_rollout, self.last_scores = rollout, scores
+        self.last_rollout, self.last_scores, self.last_advantages = rollout, scores, advantages
         return metrics
 
     # ----- checkpoints -------------------------------------------------------------------------

@@ -68,7 +68,7 @@ class RewardsConfig:
     )
     settings: dict[str, dict[str, Any]] = field(
         default_factory=dict,
-        metadata={"help": "per-reward settings {name: {key: value}} (YAML only); 'builtin:tiny_clip' builds a toy CLIP"},
+        metadata={"help": "per-reward settings {name: {key: value}} (YAML only; entries for rewards not in names are unused); 'builtin:tiny_clip' builds a toy CLIP"},
     )
 
     def __post_init__(self) -> None:
@@ -78,9 +78,6 @@ class RewardsConfig:
             raise ValueError(f"names={self.names} repeats a reward")
         if not isinstance(self.settings, dict) or not all(isinstance(v, dict) for v in self.settings.values()):
             raise ValueError(f"settings must be a mapping of reward name to a mapping of settings; got {self.settings!r}")
-        unknown = sorted(set(self.settings) - set(self.names))
-        if unknown:
-            raise ValueError(f"settings given for {unknown}, which are not in names {list(self.names)}")
 
 
 @dataclass
