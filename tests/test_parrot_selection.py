@@ -139,3 +139,22 @@ def test_is_loss_matches_sf_gradient_at_ratio_one_and_clips_outside():
 def test_gaussian_kl_closed_form():
     mean, base, std = torch.ones(2, 3), torch.zeros(2, 3), torch.full((2, 1), 2.0)
     assert torch.allclose(gaussian_kl(mean, base, std), torch.full((2,), 1 / 8))
+
+
+def test_policy_gradient_step_raises_log_prob_of_positive_advantage_trajectory(policy):
+    from t2i import Guidance, LoraSettings
+
+    params = policy.add_lora(LoraSettings(rank=4))
+    trajectory = policy.sample(["a red circle", "a blue square"], guidance=Guidance.cfg(3.0), num_inference_steps=3,
+                               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    steps = torch.arange(3)
+    with torch.no_grad():
+        before = policy.log_probs(trajectory, steps).sum(1)
+    optimizer = torch.optim.SGD(params, lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        t2i_policy_loss(policy.log_probs(trajectory, steps), torch.tensor([1.0, -1.0]), 2).loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        change = policy.log_probs(trajectory, steps).sum(1) - before
+    assert change[0] > 0 > change[1]

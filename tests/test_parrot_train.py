@@ -159,3 +159,14 @@ def test_sd15_preset_file_parses():
     config = load_train_config(["--config", str(REPO / "configs" / "sd15.yaml")])
     assert config.preset == "none" and config.model.pipeline == "runwayml/stable-diffusion-v1-5"
     assert config.rewards.names == ("laion_aesthetic", "pickscore", "clip_score", "sentiment")
+
+
+def test_preset_then_yaml_then_cli_precedence(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("iterations: 7\nsampling:\n  num_steps: 6\nt2i:\n  lr: 0.5\n")
+    config = load_train_config(["--config", str(yaml_file), "--t2i.lr", "0.25"])
+    assert config.preset == "tiny" and config.model.pipeline == "builtin:tiny"  # from the default preset
+    assert config.iterations == 7 and config.sampling.num_steps == 6  # YAML over the preset
+    assert config.sampling.prompts_per_process == 4  # preset values the YAML does not touch survive
+    assert config.t2i.lr == 0.25  # CLI over YAML
+    assert config.rewards.settings["clip_score"] == {"model": "builtin:tiny_clip"}
