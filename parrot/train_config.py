@@ -16,6 +16,7 @@ expander with a BPE tokenizer trained on the training prompts).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,7 @@ class LoggingConfig:
 class TrainConfig:
     """Parrot multi-reward RL of a text-to-image model (and its baselines) in one loop."""
 
-    preset: str = field(default="", metadata={"help": f"preset under the config file: one of PRESETS or 'none'"})
+    preset: str = field(default="", metadata={"help": "preset applied under the config file: a name in parrot.train_config.PRESETS, or 'none'"})
     mode: str = field(default="joint", metadata={"help": "what trains: 'joint' (T2I + expander), 't2i' or 'expander'"})
     iterations: int = field(default=100, metadata={"help": "training iterations (Alg. 1 loop)"})
     seed: int = field(default=0, metadata={"help": "seed of every random draw (derived per iteration/image)"})
@@ -293,8 +294,6 @@ def _preset_name(argv: Sequence[str]) -> str:
 
 def load_train_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse the command line (see the module docstring for precedence)."""
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
     name = _preset_name(argv)
     if name != "none" and name not in PRESETS:

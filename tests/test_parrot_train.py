@@ -170,3 +170,15 @@ def test_preset_then_yaml_then_cli_precedence(tmp_path):
     assert config.sampling.prompts_per_process == 4  # preset values the YAML does not touch survive
     assert config.t2i.lr == 0.25  # CLI over YAML
     assert config.rewards.settings["clip_score"] == {"model": "builtin:tiny_clip"}
+
+
+def test_expander_only_mode_leaves_the_t2i_lora_alone(tmp_path):
+    args = quick_args(tmp_path, "--mode", "expander", "--expander.model", "builtin:tiny_gpt2", "--iterations", "1",
+                      "--expander.sampling.max_new_tokens", "4", "--expander.lr", "0.05")  # fmt: skip
+    trainer = ParrotTrainer(load_train_config(args))
+    assert trainer.t2i_optimizer is None and not any(p.requires_grad for p in trainer.t2i_params)
+    before = {part: {k: v.detach().clone() for k, v in tensors.items()} for part, tensors in trainer.trainable_state().items()}
+    trainer.run_iteration(0)
+    after = trainer.trainable_state()
+    assert all(torch.equal(before["t2i"][k], v) for k, v in after["t2i"].items())
+    assert any(not torch.equal(before["expander"][k], v) for k, v in after["expander"].items())
