@@ -381,6 +381,7 @@ class ParrotTrainer:
         if self.trains_expander:
             metrics |= {f"expander/{k}": v for k, v in self.update_expander(expansions, local).items()}
         self.last_rollout, self.last_scores, self.last_advantages = rollout, scores, advantages
+        self.last_rewards = rewards
         return metrics
 
     # ----- checkpoints -------------------------------------------------------------------------
@@ -473,9 +474,10 @@ class ParrotTrainer:
             f"{i}: c={c!r} | prompt={p!r} | " + ", ".join(f"{k}={v:.3f}" for k, v in s.items())
             for i, (c, p, s) in enumerate(zip(rollout.original_prompts, rollout.trajectory.prompts, scores.as_dicts()))
         ]
+        scatter = reward_scatter(self.last_rewards, self.last_advantages.selected)
         for tracker in self.accelerator.trackers:
             if tracker.name == "tensorboard":
-                tracker.log_images({"samples": images}, step=iteration, dataformats="NHWC")
+                tracker.log_images({"samples": images, "pareto_scatter": scatter[None]}, step=iteration, dataformats="NHWC")
                 tracker.writer.add_text("samples/captions", "\n\n".join(captions), iteration)
 
     # ----- the loop ------------------------------------------------------------------------------
@@ -532,6 +534,24 @@ def _flat_scalars(tree: dict, prefix: str = "") -> dict[str, float | int | str |
         else:
             flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return flat
+
+
+def reward_scatter(rewards: torch.Tensor, selected: torch.Tensor, size: int = 256) -> np.ndarray:
+    """The batch's rewards 1 vs 2 (or reward 1 vs image index when K = 1), P in red, as an (H, W, 3) uint8 image."""
+    from PIL import Image, ImageDraw
+
+    x = rewards[:, 0].double()
+    y = rewards[:, 1].double() if rewards.shape[1] > 1 else torch.arange(len(x), dtype=torch.double)
+
+    def scaled(v: torch.Tensor) -> torch.Tensor:
+        span = (v.max() - v.min()).clamp(min=1e-12)
+        return 16 + (v - v.min()) / span * (size - 32)
+
+    canvas = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(canvas)
+    for xi, yi, chosen in zip(scaled(x).tolist(), scaled(y).tolist(), selected.tolist()):
+        draw.ellipse([xi - 3, size - yi - 3, xi + 3, size - yi + 3], fill="red" if chosen else "gray")
+    return np.asarray(canvas)
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
