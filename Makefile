@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	touch $@
 
 demo: setup
-	$(PY) -m parrot.sample --tiny --prompt "a red circle" "a blue square" --out runs/demo --overwrite
+	$(PY) -m parrot.train
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: setup

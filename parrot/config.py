@@ -10,6 +10,7 @@ are refused with the field's dotted name in the message.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import types
 import typing
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["parse_config", "config_from_dict", "config_to_dict", "ConfigError"]
+__all__ = ["parse_config", "config_from_dict", "config_to_dict", "merge_values", "ConfigError"]
 
 C = TypeVar("C")
 
@@ -140,8 +141,28 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str | None = None) -> C:
-    """Parse ``--config FILE.yaml`` and ``--dotted.field value`` overrides into ``cls``."""
+def merge_values(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A nested dict of ``base`` with ``update`` laid over it (mappings merged key by key)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_config(
+    cls: type[C],
+    argv: Sequence[str] | None = None,
+    description: str | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> C:
+    """Parse ``--config FILE.yaml`` and ``--dotted.field value`` overrides into ``cls``.
+
+    Precedence, lowest first: the dataclass defaults, ``defaults`` (a nested mapping, e.g. a
+    preset), the YAML file, the command line.
+    """
     parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip().split("\n")[0])
     parser.add_argument("--config", type=Path, help="YAML file with values for any of the fields below")
     for dotted, f, tp in _leaf_fields(cls):
@@ -170,6 +191,7 @@ def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: s
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {config_path}: expected a YAML mapping at the top level")
         values = loaded
+    values = merge_values(copy.deepcopy(defaults or {}), values)
     for dotted, value in args.items():
         if value is not None:
             _set_dotted(values, dotted, value)

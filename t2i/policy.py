@@ -27,7 +27,7 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, StableDiffusionPipeline
 from tqdm.auto import tqdm
 
-from t2i.ddim import ddim_step_with_log_prob
+from t2i.ddim import DDIMStep, ddim_step_with_log_prob
 from t2i.guidance import Guidance, combine_noise_predictions
 from t2i.lora import LoraSettings, add_lora, load_lora, save_lora
 from t2i.sources import resolve_model_source
@@ -343,6 +343,16 @@ class DiffusionPolicy(ABC):
         All B·S steps go through the UNet in one batch; gradients flow when enabled.
         Returns (B, S), float32.
         """
+        step = self.recorded_steps(trajectory, step_indices)
+        return step.log_prob.view(trajectory.batch_size, -1)
+
+    def recorded_steps(self, trajectory: Trajectory, step_indices: torch.Tensor | Sequence[int]) -> DDIMStep:
+        """The step distributions N(μ_θ, σ_t²) of recorded steps under the current weights.
+
+        Same ``step_indices`` as :meth:`log_probs`; the returned :class:`DDIMStep` is flat over
+        the B·S steps (sample-major), e.g. for DPOK's closed-form KL between two policies'
+        means. ``prev_sample`` is the recorded x_{t-1}.
+        """
         batch = trajectory.batch_size
         steps = len(trajectory.timesteps)
         index = torch.as_tensor(step_indices, dtype=torch.long, device=trajectory.latents.device)
@@ -360,8 +370,7 @@ class DiffusionPolicy(ABC):
         x_prev = trajectory.latents[samples, flat + 1]
         t = trajectory.timesteps.to(index.device)[flat]
         eps = self.predict_noise(x_t, t, trajectory.conditioning, index=samples)
-        step = ddim_step_with_log_prob(self.scheduler, eps, t, x_t, eta=trajectory.eta, prev_sample=x_prev)
-        return step.log_prob.view(batch, -1)
+        return ddim_step_with_log_prob(self.scheduler, eps, t, x_t, eta=trajectory.eta, prev_sample=x_prev)
 
     # ----- LoRA ------------------------------------------------------------------------
     def add_lora(self, settings: LoraSettings | None = None) -> list[torch.nn.Parameter]:

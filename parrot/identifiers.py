@@ -1,0 +1,52 @@
+"""Parrot's reward-specific identifiers: a token per reward prepended to the prompt.
+
+During training the images sampled for reward k come from "<k>, ĉ" and reward k's
+log-likelihood term is taken under that condition c_k; at inference all (or a chosen subset
+of) identifiers are prepended, "<k1> <k2> …, ĉ", to ask for every quality at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["IdentifierConfig", "identifier", "with_identifiers", "evaluation_identifiers"]
+
+
+@dataclass
+class IdentifierConfig:
+    """Reward identifiers on/off, their format, and which ones are prepended at evaluation."""
+
+    enabled: bool = field(default=True, metadata={"help": "prepend a reward-specific identifier while training"})
+    template: str = field(default="<{name}>", metadata={"help": "identifier text for reward {name}"})
+    evaluation: tuple[str, ...] = field(
+        default=("all",),
+        metadata={"help": "identifiers prepended at evaluation: 'all', reward names, or 'none'"},
+    )
+
+    def __post_init__(self) -> None:
+        if "{name}" not in self.template:
+            raise ValueError(f"template={self.template!r} must contain '{{name}}'")
+
+
+def identifier(template: str, name: str) -> str:
+    return template.format(name=name)
+
+
+def with_identifiers(prompt: str, names: Sequence[str], template: str) -> str:
+    """"<a> <b>, prompt" (the prompt unchanged when ``names`` is empty)."""
+    if not names:
+        return prompt
+    return " ".join(identifier(template, n) for n in names) + ", " + prompt
+
+
+def evaluation_identifiers(config: IdentifierConfig, reward_names: Sequence[str]) -> list[str]:
+    """The reward names whose identifiers are prepended at evaluation (errors name unknown ones)."""
+    if not config.enabled or tuple(config.evaluation) in (("none",), ()):
+        return []
+    if tuple(config.evaluation) == ("all",):
+        return list(reward_names)
+    unknown = [n for n in config.evaluation if n not in reward_names]
+    if unknown:
+        raise ValueError(f"identifiers.evaluation names {unknown}, not among rewards.names {list(reward_names)}")
+    return list(config.evaluation)

@@ -1,0 +1,302 @@
+"""The typed config of ``python -m parrot.train`` and its presets.
+
+Values come, lowest precedence first, from the dataclass defaults, a *preset* (a nested
+mapping in :data:`PRESETS`, chosen by ``--preset`` or a ``preset:`` key in the YAML file;
+:data:`DEFAULT_PRESET` when neither names one), ``--config FILE.yaml`` and ``--dotted.field``
+overrides. The ``tiny`` preset is a random toy world built in code (runs anywhere, offline);
+``configs/sd15.yaml`` is SD 1.5 with real rewards (``preset: none``). When the shapes world
+lands, adding a ``shapes`` entry and pointing :data:`DEFAULT_PRESET` at it is the whole change.
+
+``builtin:`` model names are built in code instead of loaded: ``builtin:tiny`` (the toy SD
+pipeline of :mod:`t2i.tiny`), ``builtin:tiny_clip`` (a reward setting: the toy CLIP of
+:mod:`rewards.tiny`, saved under the run directory) and ``builtin:tiny_gpt2`` (a random GPT-2
+expander with a BPE tokenizer trained on the training prompts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from parrot.config import ConfigError, parse_config
+from parrot.identifiers import IdentifierConfig
+from parrot.selection import SelectionConfig
+from prompt_expander.expander import ExpanderConfig
+from prompt_expander.rl import PolicyGradientConfig
+from t2i.lora import LoraSettings
+
+__all__ = [
+    "TrainConfig",
+    "ModelConfig",
+    "RewardsConfig",
+    "PromptsConfig",
+    "SamplingConfig",
+    "T2IUpdateConfig",
+    "ExpanderSection",
+    "EvaluationConfig",
+    "LoggingConfig",
+    "DerivedQuantities",
+    "derived_quantities",
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "load_train_config",
+]
+
+_MODES = ("joint", "t2i", "expander")
+
+
+@dataclass
+class ModelConfig:
+    pipeline: str = field(
+        default="runwayml/stable-diffusion-v1-5",
+        metadata={"help": "hub id or local diffusers pipeline directory, or 'builtin:tiny'"},
+    )
+    dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})
+
+
+@dataclass
+class RewardsConfig:
+    names: tuple[str, ...] = field(
+        default=("laion_aesthetic", "pickscore", "clip_score", "sentiment"),
+        metadata={"help": "rewards r_1..r_K by registry name (rewards.reward_names())"},
+    )
+    settings: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={"help": "per-reward settings {name: {key: value}} (YAML only; entries for rewards not in names are unused); 'builtin:tiny_clip' builds a toy CLIP"},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError("names is empty: give at least one reward")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"names={self.names} repeats a reward")
+        if not isinstance(self.settings, dict) or not all(isinstance(v, dict) for v in self.settings.values()):
+            raise ValueError(f"settings must be a mapping of reward name to a mapping of settings; got {self.settings!r}")
+
+
+@dataclass
+class PromptsConfig:
+    train: tuple[str, ...] = field(default=(), metadata={"help": "training prompts c (inline)"})
+    train_file: str = field(default="", metadata={"help": "text file of training prompts, one per line (adds to train)"})
+    evaluation: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts for the before/after table"})
+    evaluation_file: str = field(default="", metadata={"help": "text file of held-out prompts, one per line"})
+
+
+@dataclass
+class SamplingConfig:
+    prompts_per_process: int = field(default=4, metadata={"help": "original prompts per process per iteration"})
+    images_per_prompt: int = field(
+        default=4, metadata={"help": "images per prompt; a multiple of the number of rewards when identifiers are on"}
+    )
+    num_steps: int = field(default=50, metadata={"help": "DDIM steps T"})
+    eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0)"})
+    guidance_scale: float = field(default=7.5, metadata={"help": "CFG scale when there is no expander (ĉ = c)"})
+    w1: float = field(default=5.0, metadata={"help": "Parrot guidance weight of the original prompt c (with an expander)"})
+    w2: float = field(default=5.0, metadata={"help": "Parrot guidance weight of the expanded prompt ĉ"})
+    negative_prompt: str = field(default="", metadata={"help": "prompt of the unconditional branch"})
+    resolution: int = field(default=0, metadata={"help": "image side in pixels; 0 = the pipeline's default"})
+
+    def __post_init__(self) -> None:
+        for name in ("prompts_per_process", "images_per_prompt", "num_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not self.eta > 0:
+            raise ValueError(f"eta={self.eta} must be > 0: training needs log-probs of stochastic steps")
+
+
+@dataclass
+class T2IUpdateConfig:
+    estimator: str = field(default="is", metadata={"help": "'sf' (DDPO-SF, REINFORCE) or 'is' (DDPO-IS, PPO clipping)"})
+    clip_range: float = field(default=1e-4, metadata={"help": "PPO ε of DDPO-IS (DDPO: 1e-4)"})
+    inner_epochs: int = field(default=1, metadata={"help": "passes over each batch (DDPO-IS may reuse a batch)"})
+    minibatches: int = field(default=1, metadata={"help": "optimiser steps per inner epoch (splits each process's images)"})
+    timestep_fraction: float = field(default=1.0, metadata={"help": "share of the T steps trained per image (random subset)"})
+    lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate of the LoRA"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient norm clip; 0 = off"})
+    kl_weight: float = field(default=0.0, metadata={"help": "β of DPOK's KL to the base model (LoRA off); 0 = off"})
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ("sf", "is"):
+            raise ValueError(f"estimator={self.estimator!r}: use 'sf' or 'is'")
+        if not 0 < self.clip_range < 1:
+            raise ValueError(f"clip_range={self.clip_range} must be in (0, 1)")
+        if self.inner_epochs < 1 or self.minibatches < 1:
+            raise ValueError(f"inner_epochs={self.inner_epochs} and minibatches={self.minibatches} must be >= 1")
+        if self.estimator == "sf" and self.inner_epochs > 1:
+            raise ValueError("inner_epochs > 1 reuses samples off-policy: use estimator 'is' (importance sampling)")
+        if not 0 < self.timestep_fraction <= 1:
+            raise ValueError(f"timestep_fraction={self.timestep_fraction} must be in (0, 1]")
+        if not self.lr > 0 or self.kl_weight < 0 or self.max_grad_norm < 0:
+            raise ValueError(f"need lr > 0 (got {self.lr}), kl_weight >= 0 ({self.kl_weight}), max_grad_norm >= 0")
+
+
+@dataclass
+class ExpanderSection:
+    model: str = field(
+        default="", metadata={"help": "causal LM hub id / directory, 'builtin:tiny_gpt2', or '' for no expander (ĉ = c)"}
+    )
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank on the expander (0 = train all weights)"})
+    lora_target_modules: tuple[str, ...] = field(default=("c_attn", "c_proj"), metadata={"help": "expander LoRA modules"})
+    lr: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the expander"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient norm clip; 0 = off"})
+    sampling: ExpanderConfig = field(default_factory=ExpanderConfig, metadata={"help": "expansion sampling"})
+    update: PolicyGradientConfig = field(default_factory=PolicyGradientConfig, metadata={"help": "policy gradient"})
+
+
+@dataclass
+class EvaluationConfig:
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "sampling seeds of the held-out table"})
+    enabled: bool = field(default=True, metadata={"help": "print the before/after table at the end"})
+
+
+@dataclass
+class LoggingConfig:
+    log_with: str = field(default="tensorboard", metadata={"help": "accelerate tracker: tensorboard, wandb, ... or 'none'"})
+    images_every: int = field(default=5, metadata={"help": "log an image grid every N iterations (0 = never)"})
+    project: str = field(default="parrot", metadata={"help": "tracker project name"})
+
+
+@dataclass
+class TrainConfig:
+    """Parrot multi-reward RL of a text-to-image model (and its baselines) in one loop."""
+
+    preset: str = field(default="", metadata={"help": "preset applied under the config file: a name in parrot.train_config.PRESETS, or 'none'"})
+    mode: str = field(default="joint", metadata={"help": "what trains: 'joint' (T2I + expander), 't2i' or 'expander'"})
+    iterations: int = field(default=100, metadata={"help": "training iterations (Alg. 1 loop)"})
+    seed: int = field(default=0, metadata={"help": "seed of every random draw (derived per iteration/image)"})
+    output_dir: Path = field(default=Path("runs/train"), metadata={"help": "checkpoints, logs and the final LoRA"})
+    checkpoint_every: int = field(default=10, metadata={"help": "save a checkpoint every N iterations (0 = only at the end)"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk (oldest deleted)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
+    device: str = field(default="", metadata={"help": "'' = the accelerator's device; e.g. 'cpu'"})
+    sigkill_after_iteration: int = field(
+        default=0, metadata={"help": "testing only: SIGKILL this process after iteration N (0 = never)"}
+    )
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "T2I model"})
+    rewards: RewardsConfig = field(default_factory=RewardsConfig, metadata={"help": "rewards"})
+    prompts: PromptsConfig = field(default_factory=PromptsConfig, metadata={"help": "prompts"})
+    sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"help": "image sampling"})
+    selection: SelectionConfig = field(default_factory=SelectionConfig, metadata={"help": "selection and advantages"})
+    identifiers: IdentifierConfig = field(default_factory=IdentifierConfig, metadata={"help": "reward identifiers"})
+    t2i: T2IUpdateConfig = field(default_factory=T2IUpdateConfig, metadata={"help": "T2I update"})
+    expander: ExpanderSection = field(default_factory=ExpanderSection, metadata={"help": "prompt expander"})
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={"help": "held-out evaluation"})
+    logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "logging"})
+
+    def __post_init__(self) -> None:
+        if self.mode not in _MODES:
+            raise ValueError(f"mode={self.mode!r}: use one of {_MODES}")
+        if self.mode in ("joint", "expander") and not self.expander.model:
+            raise ValueError(f"mode={self.mode!r} trains the expander: set expander.model (or use mode 't2i')")
+        if self.iterations < 1 or self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise ValueError(
+                f"need iterations >= 1 (got {self.iterations}), checkpoint_every >= 0 ({self.checkpoint_every}), "
+                f"keep_checkpoints >= 1 ({self.keep_checkpoints})"
+            )
+        num_rewards = len(self.rewards.names)
+        if self.identifiers.enabled and self.sampling.images_per_prompt % num_rewards:
+            raise ValueError(
+                f"sampling.images_per_prompt={self.sampling.images_per_prompt} must be a multiple of the "
+                f"{num_rewards} rewards when identifiers are on (one identifier per image, in turn)"
+            )
+        if not self.prompts.train and not self.prompts.train_file:
+            raise ValueError("prompts.train and prompts.train_file are both empty: give training prompts")
+
+
+@dataclass
+class DerivedQuantities:
+    num_processes: int
+    images_per_process: int
+    images_per_iteration: int
+    images_per_minibatch: int
+    updates_per_iteration: int
+    trained_steps_per_image: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.num_processes} process(es) × {self.images_per_process} images = {self.images_per_iteration} images "
+            f"per iteration; {self.updates_per_iteration} optimiser step(s) per iteration of {self.images_per_minibatch} "
+            f"images per process; {self.trained_steps_per_image} trained denoising step(s) per image"
+        )
+
+
+def derived_quantities(config: TrainConfig, num_processes: int) -> DerivedQuantities:
+    """Images and updates per iteration; refuses sizes that do not divide (message names the fields)."""
+    per_process = config.sampling.prompts_per_process * config.sampling.images_per_prompt
+    if per_process % config.t2i.minibatches:
+        raise ConfigError(
+            f"t2i.minibatches={config.t2i.minibatches} must divide the {per_process} images per process "
+            f"(sampling.prompts_per_process × sampling.images_per_prompt)"
+        )
+    steps = max(1, round(config.t2i.timestep_fraction * config.sampling.num_steps))
+    return DerivedQuantities(
+        num_processes=num_processes,
+        images_per_process=per_process,
+        images_per_iteration=per_process * num_processes,
+        images_per_minibatch=per_process // config.t2i.minibatches,
+        updates_per_iteration=config.t2i.minibatches * config.t2i.inner_epochs,
+        trained_steps_per_image=steps,
+    )
+
+
+_TINY_PROMPTS = (
+    "a red circle", "a blue square", "a green triangle", "a yellow star",
+    "two red squares", "a small blue circle", "a big green square", "a purple triangle",
+)
+_TINY_HELD_OUT = ("a red square", "a blue triangle", "a green circle", "a yellow square")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A random toy SD, a random toy CLIP behind two CLIP rewards, JPEG compressibility and a
+    # random GPT-2 expander: exercises every code path offline on CPU in a few minutes.
+    "tiny": {
+        "iterations": 20,
+        "checkpoint_every": 10,
+        "output_dir": "runs/train-tiny",
+        "model": {"pipeline": "builtin:tiny", "lora": {"rank": 4}},
+        "rewards": {
+            "names": ["jpeg_compressibility", "clip_score", "sentiment"],
+            "settings": {"clip_score": {"model": "builtin:tiny_clip"}, "sentiment": {"model": "builtin:tiny_clip"}},
+        },
+        "prompts": {"train": list(_TINY_PROMPTS), "evaluation": list(_TINY_HELD_OUT)},
+        "sampling": {"prompts_per_process": 4, "images_per_prompt": 3, "num_steps": 10, "w1": 2.0, "w2": 2.0,
+                     "guidance_scale": 3.0},
+        "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 0.5},
+        "expander": {"model": "builtin:tiny_gpt2", "lr": 1e-3, "lora_rank": 4,
+                     "sampling": {"max_new_tokens": 12}, "update": {"kl_weight": 0.05}},
+        "logging": {"images_every": 10},
+    },
+}
+DEFAULT_PRESET = "tiny"
+
+
+def _preset_name(argv: Sequence[str]) -> str:
+    """The preset named by ``--preset``, else the config file's ``preset:`` key, else the default."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--preset")
+    parser.add_argument("--config", type=Path)
+    known, _ = parser.parse_known_args(list(argv))
+    if known.preset:
+        return known.preset
+    if known.config is not None and known.config.is_file():
+        loaded = yaml.safe_load(known.config.read_text()) or {}
+        if isinstance(loaded, dict) and loaded.get("preset"):
+            return str(loaded["preset"])
+    return DEFAULT_PRESET
+
+
+def load_train_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse the command line (see the module docstring for precedence)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _preset_name(argv)
+    if name != "none" and name not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}, or 'none'")
+    defaults = {} if name == "none" else dict(PRESETS[name], preset=name)
+    return parse_config(TrainConfig, argv, defaults=defaults)

@@ -1,0 +1,106 @@
+"""Build the models a training run names: the T2I policy, the rewards and the expander.
+
+Real names load from the hub or a local directory; ``builtin:`` names are built in code
+(see :mod:`parrot.train_config`), so the default run needs no download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+
+from prompt_expander.expander import PromptExpander
+from prompt_expander.scratch import TinyGPT2Config, build_gpt2, train_bpe_tokenizer
+from prompt_expander.template import render_input
+from rewards import MultiRewardEvaluator, load_reward
+from rewards.base import resolve_dtype
+from rewards.registry import reward_config_class
+from rewards.tiny import save_tiny_clip
+from t2i import LoraSettings, StableDiffusionPolicy
+from t2i.tiny import build_tiny_pipeline
+
+__all__ = ["build_policy", "resolve_reward_settings", "build_evaluator", "build_expander", "expander_base"]
+
+BUILTIN_TINY = "builtin:tiny"
+BUILTIN_TINY_CLIP = "builtin:tiny_clip"
+BUILTIN_TINY_GPT2 = "builtin:tiny_gpt2"
+
+
+def build_policy(pipeline: str, dtype: str, device: torch.device | str) -> StableDiffusionPolicy:
+    """The T2I policy π_θ from a hub id, a local pipeline directory or ``builtin:tiny``."""
+    if pipeline == BUILTIN_TINY:
+        return StableDiffusionPolicy(build_tiny_pipeline()).to(device)
+    if pipeline.startswith("builtin:"):
+        raise ValueError(f"model.pipeline={pipeline!r}: the only built-in pipeline is {BUILTIN_TINY!r}")
+    return StableDiffusionPolicy.from_pretrained(pipeline, torch_dtype=resolve_dtype(dtype), device=device)
+
+
+def resolve_reward_settings(
+    names: Sequence[str], settings: dict[str, dict[str, Any]], world_dir: Path, device: str, build: bool
+) -> dict[str, dict[str, Any]]:
+    """Per-reward settings with ``builtin:tiny_clip`` replaced by a saved toy CLIP's directory.
+
+    ``build`` says whether this process writes the toy CLIP (the main one; the others wait
+    and then read it). Rewards whose config has a ``device`` get this process's device
+    unless the settings name one.
+    """
+    resolved = {}
+    for name in names:
+        values = dict(settings.get(name, {}))
+        for key, value in values.items():
+            if value == BUILTIN_TINY_CLIP:
+                target = world_dir / "tiny_clip"
+                if build and not (target / "config.json").is_file():
+                    save_tiny_clip(target)
+                values[key] = str(target)
+        if "device" in {f for f in reward_config_class(name).__dataclass_fields__} and "device" not in values:
+            values["device"] = device
+        resolved[name] = values
+    return resolved
+
+
+def build_evaluator(resolved_settings: dict[str, dict[str, Any]]) -> MultiRewardEvaluator:
+    return MultiRewardEvaluator([load_reward(name, **values) for name, values in resolved_settings.items()])
+
+
+def build_expander(
+    model: str,
+    sampling_config,
+    lora_rank: int,
+    lora_target_modules: tuple[str, ...],
+    corpus: Sequence[str],
+    device: torch.device | str,
+) -> PromptExpander | None:
+    """The prompt expander p_φ(ĉ|c), or None when ``model`` is empty (then ĉ = c)."""
+    if not model:
+        return None
+    lora = LoraSettings(rank=lora_rank, target_modules=lora_target_modules) if lora_rank > 0 else None
+    if model == BUILTIN_TINY_GPT2:
+        texts = list(corpus) + [render_input(sampling_config.template, p) for p in corpus]
+        tokenizer = train_bpe_tokenizer(texts, vocab_size=400, model_max_length=256)
+        network = build_gpt2(tokenizer, TinyGPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=256, vocab_size=400))
+        return PromptExpander(network, tokenizer, sampling_config, lora).to(device)
+    if model.startswith("builtin:"):
+        raise ValueError(f"expander.model={model!r}: the only built-in expander is {BUILTIN_TINY_GPT2!r}")
+    return PromptExpander.from_pretrained(model, sampling_config, lora).to(device)
+
+
+@contextlib.contextmanager
+def expander_base(expander: PromptExpander) -> Iterator[None]:
+    """Sample from the expander's reference (SFT) weights: LoRA off, or the frozen copy swapped in."""
+    if isinstance(expander.model, PeftModel):
+        with expander.model.disable_adapter():
+            yield
+        return
+    trained = expander.model
+    expander.model = expander.reference_model or copy.deepcopy(trained)
+    try:
+        yield
+    finally:
+        expander.model = trained

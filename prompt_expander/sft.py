@@ -1,0 +1,224 @@
+"""Supervised fine-tuning of the expander on Promptist-format pairs with TRL's ``SFTTrainer``.
+
+The pairs are rendered with the expander template (:func:`prompt_expander.data.to_sft_dataset`)
+into TRL's prompt/completion format, and the loss is on completion tokens only
+(``completion_only_loss=True``). Without ``--model`` a GPT-2 is built from scratch with a
+BPE tokenizer trained on the training pairs (and the template) by ``tokenizers``.
+
+CLI::
+
+    python -m prompt_expander.sft --output_dir runs/expander_sft --max_steps 500
+    python -m prompt_expander.sft --config sft.yaml --learning_rate 1e-4   # YAML + overrides
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from datasets import Dataset
+from transformers import HfArgumentParser
+from trl import SFTConfig, SFTTrainer
+
+from prompt_expander.data import (
+    DiffusionDBPairsConfig,
+    build_diffusiondb_pairs,
+    keeps_subject_and_adds_modifiers,
+    load_pairs,
+    to_sft_dataset,
+)
+from prompt_expander.expander import ExpanderConfig, PromptExpander, gpt2_lora_settings
+from prompt_expander.scratch import TinyGPT2Config, build_gpt2, train_bpe_tokenizer
+from prompt_expander.template import PARROT_TEMPLATE, render_input
+
+__all__ = ["SFTSettings", "SFTResult", "run_sft", "held_out_loss", "modifier_keep_rate", "main"]
+
+
+@dataclass
+class SFTSettings:
+    """Settings of one SFT run (every field is also a CLI flag)."""
+
+    output_dir: str = field(default="runs/expander_sft", metadata={"help": "where the model directory is written"})
+    model: str | None = field(
+        default=None, metadata={"help": "hub id or local dir of a causal LM; None = GPT-2 from scratch"}
+    )
+    train_data: str | None = field(
+        default=None, metadata={"help": "pairs file (.jsonl/.csv/.tsv), dataset dir or hub name; None = DiffusionDB"}
+    )
+    eval_data: str | None = field(default=None, metadata={"help": "held-out pairs (same kinds); None = DiffusionDB test"})
+    diffusiondb_path: str | None = field(
+        default=None, metadata={"help": "DiffusionDB prompt file; None = ../shared/data/diffusiondb_prompts.txt"}
+    )
+    max_train_rows: int | None = field(default=None, metadata={"help": "use at most N training pairs"})
+    max_eval_rows: int | None = field(default=200, metadata={"help": "use at most N held-out pairs"})
+    template: str = field(default=PARROT_TEMPLATE, metadata={"help": "instruction template with a {prompt} slot"})
+    max_steps: int = field(default=500, metadata={"help": "optimiser steps"})
+    batch_size: int = field(default=16, metadata={"help": "pairs per step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (1e-3 from scratch, ~5e-5 for pretrained)"})
+    warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps"})
+    max_length: int = field(default=192, metadata={"help": "truncate prompt+completion to this many tokens"})
+    lora_rank: int = field(default=0, metadata={"help": "LoRA rank on c_attn/c_proj; 0 = full fine-tuning"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    n_layer: int = field(default=2, metadata={"help": "from scratch: transformer blocks"})
+    n_embd: int = field(default=128, metadata={"help": "from scratch: hidden width"})
+    n_head: int = field(default=4, metadata={"help": "from scratch: attention heads"})
+    vocab_size: int = field(default=2000, metadata={"help": "from scratch: BPE vocabulary size"})
+    n_positions: int = field(default=192, metadata={"help": "from scratch: context length"})
+    sample_eval_prompts: int = field(default=100, metadata={"help": "held-out prompts expanded for the keep/add rate"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate!r} must be > 0")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank={self.lora_rank!r} must be >= 0 (0 = full fine-tuning)")
+
+
+@dataclass
+class SFTResult:
+    output_dir: str
+    eval_loss_before: float
+    eval_loss_after: float
+    keep_rate_before: float
+    keep_rate_after: float
+    train_rows: int
+    eval_rows: int
+    parameters: int
+
+
+def _pairs(settings: SFTSettings) -> tuple[Dataset, Dataset]:
+    if settings.train_data is None or settings.eval_data is None:
+        built = build_diffusiondb_pairs(DiffusionDBPairsConfig(path=settings.diffusiondb_path))
+    train = load_pairs(settings.train_data if settings.train_data is not None else built["train"])
+    held_out = load_pairs(settings.eval_data if settings.eval_data is not None else built["test"])
+    if settings.max_train_rows is not None:
+        train = train.select(range(min(len(train), settings.max_train_rows)))
+    if settings.max_eval_rows is not None:
+        held_out = held_out.select(range(min(len(held_out), settings.max_eval_rows)))
+    return train, held_out
+
+
+def _expander(settings: SFTSettings, train: Dataset) -> PromptExpander:
+    config = ExpanderConfig(template=settings.template)
+    lora = gpt2_lora_settings(settings.lora_rank) if settings.lora_rank > 0 else None
+    if settings.model is not None:
+        return PromptExpander.from_pretrained(settings.model, config, lora=lora)
+    scratch = TinyGPT2Config(
+        n_layer=settings.n_layer,
+        n_embd=settings.n_embd,
+        n_head=settings.n_head,
+        n_positions=settings.n_positions,
+        vocab_size=settings.vocab_size,
+        seed=settings.seed,
+    )
+    corpus = list(train["prompt"]) + list(train["completion"]) + [settings.template] * 10
+    tokenizer = train_bpe_tokenizer(corpus, settings.vocab_size, settings.n_positions)
+    return PromptExpander(build_gpt2(tokenizer, scratch), tokenizer, config, lora=lora)
+
+
+def modifier_keep_rate(expander: PromptExpander, prompts: list[str], seed: int = 0) -> float:
+    """Share of one sampled expansion per prompt that keeps the prompt's words and adds more."""
+    if not prompts:
+        raise ValueError("no prompts to evaluate the keep/add rate on")
+    expansions = expander.sample(prompts, n=1, generator_seed=seed, batch_size=32)
+    kept = [keeps_subject_and_adds_modifiers(p, t) for p, t in zip(prompts, expansions.texts)]
+    return sum(kept) / len(kept)
+
+
+def held_out_loss(trainer: SFTTrainer, held_out: Dataset) -> float:
+    """Mean per-token completion loss (nats) on the held-out pairs."""
+    return float(trainer.evaluate(held_out)["eval_loss"])
+
+
+def run_sft(settings: SFTSettings) -> SFTResult:
+    """Train, evaluate before/after on the held-out pairs, and save a pipeline-loadable directory."""
+    torch.manual_seed(settings.seed)
+    train, held_out = _pairs(settings)
+    expander = _expander(settings, train)
+    args = SFTConfig(
+        output_dir=settings.output_dir,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=max(settings.batch_size, 32),
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        lr_scheduler_type="cosine",
+        max_length=settings.max_length,
+        completion_only_loss=True,
+        logging_steps=max(1, settings.max_steps // 10),
+        save_strategy="no",
+        report_to="none",
+        seed=settings.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=expander.model,
+        args=args,
+        train_dataset=to_sft_dataset(train, settings.template),
+        eval_dataset=to_sft_dataset(held_out, settings.template),
+        processing_class=expander.tokenizer,
+    )
+    eval_prompts = list(held_out["prompt"][: settings.sample_eval_prompts])
+    loss_before = held_out_loss(trainer, trainer.eval_dataset)
+    keep_before = modifier_keep_rate(expander, eval_prompts, settings.seed)
+    trainer.train()
+    expander.model.eval()
+    loss_after = held_out_loss(trainer, trainer.eval_dataset)
+    keep_after = modifier_keep_rate(expander, eval_prompts, settings.seed)
+    expander.save_pretrained(settings.output_dir)
+    result = SFTResult(
+        output_dir=settings.output_dir,
+        eval_loss_before=loss_before,
+        eval_loss_after=loss_after,
+        keep_rate_before=keep_before,
+        keep_rate_after=keep_after,
+        train_rows=len(train),
+        eval_rows=len(held_out),
+        parameters=sum(p.numel() for p in expander.model.parameters()),
+    )
+    (Path(settings.output_dir) / "sft_result.json").write_text(json.dumps(asdict(result), indent=2))
+    if not math.isfinite(loss_after):
+        raise FloatingPointError(f"held-out loss after SFT is {loss_after}")
+    return result
+
+
+def parse_settings(argv: list[str] | None = None) -> SFTSettings:
+    """``--config file.yaml`` gives defaults; any other flag overrides them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(SFTSettings)
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise ValueError("--config needs a YAML file path")
+        config_path = Path(argv[at + 1])
+        if not config_path.is_file():
+            raise FileNotFoundError(f"no config file at {str(config_path)!r}")
+        values = yaml.safe_load(config_path.read_text()) or {}
+        unknown = set(values) - {f for f in SFTSettings.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"unknown settings in {str(config_path)!r}: {sorted(unknown)}")
+        parser.set_defaults(**values)
+        del argv[at : at + 2]
+    (settings,) = parser.parse_args_into_dataclasses(args=argv)
+    return settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    result = run_sft(parse_settings(argv))
+    print(json.dumps(asdict(result), indent=2))
+    expander = PromptExpander.from_pretrained(result.output_dir)
+    example = render_input(expander.config.template, "a cat sitting on a windowsill")
+    print("example input:", example)
+    print("expansion:", expander.sample("a cat sitting on a windowsill", generator_seed=0).texts[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""parrot.train end to end on the tiny world: runs, checkpoints, exact resume after SIGKILL, 2 processes, config errors."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import debug_launcher
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
+
+from parrot.config import ConfigError
+from parrot.train import ParrotTrainer
+from parrot.train_config import derived_quantities, load_train_config
+from rewards.base import Reward
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quick_args(output_dir, *extra):
+    """The tiny preset cut down to seconds: 2 rewards, 2 prompts × 2 images, 4 DDIM steps, no expander."""
+    return [
+        "--output_dir", str(output_dir), "--mode", "t2i", "--expander.model", "",
+        "--rewards.names", "jpeg_compressibility", "clip_score",
+        "--sampling.prompts_per_process", "2", "--sampling.images_per_prompt", "2", "--sampling.num_steps", "4",
+        "--t2i.timestep_fraction", "0.5", "--logging.log_with", "none", "--evaluation.enabled", "false",
+        *extra,
+    ]  # fmt: skip
+
+
+def lora_of(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoint / "t2i_trainable.safetensors"))
+
+
+def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path):
+    out = tmp_path / "run"
+    args = quick_args(out, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--iterations", "2",
+                      "--checkpoint_every", "1", "--keep_checkpoints", "1", "--evaluation.enabled", "true",
+                      "--evaluation.seeds", "0", "--expander.sampling.max_new_tokens", "6")  # fmt: skip
+    trainer = ParrotTrainer(load_train_config(args))
+    initial = {k: v.detach().clone() for k, v in trainer.trainable_state()["t2i"].items()}
+    results = trainer.train()
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-000002"]  # keep_checkpoints=1 pruned the first
+    ckpt = out / "checkpoints" / "checkpoint-000002"
+    for name in ("t2i_trainable.safetensors", "expander_trainable.safetensors", "optimizer_t2i.json",
+                 "optimizer_expander.safetensors", "lora/pytorch_lora_weights.safetensors", "state.json"):  # fmt: skip
+        assert (ckpt / name).is_file(), name
+    trained = lora_of(ckpt)
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial)  # the LoRA moved
+    assert set(results["before"]) == set(results["after"]) == {"jpeg_compressibility", "clip_score"}
+    assert (out / "final" / "expander" / "config.json").is_file()
+    # a half-written checkpoint is never picked up
+    (out / "checkpoints" / ".tmp-checkpoint-000009-1").mkdir()
+    resumed = ParrotTrainer(load_train_config(args[:-6] + ["--iterations", "3", "--resume", "--evaluation.enabled", "false"]))
+    resumed.load_checkpoint(ckpt)
+    assert resumed.iteration == 2
+    assert all(torch.equal(p, trained[k]) for k, p in resumed.trainable_state()["t2i"].items())
+    resumed.train()
+    assert (out / "checkpoints" / "checkpoint-000003").is_dir()
+    assert not (out / "checkpoints" / ".tmp-checkpoint-000009-1").exists()
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    common = ["--iterations", "4", "--checkpoint_every", "2", "--t2i.inner_epochs", "2", "--t2i.minibatches", "2",
+              "--selection.gradient_normalisation", "per_prompt", "--selection.stat_min_count", "2",
+              "--t2i.kl_weight", "0.1"]  # fmt: skip
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "parrot.train", *quick_args(killed, *common, "--sigkill_after_iteration", "3")],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["checkpoint-000002"]
+    torch.set_num_threads(1)
+    ParrotTrainer(load_train_config(quick_args(killed, *common, "--resume"))).train()
+    straight = tmp_path / "straight"
+    ParrotTrainer(load_train_config(quick_args(straight, *common))).train()
+    a = lora_of(killed / "checkpoints" / "checkpoint-000004")
+    b = lora_of(straight / "checkpoints" / "checkpoint-000004")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+def _two_process_step(out_dir):
+    # the forked worker inherits this pytest process's single-process accelerate state: start afresh
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trainer = ParrotTrainer(load_train_config(quick_args(out_dir, "--iterations", "1")))
+    trainer.run_iteration(0)
+    rank = trainer.accelerator.process_index
+    params = {k: v.detach().contiguous() for k, v in trainer.trainable_state()["t2i"].items()}
+    from safetensors.torch import save_file
+
+    save_file({**params, "selected": trainer.last_advantages.selected.to(torch.uint8)}, str(Path(out_dir) / f"rank{rank}.safetensors"))
+
+
+def test_two_processes_select_the_global_p_and_stay_identical(tmp_path):
+    torch.set_num_threads(1)
+    debug_launcher(_two_process_step, args=(str(tmp_path / "multi"),), num_processes=2)
+    rank0 = load_file(str(tmp_path / "multi" / "rank0.safetensors"))
+    rank1 = load_file(str(tmp_path / "multi" / "rank1.safetensors"))
+    single = ParrotTrainer(load_train_config(quick_args(tmp_path / "single", "--iterations", "1",
+                                                       "--sampling.prompts_per_process", "4")))  # fmt: skip
+    single.run_iteration(0)
+    assert torch.equal(rank0["selected"].bool(), single.last_advantages.selected)
+    assert torch.equal(rank0["selected"], rank1["selected"])
+    for name, param in single.trainable_state()["t2i"].items():
+        assert torch.equal(rank0[name], rank1[name]), name  # synchronised gradients: identical ranks
+        assert torch.allclose(rank0[name], param, atol=1e-6), name  # and equal to one process on the same data
+
+
+class NanOnFirstImage(Reward):
+    needs_prompts = False
+
+    def __init__(self, inner: Reward):
+        super().__init__(inner.config)
+        self.inner, self.name = inner, inner.name
+
+    def score_batch(self, images, prompts, metadata):
+        scores = self.inner.score_batch(images, prompts, metadata).clone()
+        scores[0] = float("nan")
+        return scores
+
+
+def test_nan_reward_never_reaches_the_gradient(tmp_path):
+    trainer = ParrotTrainer(load_train_config(quick_args(tmp_path, "--iterations", "1", "--t2i.estimator", "sf", "--t2i.inner_epochs", "1")))
+    trainer.evaluator.rewards[0] = NanOnFirstImage(trainer.evaluator.rewards[0])
+    metrics = trainer.run_iteration(0)
+    assert metrics["reward/nonfinite"] == 1
+    assert trainer.last_advantages.values[0, 0] == 0
+    assert all(torch.isfinite(p).all() and torch.isfinite(p.grad).all() for p in trainer.t2i_params)
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="sampling: eta=0.0 must be > 0"):
+        load_train_config(quick_args(tmp_path, "--sampling.eta", "0"))
+    with pytest.raises(ConfigError, match="t2i: estimator='ppo'"):
+        load_train_config(quick_args(tmp_path, "--t2i.estimator", "ppo"))
+    with pytest.raises(ConfigError, match="images_per_prompt=3 must be a multiple"):
+        load_train_config(quick_args(tmp_path, "--sampling.images_per_prompt", "3"))
+    with pytest.raises(ConfigError, match="mode='joint' trains the expander: set expander.model"):
+        load_train_config(quick_args(tmp_path, "--mode", "joint"))
+    with pytest.raises(ConfigError, match="preset: unknown preset 'nope'"):
+        load_train_config(["--preset", "nope"])
+    with pytest.raises(ConfigError, match="selection: mode='best'"):
+        load_train_config(quick_args(tmp_path, "--selection.mode", "best"))
+    config = load_train_config(quick_args(tmp_path, "--t2i.minibatches", "3"))
+    with pytest.raises(ConfigError, match="t2i.minibatches=3 must divide the 4 images per process"):
+        derived_quantities(config, 1)
+    derived = derived_quantities(load_train_config(quick_args(tmp_path, "--t2i.minibatches", "2")), 2)
+    assert (derived.images_per_iteration, derived.images_per_minibatch, derived.trained_steps_per_image) == (8, 2, 2)
+
+
+def test_sd15_preset_file_parses():
+    config = load_train_config(["--config", str(REPO / "configs" / "sd15.yaml")])
+    assert config.preset == "none" and config.model.pipeline == "runwayml/stable-diffusion-v1-5"
+    assert config.rewards.names == ("laion_aesthetic", "pickscore", "clip_score", "sentiment")
+
+
+def test_preset_then_yaml_then_cli_precedence(tmp_path):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("iterations: 7\nsampling:\n  num_steps: 6\nt2i:\n  lr: 0.5\n")
+    config = load_train_config(["--config", str(yaml_file), "--t2i.lr", "0.25"])
+    assert config.preset == "tiny" and config.model.pipeline == "builtin:tiny"  # from the default preset
+    assert config.iterations == 7 and config.sampling.num_steps == 6  # YAML over the preset
+    assert config.sampling.prompts_per_process == 4  # preset values the YAML does not touch survive
+    assert config.t2i.lr == 0.25  # CLI over YAML
+    assert config.rewards.settings["clip_score"] == {"model": "builtin:tiny_clip"}
+
+
+def test_expander_only_mode_leaves_the_t2i_lora_alone(tmp_path):
+    args = quick_args(tmp_path, "--mode", "expander", "--expander.model", "builtin:tiny_gpt2", "--iterations", "1",
+                      "--expander.sampling.max_new_tokens", "4", "--expander.lr", "0.05")  # fmt: skip
+    trainer = ParrotTrainer(load_train_config(args))
+    assert trainer.t2i_optimizer is None and not any(p.requires_grad for p in trainer.t2i_params)
+    before = {part: {k: v.detach().clone() for k, v in tensors.items()} for part, tensors in trainer.trainable_state().items()}
+    trainer.run_iteration(0)
+    after = trainer.trainable_state()
+    assert all(torch.equal(before["t2i"][k], v) for k, v in after["t2i"].items())
+    assert any(not torch.equal(before["expander"][k], v) for k, v in after["expander"].items())
