@@ -105,9 +105,10 @@ class ParrotTrainer:
     def __init__(self, config: TrainConfig, accelerator: Accelerator | None = None):
         self.config = config
         log_with = None if config.logging.log_with == "none" else config.logging.log_with
-        self.accelerator = accelerator or Accelerator(
-            cpu=config.device == "cpu", log_with=log_with, project_dir=str(config.output_dir)
-        )
+        # accelerate treats torchrun's processes as one multi-process run only with cpu=True
+        # when there is no GPU; without it each CPU process would train alone.
+        on_cpu = config.device == "cpu" or (not config.device and not torch.cuda.is_available())
+        self.accelerator = accelerator or Accelerator(cpu=on_cpu, log_with=log_with, project_dir=str(config.output_dir))
         acc = self.accelerator
         self.rank, self.world = acc.process_index, acc.num_processes
         self.derived = derived_quantities(config, self.world)

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate import debug_launcher
-from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from parrot.config import ConfigError
@@ -86,21 +84,16 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
 
 
-def _two_process_step(out_dir):
-    # the forked worker inherits this pytest process's single-process accelerate state: start afresh
-    AcceleratorState._reset_state(reset_partial_state=True)
-    trainer = ParrotTrainer(load_train_config(quick_args(out_dir, "--iterations", "1")))
-    trainer.run_iteration(0)
-    rank = trainer.accelerator.process_index
-    params = {k: v.detach().contiguous() for k, v in trainer.trainable_state()["t2i"].items()}
-    from safetensors.torch import save_file
-
-    save_file({**params, "selected": trainer.last_advantages.selected.to(torch.uint8)}, str(Path(out_dir) / f"rank{rank}.safetensors"))
-
-
 def test_two_processes_select_the_global_p_and_stay_identical(tmp_path):
-    torch.set_num_threads(1)
-    debug_launcher(_two_process_step, args=(str(tmp_path / "multi"),), num_processes=2)
+    # Fresh processes from torchrun, not accelerate's fork-based debug_launcher: a fork of this
+    # pytest process, whose OpenMP pool earlier tests have started, can deadlock in its first op.
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    worker = REPO / "tests" / "two_process_worker.py"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker), str(tmp_path / "multi")],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
     rank0 = load_file(str(tmp_path / "multi" / "rank0.safetensors"))
     rank1 = load_file(str(tmp_path / "multi" / "rank1.safetensors"))
     single = ParrotTrainer(load_train_config(quick_args(tmp_path / "single", "--iterations", "1",

@@ -1,0 +1,32 @@
+"""One Parrot iteration in each of 2 processes (run by torchrun from test_parrot_train.py).
+
+Each rank saves its trainable parameters after the step and the selected set P it computed.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_parrot_train import quick_args  # noqa: E402
+
+from parrot.train import ParrotTrainer  # noqa: E402
+from parrot.train_config import load_train_config  # noqa: E402
+
+
+def main(out_dir: str) -> None:
+    torch.set_num_threads(1)
+    trainer = ParrotTrainer(load_train_config(quick_args(out_dir, "--iterations", "1")))
+    trainer.run_iteration(0)
+    rank = trainer.accelerator.process_index
+    assert trainer.accelerator.num_processes == 2, "expected to run under torchrun with 2 processes"
+    params = {k: v.detach().contiguous() for k, v in trainer.trainable_state()["t2i"].items()}
+    selected = trainer.last_advantages.selected.to(torch.uint8)
+    save_file({**params, "selected": selected}, str(Path(out_dir) / f"rank{rank}.safetensors"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
