@@ -226,7 +226,7 @@ class PromptExpander:
         budget = self.context_length - self.config.max_new_tokens
         rows = []
         for i, prompt in enumerate(prompts):
-            ids = self.tokenizer(render_input(self.config.template, prompt), add_special_tokens=False)["input_ids"]
+            ids = self._encode_rendered(prompt)
             if len(ids) > budget:
                 if not self.config.truncate_prompts:
                     raise ValueError(
@@ -238,6 +238,11 @@ class PromptExpander:
             rows.append(ids)
         return rows
 
+    def _encode_rendered(self, prompt: str) -> list[int]:
+        # The tokenizer's own special tokens (e.g. a BOS) are added, exactly as TRL's SFTTrainer
+        # tokenizes the prompt column, so sampling sees the context SFT trained on.
+        return self.tokenizer(render_input(self.config.template, prompt))["input_ids"]
+
     def _truncated_prompt_ids(self, prompt: str, excess: int) -> list[int]:
         """Drop ``excess`` tokens (plus any needed) from the end of the original prompt only."""
         prompt_ids = self.tokenizer(prompt.strip(), add_special_tokens=False)["input_ids"]
@@ -245,7 +250,7 @@ class PromptExpander:
         budget = self.context_length - self.config.max_new_tokens
         while keep > 0:
             short = self.tokenizer.decode(prompt_ids[:keep])
-            ids = self.tokenizer(render_input(self.config.template, short), add_special_tokens=False)["input_ids"]
+            ids = self._encode_rendered(short)
             if len(ids) <= budget and short.strip().rstrip("."):
                 return ids
             keep -= 1
