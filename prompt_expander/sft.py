@@ -121,7 +121,9 @@ def _expander(settings: SFTSettings, train: Dataset) -> PromptExpander:
         vocab_size=settings.vocab_size,
         seed=settings.seed,
     )
-    corpus = list(train["prompt"]) + list(train["completion"]) + [settings.template] * 10
+    # The tokenizer learns from exactly what the model reads: templated prompt + completion.
+    rendered = to_sft_dataset(train, settings.template)
+    corpus = [row["prompt"] + row["completion"] for row in rendered]
     tokenizer = train_bpe_tokenizer(corpus, settings.vocab_size, settings.n_positions)
     return PromptExpander(build_gpt2(tokenizer, scratch), tokenizer, config, lora=lora)
 
