@@ -1,7 +1,7 @@
 """Benchmark: SFT of a small GPT-2 trained from scratch on the DiffusionDB-derived pairs (CPU).
 
 Reports the held-out completion loss before/after and the share of held-out expansions that
-keep the short prompt's words and add modifiers. Run (about 10 minutes on one CPU thread):
+keep the short prompt's words and add modifiers. Run (about 10 minutes on one shared CPU thread):
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/expander_sft.py --output_dir runs/bench_expander_sft
 
@@ -17,11 +17,12 @@ from dataclasses import asdict
 from prompt_expander.sft import parse_settings, run_sft
 
 BENCHMARK_DEFAULTS = [
-    "--max_steps", "600",
+    "--max_steps", "1500",
     "--batch_size", "16",
-    "--learning_rate", "2e-3",
+    "--learning_rate", "3e-3",
+    "--max_length", "64",
     "--n_layer", "2",
-    "--n_embd", "128",
+    "--n_embd", "96",
     "--n_head", "4",
     "--vocab_size", "2000",
     "--max_eval_rows", "300",

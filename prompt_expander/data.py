@@ -36,6 +36,7 @@ __all__ = [
     "load_pairs",
     "to_sft_dataset",
     "keeps_subject_and_adds_modifiers",
+    "subject_word_recall",
 ]
 
 _CLAUSE_END = re.compile(r"[,;|(\[]|\.(?:\s|$)")
@@ -173,3 +174,11 @@ def keeps_subject_and_adds_modifiers(short: str, expansion: str) -> bool:
     """True when every word of ``short`` occurs in ``expansion`` and the expansion has more words."""
     short_words, long_words = _words(short), _words(expansion)
     return set(short_words) <= set(long_words) and len(long_words) > len(short_words)
+
+
+def subject_word_recall(short: str, expansion: str) -> float:
+    """Share of the distinct words of ``short`` that occur in ``expansion`` (partial credit)."""
+    short_words = set(_words(short))
+    if not short_words:
+        raise ValueError(f"short prompt {short!r} has no words")
+    return len(short_words & set(_words(expansion))) / len(short_words)

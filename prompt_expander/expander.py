@@ -226,7 +226,7 @@ class PromptExpander:
         budget = self.context_length - self.config.max_new_tokens
         rows = []
         for i, prompt in enumerate(prompts):
-            ids = self.tokenizer(render_input(self.config.template, prompt), add_special_tokens=False)["input_ids"]
+            ids = self._encode_rendered(prompt)
             if len(ids) > budget:
                 if not self.config.truncate_prompts:
                     raise ValueError(
@@ -238,6 +238,11 @@ class PromptExpander:
             rows.append(ids)
         return rows
 
+    def _encode_rendered(self, prompt: str) -> list[int]:
+        # The tokenizer's own special tokens (e.g. a BOS) are added, exactly as TRL's SFTTrainer
+        # tokenizes the prompt column, so sampling sees the context SFT trained on.
+        return self.tokenizer(render_input(self.config.template, prompt))["input_ids"]
+
     def _truncated_prompt_ids(self, prompt: str, excess: int) -> list[int]:
         """Drop ``excess`` tokens (plus any needed) from the end of the original prompt only."""
         prompt_ids = self.tokenizer(prompt.strip(), add_special_tokens=False)["input_ids"]
@@ -245,7 +250,7 @@ class PromptExpander:
         budget = self.context_length - self.config.max_new_tokens
         while keep > 0:
             short = self.tokenizer.decode(prompt_ids[:keep])
-            ids = self.tokenizer(render_input(self.config.template, short), add_special_tokens=False)["input_ids"]
+            ids = self._encode_rendered(short)
             if len(ids) <= budget and short.strip().rstrip("."):
                 return ids
             keep -= 1
@@ -255,7 +260,11 @@ class PromptExpander:
         )
 
     def encode(self, prompts: Sequence[str], texts: Sequence[str]) -> Expansions:
-        """Expansions for given (prompt, expansion text) pairs, ending in EOS, without log-probs."""
+        """Expansions for given (prompt, expansion text) pairs, without log-probs.
+
+        Each text is tokenized after the template's boundary space, cut to ``max_new_tokens − 1``
+        tokens and ended with EOS, as a sampled expansion that stopped would be.
+        """
         prompts = check_prompts(prompts)
         if len(texts) != len(prompts):
             raise ValueError(f"got {len(prompts)} prompts but {len(texts)} expansions; give one expansion per prompt")
@@ -364,7 +373,10 @@ class PromptExpander:
 
     def log_probs(self, expansions: Expansions) -> torch.Tensor:
         """Per-token log p_φ(ĉ_t | c, ĉ_<t) under the current weights, (N, L), 0 on padding, with grad."""
-        logits = self._expansion_logits(self.model, expansions)
+        return self._token_log_probs(self._expansion_logits(self.model, expansions), expansions)
+
+    @staticmethod
+    def _token_log_probs(logits: torch.Tensor, expansions: Expansions) -> torch.Tensor:
         token_ids = expansions.token_ids.to(logits.device)
         log_probs = torch.log_softmax(logits, -1).gather(-1, token_ids[..., None]).squeeze(-1)
         return log_probs * expansions.attention_mask.to(logits.device)
@@ -384,7 +396,9 @@ class PromptExpander:
         The exact per-token KL over the vocabulary along sampled prefixes; its expectation
         under ĉ ~ p_φ is the sequence-level KL(p_φ(·|c) ‖ p_ref(·|c)).
         """
-        logits = self._expansion_logits(self.model, expansions)
+        return self._kl_from_logits(self._expansion_logits(self.model, expansions), expansions)
+
+    def _kl_from_logits(self, logits: torch.Tensor, expansions: Expansions) -> torch.Tensor:
         with torch.no_grad(), self.reference() as reference:
             ref_logits = self._expansion_logits(reference, expansions)
         log_p = torch.log_softmax(logits, -1)
@@ -395,10 +409,14 @@ class PromptExpander:
     def policy_gradient_loss(
         self, expansions: Expansions, rewards: torch.Tensor, config: PolicyGradientConfig | None = None
     ) -> PolicyGradientLoss:
-        """The RL loss for sampled ``expansions`` and their rewards (N,), ready for ``.backward()``."""
+        """The RL loss for sampled ``expansions`` and their rewards (N,), ready for ``.backward()``.
+
+        One forward pass of the policy gives both the log-probs and the KL to the reference.
+        """
         config = config or PolicyGradientConfig()
-        log_probs = self.log_probs(expansions)
-        kl = self.kl_to_reference(expansions) if config.kl_weight > 0 else None
+        logits = self._expansion_logits(self.model, expansions)
+        log_probs = self._token_log_probs(logits, expansions)
+        kl = self._kl_from_logits(logits, expansions) if config.kl_weight > 0 else None
         old = None if expansions.log_probs is None else expansions.log_probs.to(log_probs.device)
         return policy_gradient_loss(
             log_probs,

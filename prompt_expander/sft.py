@@ -30,11 +30,12 @@ from prompt_expander.data import (
     build_diffusiondb_pairs,
     keeps_subject_and_adds_modifiers,
     load_pairs,
+    subject_word_recall,
     to_sft_dataset,
 )
 from prompt_expander.expander import ExpanderConfig, PromptExpander, gpt2_lora_settings
 from prompt_expander.scratch import TinyGPT2Config, build_gpt2, train_bpe_tokenizer
-from prompt_expander.template import PARROT_TEMPLATE, render_input
+from prompt_expander.template import PARROT_TEMPLATE
 
 __all__ = ["SFTSettings", "SFTResult", "run_sft", "held_out_loss", "modifier_keep_rate", "main"]
 
@@ -88,6 +89,8 @@ class SFTResult:
     eval_loss_after: float
     keep_rate_before: float
     keep_rate_after: float
+    word_recall_before: float
+    word_recall_after: float
     train_rows: int
     eval_rows: int
     parameters: int
@@ -118,18 +121,22 @@ def _expander(settings: SFTSettings, train: Dataset) -> PromptExpander:
         vocab_size=settings.vocab_size,
         seed=settings.seed,
     )
-    corpus = list(train["prompt"]) + list(train["completion"]) + [settings.template] * 10
+    # The tokenizer learns from exactly what the model reads: templated prompt + completion.
+    rendered = to_sft_dataset(train, settings.template)
+    corpus = [row["prompt"] + row["completion"] for row in rendered]
     tokenizer = train_bpe_tokenizer(corpus, settings.vocab_size, settings.n_positions)
     return PromptExpander(build_gpt2(tokenizer, scratch), tokenizer, config, lora=lora)
 
 
-def modifier_keep_rate(expander: PromptExpander, prompts: list[str], seed: int = 0) -> float:
-    """Share of one sampled expansion per prompt that keeps the prompt's words and adds more."""
+def modifier_keep_rate(expander: PromptExpander, prompts: list[str], seed: int = 0) -> tuple[float, float]:
+    """For one sampled expansion per prompt: the share that keeps all the prompt's words and adds
+    more, and the mean share of the prompt's words kept."""
     if not prompts:
         raise ValueError("no prompts to evaluate the keep/add rate on")
     expansions = expander.sample(prompts, n=1, generator_seed=seed, batch_size=32)
     kept = [keeps_subject_and_adds_modifiers(p, t) for p, t in zip(prompts, expansions.texts)]
-    return sum(kept) / len(kept)
+    recall = [subject_word_recall(p, t) for p, t in zip(prompts, expansions.texts)]
+    return sum(kept) / len(kept), sum(recall) / len(recall)
 
 
 def held_out_loss(trainer: SFTTrainer, held_out: Dataset) -> float:
@@ -168,11 +175,11 @@ def run_sft(settings: SFTSettings) -> SFTResult:
     )
     eval_prompts = list(held_out["prompt"][: settings.sample_eval_prompts])
     loss_before = held_out_loss(trainer, trainer.eval_dataset)
-    keep_before = modifier_keep_rate(expander, eval_prompts, settings.seed)
+    keep_before, recall_before = modifier_keep_rate(expander, eval_prompts, settings.seed)
     trainer.train()
     expander.model.eval()
     loss_after = held_out_loss(trainer, trainer.eval_dataset)
-    keep_after = modifier_keep_rate(expander, eval_prompts, settings.seed)
+    keep_after, recall_after = modifier_keep_rate(expander, eval_prompts, settings.seed)
     expander.save_pretrained(settings.output_dir)
     result = SFTResult(
         output_dir=settings.output_dir,
@@ -180,6 +187,8 @@ def run_sft(settings: SFTSettings) -> SFTResult:
         eval_loss_after=loss_after,
         keep_rate_before=keep_before,
         keep_rate_after=keep_after,
+        word_recall_before=recall_before,
+        word_recall_after=recall_after,
         train_rows=len(train),
         eval_rows=len(held_out),
         parameters=sum(p.numel() for p in expander.model.parameters()),
@@ -215,8 +224,6 @@ def main(argv: list[str] | None = None) -> None:
     result = run_sft(parse_settings(argv))
     print(json.dumps(asdict(result), indent=2))
     expander = PromptExpander.from_pretrained(result.output_dir)
-    example = render_input(expander.config.template, "a cat sitting on a windowsill")
-    print("example input:", example)
     print("expansion:", expander.sample("a cat sitting on a windowsill", generator_seed=0).texts[0])
 
 

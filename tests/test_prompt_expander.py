@@ -238,3 +238,20 @@ def test_keeps_subject_and_adds_modifiers():
     assert keeps_subject_and_adds_modifiers("a red fox", "a red fox, oil painting")
     assert not keeps_subject_and_adds_modifiers("a red fox", "a red fox")
     assert not keeps_subject_and_adds_modifiers("a red fox", "a blue fox, oil painting")
+
+
+def test_lora_expander_saves_merged_and_reloads_with_same_log_probs(tokenizer, tmp_path):
+    expander = make_expander(tokenizer, lora=True)
+    out = expander.sample(["a cat", "a fox"], n=2, generator_seed=2)
+    optimizer = torch.optim.SGD(expander.trainable_parameters(), lr=0.5)
+    expander.policy_gradient_loss(out, torch.tensor([1.0, 0.0, 0.0, 1.0])).loss.backward()
+    optimizer.step()
+    expander.save_pretrained(tmp_path / "merged")
+    reloaded = PromptExpander.from_pretrained(tmp_path / "merged", ExpanderConfig(max_new_tokens=12))
+    assert not any("lora" in name for name, _ in reloaded.model.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.log_probs(out), expander.log_probs(out), atol=1e-5, rtol=0)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        PromptExpander.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no model directory"):
+        PromptExpander.from_pretrained(tmp_path / "absent")
