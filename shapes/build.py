@@ -27,9 +27,26 @@ from pathlib import Path
 
 import torch
 
-from shapes.clip import ShapesClipConfig, build_clip, clip_image_processor, retrieval_accuracy, train_clip, train_tokenizer
+from shapes.clip import (
+    ShapesClipConfig,
+    build_clip,
+    clip_image_processor,
+    retrieval_accuracy,
+    train_clip,
+    train_tokenizer,
+)
 from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples
-from shapes.sd import ShapesSDConfig, assemble_pipeline, build_unet, build_vae, evaluate_pipeline, text_encoder_from_clip, train_unet, train_vae
+from shapes.sd import (
+    ShapesSDConfig,
+    assemble_pipeline,
+    build_unet,
+    build_vae,
+    evaluate_pipeline,
+    text_encoder_from_clip,
+    train_unet,
+    train_vae,
+    vae_checker_agreement,
+)
 
 __all__ = ["STAGES", "BuildConfig", "BuildState", "build_world", "main", "quick_config"]
 
@@ -66,6 +83,7 @@ def quick_config(seed: int = 0) -> BuildConfig:
             vae_steps=10,
             vae_batch_size=8,
             unet_channels=(16, 32),
+            unet_cross_attention=(False, True),
             unet_heads=2,
             unet_steps=10,
             unet_batch_size=8,
@@ -131,6 +149,9 @@ def stage_vae(state: BuildState) -> None:
     state.vae = build_vae(cfg.sd, cfg.data.image_size)
     record = train_vae(state.vae, state.train, cfg.sd, seed=cfg.seed, progress=state.progress)
     state.figures["vae_reconstruction_mse"] = record["reconstruction_mse"]
+    state.figures["vae_checker_agreement"] = vae_checker_agreement(
+        state.vae, generate_examples(cfg.eval_examples, cfg.seed + 3, "all", cfg.data)
+    )
     state.steps["vae"] = cfg.sd.vae_steps
     state.parameters["vae"] = _parameter_count(state.vae)
 

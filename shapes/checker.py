@@ -3,8 +3,9 @@
 Rules (no learned parts, so the figures it produces are exact and explainable):
 
 - background: the median colour of the one-pixel border → nearest colour of :data:`BACKGROUNDS`;
-- foreground mask α: each pixel's distance from the background colour, divided by the distance
-  of the furthest pixel (the shape's core), clipped to [0, 1] (anti-aliased edges are fractional);
+- foreground mask α: each pixel's distance from the background colour, less a noise floor
+  (``NOISE_FLOOR``: faint blotches and ringing of generated images are not shape), divided by
+  the same for the shape's core, clipped to [0, 1] (anti-aliased edges are fractional);
 - colour: the median colour of core pixels (α > 0.7) → nearest colour of :data:`COLOURS`
   (the background's own colour excluded);
 - shape: fill ratio = Σα / area of the sub-pixel bounding box (width = Σ over columns of
@@ -35,6 +36,8 @@ FILL_CUTS = {"triangle": 0.69, "circle": 0.9}
 EXTENT_THRESHOLD = HALF_EXTENT["small"] + HALF_EXTENT["large"]
 #: a foreground whose core differs from the background by less than this (0..255 RGB distance) is empty
 MIN_CONTRAST = 40.0
+#: distance from the background (0..255 RGB) below which a pixel counts as background
+NOISE_FLOOR = 30.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ def read_image(image) -> ImageReading:
     distance = np.linalg.norm(pixels - bg_colour, axis=-1)
     if distance.max() < MIN_CONTRAST:
         return ImageReading(background, None, None, None, None, 0.0, 0.0, 0.0)
-    alpha = np.clip(distance / np.percentile(distance[distance >= 0.5 * distance.max()], 90), 0.0, 1.0)
+    core_distance = np.percentile(distance[distance >= 0.5 * distance.max()], 90)
+    alpha = np.clip((distance - NOISE_FLOOR) / (core_distance - NOISE_FLOOR), 0.0, 1.0)
     core = alpha > 0.7
     palette = {k: v for k, v in COLOURS.items() if k != background}
     colour = _nearest(np.median(pixels[core], axis=0), palette)
