@@ -71,3 +71,10 @@ def test_bad_images_are_refused():
         read_image(np.full((32, 32, 3), np.nan))
     with pytest.raises(ValueError, match="3 channels"):
         read_image(np.zeros((32, 32, 4), dtype=np.uint8))
+
+
+def test_faint_noise_of_a_generated_image_does_not_move_the_reading():
+    rng = np.random.default_rng(0)
+    noisy = hand_circle(BLUE, 24, 16, 7).astype(np.int16) + rng.integers(-12, 13, size=(32, 32, 3))
+    result = check_prompt(np.clip(noisy, 0, 255).astype(np.uint8), "a large blue circle at the right on a white background")
+    assert result.all_correct, result.reading
