@@ -8,7 +8,8 @@ its tokenizer, and a ``DDIMScheduler`` with SD's ``scaled_linear`` β schedule.
 Notation (DDPM, Ho et al. 2020; LDM, Rombach et al. 2022): z = s·E(x) is the scaled VAE latent
 (s = ``vae.config.scaling_factor``, chosen so that z has unit standard deviation), ᾱ_t the
 cumulative signal rate, z_t = √ᾱ_t·z + √(1−ᾱ_t)·ε, and the UNet ε_θ(z_t, t, c) is trained with
-‖ε − ε_θ‖². Captions are dropped to "" with probability ``uncond_probability`` so that
+‖ε − ε_θ‖², where ε carries offset noise (a per-channel constant, Guttenberg 2023) so that the model can
+set the image's mean colour, i.e. the background, from the prompt. Captions are dropped to "" with probability ``uncond_probability`` so that
 classifier-free guidance works.
 
 Each training image is captioned with its mode's caption (see :mod:`shapes.data`): short-mode
@@ -79,9 +80,16 @@ class ShapesSDConfig:
         metadata={"help": "per UNet level: cross-attention block (True) or plain ResNet block (False)"},
     )
     unet_heads: int = field(default=4, metadata={"help": "UNet attention heads"})
-    unet_steps: int = field(default=1200, metadata={"help": "UNet optimiser steps"})
+    unet_steps: int = field(default=1500, metadata={"help": "UNet optimiser steps"})
     unet_batch_size: int = field(default=32, metadata={"help": "UNet latents per step"})
     unet_learning_rate: float = field(default=2e-3, metadata={"help": "UNet AdamW peak learning rate"})
+    offset_noise: float = field(
+        default=0.1,
+        metadata={
+            "help": "std of a per-channel constant added to the training noise (offset noise): without it SD's "
+            "schedule leaks the latent mean at t=T, so sampled backgrounds follow the seed, not the prompt"
+        },
+    )
     uncond_probability: float = field(default=0.1, metadata={"help": "probability of training with the empty prompt"})
     eval_steps: int = field(default=20, metadata={"help": "DDIM steps when measuring"})
     eval_guidance: float = field(default=4.0, metadata={"help": "classifier-free guidance scale when measuring"})
@@ -103,6 +111,8 @@ class ShapesSDConfig:
             )
         if not any(self.unet_cross_attention):
             raise ValueError("unet_cross_attention has no True level: the UNet could not read the prompt")
+        if not 0.0 <= self.offset_noise <= 1.0:
+            raise ValueError(f"offset_noise={self.offset_noise} must lie in [0, 1]")
         if not 0.0 <= self.uncond_probability < 1.0:
             raise ValueError(f"uncond_probability={self.uncond_probability} must lie in [0, 1)")
 
@@ -258,6 +268,7 @@ def train_unet(
             text, _ = pipeline.encode_prompt(prompts, "cpu", 1, False)
         z0 = latents[index]
         noise = torch.randn(z0.shape, generator=generator)
+        noise = noise + config.offset_noise * torch.randn((*z0.shape[:2], 1, 1), generator=generator)
         t = torch.randint(noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
         prediction = unet(noise_scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text).sample
         loss = F.mse_loss(prediction, noise)
