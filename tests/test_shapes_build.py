@@ -14,7 +14,12 @@ from shapes.build import build_world, main, quick_config
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
-    state = build_world(out, quick_config(seed=0), progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # toy-sized ops: extra threads only add contention on a shared CPU
+    try:
+        state = build_world(out, quick_config(seed=0), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return out, state
 
 
