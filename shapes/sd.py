@@ -28,10 +28,11 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusi
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer, get_cosine_schedule_with_warmup
 
-from shapes.checker import check_prompt
+from shapes.checker import check_prompt, read_image
 from shapes.clip import images_to_tensor
 from shapes.data import (
     BACKGROUNDS,
+    DEFAULTS,
     HELD_OUT_PAIRS,
     POSITIONS,
     SIZES,
@@ -318,9 +319,6 @@ def evaluate_pipeline(pipeline: StableDiffusionPipeline, config: ShapesSDConfig,
     figures: dict[str, float] = {}
     rate, images, prompts = _colour_shape_rate(pipeline, training_pairs(), config, seed)
     figures["short_train_colour_shape"] = rate
-    from shapes.checker import read_image
-    from shapes.data import DEFAULTS
-
     readings = [read_image(im) for im in images]
     for name, value in DEFAULTS.items():
         figures[f"short_default_{name}"] = float(np.mean([getattr(r, name) == value for r in readings]))
