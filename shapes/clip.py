@@ -98,11 +98,17 @@ def train_tokenizer(captions: list[str], vocab_size: int = 400, max_length: int 
     )
     backend.train_from_iterator(captions, trainer)
     model = json.loads(backend.to_str())["model"]
-    vocab: dict[str, int] = dict(model["vocab"])
-    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        for token in (symbol, symbol + "</w>"):
-            vocab.setdefault(token, len(vocab))
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    # The trainer numbers its initial alphabet in hash-set order, which varies between runs; number
+    # the vocabulary here instead (specials, byte symbols with and without </w>, then merges in rank
+    # order) so that a seed gives the same token ids, hence the same CLIP, every time.
+    ordered = [BOS, EOS]
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        ordered += [symbol, symbol + "</w>"]
+    ordered += [a + b for a, b in merges] + sorted(model["vocab"])
+    vocab: dict[str, int] = {}
+    for token in ordered:
+        vocab.setdefault(token, len(vocab))
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
     tokenizer.model_max_length = max_length
     return tokenizer

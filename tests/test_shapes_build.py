@@ -65,3 +65,14 @@ def test_build_refuses_a_non_empty_directory(tmp_path):
     (tmp_path / "something").write_text("x")
     with pytest.raises(FileExistsError, match="not empty"):
         main(["--out", str(tmp_path), "--quick"])
+
+
+def test_same_seed_rebuilds_the_same_figures(world, tmp_path):
+    out, state = world
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = build_world(tmp_path / "again", quick_config(seed=0), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert again.figures == state.figures

@@ -47,3 +47,8 @@ def test_multi_positive_loss_against_hand_computation():
     assert multi_positive_clip_loss(logits, matches).item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="at least one positive"):
         multi_positive_clip_loss(logits, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+
+
+def test_tokenizer_ids_are_the_same_every_run():
+    captions = [e.detailed_caption for e in generate_examples(100, 1)]
+    assert train_tokenizer(captions).get_vocab() == train_tokenizer(captions).get_vocab()
