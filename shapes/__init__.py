@@ -1,0 +1,8 @@
+"""The shapes world: procedural captioned shapes and the tiny models trained on them from scratch.
+
+- :mod:`shapes.data` — the seedable generator, captions and their parser, the held-out split;
+- :mod:`shapes.checker` — the pixel-rule checker that scores an image against a prompt;
+- :mod:`shapes.clip` — the caption tokenizer and a tiny ``transformers.CLIPModel``;
+- :mod:`shapes.sd` — a tiny Stable Diffusion saved as a diffusers pipeline directory;
+- :mod:`shapes.build` — ``python -m shapes.build --out DIR`` builds the world stage by stage.
+"""

@@ -1,0 +1,274 @@
+"""Build the shapes world from a seed: ``python -m shapes.build --out DIR [--quick] [--seed N]``.
+
+The build is a list of stages (:data:`STAGES`) run in order over one :class:`BuildState`; each
+stage trains or measures one thing, saves it under ``DIR`` in its library's standard format and
+records its figures, sizes and time. Later stages (reward heads, the prompt expander) append
+to :data:`STAGES`. The build ends by writing the world card ``DIR/WORLD.md`` and the same figures
+as ``DIR/world.json``.
+
+Layout of ``DIR``::
+
+    clip/      transformers CLIPModel + CLIPTokenizer + CLIPImageProcessor (from_pretrained)
+    sd/        diffusers StableDiffusionPipeline directory (from_pretrained)
+    WORLD.md   the world card; world.json the same figures, machine-readable
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from shapes.clip import (
+    ShapesClipConfig,
+    build_clip,
+    clip_image_processor,
+    retrieval_accuracy,
+    train_clip,
+    train_tokenizer,
+)
+from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples
+from shapes.sd import (
+    ShapesSDConfig,
+    assemble_pipeline,
+    build_unet,
+    build_vae,
+    evaluate_pipeline,
+    text_encoder_from_clip,
+    train_unet,
+    train_vae,
+    vae_checker_agreement,
+)
+
+__all__ = ["STAGES", "BuildConfig", "BuildState", "build_world", "main", "quick_config"]
+
+
+@dataclass
+class BuildConfig:
+    """What to build; ``quick_config()`` gives the seconds-long variant the tests run."""
+
+    seed: int = field(default=0, metadata={"help": "seed of every random choice in the build"})
+    train_examples: int = field(default=10000, metadata={"help": "training images generated"})
+    eval_examples: int = field(default=300, metadata={"help": "fresh images per evaluation split"})
+    data: ShapesDataConfig = field(default_factory=ShapesDataConfig, metadata={"help": "generator settings"})
+    clip: ShapesClipConfig = field(default_factory=ShapesClipConfig, metadata={"help": "tiny CLIP settings"})
+    sd: ShapesSDConfig = field(default_factory=ShapesSDConfig, metadata={"help": "tiny Stable Diffusion settings"})
+
+    def __post_init__(self) -> None:
+        if self.train_examples < self.clip.batch_size:
+            raise ValueError(
+                f"train_examples={self.train_examples} is smaller than clip.batch_size={self.clip.batch_size}"
+            )
+        if self.eval_examples < 1:
+            raise ValueError(f"eval_examples={self.eval_examples} must be >= 1")
+
+
+def quick_config(seed: int = 0) -> BuildConfig:
+    """A build that runs end to end in seconds (same architectures, toy widths and step counts)."""
+    return BuildConfig(
+        seed=seed,
+        train_examples=256,
+        eval_examples=24,
+        clip=ShapesClipConfig(hidden_size=32, heads=2, layers=1, patch_size=8, projection_dim=32, steps=20, batch_size=32),
+        sd=ShapesSDConfig(
+            vae_channels=(8, 16),
+            vae_steps=10,
+            vae_batch_size=8,
+            unet_channels=(16, 32),
+            unet_cross_attention=(False, True),
+            unet_heads=2,
+            unet_steps=10,
+            unet_batch_size=8,
+            eval_steps=2,
+            eval_images_per_prompt=1,
+        ),
+    )
+
+
+@dataclass
+class BuildState:
+    """What the stages share: inputs, products so far, and the card's records."""
+
+    config: BuildConfig
+    out: Path
+    progress: bool = True
+    train: list[Example] = field(default_factory=list)
+    tokenizer: object = None
+    clip: object = None
+    vae: object = None
+    pipeline: object = None
+    figures: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    parameters: dict[str, int] = field(default_factory=dict)
+
+
+def _parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def stage_data(state: BuildState) -> None:
+    cfg = state.config
+    state.train = generate_examples(cfg.train_examples, cfg.seed, "train", cfg.data)
+    state.figures["train_short_fraction"] = sum(e.mode == "short" for e in state.train) / len(state.train)
+
+
+def stage_clip(state: BuildState) -> None:
+    cfg = state.config
+    torch.manual_seed(cfg.seed)
+    captions = [e.short_caption for e in state.train] + [e.detailed_caption for e in state.train]
+    state.tokenizer = train_tokenizer(captions, cfg.clip.bpe_vocab_size, cfg.clip.max_length)
+    state.clip = build_clip(state.tokenizer, cfg.clip, cfg.data.image_size)
+    record = train_clip(state.clip, state.tokenizer, state.train, cfg.clip, seed=cfg.seed, progress=state.progress)
+    state.figures["clip_final_loss"] = record["final_loss"]
+    state.steps["clip"] = cfg.clip.steps
+    state.parameters["clip"] = _parameter_count(state.clip)
+    state.figures["clip_top1_train_pairs"] = retrieval_accuracy(
+        state.clip, state.tokenizer, generate_examples(cfg.eval_examples, cfg.seed + 1, "train", cfg.data)
+    )
+    state.figures["clip_top1_held_out_pairs"] = retrieval_accuracy(
+        state.clip, state.tokenizer, generate_examples(cfg.eval_examples, cfg.seed + 2, "held_out", cfg.data)
+    )
+    directory = state.out / "clip"
+    state.clip.save_pretrained(directory)
+    state.tokenizer.save_pretrained(directory)
+    clip_image_processor(cfg.data.image_size).save_pretrained(directory)
+
+
+def stage_vae(state: BuildState) -> None:
+    cfg = state.config
+    torch.manual_seed(cfg.seed)
+    state.vae = build_vae(cfg.sd, cfg.data.image_size)
+    record = train_vae(state.vae, state.train, cfg.sd, seed=cfg.seed, progress=state.progress)
+    state.figures["vae_reconstruction_mse"] = record["reconstruction_mse"]
+    state.figures["vae_checker_agreement"] = vae_checker_agreement(
+        state.vae, generate_examples(cfg.eval_examples, cfg.seed + 3, "all", cfg.data)
+    )
+    state.steps["vae"] = cfg.sd.vae_steps
+    state.parameters["vae"] = _parameter_count(state.vae)
+
+
+def stage_unet(state: BuildState) -> None:
+    cfg = state.config
+    torch.manual_seed(cfg.seed)
+    latent_size = cfg.data.image_size // 2 ** (len(cfg.sd.vae_channels) - 1)
+    text_encoder = text_encoder_from_clip(state.clip)
+    unet = build_unet(cfg.sd, latent_size, text_encoder.config.hidden_size)
+    state.pipeline = assemble_pipeline(state.vae, unet, text_encoder, state.tokenizer)
+    record = train_unet(state.pipeline, state.train, cfg.sd, seed=cfg.seed, progress=state.progress)
+    state.figures["unet_final_loss"] = record["final_loss"]
+    state.steps["unet"] = cfg.sd.unet_steps
+    state.parameters["unet"] = _parameter_count(unet)
+    state.pipeline.save_pretrained(state.out / "sd")
+
+
+def stage_t2i_eval(state: BuildState) -> None:
+    state.figures.update({f"t2i_{k}": v for k, v in evaluate_pipeline(state.pipeline, state.config.sd, state.config.seed).items()})
+
+
+#: (name, stage) in build order; later stages append here.
+STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
+    ("data", stage_data),
+    ("clip", stage_clip),
+    ("vae", stage_vae),
+    ("unet", stage_unet),
+    ("t2i_eval", stage_t2i_eval),
+]
+
+
+def _directory_megabytes(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def _world_card(state: BuildState, command: str, load_at_start: tuple[float, float, float]) -> str:
+    cfg = state.config
+    lines = [
+        "# The shapes world",
+        "",
+        f"Built with `{command}` (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s on "
+        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
+        f"{torch.get_num_threads()}; 1-minute load average at start {load_at_start[0]:.1f} "
+        "(other jobs shared the CPU, so times are upper bounds).",
+        "",
+        f"Data: {cfg.train_examples} training images {cfg.data.image_size}×{cfg.data.image_size}; "
+        f"held-out colour × shape pairs {', '.join(f'{c} {s}' for c, s in HELD_OUT_PAIRS)}.",
+        "",
+        "## Stages",
+        "",
+        "| stage | seconds | optimiser steps | parameters |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, _ in STAGES:
+        if name in state.seconds:
+            lines.append(
+                f"| {name} | {state.seconds[name]:.1f} | {state.steps.get(name, '')} | {state.parameters.get(name, '')} |"
+            )
+    lines += ["", "## Sizes on disk", "", "| directory | MB |", "|---|---:|"]
+    for child in sorted(p for p in state.out.iterdir() if p.is_dir()):
+        lines.append(f"| {child.name}/ | {_directory_megabytes(child):.2f} |")
+    lines += ["", "## Quality figures", "", "| figure | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in state.figures.items()]
+    lines += [
+        "",
+        "Figures: `clip_top1_*` = top-1 retrieval of the right short caption among all 12 colour × shape",
+        "captions for fresh images; `t2i_short_*_colour_shape` = fraction of samples of short prompts whose",
+        "colour and shape the pixel-rule checker reads correctly; `t2i_short_default_*` = fraction of short-prompt",
+        "samples showing the default value; `t2i_detailed_*` = fraction of detailed-prompt samples honouring",
+        f"each attribute. Sampling: DDIM {cfg.sd.eval_steps} steps, guidance {cfg.sd.eval_guidance},",
+        f"{cfg.sd.eval_images_per_prompt} images per prompt.",
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(asdict(cfg), indent=1),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def build_world(out: str | os.PathLike, config: BuildConfig, progress: bool = True, command: str = "") -> BuildState:
+    """Run every stage of :data:`STAGES` into ``out`` (which must be empty or missing)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output directory {out} is not empty; choose a new --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    state = BuildState(config=config, out=out, progress=progress)
+    for name, stage in STAGES:
+        start = time.perf_counter()
+        stage(state)
+        state.seconds[name] = time.perf_counter() - start
+    (out / "WORLD.md").write_text(_world_card(state, command or f"python -m shapes.build --out {out}", load))
+    record = {"figures": state.figures, "seconds": state.seconds, "steps": state.steps, "parameters": state.parameters}
+    (out / "world.json").write_text(json.dumps(record, indent=1))
+    return state
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output directory (created; must be empty)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the whole build")
+    parser.add_argument("--quick", action="store_true", help="toy sizes: runs end to end in seconds")
+    parser.add_argument("--overwrite", action="store_true", help="delete --out first if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    args = parser.parse_args(argv)
+    if args.overwrite and Path(args.out).exists():
+        shutil.rmtree(args.out)
+    config = quick_config(args.seed) if args.quick else BuildConfig(seed=args.seed)
+    command = "python -m shapes.build --out DIR" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
+    state = build_world(args.out, config, progress=not args.no_progress, command=command)
+    print(json.dumps(state.figures, indent=1))
+    print(f"world card: {Path(args.out) / 'WORLD.md'}")
+
+
+if __name__ == "__main__":
+    main()
