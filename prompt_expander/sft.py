@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from datasets import Dataset
-from transformers import HfArgumentParser
 from trl import SFTConfig, SFTTrainer
 
+from parrot.config import parse_config
 from prompt_expander.data import (
     DiffusionDBPairsConfig,
     build_diffusiondb_pairs,
@@ -200,24 +198,8 @@ def run_sft(settings: SFTSettings) -> SFTResult:
 
 
 def parse_settings(argv: list[str] | None = None) -> SFTSettings:
-    """``--config file.yaml`` gives defaults; any other flag overrides them."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(SFTSettings)
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise ValueError("--config needs a YAML file path")
-        config_path = Path(argv[at + 1])
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no config file at {str(config_path)!r}")
-        values = yaml.safe_load(config_path.read_text()) or {}
-        unknown = set(values) - {f for f in SFTSettings.__dataclass_fields__}
-        if unknown:
-            raise ValueError(f"unknown settings in {str(config_path)!r}: {sorted(unknown)}")
-        parser.set_defaults(**values)
-        del argv[at : at + 2]
-    (settings,) = parser.parse_args_into_dataclasses(args=argv)
-    return settings
+    """``--config file.yaml`` gives defaults; any other flag overrides them (the project's one config parser)."""
+    return parse_config(SFTSettings, argv, description="Promptist-format SFT of a prompt expander with TRL")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,11 +28,10 @@ from pathlib import Path
 import datasets
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser
 
+from parrot.config import parse_config
 from rewards.base import as_image_tensor
 from rewards.preference import PreferenceScorer, PreferenceScorerConfig, freeze_fraction_of_backbone
 
@@ -221,31 +219,9 @@ def train_preference(
     return scorer, history
 
 
-def parse_config(argv: Sequence[str] | None = None) -> TrainPreferenceConfig:
-    """Flags, optionally on top of ``--config file.yaml``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(TrainPreferenceConfig)
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise ValueError("--config needs a YAML file path")
-        yaml_path = Path(argv[at + 1])
-        if not yaml_path.is_file():
-            raise FileNotFoundError(f"no config file at {str(yaml_path)!r}")
-        values = yaml.safe_load(yaml_path.read_text()) or {}
-        valid = {f for f in TrainPreferenceConfig.__dataclass_fields__}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise ValueError(f"{str(yaml_path)!r} has unknown setting(s) {unknown}; valid: {sorted(valid)}")
-        parser.set_defaults(**values)
-        del argv[at : at + 2]
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
-    return config
-
-
 def main(argv: Sequence[str] | None = None) -> list[dict[str, float]]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = parse_config(argv)
+    config = parse_config(TrainPreferenceConfig, argv, description="Train a preference reward model (Bradley–Terry)")
     _, history = train_preference(config)
     for record in history:
         print(json.dumps(record))

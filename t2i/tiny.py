@@ -15,7 +15,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-__all__ = ["TinyPipelineConfig", "build_tiny_pipeline", "byte_level_clip_tokenizer"]
+__all__ = ["TinyPipelineConfig", "build_tiny_pipeline", "byte_level_clip_tokenizer", "sd_ddim_scheduler"]
 
 
 @dataclass
@@ -43,6 +43,19 @@ def byte_level_clip_tokenizer(max_length: int = 77) -> CLIPTokenizer:
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
     tokenizer.model_max_length = max_length
     return tokenizer
+
+
+def sd_ddim_scheduler(**overrides) -> DDIMScheduler:
+    """A ``DDIMScheduler`` with Stable Diffusion 1.x's noise schedule (``overrides`` change any setting)."""
+    settings = dict(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return DDIMScheduler(**{**settings, **overrides})
 
 
 def build_tiny_pipeline(config: TinyPipelineConfig | None = None) -> StableDiffusionPipeline:
@@ -86,20 +99,12 @@ def build_tiny_pipeline(config: TinyPipelineConfig | None = None) -> StableDiffu
         norm_num_groups=8,
         sample_size=2 * config.latent_size,
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=sd_ddim_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -7,19 +7,11 @@ from diffusers import DDIMScheduler
 from scipy.stats import norm
 
 from t2i.ddim import ddim_step_with_log_prob
+from t2i.tiny import sd_ddim_scheduler
 
 
 def sd_scheduler(prediction_type="epsilon", steps=10, **overrides):
-    settings = dict(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
-    scheduler = DDIMScheduler(**{**settings, **overrides})
+    scheduler = sd_ddim_scheduler(prediction_type=prediction_type, **overrides)
     scheduler.set_timesteps(steps)
     return scheduler
 
