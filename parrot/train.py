@@ -29,8 +29,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -507,8 +505,6 @@ class ParrotTrainer:
                 self.log_images(self.iteration)
             if (cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0) or self.iteration == cfg.iterations:
                 self.save_checkpoint(self.iteration)
-            if cfg.sigkill_after_iteration == self.iteration:
-                os.kill(os.getpid(), signal.SIGKILL)
         results: dict[str, dict[str, float]] = {}
         if acc.is_main_process:
             self.save_final()

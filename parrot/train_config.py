@@ -177,9 +177,6 @@ class TrainConfig:
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk (oldest deleted)"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
     device: str = field(default="", metadata={"help": "'' = the accelerator's device; e.g. 'cpu'"})
-    sigkill_after_iteration: int = field(
-        default=0, metadata={"help": "testing only: SIGKILL this process after iteration N (0 = never)"}
-    )
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "T2I model"})
     rewards: RewardsConfig = field(default_factory=RewardsConfig, metadata={"help": "rewards"})
     prompts: PromptsConfig = field(default_factory=PromptsConfig, metadata={"help": "prompts"})

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,11 +69,18 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
               "--t2i.kl_weight", "0.1"]  # fmt: skip
     killed = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "parrot.train", *quick_args(killed, *common, "--sigkill_after_iteration", "3")],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    log = (tmp_path / "killed.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "parrot.train", *quick_args(killed, *common)],
+                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    first = killed / "checkpoints" / "checkpoint-000002"
+    deadline = time.monotonic() + 240
+    while not first.is_dir():  # checkpoints appear atomically: once it exists, iteration 3 is under way
+        assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    log.close()
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["checkpoint-000002"]
     torch.set_num_threads(1)
     ParrotTrainer(load_train_config(quick_args(killed, *common, "--resume"))).train()
