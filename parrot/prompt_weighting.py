@@ -1,0 +1,37 @@
+"""Prompt weighting in the compel syntax: ``(oil on canvas)+++``, ``(blurry)--``, ``(word)1.3``.
+
+The `compel` library (Damian Stewart) parses the syntax and builds the weighted CLIP
+conditioning; it works with the project's diffusers 0.42 / transformers 5 without torchvision,
+so it is used as is rather than re-implemented. Each ``+`` multiplies a fragment's weight by
+1.1 and each ``-`` by 0.9; compel scales up-weighted token embeddings away from the empty
+prompt's, and realises down-weighting by blending with the prompt with those tokens masked out.
+A prompt without any weighting syntax encodes exactly as the stock pipeline encodes it.
+"""
+
+from __future__ import annotations
+
+import torch
+from compel import Compel
+from diffusers import StableDiffusionPipeline
+
+from t2i import StableDiffusionPolicy
+
+__all__ = ["WeightedPromptPolicy", "weighted_prompt_encoder"]
+
+
+def weighted_prompt_encoder(pipeline: StableDiffusionPipeline) -> Compel:
+    """A compel encoder on the pipeline's tokenizer and text encoder (prompts cut at the tokenizer's length)."""
+    return Compel(tokenizer=pipeline.tokenizer, text_encoder=pipeline.text_encoder, truncate_long_prompts=True)
+
+
+class WeightedPromptPolicy(StableDiffusionPolicy):
+    """A Stable Diffusion policy whose prompts (and negative prompts) may use compel's weighting syntax."""
+
+    def __init__(self, pipeline: StableDiffusionPipeline):
+        super().__init__(pipeline)
+        self.compel = weighted_prompt_encoder(pipeline)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> dict:
+        embeds = self.compel(list(prompts))
+        return {"encoder_hidden_states": embeds.to(self.device)}
