@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from parrot.checkpoint import latest_checkpoint, read_json
 from parrot.config import parse_config
 from parrot.identifiers import with_identifiers
-from parrot.prompt_weighting import WeightedPromptPolicy
+from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.sample import prepare_output_dir
 from parrot.world import build_evaluator, build_policy, resolve_reward_settings
 from prompt_expander.expander import ExpanderConfig, PromptExpander
@@ -259,10 +259,12 @@ def sample_images(
     common = dict(guidance=guidance, negative_prompt=config.negative_prompt, num_inference_steps=config.steps, eta=config.eta)
     images, extra = [], []
     if config.best_of > 1:
+        # best_of_n scores against original_prompts only when it is given, so CFG with scale s runs as
+        # Guidance.prompt_centred(0, s), which is the same computation (zero weights are dropped)
+        common["guidance"] = guidance if centred else Guidance.prompt_centred(0.0, guidance.weights[0])
         result = best_of_n(
-            policy, conditioned, config.rank_by, config.best_of, 1,
-            original_prompts=originals if centred else None, seed=config.seed, batch_size=config.batch_size,
-            reward_settings=_reward_settings(config, [config.rank_by])[config.rank_by], **common,
+            policy, conditioned, config.rank_by, config.best_of, 1, original_prompts=originals, seed=config.seed,
+            batch_size=config.batch_size, reward_settings=_reward_settings(config, [config.rank_by])[config.rank_by], **common,
         )
         kept = result.kept_indices[:, 0]
         for row, index in enumerate(kept.tolist()):
@@ -308,7 +310,8 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
     originals = [p for p in prompts for _ in range(config.images_per_prompt)]
     conditioned = [with_identifiers(e, identifiers, template) for e in expanded]
     images, extras = sample_images(policy, config, conditioned, originals, guidance)
-    scores = score_images(config, names, images, originals, expanded)
+    scored_prompts = [plain_prompt(p) for p in originals] if config.prompt_weighting else originals
+    scores = score_images(config, names, images, scored_prompts, expanded)
 
     w1, w2 = (guidance.weights if len(guidance.weights) == 2 else (0.0, guidance.weights[0]))
     rows = []

@@ -10,18 +10,28 @@ A prompt without any weighting syntax encodes exactly as the stock pipeline enco
 
 from __future__ import annotations
 
+import re
+
 import torch
 from compel import Compel
 from diffusers import StableDiffusionPipeline
 
 from t2i import StableDiffusionPolicy
 
-__all__ = ["WeightedPromptPolicy", "weighted_prompt_encoder"]
+__all__ = ["WeightedPromptPolicy", "weighted_prompt_encoder", "plain_prompt"]
 
 
 def weighted_prompt_encoder(pipeline: StableDiffusionPipeline) -> Compel:
     """A compel encoder on the pipeline's tokenizer and text encoder (prompts cut at the tokenizer's length)."""
     return Compel(tokenizer=pipeline.tokenizer, text_encoder=pipeline.text_encoder, truncate_long_prompts=True)
+
+
+def plain_prompt(prompt: str) -> str:
+    """The prompt's text without weighting syntax ("(oil on canvas)+++, x" → "oil on canvas, x"), for rewards."""
+    fragments = [f.text for part in Compel.parse_prompt_string(prompt).prompts for f in getattr(part, "children", [])]
+    if not fragments:
+        return prompt
+    return re.sub(r"\s+([,.;:!?])", r"\1", " ".join(fragments))
 
 
 class WeightedPromptPolicy(StableDiffusionPolicy):

@@ -10,7 +10,7 @@ from PIL import Image
 from parrot.checkpoint import write_json
 from parrot.config import config_to_dict
 from parrot.generate import main, read_prompts
-from parrot.prompt_weighting import WeightedPromptPolicy
+from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.train_config import load_train_config
 from parrot.world import build_expander
 from prompt_expander.expander import ExpanderConfig
@@ -123,6 +123,7 @@ def test_weighting_syntax_moves_the_weighted_tokens_only():
     def encode(prompt):
         return policy.encode_prompts([prompt])["encoder_hidden_states"][0]
 
+    assert plain_prompt("(oil on canvas)+++, (blurry)-- sky") == "oil on canvas, blurry sky"
     plain, empty = encode("a red circle"), encode("")
     torch.testing.assert_close(plain, stock.encode_prompts(["a red circle"])["encoder_hidden_states"][0])
     red = slice(2, 5)  # byte-level tokens: <bos> a</w> r e d</w> c …
