@@ -132,7 +132,13 @@ def test_weighting_syntax_moves_the_weighted_tokens_only():
     # more weight → the tokens move further from the empty prompt's; less weight → closer to it
     assert torch.all(distance_to_empty["+++"] > distance_to_empty["+"]) and torch.all(distance_to_empty["+"] > base)
     assert torch.all(distance_to_empty["---"] < distance_to_empty["-"]) and torch.all(distance_to_empty["-"] < base)
+    # unparsable text falls back to plain encoding, alone and within a batch
+    broken = "a red circle \x0c\""  # what a random expander wrote; compel cannot parse it
+    batch = policy.encode_prompts(["a (red)+++ circle", broken])["encoder_hidden_states"]
+    torch.testing.assert_close(batch[1], stock.encode_prompts([broken])["encoder_hidden_states"][0])
+    assert plain_prompt(broken) == broken
     up = encode("a (red)+++ circle")
+    torch.testing.assert_close(batch[0], up)
     torch.testing.assert_close(up[:2], plain[:2])
     torch.testing.assert_close(up[5:], plain[5:])
 
