@@ -213,7 +213,11 @@ def resolve_identifiers(config: GenerateConfig) -> tuple[list[str], str]:
         return trained, template
     if chosen in (("none",), ()):
         return [], template
-    return [name.strip() for item in chosen for name in item.split(",") if name.strip()], template
+    names = [name.strip() for item in chosen for name in item.split(",") if name.strip()]
+    unknown = [n for n in names if trained and n not in trained]
+    if unknown:
+        raise ValueError(f"--identifiers {unknown}: the LoRA was trained with identifiers for {trained} only")
+    return names, template
 
 
 # ----- model ------------------------------------------------------------------------------------

@@ -97,6 +97,8 @@ def test_identifiers_default_to_the_training_runs_and_can_be_chosen(tmp_path):
     assert one["conditioned_prompt"] == "[clip_score], a red circle"
     assert none["conditioned_prompt"] == "a red circle" and none["identifiers"] == []
     assert not np.array_equal(pixels(tmp_path / "auto", auto), pixels(tmp_path / "none", none))
+    with pytest.raises(ValueError, match=r"--identifiers \['pickscore'\]: the LoRA was trained with identifiers for"):
+        main(base + ["--identifiers", "pickscore", "--out", str(tmp_path / "bad")])
 
 
 def test_best_of_n_keeps_the_argmax_of_the_named_reward(tmp_path):
