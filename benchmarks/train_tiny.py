@@ -45,7 +45,7 @@ def mean_brightness(config: RewardConfig) -> MeanBrightness:
 
 def base_args(out: Path, iterations: int, seed: int, reward: str) -> list[str]:
     return [
-        "--output_dir", str(out), "--mode", "t2i", "--expander.model", "", "--iterations", str(iterations),
+        "--preset", "tiny", "--output_dir", str(out), "--mode", "t2i", "--expander.model", "", "--iterations", str(iterations),
         "--seed", str(seed), "--rewards.names", reward, "--selection.mode", f"single:{reward}",
         "--identifiers.enabled", "false", "--sampling.prompts_per_process", "4", "--sampling.images_per_prompt", "4",
         "--sampling.num_steps", "10", "--t2i.estimator", "is", "--t2i.inner_epochs", "2", "--t2i.clip_range", "0.2",

@@ -55,7 +55,15 @@ from parrot.identifiers import evaluation_identifiers, identifier, with_identifi
 from parrot.losses import gaussian_kl, t2i_policy_loss
 from parrot.selection import Advantages, PerPromptStatTracker, compute_advantages, parse_selection
 from parrot.train_config import TrainConfig, derived_quantities, load_train_config
-from parrot.world import build_evaluator, build_expander, build_policy, expander_base, resolve_reward_settings
+from parrot.world import (
+    build_evaluator,
+    build_expander,
+    build_policy,
+    expander_base,
+    resolve_reward_settings,
+    resolve_world,
+    with_world,
+)
 from prompt_expander.expander import Expansions
 from rewards import RewardScores
 from t2i import Guidance, Trajectory
@@ -120,7 +128,8 @@ class ParrotTrainer:
         self.trains_expander = config.mode in ("joint", "expander")
 
         torch.manual_seed(config.seed)
-        self.policy = build_policy(config.model.pipeline, config.model.dtype, self.device)
+        shapes_world = resolve_world(config.world)
+        self.policy = build_policy(with_world(config.model.pipeline, shapes_world), config.model.dtype, self.device)
         self.t2i_params = self.policy.add_lora(config.model.lora)
         if not self.trains_t2i:
             for p in self.t2i_params:
@@ -129,11 +138,11 @@ class ParrotTrainer:
         world_dir = config.output_dir / "world"
         with acc.main_process_first():
             settings = resolve_reward_settings(
-                self.reward_names, config.rewards.settings, world_dir, str(self.device), acc.is_main_process
+                self.reward_names, with_world(config.rewards.settings, shapes_world), world_dir, str(self.device), acc.is_main_process
             )
         self.evaluator = build_evaluator(settings)
         self.expander = build_expander(
-            config.expander.model,
+            with_world(config.expander.model, shapes_world),
             config.expander.sampling,
             config.expander.lora_rank,
             config.expander.lora_target_modules,

@@ -1,7 +1,10 @@
 """Build the models a training run names: the T2I policy, the rewards and the expander.
 
 Real names load from the hub or a local directory; ``builtin:`` names are built in code
-(see :mod:`parrot.train_config`), so the default run needs no download.
+(see :mod:`parrot.train_config`), so the default run needs no download. Any model path or
+reward setting may contain ``{world}``, which stands for the shapes world directory of the
+config's ``world`` field (default: the committed ``shapes/world`` next to the ``shapes``
+package; build one with ``python -m shapes.build --out DIR``).
 """
 
 from __future__ import annotations
@@ -25,11 +28,43 @@ from rewards.tiny import save_tiny_clip
 from t2i import LoraSettings, StableDiffusionPolicy
 from t2i.tiny import build_tiny_pipeline
 
-__all__ = ["build_policy", "resolve_reward_settings", "build_evaluator", "build_expander", "expander_base"]
+__all__ = ["WORLD_PLACEHOLDER", "committed_shapes_world", "resolve_world", "with_world", "build_policy", "resolve_reward_settings", "build_evaluator", "build_expander", "expander_base"]
 
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_TINY_CLIP = "builtin:tiny_clip"
 BUILTIN_TINY_GPT2 = "builtin:tiny_gpt2"
+WORLD_PLACEHOLDER = "{world}"
+
+
+def committed_shapes_world() -> Path:
+    """``shapes/world`` beside the ``shapes`` package: where the built world is committed."""
+    import shapes
+
+    return Path(shapes.__file__).resolve().parent / "world"
+
+
+def resolve_world(world: str) -> Path:
+    """The shapes world directory a config names ('' = :func:`committed_shapes_world`)."""
+    return Path(world).expanduser() if world else committed_shapes_world()
+
+
+def with_world(value: Any, world: Path) -> Any:
+    """``value`` (a string, or dicts/lists of them) with ``{world}`` replaced by ``world``.
+
+    Refuses with a clear message when a value uses ``{world}`` but ``world`` holds no built world.
+    """
+    if isinstance(value, dict):
+        return {k: with_world(v, world) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(with_world(v, world) for v in value)
+    if isinstance(value, str) and WORLD_PLACEHOLDER in value:
+        if not (world / "world.json").is_file():
+            raise FileNotFoundError(
+                f"{value!r} names the shapes world, but {str(world)!r} holds no built world (no world.json): "
+                f"build it with `python -m shapes.build --out {world}` or set world=DIR"
+            )
+        return value.replace(WORLD_PLACEHOLDER, str(world))
+    return value
 
 
 def build_policy(pipeline: str, dtype: str, device: torch.device | str) -> StableDiffusionPolicy:

@@ -4,5 +4,9 @@
 - :mod:`shapes.checker` — the pixel-rule checker that scores an image against a prompt;
 - :mod:`shapes.clip` — the caption tokenizer and a tiny ``transformers.CLIPModel``;
 - :mod:`shapes.sd` — a tiny Stable Diffusion saved as a diffusers pipeline directory;
+- :mod:`shapes.heads` — the reward rules (aesthetic, preference utility, sentiment) and their heads;
+- :mod:`shapes.expander` — the GPT-2 prompt expander's SFT data and quality gate;
 - :mod:`shapes.build` — ``python -m shapes.build --out DIR`` builds the world stage by stage.
+
+The built world is committed in ``shapes/world/`` (the default of ``python -m parrot.train``).
 """

@@ -8,8 +8,15 @@ as ``DIR/world.json``.
 
 Layout of ``DIR``::
 
-    clip/      transformers CLIPModel + CLIPTokenizer + CLIPImageProcessor (from_pretrained)
-    sd/        diffusers StableDiffusionPipeline directory (from_pretrained)
+    clip/        transformers CLIPModel + CLIPTokenizer + CLIPImageProcessor (from_pretrained)
+    sd/          diffusers StableDiffusionPipeline directory (from_pretrained)
+    aesthetic/   head.safetensors: load_reward("laion_aesthetic", clip_model=DIR/clip, head_path=DIR/aesthetic/head.safetensors)
+    preference/  PreferenceScorer directory: load_reward("preference", path=DIR/preference)
+    sentiment/   probe.safetensors: load_reward("sentiment", model=DIR/clip, probe_path=DIR/sentiment/probe.safetensors)
+    expander/    transformers GPT2LMHeadModel + tokenizer: PromptExpander.from_pretrained(DIR/expander)
+
+The alignment reward needs no training: load_reward("clip_score", model=DIR/clip) against the
+original prompt. The reward rules are documented in :mod:`shapes.heads`.
     WORLD.md   the world card; world.json the same figures, machine-readable
 """
 
@@ -25,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from shapes.clip import (
@@ -35,7 +43,18 @@ from shapes.clip import (
     train_clip,
     train_tokenizer,
 )
+from rewards import load_reward
+from rewards.clip import ClipBackbone
 from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples
+from shapes.expander import ShapesExpanderConfig, train_world_expander
+from shapes.heads import (
+    AESTHETIC_FILE,
+    SENTIMENT_FILE,
+    ShapesHeadsConfig,
+    fit_world_aesthetic,
+    fit_world_sentiment,
+    train_world_preference,
+)
 from shapes.sd import (
     ShapesSDConfig,
     assemble_pipeline,
@@ -61,6 +80,8 @@ class BuildConfig:
     data: ShapesDataConfig = field(default_factory=ShapesDataConfig, metadata={"help": "generator settings"})
     clip: ShapesClipConfig = field(default_factory=ShapesClipConfig, metadata={"help": "tiny CLIP settings"})
     sd: ShapesSDConfig = field(default_factory=ShapesSDConfig, metadata={"help": "tiny Stable Diffusion settings"})
+    heads: ShapesHeadsConfig = field(default_factory=ShapesHeadsConfig, metadata={"help": "reward head settings"})
+    expander: ShapesExpanderConfig = field(default_factory=ShapesExpanderConfig, metadata={"help": "expander settings"})
 
     def __post_init__(self) -> None:
         if self.train_examples < self.clip.batch_size:
@@ -89,6 +110,22 @@ def quick_config(seed: int = 0) -> BuildConfig:
             unet_batch_size=8,
             eval_steps=2,
             eval_images_per_prompt=1,
+        ),
+        heads=ShapesHeadsConfig(
+            examples=200,
+            eval_examples=60,
+            aesthetic_hidden_dims=(16, 8),
+            aesthetic_dropouts=(0.0, 0.0),
+            aesthetic_epochs=5,
+            preference_pairs=48,
+            preference_eval_pairs=16,
+            preference_hidden_dims=(16, 8),
+            preference_dropouts=(0.0, 0.0),
+            preference_epochs=1,
+            preference_batch_size=16,
+        ),
+        expander=ShapesExpanderConfig(
+            max_steps=4, batch_size=8, n_embd=32, n_head=2, vocab_size=300, eval_pairs=8, expansions_per_prompt=1
         ),
     )
 
@@ -174,6 +211,67 @@ def stage_t2i_eval(state: BuildState) -> None:
     state.figures.update({f"t2i_{k}": v for k, v in evaluate_pipeline(state.pipeline, state.config.sd, state.config.seed).items()})
 
 
+def _record(state: BuildState, name: str, figures: dict[str, float]) -> None:
+    """Figures into the card; ``*_parameters`` entries into the stage's parameter count."""
+    for key, value in figures.items():
+        if key.endswith("_parameters"):
+            state.parameters[name] = int(value)
+        else:
+            state.figures[key] = value
+
+
+def _reward_examples(state: BuildState) -> tuple[list[Example], list[Example]]:
+    """(fit, held-out) images of every colour × shape pair for the aesthetic head and the sentiment probe."""
+    cfg = state.config
+    return (
+        generate_examples(cfg.heads.examples, cfg.seed + 4, "all", cfg.data),
+        generate_examples(cfg.heads.eval_examples, cfg.seed + 5, "all", cfg.data),
+    )
+
+
+def stage_aesthetic(state: BuildState) -> None:
+    cfg = state.config
+    backbone = ClipBackbone.from_pretrained(state.out / "clip")
+    fit, held_out = _reward_examples(state)
+    _record(state, "aesthetic", fit_world_aesthetic(backbone, fit, held_out, cfg.heads, state.out / "aesthetic", cfg.seed))
+    state.steps["aesthetic"] = cfg.heads.aesthetic_epochs * -(-cfg.heads.examples // 256)
+
+
+def stage_preference(state: BuildState) -> None:
+    cfg = state.config
+    _record(state, "preference", train_world_preference(state.out / "clip", cfg.heads, cfg.data, state.out / "preference", cfg.seed))
+    state.steps["preference"] = cfg.heads.preference_epochs * -(
+        -int(cfg.heads.preference_pairs) // cfg.heads.preference_batch_size
+    )
+
+
+def stage_sentiment(state: BuildState) -> None:
+    backbone = ClipBackbone.from_pretrained(state.out / "clip")
+    fit, held_out = _reward_examples(state)
+    _record(state, "sentiment", fit_world_sentiment(backbone, fit, held_out, state.config.heads, state.out / "sentiment"))
+
+
+@torch.no_grad()
+def stage_alignment(state: BuildState) -> None:
+    """CLIPScore of the world CLIP (no training): matched vs mismatched short captions of held-out images."""
+    cfg = state.config
+    reward = load_reward("clip_score", model=str(state.out / "clip"))
+    examples = generate_examples(cfg.eval_examples, cfg.seed + 6, "all", cfg.data)
+    images = torch.from_numpy(np.stack([e.image for e in examples])).permute(0, 3, 1, 2).float() / 255.0
+    captions = [e.short_caption for e in examples]
+    wrong = [next(c for c in captions[i + 1 :] + captions[:i] if c != captions[i]) for i in range(len(captions))]
+    matched, mismatched = reward(images, captions), reward(images, wrong)
+    state.figures["alignment_clip_score_matched"] = float(matched.mean())
+    state.figures["alignment_clip_score_mismatched"] = float(mismatched.mean())
+    state.figures["alignment_matched_above_mismatched"] = float((matched > mismatched).float().mean())
+
+
+def stage_expander(state: BuildState) -> None:
+    cfg = state.config
+    _record(state, "expander", train_world_expander(state.train, cfg.expander, cfg.data, state.out / "expander", cfg.seed))
+    state.steps["expander"] = cfg.expander.max_steps
+
+
 #: (name, stage) in build order; later stages append here.
 STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
     ("data", stage_data),
@@ -181,6 +279,11 @@ STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
     ("vae", stage_vae),
     ("unet", stage_unet),
     ("t2i_eval", stage_t2i_eval),
+    ("aesthetic", stage_aesthetic),
+    ("preference", stage_preference),
+    ("sentiment", stage_sentiment),
+    ("alignment", stage_alignment),
+    ("expander", stage_expander),
 ]
 
 
@@ -224,6 +327,23 @@ def _world_card(state: BuildState, command: str, load_at_start: tuple[float, flo
         "samples showing the default value; `t2i_detailed_*` = fraction of detailed-prompt samples honouring",
         f"each attribute. Sampling: DDIM {cfg.sd.eval_steps} steps, guidance {cfg.sd.eval_guidance},",
         f"{cfg.sd.eval_images_per_prompt} images per prompt.",
+        "",
+        "## Rewards (rules in `shapes/heads.py`)",
+        "",
+        "- aesthetic: `load_reward(\"laion_aesthetic\", clip_model=WORLD/clip, "
+        f"head_path=WORLD/aesthetic/{AESTHETIC_FILE})`, the LAION MLP head regressed on",
+        "  a(x) = 1 + 6·|luma(shape) − luma(background)|/255 + 1·[centred] + 2·[large]; `aesthetic_held_out_r2` on fresh images.",
+        "- preference: `load_reward(\"preference\", path=WORLD/preference)`, Bradley–Terry on comparisons drawn with",
+        "  P[a ≻ b | c] = σ(u_a − u_b), u = 4·(share of the prompt's attributes the checker reads back) + 0.3·a(x);",
+        "  `preference_held_out_accuracy` against the sampled (noisy) labels, `preference_held_out_bayes_accuracy` its ceiling.",
+        "- alignment: `load_reward(\"clip_score\", model=WORLD/clip)` against the ORIGINAL prompt (no training);",
+        "  `alignment_*` = mean cosine with the right / a wrong short caption and how often the right one scores higher.",
+        "- sentiment: `load_reward(\"sentiment\", model=WORLD/clip, "
+        f"probe_path=WORLD/sentiment/{SENTIMENT_FILE})`, a linear probe on",
+        "  the label warmth(shape) + warmth(background) ≥ 0 (red, yellow +1; white +0.5; green, gray −0.5; blue, black −1).",
+        "- expander: `PromptExpander.from_pretrained(WORLD/expander)`, GPT-2 SFT (TRL) short → detailed captions;",
+        "  `expander_held_out_well_formed` = share of sampled expansions of the held-out short prompts that parse as",
+        "  detailed captions keeping the prompt's colour and shape.",
         "",
         "## Configuration",
         "",

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def quick_args(output_dir, *extra):
     """The tiny preset cut down to seconds: 2 rewards, 2 prompts × 2 images, 4 DDIM steps, no expander."""
     return [
-        "--output_dir", str(output_dir), "--mode", "t2i", "--expander.model", "",
+        "--preset", "tiny", "--output_dir", str(output_dir), "--mode", "t2i", "--expander.model", "",
         "--rewards.names", "jpeg_compressibility", "clip_score",
         "--sampling.prompts_per_process", "2", "--sampling.images_per_prompt", "2", "--sampling.num_steps", "4",
         "--t2i.timestep_fraction", "0.5", "--logging.log_with", "none", "--evaluation.enabled", "false",
@@ -165,8 +165,9 @@ def test_sd15_preset_file_parses():
 def test_preset_then_yaml_then_cli_precedence(tmp_path):
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("iterations: 7\nsampling:\n  num_steps: 6\nt2i:\n  lr: 0.5\n")
+    yaml_file.write_text("preset: tiny\n" + yaml_file.read_text())
     config = load_train_config(["--config", str(yaml_file), "--t2i.lr", "0.25"])
-    assert config.preset == "tiny" and config.model.pipeline == "builtin:tiny"  # from the default preset
+    assert config.preset == "tiny" and config.model.pipeline == "builtin:tiny"  # from the YAML's preset
     assert config.iterations == 7 and config.sampling.num_steps == 6  # YAML over the preset
     assert config.sampling.prompts_per_process == 4  # preset values the YAML does not touch survive
     assert config.t2i.lr == 0.25  # CLI over YAML

@@ -1,0 +1,110 @@
+"""The shapes world's prompt expander: a tiny GPT-2 SFT-trained on short → detailed captions.
+
+Pairs are (``prompt`` = short caption, ``completion`` = detailed caption) of the same image;
+training runs :func:`prompt_expander.sft.run_sft` (TRL's SFTTrainer, Parrot's instruction
+template, a GPT-2 + BPE tokenizer built from scratch). The quality gate
+(:func:`well_formed_share`) samples expansions of held-out short prompts (colour × shape pairs
+never seen in training) and counts those that parse as a *detailed* caption
+(:func:`shapes.data.parse_caption` with size, position and background all stated) keeping the
+short prompt's colour and shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prompt_expander.expander import PromptExpander
+from prompt_expander.sft import SFTSettings, run_sft
+from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples, parse_caption
+
+__all__ = ["ShapesExpanderConfig", "caption_pairs", "is_faithful_expansion", "well_formed_share", "train_world_expander"]
+
+
+@dataclass
+class ShapesExpanderConfig:
+    """Sizes and SFT settings of the world's expander."""
+
+    max_steps: int = field(default=800, metadata={"help": "SFT optimiser steps"})
+    batch_size: int = field(default=32, metadata={"help": "pairs per step"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate"})
+    n_layer: int = field(default=2, metadata={"help": "GPT-2 blocks"})
+    n_embd: int = field(default=64, metadata={"help": "GPT-2 width"})
+    n_head: int = field(default=4, metadata={"help": "GPT-2 heads"})
+    vocab_size: int = field(default=600, metadata={"help": "BPE vocabulary size"})
+    n_positions: int = field(default=160, metadata={"help": "context length: template (~35-60 tokens) + max_new_tokens 77"})
+    eval_pairs: int = field(default=200, metadata={"help": "held-out pairs (unseen colour × shape) for the SFT loss"})
+    expansions_per_prompt: int = field(default=20, metadata={"help": "sampled expansions per held-out short prompt"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "eval_pairs", "expansions_per_prompt"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+
+def caption_pairs(examples: list[Example]) -> list[dict[str, str]]:
+    """Promptist-format pairs: the short caption and the detailed caption of each image."""
+    return [{"prompt": e.short_caption, "completion": e.detailed_caption} for e in examples]
+
+
+def is_faithful_expansion(short: str, expansion: str) -> bool:
+    """True iff ``expansion`` parses as a detailed caption with ``short``'s colour and shape."""
+    stated = parse_caption(short)
+    try:
+        parsed = parse_caption(expansion)
+    except ValueError:
+        return False
+    complete = None not in (parsed.size, parsed.position, parsed.background)
+    return complete and (parsed.colour, parsed.shape) == (stated.colour, stated.shape)
+
+
+def well_formed_share(expander: PromptExpander, prompts: list[str], n: int, seed: int = 0) -> float:
+    """Share of ``n`` sampled expansions per prompt that :func:`is_faithful_expansion` accepts."""
+    expansions = expander.sample(prompts, n=n, generator_seed=seed)
+    originals = [p for p in prompts for _ in range(n)]
+    return sum(is_faithful_expansion(p, t) for p, t in zip(originals, expansions.texts)) / len(originals)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def train_world_expander(
+    train: list[Example], config: ShapesExpanderConfig, data: ShapesDataConfig, out: Path, seed: int
+) -> dict[str, float]:
+    """SFT the expander into ``out`` (a stock transformers directory); its figures."""
+    held_out = generate_examples(config.eval_pairs, seed + 20, "held_out", data)
+    with tempfile.TemporaryDirectory() as scratch:
+        train_file, eval_file = Path(scratch) / "train.jsonl", Path(scratch) / "eval.jsonl"
+        _write_jsonl(train_file, caption_pairs(train))
+        _write_jsonl(eval_file, caption_pairs(held_out))
+        settings = SFTSettings(
+            output_dir=os.fspath(out),
+            train_data=os.fspath(train_file),
+            eval_data=os.fspath(eval_file),
+            max_eval_rows=config.eval_pairs,
+            max_steps=config.max_steps,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            warmup_steps=min(20, config.max_steps // 10),
+            max_length=config.n_positions,
+            seed=seed,
+            n_layer=config.n_layer,
+            n_embd=config.n_embd,
+            n_head=config.n_head,
+            vocab_size=config.vocab_size,
+            n_positions=config.n_positions,
+            sample_eval_prompts=20,
+        )
+        result = run_sft(settings)
+    expander = PromptExpander.from_pretrained(out)
+    prompts = [f"a {colour} {shape}" for colour, shape in HELD_OUT_PAIRS]
+    return {
+        "expander_eval_loss_before": result.eval_loss_before,
+        "expander_eval_loss_after": result.eval_loss_after,
+        "expander_held_out_well_formed": well_formed_share(expander, prompts, config.expansions_per_prompt, seed),
+        "expander_parameters": float(result.parameters),
+    }

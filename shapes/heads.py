@@ -1,0 +1,284 @@
+"""The shapes world's reward heads: procedural ground truths and their training on the world CLIP.
+
+Every head is trained and saved through the project's reward classes (no parallel code):
+
+- **aesthetic** — :class:`rewards.aesthetic.AestheticHead` (the LAION MLP at a smaller input
+  size) fitted with :func:`rewards.aesthetic.fit_aesthetic_head` on e_x, the L2-normalised world
+  CLIP image embedding, to the rating a(x) of :func:`aesthetic_rating`;
+- **preference** — :class:`rewards.preference.PreferenceScorer` r_θ(x, c) trained by
+  :func:`rewards.train_preference.train_preference` (Bradley–Terry) on synthetic comparisons
+  sampled from the noisy utility of :func:`utility`;
+- **sentiment** — a linear probe σ(w·e_x + b) fitted by :func:`rewards.clip_rewards.fit_linear_probe`
+  to the label of :func:`sentiment_label`, loaded by the ``sentiment`` reward.
+
+The rules (documented in the world card too)::
+
+    luma(rgb)   = 0.299 R + 0.587 G + 0.114 B                            (0..255)
+    contrast    = |luma(shape colour) − luma(background)| / 255            (0..1)
+    a(x)        = 1 + 6·contrast + 1·[position = center] + 2·[size = large]   (1..10)
+    warmth      = red +1, yellow +1, white +0.5, green −0.5, gray −0.5, blue −1, black −1
+    sentiment   = 1  iff  warmth(shape colour) + warmth(background) ≥ 0
+    u(x, c)     = 4·adherence(x, c) + 0.3·a(x)        adherence = share of c's stated attributes
+                                                       the pixel checker reads back from x
+    P[a ≻ b | c] = σ(u(x_a, c) − u(x_b, c))            (the Bradley–Terry model the scorer fits)
+
+Trade-offs built in: sentiment wants warm shapes on bright backgrounds, so ``a blue square``
+(adherence) costs sentiment unless the background is made warm; contrast favours dark shapes
+on white and yellow shapes on black, while sentiment dislikes black; yellow on white, the
+sunniest picture, has the least contrast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+from rewards.aesthetic import AestheticHead, AestheticHeadConfig, fit_aesthetic_head
+from rewards.clip import ClipBackbone
+from rewards.clip_rewards import fit_linear_probe, save_linear_probe
+from rewards.train_preference import TrainPreferenceConfig, train_preference
+from shapes.checker import check
+from shapes.data import (
+    BACKGROUNDS,
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Attributes,
+    Example,
+    ShapesDataConfig,
+    generate_examples,
+    parse_caption,
+    render,
+)
+
+__all__ = [
+    "WARMTH",
+    "ShapesHeadsConfig",
+    "aesthetic_rating",
+    "sentiment_label",
+    "utility",
+    "image_embeddings",
+    "r_squared",
+    "fit_world_aesthetic",
+    "fit_world_sentiment",
+    "preference_pairs",
+    "train_world_preference",
+    "AESTHETIC_FILE",
+    "SENTIMENT_FILE",
+]
+
+AESTHETIC_FILE = "head.safetensors"
+SENTIMENT_FILE = "probe.safetensors"
+#: warmth of each colour (shape or background): warm and bright positive, cold and dark negative.
+WARMTH = {"red": 1.0, "yellow": 1.0, "white": 0.5, "green": -0.5, "gray": -0.5, "blue": -1.0, "black": -1.0}
+
+
+@dataclass
+class ShapesHeadsConfig:
+    """Sizes and training settings of the world's reward heads."""
+
+    examples: int = field(default=4000, metadata={"help": "images (split 'all') the aesthetic head and probe learn from"})
+    eval_examples: int = field(default=600, metadata={"help": "fresh images for held-out R² and accuracy"})
+    aesthetic_hidden_dims: tuple[int, ...] = field(default=(256, 64, 16), metadata={"help": "aesthetic head widths"})
+    aesthetic_dropouts: tuple[float, ...] = field(default=(0.1, 0.1, 0.0), metadata={"help": "aesthetic head dropouts"})
+    aesthetic_epochs: int = field(default=200, metadata={"help": "aesthetic head epochs"})
+    aesthetic_lr: float = field(default=1e-3, metadata={"help": "aesthetic head learning rate"})
+    probe_weight_decay: float = field(default=1e-4, metadata={"help": "L2 penalty of the sentiment probe"})
+    preference_pairs: int = field(default=4000, metadata={"help": "synthetic comparisons to train on"})
+    preference_eval_pairs: int = field(default=500, metadata={"help": "held-out comparisons"})
+    preference_keep: float = field(
+        default=0.6, metadata={"help": "probability that a candidate image keeps each attribute of the prompt's scene"}
+    )
+    preference_hidden_dims: tuple[int, ...] = field(default=(128, 32, 16), metadata={"help": "scorer head widths"})
+    preference_dropouts: tuple[float, ...] = field(default=(0.1, 0.1, 0.0), metadata={"help": "scorer head dropouts"})
+    preference_epochs: int = field(default=4, metadata={"help": "Bradley–Terry epochs"})
+    preference_batch_size: int = field(default=64, metadata={"help": "pairs per step"})
+    preference_freeze_fraction: float = field(default=0.5, metadata={"help": "share of each CLIP tower kept frozen"})
+    preference_lr: float = field(default=1e-4, metadata={"help": "backbone learning rate"})
+    preference_head_lr: float = field(default=1e-3, metadata={"help": "head learning rate"})
+
+    def __post_init__(self) -> None:
+        self.aesthetic_hidden_dims = tuple(int(d) for d in self.aesthetic_hidden_dims)
+        self.aesthetic_dropouts = tuple(float(p) for p in self.aesthetic_dropouts)
+        self.preference_hidden_dims = tuple(int(d) for d in self.preference_hidden_dims)
+        self.preference_dropouts = tuple(float(p) for p in self.preference_dropouts)
+        for name in ("examples", "eval_examples", "aesthetic_epochs", "preference_pairs", "preference_eval_pairs"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 2")
+        if not 0.0 <= self.preference_keep <= 1.0:
+            raise ValueError(f"preference_keep={self.preference_keep} must lie in [0, 1]")
+
+
+def _luma(rgb: tuple[int, int, int]) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def aesthetic_rating(attributes: Attributes) -> float:
+    """a(x) of the module docstring, in [1, 10]."""
+    contrast = abs(_luma(COLOURS[attributes.colour]) - _luma(BACKGROUNDS[attributes.background])) / 255.0
+    return 1.0 + 6.0 * contrast + 1.0 * (attributes.position == "center") + 2.0 * (attributes.size == "large")
+
+
+def sentiment_label(attributes: Attributes) -> int:
+    """1 (positive) iff warmth(shape colour) + warmth(background) ≥ 0."""
+    return int(WARMTH[attributes.colour] + WARMTH[attributes.background] >= 0)
+
+
+def utility(image: np.ndarray, attributes: Attributes, prompt: str) -> float:
+    """u(x, c) = 4·adherence + 0.3·a(x); adherence read by the pixel checker from ``image``."""
+    return 4.0 * check(image, parse_caption(prompt)).score + 0.3 * aesthetic_rating(attributes)
+
+
+def _images(examples: list[Example]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([e.image for e in examples])).permute(0, 3, 1, 2).float() / 255.0
+
+
+@torch.no_grad()
+def image_embeddings(backbone: ClipBackbone, examples: list[Example], batch_size: int = 256) -> torch.Tensor:
+    """e_x of every example's image through the reward backbone (the same preprocessing the rewards use)."""
+    return torch.cat(
+        [backbone.image_embeds(_images(examples[i : i + batch_size])) for i in range(0, len(examples), batch_size)]
+    )
+
+
+def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """Coefficient of determination 1 − SSE/SST."""
+    residual = (target - predicted).square().sum()
+    total = (target - target.mean()).square().sum()
+    return float(1.0 - residual / total)
+
+
+def fit_world_aesthetic(
+    backbone: ClipBackbone, train: list[Example], held_out: list[Example], config: ShapesHeadsConfig, out: Path, seed: int
+) -> dict[str, float]:
+    """Fit the LAION-style head to a(x); save ``out/head.safetensors``; held-out R² and MSE."""
+    torch.manual_seed(seed)
+    head = AestheticHead(
+        AestheticHeadConfig(
+            input_dim=backbone.embed_dim, hidden_dims=config.aesthetic_hidden_dims, dropouts=config.aesthetic_dropouts
+        )
+    )
+    ratings = torch.tensor([aesthetic_rating(e.attributes) for e in train])
+    losses = fit_aesthetic_head(
+        head, image_embeddings(backbone, train), ratings, epochs=config.aesthetic_epochs, lr=config.aesthetic_lr, seed=seed
+    )
+    with torch.no_grad():
+        predicted = head(image_embeddings(backbone, held_out))
+    target = torch.tensor([aesthetic_rating(e.attributes) for e in held_out])
+    out.mkdir(parents=True, exist_ok=True)
+    head.save(out / AESTHETIC_FILE)
+    return {
+        "aesthetic_train_mse": losses[-1],
+        "aesthetic_held_out_mse": float((predicted - target).square().mean()),
+        "aesthetic_held_out_r2": r_squared(predicted, target),
+        "aesthetic_parameters": float(sum(p.numel() for p in head.parameters())),
+    }
+
+
+def fit_world_sentiment(
+    backbone: ClipBackbone, train: list[Example], held_out: list[Example], config: ShapesHeadsConfig, out: Path
+) -> dict[str, float]:
+    """Fit the sentiment probe to :func:`sentiment_label`; save ``out/probe.safetensors``; accuracies."""
+    labels = torch.tensor([sentiment_label(e.attributes) for e in train], dtype=torch.float32)
+    weight, bias = fit_linear_probe(image_embeddings(backbone, train), labels, weight_decay=config.probe_weight_decay)
+    out.mkdir(parents=True, exist_ok=True)
+    save_linear_probe(out / SENTIMENT_FILE, weight, bias)
+
+    def accuracy(examples: list[Example]) -> float:
+        predicted = (image_embeddings(backbone, examples) @ weight + bias) > 0
+        truth = torch.tensor([sentiment_label(e.attributes) for e in examples], dtype=torch.bool)
+        return float((predicted == truth).float().mean())
+
+    return {
+        "sentiment_train_accuracy": accuracy(train),
+        "sentiment_held_out_accuracy": accuracy(held_out),
+        "sentiment_positive_fraction": float(labels.mean()),
+    }
+
+
+def _candidate(rng: np.random.Generator, scene: Attributes, keep: float) -> Attributes:
+    """The prompt's scene with each attribute kept with probability ``keep``, else redrawn."""
+
+    def pick(value: str, choices) -> str:
+        return value if rng.random() < keep else str(choices[rng.integers(len(choices))])
+
+    colour = pick(scene.colour, tuple(COLOURS))
+    backgrounds = tuple(b for b in BACKGROUNDS if b != colour)
+    background = scene.background if scene.background in backgrounds and rng.random() < keep else str(
+        backgrounds[rng.integers(len(backgrounds))]
+    )
+    return Attributes(
+        colour=colour,
+        shape=pick(scene.shape, SHAPES),
+        size=pick(scene.size, SIZES),
+        position=pick(scene.position, POSITIONS),
+        background=background,
+    )
+
+
+def preference_pairs(
+    n: int, seed: int, config: ShapesHeadsConfig, data: ShapesDataConfig
+) -> tuple[datasets.Dataset, float]:
+    """``n`` comparisons (prompt, image_a, image_b, preferred) drawn from the module's utility model.
+
+    Prompts are the captions (short or detailed, by the example's mode) of fresh scenes from
+    every colour × shape pair; the two candidates are perturbed renderings of the scene.
+    Returns the dataset and the Bayes accuracy E[max(p, 1 − p)] that no scorer can beat.
+    """
+    rng = np.random.default_rng(seed)
+    scenes = generate_examples(n, seed, "all", data)
+    rows: dict[str, list] = {"prompt": [], "image_a": [], "image_b": [], "preferred": []}
+    bayes = 0.0
+    for scene in scenes:
+        prompt = scene.caption
+        candidates = [_candidate(rng, scene.attributes, config.preference_keep) for _ in range(2)]
+        images = [render(a, data, offset=tuple(rng.uniform(-data.jitter, data.jitter, size=2))) for a in candidates]
+        u_a, u_b = (utility(image, a, prompt) for image, a in zip(images, candidates))
+        p_a = 1.0 / (1.0 + np.exp(-(u_a - u_b)))
+        bayes += max(p_a, 1.0 - p_a)
+        rows["prompt"].append(prompt)
+        rows["image_a"].append(images[0])
+        rows["image_b"].append(images[1])
+        rows["preferred"].append("a" if rng.random() < p_a else "b")
+    features = datasets.Features(
+        {
+            "prompt": datasets.Value("string"),
+            "image_a": datasets.Image(),
+            "image_b": datasets.Image(),
+            "preferred": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_dict(rows, features=features), bayes / n
+
+
+def train_world_preference(
+    clip_dir: Path, config: ShapesHeadsConfig, data: ShapesDataConfig, out: Path, seed: int
+) -> dict[str, float]:
+    """Train the Bradley–Terry scorer on the world CLIP with ``rewards.train_preference``; save to ``out``."""
+    train_pairs, _ = preference_pairs(config.preference_pairs, seed + 10, config, data)
+    eval_pairs, bayes = preference_pairs(config.preference_eval_pairs, seed + 11, config, data)
+    settings = TrainPreferenceConfig(
+        backbone=os.fspath(clip_dir),
+        output_dir=os.fspath(out),
+        hidden_dims=list(config.preference_hidden_dims),
+        dropouts=list(config.preference_dropouts),
+        freeze_fraction=config.preference_freeze_fraction,
+        epochs=config.preference_epochs,
+        batch_size=config.preference_batch_size,
+        learning_rate=config.preference_lr,
+        head_learning_rate=config.preference_head_lr,
+        seed=seed,
+    )
+    scorer, history = train_preference(settings, train_pairs, eval_pairs)
+    return {
+        "preference_held_out_accuracy": history[-1]["eval_accuracy"],
+        "preference_held_out_bayes_accuracy": bayes,
+        "preference_held_out_loss": history[-1]["eval_loss"],
+        "preference_parameters": float(sum(p.numel() for p in scorer.parameters())),
+    }

@@ -1,0 +1,53 @@
+"""The committed shapes world (shapes/world): it loads, a stock pipeline samples, its rewards score, gates hold."""
+
+import json
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from parrot.train_config import DEFAULT_PRESET, PRESETS, load_train_config
+from parrot.world import committed_shapes_world, with_world
+from rewards import load_reward
+from shapes.checker import read_image
+
+WORLD = committed_shapes_world()
+
+
+def test_committed_world_has_every_model_and_fits_the_size_budget():
+    for name in ("clip/config.json", "sd/model_index.json", "aesthetic/head.safetensors", "preference/head.safetensors",
+                 "sentiment/probe.safetensors", "expander/config.json", "WORLD.md", "world.json"):  # fmt: skip
+        assert (WORLD / name).is_file(), name
+    megabytes = sum(f.stat().st_size for f in WORLD.rglob("*") if f.is_file()) / 1e6
+    assert megabytes <= 40.0
+
+
+def test_committed_world_meets_its_quality_gates():
+    figures = json.loads((WORLD / "world.json").read_text())["figures"]
+    assert figures["clip_top1_train_pairs"] >= 0.8
+    assert figures["t2i_short_train_colour_shape"] >= 0.7
+    assert figures["expander_held_out_well_formed"] >= 0.95
+    assert figures["sentiment_held_out_accuracy"] >= 0.9
+    assert figures["preference_held_out_accuracy"] > 0.55
+    assert figures["aesthetic_held_out_r2"] > 0.5
+
+
+def test_stock_pipeline_samples_and_the_preset_rewards_score_it():
+    pipeline = StableDiffusionPipeline.from_pretrained(WORLD / "sd", safety_checker=None, requires_safety_checker=False)
+    prompts = ["a red circle", "a blue square"]
+    images = pipeline(prompts, num_inference_steps=10, guidance_scale=4.0, generator=torch.Generator().manual_seed(0),
+                      output_type="np").images  # fmt: skip
+    assert images.shape == (2, 32, 32, 3)
+    readings = [read_image((image * 255).round().astype(np.uint8)) for image in images]
+    assert [r.colour for r in readings] == ["red", "blue"] and readings[0].shape == "circle"
+    settings = with_world(PRESETS["shapes"]["rewards"]["settings"], WORLD)
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2)
+    for name in PRESETS["shapes"]["rewards"]["names"]:
+        scores = load_reward(name, **settings[name])(batch, prompts)
+        assert scores.shape == (2,) and torch.isfinite(scores).all(), name
+
+
+def test_default_run_is_the_shapes_world():
+    config = load_train_config([])
+    assert DEFAULT_PRESET == "shapes" and config.world == ""
+    assert with_world(config.model.pipeline, committed_shapes_world()) == str(WORLD / "sd")
