@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from parrot.checkpoint import latest_checkpoint, read_json
 from parrot.config import parse_config
-from parrot.identifiers import with_identifiers
+from parrot.identifiers import IdentifierConfig, with_identifiers
 from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.sample import prepare_output_dir
 from parrot.world import build_evaluator, build_policy, resolve_reward_settings
@@ -204,8 +204,7 @@ def resolve_identifiers(config: GenerateConfig) -> tuple[list[str], str]:
     """The reward names whose identifiers are prepended, and the identifier template."""
     trained, trained_template = training_identifiers(config.lora[0] if config.lora else None)
     template = config.identifier_template or trained_template or "<{name}>"
-    if "{name}" not in template:
-        raise ValueError(f"identifier_template={template!r} must contain '{{name}}'")
+    IdentifierConfig(template=template)  # the one check of a template (refuses it naming the problem)
     chosen = tuple(config.identifiers)
     if chosen in ((AUTO,),):
         if config.lora and not trained:

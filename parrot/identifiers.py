@@ -18,15 +18,29 @@ class IdentifierConfig:
     """Reward identifiers on/off, their format, and which ones are prepended at evaluation."""
 
     enabled: bool = field(default=True, metadata={"help": "prepend a reward-specific identifier while training"})
-    template: str = field(default="<{name}>", metadata={"help": "identifier text for reward {name}"})
+    template: str = field(
+        default="<{name}>",
+        metadata={"help": "identifier text for reward {name}; a format string, e.g. '{name:.1}' keeps its first letter"},
+    )
     evaluation: tuple[str, ...] = field(
         default=("all",),
         metadata={"help": "identifiers prepended at evaluation: 'all', reward names, or 'none'"},
     )
 
     def __post_init__(self) -> None:
-        if "{name}" not in self.template:
-            raise ValueError(f"template={self.template!r} must contain '{{name}}'")
+        if "{name" not in self.template:
+            raise ValueError(f"template={self.template!r} must contain '{{name}}' (or a format of it, e.g. '{{name:.1}}')")
+        try:
+            self.template.format(name="reward")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"template={self.template!r} is not a format string with only {{name}}: {err}") from None
+
+    def check_distinct(self, reward_names: Sequence[str]) -> None:
+        """Refuse a template that gives two rewards the same identifier."""
+        texts = [identifier(self.template, n) for n in reward_names]
+        clashes = sorted({t for t in texts if texts.count(t) > 1})
+        if self.enabled and clashes:
+            raise ValueError(f"template={self.template!r} gives several rewards the identifier(s) {clashes}")
 
 
 def identifier(template: str, name: str) -> str:

@@ -206,6 +206,7 @@ class TrainConfig:
                 f"keep_checkpoints >= 1 ({self.keep_checkpoints})"
             )
         num_rewards = len(self.rewards.names)
+        self.identifiers.check_distinct(self.rewards.names)
         if self.identifiers.enabled and self.sampling.images_per_prompt % num_rewards:
             raise ValueError(
                 f"sampling.images_per_prompt={self.sampling.images_per_prompt} must be a multiple of the "
@@ -304,6 +305,9 @@ PRESETS["shapes"] = {
     "expander": {"model": "{world}/expander", "lr": 1e-4, "lora_rank": 4,
                  "sampling": {"max_new_tokens": 32}, "update": {"kl_weight": 0.05}},
     "logging": {"images_every": 10},
+    # The world's CLIP reads 32 tokens; "<laion_aesthetic> <preference> …" alone takes ~45 of its
+    # caption BPE tokens and would push the prompt out. One letter per reward ("l p c s, …") costs 5.
+    "identifiers": {"template": "{name:.1}"},
 }
 #: the committed shapes world (shapes/world); ``tiny`` is the random toy built in code.
 DEFAULT_PRESET = "shapes"

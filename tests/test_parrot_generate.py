@@ -78,7 +78,7 @@ def fake_training_run(root):
     policy = StableDiffusionPolicy(build_tiny_pipeline())
     policy.add_lora()
     policy.save_lora(root / "final" / "lora")
-    config = load_train_config(["--rewards.names", "jpeg_compressibility", "clip_score", "--sampling.images_per_prompt", "2"])
+    config = load_train_config(["--preset", "tiny", "--rewards.names", "jpeg_compressibility", "clip_score", "--sampling.images_per_prompt", "2"])
     state = root / "checkpoints" / "checkpoint-000002"
     state.mkdir(parents=True)
     write_json({"iteration": 2, "config": config_to_dict(config)}, state / "state.json")

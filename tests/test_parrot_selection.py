@@ -158,3 +158,17 @@ def test_policy_gradient_step_raises_log_prob_of_positive_advantage_trajectory(p
     with torch.no_grad():
         change = policy.log_probs(trajectory, steps).sum(1) - before
     assert change[0] > 0 > change[1]
+
+
+def test_identifier_templates_are_formats_and_must_tell_rewards_apart():
+    from parrot.identifiers import IdentifierConfig, with_identifiers
+
+    short = IdentifierConfig(template="{name:.1}")
+    assert with_identifiers("a red circle", ["laion_aesthetic", "sentiment"], short.template) == "l s, a red circle"
+    short.check_distinct(["laion_aesthetic", "preference", "clip_score", "sentiment"])
+    with pytest.raises(ValueError, match=r"several rewards the identifier\(s\) \['s'\]"):
+        short.check_distinct(["sentiment", "sharpness"])
+    with pytest.raises(ValueError, match="must contain '{name}'"):
+        IdentifierConfig(template="<reward>")
+    with pytest.raises(ValueError, match="not a format string"):
+        IdentifierConfig(template="<{name}{other}>")
