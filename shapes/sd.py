@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer, get_cosine_schedule_with_warmup
 
@@ -41,6 +41,7 @@ from shapes.data import (
     detailed_caption,
     training_pairs,
 )
+from t2i.tiny import sd_ddim_scheduler
 
 __all__ = [
     "ShapesSDConfig",
@@ -56,7 +57,6 @@ __all__ = [
 ]
 
 #: SD 1.x's noise schedule
-BETA_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
 @dataclass
@@ -161,11 +161,6 @@ def build_unet(config: ShapesSDConfig, latent_size: int, cross_attention_dim: in
     )
 
 
-def ddim_scheduler() -> DDIMScheduler:
-    """SD 1.x's DDIM scheduler settings."""
-    return DDIMScheduler(**BETA_SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-
-
 def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
     """The CLIP text tower as a standalone ``CLIPTextModel`` (SD's text encoder), same weights."""
     encoder = CLIPTextModel(clip.config.text_config)
@@ -238,7 +233,7 @@ def assemble_pipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=ddim_scheduler(),
+        scheduler=sd_ddim_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -256,7 +251,7 @@ def train_unet(
             [vae.encode(_vae_inputs(examples[i : i + 256])).latent_dist.mean for i in range(0, len(examples), 256)]
         ) * vae.config.scaling_factor
     captions = [e.caption for e in examples]
-    noise_scheduler = DDPMScheduler(**BETA_SCHEDULE)
+    noise_scheduler = DDPMScheduler.from_config(sd_ddim_scheduler().config)  # the same ᾱ schedule
     optimiser = torch.optim.AdamW(unet.parameters(), lr=config.unet_learning_rate, weight_decay=0.01)
     schedule = get_cosine_schedule_with_warmup(optimiser, max(1, config.unet_steps // 20), config.unet_steps)
     unet.train()
