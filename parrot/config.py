@@ -62,6 +62,10 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         item_type = args[0] if args else str
         converted = [_coerce(v, item_type, name) for v in items]
         return tuple(converted) if origin is tuple else converted
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}; set it in the --config YAML file")
+        return value
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{name}: {value!r} is not one of {typing.get_args(tp)}")

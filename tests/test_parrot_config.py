@@ -63,3 +63,16 @@ def test_unknown_yaml_keys_are_refused_with_dotted_name(tmp_path):
         parse_config(Run, ["--config", str(path)])
     with pytest.raises(ConfigError, match="no such file"):
         parse_config(Run, ["--config", str(tmp_path / "missing.yaml")])
+
+
+@dataclass
+class WithMapping:
+    settings: dict[str, dict[str, str]] = field(default_factory=dict, metadata={"help": "per-name settings"})
+
+
+def test_mapping_fields_come_from_yaml_and_a_string_is_refused(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("settings:\n  clip_score: {model: some/dir}\n")
+    assert parse_config(WithMapping, ["--config", str(path)]).settings == {"clip_score": {"model": "some/dir"}}
+    with pytest.raises(ConfigError, match="settings: expected a mapping, got 'rewards.yaml'; set it in the --config YAML"):
+        parse_config(WithMapping, ["--settings", "rewards.yaml"])
