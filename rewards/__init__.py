@@ -3,7 +3,7 @@
 Importing this package registers every built-in reward: ``jpeg_compressibility``,
 ``jpeg_incompressibility``, ``clip_score``, ``pickscore``, ``sentiment``, ``laion_aesthetic``,
 ``caption_alignment``, ``preference`` (models trained with ``python -m rewards.train_preference``),
-and the optional-extra loaders ``hpsv2`` and ``imagereward``.
+and ``hpsv2`` and ``imagereward`` (their packages are installed by hand on GPU machines).
 """
 
 from rewards import aesthetic, caption, clip_rewards, external, jpeg, preference  # noqa: F401  (registration)

@@ -2,8 +2,10 @@
 
 ``hpsv2`` (Wu et al. 2023) is an open_clip ViT-H-14 fine-tune and ``imagereward`` (Xu et al.
 2023) a BLIP-based scorer; both official packages import torchvision (through open_clip and
-timm), so they are optional extras (``pip install 'parrot-rl[hpsv2]'`` / ``'parrot-rl[imagereward]'``)
-and these loaders are not exercised by the offline test suite. Both score images against the
+timm), which has no build that imports on the CPU torch the project installs. So the project
+names neither as a dependency, not even as an extra: GPU users install them by hand next to a
+matching torchvision (``pip install hpsv2`` / ``pip install image-reward``), and these loaders are
+not exercised by the offline test suite. Both score images against the
 original prompt, higher is better.
 """
 
@@ -21,13 +23,13 @@ from rewards.registry import register_reward
 __all__ = ["HPSv2Config", "ImageRewardConfig"]
 
 
-def _import_optional(module: str, extra: str):
+def _import_optional(module: str, pip_name: str):
     try:
         return importlib.import_module(module)
     except ImportError as err:
         raise ImportError(
-            f"this reward needs the package that provides {module!r}: pip install 'parrot-rl[{extra}]' "
-            "(it requires torchvision, which the CPU test environment does not install)"
+            f"this reward needs the package that provides {module!r}: on a GPU machine with a torchvision "
+            f"matching your torch, pip install {pip_name} (the CPU install path never installs torchvision)"
         ) from err
 
 
@@ -60,6 +62,6 @@ def hpsv2(config: HPSv2Config) -> Reward:
 
 @register_reward("imagereward", ImageRewardConfig)
 def imagereward(config: ImageRewardConfig) -> Reward:
-    package = _import_optional("ImageReward", "imagereward")
+    package = _import_optional("ImageReward", "image-reward")
     model = package.load(config.model, device=config.device)
     return _PerImageReward(config, lambda image, prompt: model.score(prompt, image))

@@ -308,7 +308,7 @@ def test_every_builtin_reward_is_registered():
 
 def test_optional_extra_loaders_explain_the_missing_package():
     # the package is absent here by design: it needs torchvision
-    with pytest.raises(ImportError, match=r"parrot-rl\[imagereward\]"):
+    with pytest.raises(ImportError, match="provides 'ImageReward'.*pip install image-reward"):
         load_reward("imagereward")
 
 
