@@ -31,7 +31,7 @@ from parrot.identifiers import IdentifierConfig
 from parrot.selection import SelectionConfig
 from prompt_expander.expander import ExpanderConfig
 from prompt_expander.rl import PolicyGradientConfig
-from shapes.data import HELD_OUT_PAIRS, training_pairs
+from shapes.data import HELD_OUT_PAIRS, short_prompt, training_pairs
 from t2i.lora import LoraSettings
 
 __all__ = [
@@ -279,8 +279,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "logging": {"images_every": 10},
     },
 }
-_SHAPES_PROMPTS = tuple(f"a {colour} {shape}" for colour, shape in training_pairs())
-_SHAPES_HELD_OUT = tuple(f"a {colour} {shape}" for colour, shape in HELD_OUT_PAIRS)
+_SHAPES_PROMPTS = tuple(short_prompt(colour, shape) for colour, shape in training_pairs())
+_SHAPES_HELD_OUT = tuple(short_prompt(colour, shape) for colour, shape in HELD_OUT_PAIRS)
 PRESETS["shapes"] = {
     # The shapes world (python -m shapes.build): a trained tiny SD, its expander and the four
     # rewards of the Parrot paper's loop, all loaded through the same classes as the real models.

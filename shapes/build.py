@@ -57,7 +57,6 @@ from shapes.heads import (
 )
 from shapes.sd import (
     ShapesSDConfig,
-    assemble_pipeline,
     build_unet,
     build_vae,
     evaluate_pipeline,
@@ -66,6 +65,7 @@ from shapes.sd import (
     train_vae,
     vae_checker_agreement,
 )
+from t2i.tiny import assemble_sd_pipeline
 
 __all__ = ["STAGES", "BuildConfig", "BuildState", "build_world", "main", "quick_config"]
 
@@ -199,7 +199,7 @@ def stage_unet(state: BuildState) -> None:
     latent_size = cfg.data.image_size // 2 ** (len(cfg.sd.vae_channels) - 1)
     text_encoder = text_encoder_from_clip(state.clip)
     unet = build_unet(cfg.sd, latent_size, text_encoder.config.hidden_size)
-    state.pipeline = assemble_pipeline(state.vae, unet, text_encoder, state.tokenizer)
+    state.pipeline = assemble_sd_pipeline(state.vae, unet, text_encoder, state.tokenizer)
     record = train_unet(state.pipeline, state.train, cfg.sd, seed=cfg.seed, progress=state.progress)
     state.figures["unet_final_loss"] = record["final_loss"]
     state.steps["unet"] = cfg.sd.unet_steps

@@ -33,7 +33,7 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
-from shapes.data import COLOURS, SHAPES, Attributes, Example, PromptAttributes, parse_caption
+from shapes.data import COLOURS, SHAPES, Attributes, Example, PromptAttributes, parse_caption, short_prompt
 
 __all__ = [
     "CLIP_MEAN",
@@ -228,7 +228,7 @@ def retrieval_accuracy(model: CLIPModel, tokenizer: CLIPTokenizer, examples: lis
     """Top-1 accuracy of picking each image's short caption among all colour × shape short captions."""
     if not examples:
         raise ValueError("retrieval_accuracy needs at least one example")
-    candidates = [f"a {c} {s}" for c in COLOURS for s in SHAPES]
+    candidates = [short_prompt(c, s) for c in COLOURS for s in SHAPES]
     tokens = tokenizer(candidates, padding="max_length", truncation=True, return_tensors="pt")
     text = F.normalize(model.get_text_features(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).pooler_output, dim=-1)
     image = F.normalize(model.get_image_features(pixel_values=normalise_pixels(images_to_tensor(examples))).pooler_output, dim=-1)

@@ -46,6 +46,7 @@ __all__ = [
     "parse_caption",
     "render",
     "short_caption",
+    "short_prompt",
     "to_dataset",
     "training_pairs",
 ]
@@ -165,9 +166,14 @@ class ShapesDataConfig:
             raise ValueError(f"jitter={self.jitter} must lie in [0, 0.1]")
 
 
+def short_prompt(colour: str, shape: str) -> str:
+    """``a {colour} {shape}``: the short caption of a colour × shape pair."""
+    return f"a {colour} {shape}"
+
+
 def short_caption(attributes: Attributes | PromptAttributes) -> str:
     """``a {colour} {shape}``."""
-    return f"a {attributes.colour} {attributes.shape}"
+    return short_prompt(attributes.colour, attributes.shape)
 
 
 def detailed_caption(attributes: Attributes) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prompt_expander.expander import PromptExpander
 from prompt_expander.sft import SFTSettings, run_sft
-from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples, parse_caption
+from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples, parse_caption, short_prompt
 
 __all__ = ["ShapesExpanderConfig", "caption_pairs", "is_faithful_expansion", "well_formed_share", "train_world_expander"]
 
@@ -101,7 +101,7 @@ def train_world_expander(
         )
         result = run_sft(settings)
     expander = PromptExpander.from_pretrained(out)
-    prompts = [f"a {colour} {shape}" for colour, shape in HELD_OUT_PAIRS]
+    prompts = [short_prompt(colour, shape) for colour, shape in HELD_OUT_PAIRS]
     return {
         "expander_eval_loss_before": result.eval_loss_before,
         "expander_eval_loss_after": result.eval_loss_after,

@@ -39,13 +39,13 @@ from shapes.data import (
     Attributes,
     Example,
     detailed_caption,
+    short_prompt,
     training_pairs,
 )
 from t2i.tiny import sd_ddim_scheduler
 
 __all__ = [
     "ShapesSDConfig",
-    "assemble_pipeline",
     "build_unet",
     "build_vae",
     "ddim_scheduler",
@@ -225,21 +225,6 @@ def vae_checker_agreement(vae: AutoencoderKL, examples: list[Example]) -> float:
     return float(np.mean([check_prompt(r, e.detailed_caption).all_correct for r, e in zip(reconstructions, examples)]))
 
 
-def assemble_pipeline(
-    vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer
-) -> StableDiffusionPipeline:
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=sd_ddim_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-
-
 def train_unet(
     pipeline: StableDiffusionPipeline, examples: list[Example], config: ShapesSDConfig, seed: int = 0, progress: bool = True
 ) -> dict[str, float]:
@@ -294,7 +279,7 @@ def _sample(pipeline: StableDiffusionPipeline, prompts: list[str], config: Shape
 
 
 def _colour_shape_rate(pipeline, pairs, config, seed) -> tuple[float, np.ndarray, list[str]]:
-    prompts = [f"a {c} {s}" for c, s in pairs for _ in range(config.eval_images_per_prompt)]
+    prompts = [short_prompt(c, s) for c, s in pairs for _ in range(config.eval_images_per_prompt)]
     images = _sample(pipeline, prompts, config, seed)
     correct = [check_prompt(im, p).all_correct for im, p in zip(images, prompts)]
     return float(np.mean(correct)), images, prompts

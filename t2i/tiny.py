@@ -15,7 +15,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-__all__ = ["TinyPipelineConfig", "build_tiny_pipeline", "byte_level_clip_tokenizer", "sd_ddim_scheduler"]
+__all__ = ["TinyPipelineConfig", "assemble_sd_pipeline", "build_tiny_pipeline", "byte_level_clip_tokenizer", "sd_ddim_scheduler"]
 
 
 @dataclass
@@ -99,6 +99,13 @@ def build_tiny_pipeline(config: TinyPipelineConfig | None = None) -> StableDiffu
         norm_num_groups=8,
         sample_size=2 * config.latent_size,
     )
+    return assemble_sd_pipeline(vae, unet, text_encoder, tokenizer)
+
+
+def assemble_sd_pipeline(
+    vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer
+) -> StableDiffusionPipeline:
+    """A ``StableDiffusionPipeline`` from its parts, with SD's DDIM scheduler and no safety checker."""
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
