@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from parrot.config import parse_config
+from rewards.base import as_pil_images
 from t2i import Guidance, StableDiffusionPolicy
 from t2i.tiny import build_tiny_pipeline
 
@@ -85,10 +85,9 @@ def run_sampling(config: SampleConfig) -> list[dict]:
     )
     prepare_output_dir(config.out, config.overwrite)
     rows = []
-    pixels = (trajectory.images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    for i, prompt in enumerate(trajectory.prompts):
+    for i, (prompt, image) in enumerate(zip(trajectory.prompts, as_pil_images(trajectory.images))):
         name = f"images/{i:05d}.png"
-        Image.fromarray(pixels[i]).save(config.out / name)
+        image.save(config.out / name)
         rows.append(
             {
                 "prompt": prompt,
