@@ -66,9 +66,10 @@ from parrot.world import (
 )
 from prompt_expander.expander import Expansions
 from rewards import RewardScores
+from rewards.base import as_pil_images
 from t2i import Guidance, Trajectory
 
-__all__ = ["ParrotTrainer", "Rollout", "derived_seed", "read_prompt_list", "main"]
+__all__ = ["ParrotTrainer", "Rollout", "EvaluationSamples", "derived_seed", "read_prompt_list", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,31 @@ class Rollout:
     expanded_prompts: list[str]  # ĉ per image
     own_reward: torch.Tensor  # (N_local,) index k of the identifier the image was sampled with (0 when off)
     global_offset: int  # global index of this process's first image
+
+
+@dataclass
+class EvaluationSamples:
+    """The held-out images of one evaluation: row j is prompt ``prompts[j]`` sampled with seed ``seeds[j]``."""
+
+    reward_names: list[str]
+    prompts: list[str]  # original prompts c
+    expanded_prompts: list[str]  # ĉ (= c without an expander)
+    seeds: list[int]
+    scores: torch.Tensor  # R (N, K), float64
+    images: torch.Tensor  # (N, 3, H, W) in [0, 1]
+
+    def means(self) -> dict[str, float]:
+        return {name: float(self.scores[:, k].mean()) for k, name in enumerate(self.reward_names)}
+
+    def to_json(self) -> dict:
+        """Everything but the images, as JSON-ready lists."""
+        return {
+            "reward_names": self.reward_names,
+            "prompts": self.prompts,
+            "expanded_prompts": self.expanded_prompts,
+            "seeds": self.seeds,
+            "scores": self.scores.tolist(),
+        }
 
 
 class ParrotTrainer:
@@ -439,14 +465,12 @@ class ParrotTrainer:
 
     # ----- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, base: bool) -> dict[str, float]:
-        """Mean of each reward on the held-out prompts × seeds (fixed), trained or base (adapters off)."""
-        if not self.eval_prompts:
-            return {}
+    def evaluation_samples(self, base: bool) -> EvaluationSamples:
+        """Every held-out image (prompt × seed, fixed noise), trained or base (adapters off), with its rewards."""
         context = self.policy.adapters_disabled() if base else contextlib.nullcontext()
         expander_context = expander_base(self.expander) if base and self.expander is not None else contextlib.nullcontext()
         template = self.config.identifiers.template
-        columns = []
+        columns, prompts, expanded_all, seeds, images = [], [], [], [], []
         with context, expander_context:
             for seed in self.config.evaluation.seeds:
                 expansions = (
@@ -471,13 +495,29 @@ class ParrotTrainer:
                 )
                 metadata = [{"expanded_prompt": e} for e in expanded]
                 columns.append(self.evaluator(trajectory.images, self.eval_prompts, metadata).scores)
-        scores = torch.cat(columns)
-        return {name: float(scores[:, k].mean()) for k, name in enumerate(self.reward_names)}
+                prompts += self.eval_prompts
+                expanded_all += expanded
+                seeds += [seed] * len(expanded)
+                images.append(trajectory.images.cpu())
+        return EvaluationSamples(
+            reward_names=list(self.reward_names),
+            prompts=prompts,
+            expanded_prompts=expanded_all,
+            seeds=seeds,
+            scores=torch.cat(columns).cpu().double(),
+            images=torch.cat(images),
+        )
+
+    def evaluate(self, base: bool) -> dict[str, float]:
+        """Mean of each reward on the held-out prompts × seeds (see :meth:`evaluation_samples`)."""
+        if not self.eval_prompts:
+            return {}
+        return self.evaluation_samples(base).means()
 
     # ----- logging -------------------------------------------------------------------------------
     def log_images(self, iteration: int) -> None:
         rollout, scores = self.last_rollout, self.last_scores
-        images = (rollout.trajectory.images.permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8)
+        images = np.stack([np.asarray(image) for image in as_pil_images(rollout.trajectory.images.cpu())])
         captions = [
             f"{i}: c={c!r} | prompt={p!r} | " + ", ".join(f"{k}={v:.3f}" for k, v in s.items())
             for i, (c, p, s) in enumerate(zip(rollout.original_prompts, rollout.trajectory.prompts, scores.as_dicts()))
@@ -487,6 +527,39 @@ class ParrotTrainer:
             if tracker.name == "tensorboard":
                 tracker.log_images({"samples": images, "pareto_scatter": scatter[None]}, step=iteration, dataformats="NHWC")
                 tracker.writer.add_text("samples/captions", "\n\n".join(captions), iteration)
+
+    def save_samples(self, iteration: int) -> Path:
+        """The last training batch as ``samples/iteration-NNNNNN.png`` (a grid) and ``.json`` (c, prompt, R, P)."""
+        from PIL import Image
+
+        rollout = self.last_rollout
+        folder = self.config.output_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / f"iteration-{iteration:06d}"
+        images = as_pil_images(rollout.trajectory.images.cpu())
+        columns = self.config.sampling.images_per_prompt
+        rows = -(-len(images) // columns)
+        width, height = images[0].size
+        grid = Image.new("RGB", (columns * width, rows * height), "white")
+        for i, image in enumerate(images):
+            grid.paste(image, ((i % columns) * width, (i // columns) * height))
+        grid.save(stem.with_suffix(".png"))
+        offset = rollout.global_offset
+        local = slice(offset, offset + len(images))
+        write_json(
+            {
+                "iteration": iteration,
+                "columns": columns,
+                "reward_names": self.reward_names,
+                "original_prompts": rollout.original_prompts,
+                "expanded_prompts": rollout.expanded_prompts,
+                "conditioning_prompts": list(rollout.trajectory.prompts),
+                "rewards": self.last_rewards[local].tolist(),
+                "selected": self.last_advantages.selected[local].tolist(),
+            },
+            stem.with_suffix(".json"),
+        )
+        return stem.with_suffix(".png")
 
     # ----- the loop ------------------------------------------------------------------------------
     def train(self) -> dict[str, dict[str, float]]:
@@ -514,12 +587,16 @@ class ParrotTrainer:
                 self.log_images(self.iteration)
             if (cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0) or self.iteration == cfg.iterations:
                 self.save_checkpoint(self.iteration)
+                if acc.is_main_process:
+                    self.save_samples(self.iteration)
         results: dict[str, dict[str, float]] = {}
         if acc.is_main_process:
             self.save_final()
             if cfg.evaluation.enabled:
-                results = {"before": self.evaluate(base=True), "after": self.evaluate(base=False)}
-                write_json(results, cfg.output_dir / "evaluation.json")
+                before, after = self.evaluation_samples(base=True), self.evaluation_samples(base=False)
+                results = {"before": before.means(), "after": after.means()}
+                write_json(results | {"images": {"before": before.to_json(), "after": after.to_json()}},
+                           cfg.output_dir / "evaluation.json")
                 sys.stdout.write(format_table(results) + "\n")
         acc.wait_for_everyone()
         acc.end_training()

@@ -1,5 +1,6 @@
 """parrot.train end to end on the tiny world: runs, checkpoints, exact resume after SIGKILL, 2 processes, config errors."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from parrot.config import ConfigError
@@ -52,6 +54,16 @@ def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path):
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)  # the LoRA moved
     assert set(results["before"]) == set(results["after"]) == {"jpeg_compressibility", "clip_score"}
     assert (out / "final" / "expander" / "config.json").is_file()
+    # per-image held-out scores whose means are the table; a sample grid + record per checkpoint
+    saved = json.loads((out / "evaluation.json").read_text())
+    after = saved["images"]["after"]
+    assert len(after["scores"]) == len(after["prompts"]) == len(after["seeds"]) == 4  # 4 held-out prompts × 1 seed
+    assert torch.tensor(after["scores"]).mean(0).tolist() == pytest.approx([results["after"][k] for k in after["reward_names"]])
+    for iteration in (1, 2):
+        record = json.loads((out / "samples" / f"iteration-{iteration:06d}.json").read_text())
+        assert len(record["rewards"]) == len(record["original_prompts"]) == len(record["selected"]) == 4
+        with Image.open(out / "samples" / f"iteration-{iteration:06d}.png") as grid:
+            assert grid.size == (2 * 16, 2 * 16)  # 2 images per prompt × 2 prompts of 16 px
     # a half-written checkpoint is never picked up
     (out / "checkpoints" / ".tmp-checkpoint-000009-1").mkdir()
     resumed = ParrotTrainer(load_train_config(args[:-6] + ["--iterations", "3", "--resume", "--evaluation.enabled", "false"]))

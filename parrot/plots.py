@@ -1,0 +1,95 @@
+"""Plots of reward sets: pairwise scatter with each method's Pareto front, and bars of a per-seed figure.
+
+Shared by ``benchmarks/pareto.py`` and ``python -m parrot.report``. Matplotlib runs on its
+non-interactive Agg backend; every function writes a PNG and returns its path.
+
+Notation: a method's evaluation images give a reward matrix R (N, K); its front is the set of
+non-dominated rows (:func:`parrot.selection.non_dominated_mask`). In a panel (reward a vs
+reward b) the staircase joins the rows that are non-dominated in those two rewards alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from parrot.selection import non_dominated_mask  # noqa: E402
+
+__all__ = ["front_2d", "pairwise_front_plot", "seed_bar_plot"]
+
+
+def front_2d(points: np.ndarray) -> np.ndarray:
+    """The rows of ``points`` (N, 2) non-dominated in both columns, sorted by the first (maximisation)."""
+    points = np.asarray(points, dtype=float)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+        raise ValueError(f"points must be a non-empty (N, 2) array; got shape {points.shape}")
+    front = points[non_dominated_mask(torch.from_numpy(points)).numpy()]
+    return front[np.argsort(front[:, 0])]
+
+
+def pairwise_front_plot(
+    methods: Mapping[str, np.ndarray], reward_names: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
+    """One panel per reward pair: every method's points (faint) and its 2-D front (staircase)."""
+    names = list(reward_names)
+    if len(names) < 2:
+        raise ValueError(f"a pairwise plot needs at least 2 rewards; got {names}")
+    for method, rewards in methods.items():
+        if np.asarray(rewards).ndim != 2 or np.asarray(rewards).shape[1] != len(names):
+            raise ValueError(f"method {method!r}: rewards must be (N, {len(names)}); got {np.asarray(rewards).shape}")
+    pairs = list(itertools.combinations(range(len(names)), 2))
+    columns = min(3, len(pairs))
+    rows = -(-len(pairs) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.8 * rows), squeeze=False)
+    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    for panel, (a, b) in zip(axes.flat, pairs):
+        for m, (method, rewards) in enumerate(methods.items()):
+            rewards = np.asarray(rewards, dtype=float)
+            colour = colours(m % colours.N)
+            panel.scatter(rewards[:, a], rewards[:, b], s=8, alpha=0.25, color=colour)
+            front = front_2d(rewards[:, [a, b]])
+            panel.step(front[:, 0], front[:, 1], where="post", color=colour, linewidth=1.5, label=method)
+            panel.scatter(front[:, 0], front[:, 1], s=18, color=colour)
+        panel.set_xlabel(names[a])
+        panel.set_ylabel(names[b])
+    for panel in list(axes.flat)[len(pairs):]:
+        panel.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.04 + 0.03 * ((len(labels) - 1) // 4), 1, 0.97 if title else 1))
+    return _save(figure, path)
+
+
+def seed_bar_plot(values: Mapping[str, Sequence[float]], path: str | Path, ylabel: str, title: str = "") -> Path:
+    """A bar per method at the mean over seeds, the std as an error bar and each seed as a dot."""
+    if not values:
+        raise ValueError("no methods to plot")
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.8 * len(values) + 2), 4))
+    for i, (method, per_seed) in enumerate(values.items()):
+        per_seed = np.asarray(per_seed, dtype=float)
+        axis.bar(i, per_seed.mean(), yerr=per_seed.std() if len(per_seed) > 1 else 0, capsize=3, color="tab:blue", alpha=0.7)
+        axis.scatter(np.full(len(per_seed), i), per_seed, color="black", s=10, zorder=3)
+    axis.set_xticks(range(len(values)), list(values), rotation=35, ha="right")
+    axis.set_ylabel(ylabel)
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _save(figure: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
