@@ -1,4 +1,4 @@
-"""Training figures on the tiny random world (``builtin:tiny`` SD + toy CLIP), CPU, offline.
+"""Single-reward DDPO and DPOK's KL weight on a world preset (``tiny`` by default, or ``shapes``), CPU, offline.
 
 1. DDPO-IS on one reward alone (``--reward``; default ``jpeg_compressibility``, DDPO's first task):
    held-out mean before/after. ``mean_brightness`` (registered here, benchmark only) is a dense
@@ -7,7 +7,11 @@
    Drift = mean squared distance between the trained and the base model's x_0 latents on the
    held-out prompts × seeds, sampled from the same initial noise and step noise.
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/train_tiny.py --iterations 30
+    PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/train_single_reward.py --iterations 30
+    PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/train_single_reward.py --preset shapes --iterations 30
+
+On ``tiny`` the script fixes its own sampling and update sizes (below); on ``shapes`` it keeps the
+preset's (DDIM 20 steps, 4 prompts × 4 images, DDPO-IS) and only switches to one reward, T2I only.
 
 Prints a markdown table and writes ``runs/bench-train/results.json``.
 """
@@ -43,14 +47,23 @@ def mean_brightness(config: RewardConfig) -> MeanBrightness:
     return MeanBrightness(config)
 
 
-def base_args(out: Path, iterations: int, seed: int, reward: str) -> list[str]:
-    return [
-        "--preset", "tiny", "--output_dir", str(out), "--mode", "t2i", "--expander.model", "", "--iterations", str(iterations),
-        "--seed", str(seed), "--rewards.names", reward, "--selection.mode", f"single:{reward}",
-        "--identifiers.enabled", "false", "--sampling.prompts_per_process", "4", "--sampling.images_per_prompt", "4",
+#: sizes the script sets per preset (the shapes preset's own are used as they are)
+PRESET_ARGS = {
+    "tiny": [
+        "--sampling.prompts_per_process", "4", "--sampling.images_per_prompt", "4",
         "--sampling.num_steps", "10", "--t2i.estimator", "is", "--t2i.inner_epochs", "2", "--t2i.clip_range", "0.2",
-        "--t2i.timestep_fraction", "0.5", "--t2i.lr", "3e-3", "--checkpoint_every", "0", "--logging.log_with", "none",
-        "--evaluation.enabled", "false", "--evaluation.seeds", "0", "1", "2",
+        "--t2i.timestep_fraction", "0.5", "--t2i.lr", "3e-3", "--evaluation.seeds", "0", "1", "2",
+    ],
+    "shapes": [],
+}  # fmt: skip
+
+
+def base_args(out: Path, iterations: int, seed: int, reward: str, preset: str = "tiny") -> list[str]:
+    return [
+        "--preset", preset, "--output_dir", str(out), "--mode", "t2i", "--expander.model", "", "--iterations", str(iterations),
+        "--seed", str(seed), "--rewards.names", reward, "--selection.mode", f"single:{reward}",
+        "--identifiers.enabled", "false", "--checkpoint_every", "0", "--logging.log_with", "none",
+        "--evaluation.enabled", "false", *PRESET_ARGS[preset],
     ]  # fmt: skip
 
 
@@ -70,8 +83,8 @@ def final_latents(trainer: ParrotTrainer, base: bool) -> torch.Tensor:
     return torch.cat(outs)
 
 
-def run(out: Path, iterations: int, seed: int, kl_weight: float, reward: str, overrides: list[str]) -> dict:
-    config = load_train_config(base_args(out, iterations, seed, reward) + ["--t2i.kl_weight", str(kl_weight), *overrides])
+def run(out: Path, iterations: int, seed: int, kl_weight: float, reward: str, overrides: list[str], preset: str = "tiny") -> dict:
+    config = load_train_config(base_args(out, iterations, seed, reward, preset) + ["--t2i.kl_weight", str(kl_weight), *overrides])
     trainer = ParrotTrainer(config)
     start = time.perf_counter()
     trainer.train()
@@ -86,6 +99,7 @@ def run(out: Path, iterations: int, seed: int, kl_weight: float, reward: str, ov
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESET_ARGS), default="tiny", help="the world")
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--reward", default="jpeg_compressibility", help="the single reward trained (registry name)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -94,7 +108,9 @@ def main() -> None:
     parser.add_argument("--set", default="", metavar="FLAGS", help="extra parrot.train flags in one string, e.g. --set='--t2i.lr 1e-3'")
     args = parser.parse_args()
     rows = [
-        run(args.out / f"seed{seed}-kl{beta}", args.iterations, seed, beta, args.reward, shlex.split(args.set)) for seed in args.seeds for beta in args.kl_weights
+        run(args.out / f"seed{seed}-kl{beta}", args.iterations, seed, beta, args.reward, shlex.split(args.set), args.preset)
+        for seed in args.seeds
+        for beta in args.kl_weights
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
