@@ -71,13 +71,19 @@ class Unavailable(Exception):
 
 # ----- reading the run ------------------------------------------------------------------------------
 def read_scalars(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """tag → (steps, values) from every event file under ``run_dir``; for a step logged twice (a resumed run), the latest write wins."""
+    """tag → (steps, values) from every event file under ``run_dir``.
+
+    A step logged twice (a run resumed from an earlier checkpoint) keeps its latest write.
+    """
     # tensorboard's own reader: the event-file format (TFRecord + protobuf) is not ours to parse
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     files = sorted(run_dir.rglob(EVENT_GLOB))
     if not files:
-        raise Unavailable(f"no TensorBoard event files ({EVENT_GLOB}) under {run_dir}: the run logged with --logging.log_with none, or has not started")
+        raise Unavailable(
+            f"no TensorBoard event files ({EVENT_GLOB}) under {run_dir}: the run logged with --logging.log_with none, "
+            "or has not started"
+        )
     latest: dict[str, dict[int, tuple[float, float]]] = {}
     for file in files:
         accumulator = EventAccumulator(str(file), size_guidance={"scalars": 0})
@@ -252,9 +258,10 @@ def sample_caption_html(record: dict) -> str:
     names, columns = record["reward_names"], int(record["columns"])
     head = "".join(f"<th>{text(n)}</th>" for n in names)
     rows = []
-    for i, (c, expanded, conditioning, rewards, selected) in enumerate(
-        zip(record["original_prompts"], record["expanded_prompts"], record["conditioning_prompts"], record["rewards"], record["selected"])
-    ):
+    per_image = zip(
+        record["original_prompts"], record["expanded_prompts"], record["conditioning_prompts"], record["rewards"], record["selected"]
+    )
+    for i, (c, expanded, conditioning, rewards, selected) in enumerate(per_image):
         scores = "".join(f"<td>{float(r):.4f}</td>" for r in rewards)
         rows.append(
             f'<tr class="{"in-p" if selected else ""}"><td>{i}</td><td>{i // columns + 1}, {i % columns + 1}</td>'
@@ -314,7 +321,9 @@ def report_html(run_dir: Path) -> str:
     """The whole page for ``run_dir``; refuses a directory that does not exist or holds no run output."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist; pass the --output_dir of a python -m parrot.train run")
+        raise FileNotFoundError(
+            f"run directory {str(run_dir)!r} does not exist; pass the --output_dir of a python -m parrot.train run"
+        )
     has_events = next(run_dir.rglob(EVENT_GLOB), None) is not None
     records = sample_records(run_dir)
     if not (has_events or (run_dir / "evaluation.json").is_file() or records):
