@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup chromium clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,16 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 demo: setup
 	$(PY) -m parrot.train
 
+# The report test renders its page in Debian's chromium: install it when missing and apt-get can
+# (root, a Debian-family system); otherwise only say why, and that test skips.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then echo "chromium: no apt-get here; install chromium by hand to run the report rendering test"; \
+	  elif ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; \
+	  then echo "chromium: apt-get could not install it (not root? offline?); the report rendering test will skip"; fi; }
+
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:
