@@ -43,8 +43,8 @@ Commands (from the repository root, ``OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONP
 
 ``--quick``: all methods, 1 training seed, 1 iteration of 2 prompts × 4 images, 8 DDIM steps,
 2 evaluation seeds (≤ 10 min on 2 cores; a smoke run, not a result). The full run: 3 training
-seeds, ``--iterations`` (default 10) of the preset's batch (shapes: 4 prompts × 4 images, 20 DDIM
-steps), 8 evaluation seeds; its wall time is in BENCHMARKS.md.
+seeds, the preset's iterations and batch (shapes: 6 iterations of 4 prompts × 4 images = 96 images
+per run, 20 DDIM steps; ``--iterations N`` for more), 8 evaluation seeds; its wall time is in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -157,7 +157,8 @@ def front_hypervolume(normalised: np.ndarray, reference: np.ndarray) -> tuple[fl
 def base_overrides(args: argparse.Namespace, eval_seeds: int, iterations: int) -> list[str]:
     """Preset, benchmark budget, then the user's passthrough flags (which may change the budget)."""
     return [
-        "--preset", args.preset, "--iterations", str(iterations), "--evaluation.seeds", *map(str, range(eval_seeds)),
+        "--preset", args.preset, *(["--iterations", str(iterations)] if iterations else []),
+        "--evaluation.seeds", *map(str, range(eval_seeds)),
         "--evaluation.enabled", "false", "--logging.log_with", "none", "--checkpoint_every", "0",
         *(QUICK["overrides"] if args.quick else []), *shlex.split(args.set),
     ]  # fmt: skip
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", default="", metavar="FLAGS", help="extra parrot.train flags in one string, e.g. --set='--t2i.lr 1e-3'")
     parser.add_argument("--methods", nargs="+", help="a subset of the methods (base is always added)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--iterations", type=int, default=10, help="training iterations of every trained method")
+    parser.add_argument("--iterations", type=int, default=0, help="training iterations of every trained method (0 = the preset's)")
     parser.add_argument("--eval-seeds", type=int, default=8, help="evaluation seeds per held-out prompt")
     parser.add_argument("--ref-offset", type=float, default=0.1, help="δ of the reference point (−δ, …) in normalised space")
     parser.add_argument("--quick", action="store_true", help="smoke budget (see the module docstring); overrides the three above")
@@ -352,8 +353,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, help="directory for fronts.png, hypervolume.png and table.md")
     parser.add_argument("--runs-dir", default="", help="keep each run's output_dir here (default: a temporary directory)")
     args = parser.parse_args(argv)
-    if args.iterations < 1 or args.eval_seeds < 1 or not args.seeds:
-        parser.error(f"need --iterations >= 1 (got {args.iterations}), --eval-seeds >= 1 ({args.eval_seeds}) and a seed")
+    if args.iterations < 0 or args.eval_seeds < 1 or not args.seeds:
+        parser.error(f"need --iterations >= 0 (got {args.iterations}), --eval-seeds >= 1 ({args.eval_seeds}) and a seed")
 
     result = run_benchmark(args, argv)
     table = markdown_table(result)
