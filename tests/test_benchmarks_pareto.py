@@ -106,3 +106,11 @@ def test_smoke_run_writes_schema_table_and_plots(tmp_path):
         with Image.open(tmp_path / "out" / name) as image:
             assert image.format == "PNG" and image.size[0] > 100
     assert "| method | jpeg_compressibility | clip_score | sentiment | avg norm. |" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_method_colours_are_distinct_for_the_full_method_list():
+    from parrot.plots import method_colours
+
+    colours = method_colours(12)
+    assert len(set(colours)) == 12
+    assert method_colours(22)[20] == colours[0]  # 20 distinct, then repeats
