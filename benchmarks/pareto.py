@@ -67,7 +67,7 @@ from tqdm.auto import tqdm
 
 from parrot.plots import pairwise_front_plot, seed_bar_plot
 from parrot.selection import non_dominated_mask
-from parrot.train import EvaluationSamples, ParrotTrainer
+from parrot.train import EvaluationSamples, ParrotTrainer, read_prompt_list
 from parrot.train_config import DEFAULT_PRESET, TrainConfig, derived_quantities, load_train_config
 
 __all__ = [
@@ -86,7 +86,7 @@ QUICK = {"iterations": 1, "seeds": [0], "eval_seeds": 2, "overrides": ["--sampli
 
 @dataclass(frozen=True)
 class Method:
-    """A method: its ``parrot.train`` overrides, whether it trains, and whether it is evaluated with the LoRA/expander off."""
+    """A method: its ``parrot.train`` overrides and whether it trains (untrained: evaluated with LoRA off, expander at SFT)."""
 
     name: str
     overrides: tuple[str, ...]
@@ -219,6 +219,9 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     common = base_overrides(args, eval_seeds, iterations)
     probe = load_train_config([*common, "--mode", "t2i"])
     reward_names = list(probe.rewards.names)
+    held_out = read_prompt_list(probe.prompts.evaluation, probe.prompts.evaluation_file, "prompts.evaluation")
+    if not held_out:
+        raise SystemExit("the config has no held-out prompts: set prompts.evaluation or prompts.evaluation_file (--set)")
     catalogue = method_catalogue(reward_names, probe.sampling.guidance_scale)
     chosen = args.methods or list(catalogue)
     unknown = [m for m in chosen if m not in catalogue]
@@ -229,7 +232,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     methods = [catalogue[m] for m in chosen]
     sys.stdout.write(
         f"pareto: {len(methods)} methods, training seeds {seeds}; budget per trained run = {probe.iterations} iterations × "
-        f"{derived_quantities(probe, 1).images_per_iteration} images (same for every trained method); evaluation {len(probe.prompts.evaluation)} held-out "
+        f"{derived_quantities(probe, 1).images_per_iteration} images (same for every trained method); evaluation {len(held_out)} held-out "
         f"prompts × {len(probe.evaluation.seeds)} seeds; {probe.sampling.num_steps} DDIM steps\n"
     )
     with (tempfile.TemporaryDirectory(prefix="pareto-runs-") if not args.runs_dir else contextlib.nullcontext(args.runs_dir)) as work:
@@ -285,7 +288,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
             "images_per_run": iters * per_iteration,
             "training_seeds": list(seeds),
             "evaluation_seeds": list(probe.evaluation.seeds),
-            "evaluation_prompts": list(probe.prompts.evaluation),
+            "evaluation_prompts": held_out,
             "num_steps": probe.sampling.num_steps,
             "overrides": common,
         },
