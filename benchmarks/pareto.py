@@ -7,6 +7,8 @@ any passthrough flags (``--set``). Methods (K rewards r_1..r_K of the preset, in
 - ``base``            the T2I model alone, CFG on c, no training (``--expander.model ""``);
 - ``base+expander``   the SFT expander with prompt-centred guidance, no RL (the joint config's
                       ``evaluation_samples(base=True)``: LoRA off, expander at its SFT weights);
+- ``base+expander+ids`` the same with every reward identifier prepended as Parrot evaluates
+                      ("<k1> … <kK>, ĉ"): Parrot's starting point, a diagnostic row;
 - ``ddpo:<r>``        DDPO on reward r alone: T2I only, no expander, no identifiers, ``single:<r>``;
 - ``ws1`` / ``ws2``   DPOK-style weighted sums, T2I only, no expander, no identifiers: WS1 puts
                       0.7 on r_1 and splits 0.3 equally over the others ({.7,.1,.1,.1} for K = 4),
@@ -106,6 +108,8 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
     methods = [
         Method("base", t2i_alone, trained=False),
         Method("base+expander", ("--mode", "joint", "--identifiers.enabled", "false"), trained=False),
+        # diagnostic: Parrot's starting point (its evaluation prompt "<all ids>, ĉ" before any training)
+        Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true"), trained=False),
     ]
     methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}"), trained=True) for r in reward_names]
     for name, weights in (("ws1", ws1_weights(len(reward_names))), ("ws2", [1.0 / len(reward_names)] * len(reward_names))):
@@ -319,11 +323,10 @@ def markdown_table(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     ratio = result["gain_ratio_parrot_over_ws2"]
     if "parrot" in result["methods"] and "ws2" in result["methods"]:
-        lines.append("")
-        lines.append(
-            f"HV gain of parrot ÷ HV gain of ws2 = {ratio:.2f} (goal ≥ 1.3)" if ratio is not None
-            else "HV gain of parrot ÷ HV gain of ws2: undefined (ws2 does not gain hypervolume over base)"
-        )
+        gains = {m: result["methods"][m]["summary"]["hypervolume_gain"] for m in ("parrot", "ws2")}
+        verdict = (f"= {ratio:.2f} (goal ≥ 1.3)" if ratio is not None
+                   else "undefined: ws2 does not gain hypervolume over base")
+        lines += ["", f"HV gain of parrot ({gains['parrot']:+.4f}) ÷ HV gain of ws2 ({gains['ws2']:+.4f}) {verdict}"]
     return "\n".join(lines)
 
 

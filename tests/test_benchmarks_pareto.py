@@ -63,7 +63,7 @@ def test_minmax_normalisation_over_the_union():
 def test_methods_are_the_issue_settings():
     names = ["laion_aesthetic", "preference", "clip_score", "sentiment"]
     catalogue = pareto.method_catalogue(names, 4.0)
-    assert list(catalogue) == ["base", "base+expander", *(f"ddpo:{r}" for r in names), "ws1", "ws2",
+    assert list(catalogue) == ["base", "base+expander", "base+expander+ids", *(f"ddpo:{r}" for r in names), "ws1", "ws2",
                                "parrot-t2i", "parrot-expander", "parrot", "parrot-no-pcg"]
     assert pareto.ws1_weights(4) == pytest.approx([0.7, 0.1, 0.1, 0.1])
     common = ["--preset", "tiny", "--logging.log_with", "none"]
