@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from parrot.selection import non_dominated_mask  # noqa: E402
 
-__all__ = ["front_2d", "pairwise_front_plot", "seed_bar_plot"]
+__all__ = ["front_2d", "method_colours", "pairwise_front_plot", "seed_bar_plot"]
 
 
 def front_2d(points: np.ndarray) -> np.ndarray:
@@ -33,6 +33,17 @@ def front_2d(points: np.ndarray) -> np.ndarray:
         raise ValueError(f"points must be a non-empty (N, 2) array; got shape {points.shape}")
     front = points[non_dominated_mask(torch.from_numpy(points)).numpy()]
     return front[np.argsort(front[:, 0])]
+
+
+def method_colours(count: int) -> list[tuple[float, ...]]:
+    """``count`` distinct colours: tab10's ten, then tab20's light shades, then repeats.
+
+    (tab20 in its own order pairs each hue with its light shade, so neighbouring methods in a
+    table, e.g. base and base+expander, would look alike.)
+    """
+    dark, light = plt.get_cmap("tab20").colors[0::2], plt.get_cmap("tab20").colors[1::2]
+    palette = list(dark) + list(light)
+    return [palette[i % len(palette)] for i in range(count)]
 
 
 def pairwise_front_plot(
@@ -49,11 +60,11 @@ def pairwise_front_plot(
     columns = min(3, len(pairs))
     rows = -(-len(pairs) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.8 * rows), squeeze=False)
-    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    colours = method_colours(len(methods))
     for panel, (a, b) in zip(axes.flat, pairs):
         for m, (method, rewards) in enumerate(methods.items()):
             rewards = np.asarray(rewards, dtype=float)
-            colour = colours(m % colours.N)
+            colour = colours[m]
             panel.scatter(rewards[:, a], rewards[:, b], s=8, alpha=0.25, color=colour)
             front = front_2d(rewards[:, [a, b]])
             panel.step(front[:, 0], front[:, 1], where="post", color=colour, linewidth=1.5, label=method)

@@ -1,0 +1,116 @@
+"""benchmarks/pareto.py: hypervolume and fronts on hand-made sets, the normalisation, the methods, and a smoke run."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from parrot.train_config import load_train_config
+from t2i import Guidance
+
+_SPEC = importlib.util.spec_from_file_location("pareto_benchmark", Path(__file__).parents[1] / "benchmarks" / "pareto.py")
+pareto = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = pareto  # dataclasses look their module up while the script executes
+_SPEC.loader.exec_module(pareto)
+
+
+def test_hypervolume_2d_staircase_with_dominated_and_duplicate_points():
+    # boxes [0,1]×[0,3] ∪ [0,2]×[0,2] ∪ [0,3]×[0,1]: 3 + 2 + 1 = 6
+    staircase = np.array([[1, 3], [2, 2], [3, 1]], dtype=float)
+    assert pareto.front_hypervolume(staircase, np.zeros(2)) == (6.0, 3)
+    with_dominated = np.vstack([staircase, [[1, 1], [0.5, 2.5]]])
+    assert pareto.front_hypervolume(with_dominated, np.zeros(2)) == (6.0, 3)
+    with_duplicate = np.vstack([staircase, [[2, 2]]])  # both copies are on the front, the volume is unchanged
+    assert pareto.front_hypervolume(with_duplicate, np.zeros(2)) == (6.0, 4)
+    # a shifted reference point: boxes from (-1, -1): 2·4 + 1·3 + 1·2 = 13
+    assert pareto.front_hypervolume(staircase, np.full(2, -1.0))[0] == pytest.approx(13.0)
+
+
+def test_hypervolume_3d_boxes_by_inclusion_exclusion():
+    assert pareto.front_hypervolume(np.array([[1.0, 2.0, 3.0]]), np.zeros(3)) == (6.0, 1)
+    # three boxes of volume 2 that overlap pairwise in a unit cube, which all three share: 6 − 3 + 1 = 4
+    points = np.array([[2, 1, 1], [1, 2, 1], [1, 1, 2]], dtype=float)
+    assert pareto.front_hypervolume(points, np.zeros(3)) == (pytest.approx(4.0), 3)
+
+
+def test_points_at_or_below_the_reference_add_no_volume():
+    on_front = np.array([[0.0, 5.0], [2.0, 2.0]])  # (0, 5) is non-dominated but has zero width above ref 0
+    assert pareto.front_hypervolume(on_front, np.zeros(2)) == (4.0, 2)
+    below = np.array([[-1.0, 10.0], [2.0, 2.0]])  # beyond the reference in x: nothing
+    assert pareto.front_hypervolume(below, np.zeros(2)) == (4.0, 2)
+    assert pareto.front_hypervolume(np.array([[-1.0, -1.0]]), np.zeros(2)) == (0.0, 1)
+
+
+def test_minmax_normalisation_over_the_union():
+    a = np.array([[0.0, 10.0, 7.0], [2.0, 20.0, 7.0]])
+    b = np.array([[4.0, 15.0, 7.0]])
+    lo, hi = pareto.minmax_bounds([a, b])
+    assert lo.tolist() == [0.0, 10.0, 7.0] and hi.tolist() == [4.0, 20.0, 7.0]
+    # the constant third reward maps to 0
+    assert pareto.normalise(a, lo, hi).tolist() == [[0.0, 0.0, 0.0], [0.5, 1.0, 0.0]]
+    assert pareto.normalise(b, lo, hi).tolist() == [[1.0, 0.5, 0.0]]
+    assert pareto.reference_point(3, 0.1).tolist() == [-0.1, -0.1, -0.1]
+    with pytest.raises(ValueError, match="ref-offset=0"):
+        pareto.reference_point(3, 0.0)
+    with pytest.raises(ValueError, match="finite"):
+        pareto.minmax_bounds([np.array([[np.nan, 1.0]])])
+
+
+def test_methods_are_the_issue_settings():
+    names = ["laion_aesthetic", "preference", "clip_score", "sentiment"]
+    catalogue = pareto.method_catalogue(names, 4.0)
+    assert list(catalogue) == ["base", "base+expander", "base+expander+ids", *(f"ddpo:{r}" for r in names), "ws1", "ws2",
+                               "parrot-t2i", "parrot-expander", "parrot", "parrot-no-pcg"]
+    assert pareto.ws1_weights(4) == pytest.approx([0.7, 0.1, 0.1, 0.1])
+    common = ["--preset", "tiny", "--logging.log_with", "none"]
+    ws1 = load_train_config([*common, *catalogue["ws1"].overrides])
+    assert ws1.selection.mode == "weighted" and ws1.selection.weights == pytest.approx((0.7, 0.1, 0.1, 0.1))
+    assert ws1.mode == "t2i" and not ws1.expander.model and not ws1.identifiers.enabled
+    ddpo = load_train_config([*common, *catalogue["ddpo:clip_score"].overrides])
+    assert ddpo.selection.mode == "single:clip_score" and ddpo.mode == "t2i" and not ddpo.identifiers.enabled
+    # without prompt-centred guidance: w1 = 0, so only ĉ's prediction is guided (CFG on ĉ at the base's scale)
+    tiny_names = list(load_train_config(common + ["--mode", "t2i"]).rewards.names)
+    no_pcg = load_train_config([*common, *pareto.method_catalogue(tiny_names, 3.0)["parrot-no-pcg"].overrides])
+    guidance = Guidance.prompt_centred(no_pcg.sampling.w1, no_pcg.sampling.w2)
+    assert no_pcg.mode == "joint" and guidance.active == (1,) and guidance.weights[1] == 3.0 and guidance.needs_unconditional
+    assert load_train_config([*common, *catalogue["parrot"].overrides]).sampling.w1 > 0
+
+
+def test_smoke_run_writes_schema_table_and_plots(tmp_path):
+    result = pareto.main([
+        "--preset", "tiny", "--methods", "ws2", "parrot-no-pcg", "--seeds", "0", "--iterations", "1", "--eval-seeds", "1",
+        "--set", "--sampling.num_steps 2", "--json", str(tmp_path / "p.json"), "--out", str(tmp_path / "out"),
+    ])  # fmt: skip
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["methods"].keys() == {"base", "ws2", "parrot-no-pcg"}
+    assert {"command", "budget", "normalisation", "reference_point", "wall_s", "gain_ratio_parrot_over_ws2"} <= saved.keys()
+    assert saved["budget"]["images_per_run"] == 1 * 4 * 3  # tiny: 4 prompts × 3 images, 1 iteration
+    assert list(saved["methods"]["base"]["seeds"]) == ["none"] and list(saved["methods"]["ws2"]["seeds"]) == ["0"]
+    lo, hi = np.array(saved["normalisation"]["low"]), np.array(saved["normalisation"]["high"])
+    for method, entry in saved["methods"].items():
+        run = next(iter(entry["seeds"].values()))
+        scores = np.array(run["scores"])
+        assert scores.shape == (4, 3)  # 4 held-out prompts × 1 evaluation seed, 3 rewards
+        assert run.keys() >= {"means", "hypervolume", "front_size", "wall_s", "average_normalised"}
+        # the recorded hypervolume is recomputed from the recorded scores and normalisation
+        hv, size = pareto.front_hypervolume(pareto.normalise(scores, lo, hi), np.array(saved["reference_point"]))
+        assert run["hypervolume"] == pytest.approx(hv) and run["front_size"] == size <= 4
+        assert entry["summary"]["hypervolume_gain"] == pytest.approx(hv - saved["methods"]["base"]["seeds"]["none"]["hypervolume"])
+    assert lo.tolist() == np.concatenate([np.array(next(iter(e["seeds"].values()))["scores"]) for e in saved["methods"].values()]).min(0).tolist()
+    assert result["methods"].keys() == saved["methods"].keys()
+    for name in ("fronts.png", "hypervolume.png"):
+        with Image.open(tmp_path / "out" / name) as image:
+            assert image.format == "PNG" and image.size[0] > 100
+    assert "| method | jpeg_compressibility | clip_score | sentiment | avg norm. |" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_method_colours_are_distinct_for_the_full_method_list():
+    from parrot.plots import method_colours
+
+    colours = method_colours(12)
+    assert len(set(colours)) == 12
+    assert method_colours(22)[20] == colours[0]  # 20 distinct, then repeats
