@@ -175,6 +175,24 @@ def ensure_peer_env(env: Path) -> Path:
     return python
 
 
+def save_peer_pipeline(directory: Path) -> Path:
+    """The tiny pipeline saved so that the peer's transformers 4 reads it: ``save_pretrained`` of
+    transformers 5 writes the CLIP text model's weights without the ``text_model.`` prefix and the
+    tokenizer as ``tokenizer.json`` only; transformers 4 wants the prefixed names and, for the slow
+    ``CLIPTokenizer`` the pipeline names, ``vocab.json`` + ``merges.txt``. Same weights, same vocabulary."""
+    from safetensors.torch import load_file, save_file
+
+    pipeline = build_tiny_pipeline()
+    pipeline.save_pretrained(directory)
+    weights = directory / "text_encoder" / "model.safetensors"
+    tensors = load_file(str(weights))
+    save_file({k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in tensors.items()}, str(weights),
+              metadata={"format": "pt"})  # fmt: skip
+    (directory / "tokenizer" / "vocab.json").write_text(json.dumps(pipeline.tokenizer.get_vocab(), ensure_ascii=False))
+    (directory / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")  # byte-level, no merges
+    return directory
+
+
 def run_peer(python: Path, pipeline: Path, batch: int, steps: int, inner_epochs: int, fraction: float, epochs: int,
              warmup: int, threads: int) -> dict:  # fmt: skip
     command = [str(python), str(PEER_DRIVER), "--pipeline", str(pipeline), "--batch", str(batch), "--steps", str(steps),
@@ -192,8 +210,7 @@ def run_peer(python: Path, pipeline: Path, batch: int, steps: int, inner_epochs:
 def trl_section(args: argparse.Namespace, work: Path) -> dict:
     batch, steps, inner, fraction = args.trl_batch, args.steps, args.inner_epochs, args.timestep_fraction
     python = ensure_peer_env(args.peer_env)
-    pipeline_dir = work / "tiny_pipeline"
-    build_tiny_pipeline().save_pretrained(pipeline_dir)
+    pipeline_dir = save_peer_pipeline(work / "tiny_pipeline")
     trainer = ParrotTrainer(load_train_config(ddpo_args(work / "ours", str(pipeline_dir), batch, steps, inner, fraction)))
     ours_runs, peer_runs = [], []
     for round_ in range(args.rounds):
@@ -215,44 +232,61 @@ def trl_section(args: argparse.Namespace, work: Path) -> dict:
 
 
 # ----- reward overlap --------------------------------------------------------------------------
-def overlap_section(args: argparse.Namespace, work: Path) -> dict:
-    """t_sample, t_score, t_pipelined on the tiny world's three rewards (JPEG + two toy-CLIP rewards)."""
-    config = load_train_config([
-        "--preset", "tiny", "--output_dir", str(work / "overlap"), "--mode", "t2i", "--expander.model", "",
-        "--sampling.prompts_per_process", str(args.overlap_prompts), "--sampling.images_per_prompt", "3",
-        "--sampling.num_steps", str(args.steps), "--sampling.chunks", str(args.chunks),
+OVERLAP_PIPELINE = TinyPipelineConfig(latent_size=16)  # 32×32 images, the shapes rewards' input size
+
+
+def overlap_trainer(args: argparse.Namespace, work: Path) -> ParrotTrainer:
+    """The shapes world's four rewards (its CLIP, aesthetic head, preference model, sentiment probe) on a
+    toy UNet: scoring then costs about as much as sampling, so hiding it is worth measuring."""
+    pipeline_dir = work / "overlap_pipeline"
+    build_tiny_pipeline(OVERLAP_PIPELINE).save_pretrained(pipeline_dir)
+    return ParrotTrainer(load_train_config([
+        "--preset", "shapes", "--output_dir", str(work / "overlap"), "--mode", "t2i", "--expander.model", "",
+        "--model.pipeline", str(pipeline_dir), "--sampling.prompts_per_process", str(args.overlap_prompts),
+        "--sampling.images_per_prompt", "4", "--sampling.num_steps", str(args.steps), "--sampling.chunks", str(args.chunks),
         "--logging.log_with", "none", "--evaluation.enabled", "false",
-    ])  # fmt: skip
-    trainer = ParrotTrainer(config)
-    prompts = trainer.local_prompts(trainer.draw_prompts(0))
-    total = len(prompts) * config.sampling.images_per_prompt
+    ]))  # fmt: skip
+
+
+def measure_overlap(trainer: ParrotTrainer, repeats: int) -> dict:
+    """t_sample (the chunked sampling alone), t_score (scoring every image alone), t_pipelined
+    (``sample_and_score``) and the unchunked sample-then-score, interleaved per repeat."""
     from parrot.train import chunk_bounds
 
-    bounds = chunk_bounds(total, args.chunks)
-
-    def sample_chunks():
-        return [trainer.sample_images(prompts, prompts, 0, 0, slice(a, b)) for a, b in bounds]
-
+    prompts = trainer.local_prompts(trainer.draw_prompts(0))
+    bounds = chunk_bounds(len(prompts) * trainer.config.sampling.images_per_prompt, trainer.config.sampling.chunks)
     rollout = trainer.sample_images(prompts, prompts, 0, 0)
     trainer.score(rollout), trainer.sample_and_score(prompts, prompts, 0, 0)  # warm-up
-    t_sample, t_score, t_pipe, t_plain = [], [], [], []
-    for _ in range(args.repeats):
-        t_sample.append(timed(sample_chunks))
-        t_score.append(timed(lambda: trainer.score(rollout)))
-        t_pipe.append(timed(lambda: trainer.sample_and_score(prompts, prompts, 0, 0)))
-        t_plain.append(timed(lambda: trainer.score(trainer.sample_images(prompts, prompts, 0, 0))))
-    med = {k: statistics.median(v) for k, v in (("sample", t_sample), ("score", t_score), ("pipelined", t_pipe), ("unchunked", t_plain))}
+    runs: dict[str, list[float]] = {"sample": [], "score": [], "pipelined": [], "unchunked": []}
+    for _ in range(repeats):
+        runs["sample"].append(timed(lambda: [trainer.sample_images(prompts, prompts, 0, 0, slice(a, b)) for a, b in bounds]))
+        runs["score"].append(timed(lambda: trainer.score(rollout)))
+        runs["pipelined"].append(timed(lambda: trainer.sample_and_score(prompts, prompts, 0, 0)))
+        runs["unchunked"].append(timed(lambda: trainer.score(trainer.sample_images(prompts, prompts, 0, 0))))
+    med = {k: statistics.median(v) for k, v in runs.items()}
     return {
-        "images": total,
-        "chunks": len(bounds),
-        "rewards": list(trainer.reward_names),
-        "t_sample_s": spread(t_sample),
-        "t_score_s": spread(t_score),
-        "t_pipelined_s": spread(t_pipe),
-        "t_unchunked_sample_then_score_s": spread(t_plain),
+        "torch_threads": torch.get_num_threads(),
+        **{f"t_{k}_s": spread(v) for k, v in runs.items()},
         "overlap_share": overlap_share(med["sample"], med["score"], med["pipelined"]),
-        "overlap_share_per_repeat": [overlap_share(a, b, c) for a, b, c in zip(t_sample, t_score, t_pipe)],
+        "overlap_share_per_repeat": [overlap_share(*t) for t in zip(runs["sample"], runs["score"], runs["pipelined"])],
         "pipelined_over_unchunked": med["pipelined"] / med["unchunked"],
+    }
+
+
+def overlap_section(args: argparse.Namespace, work: Path) -> dict:
+    trainer = overlap_trainer(args, work)
+    threads = torch.get_num_threads()
+    by_threads = []
+    for n in args.overlap_threads:  # torch's intra-op thread count is per process, shared by both stages
+        torch.set_num_threads(n)
+        by_threads.append(measure_overlap(trainer, args.repeats))
+    torch.set_num_threads(threads)
+    return {
+        "images": args.overlap_prompts * 4,
+        "chunks": args.chunks,
+        "steps": args.steps,
+        "rewards": list(trainer.reward_names),
+        "by_threads": by_threads,
     }
 
 
@@ -353,7 +387,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.repeats = 3 if quick else 7
     args.rollout_sizes = ["small"] if quick else ["small", "large"]
     args.rollout_repeats = 3 if quick else 5
-    args.overlap_prompts, args.chunks = (4, 2) if quick else (8, 4)
+    args.overlap_prompts, args.chunks = (2, 2) if quick else (4, 4)
+    args.overlap_threads = [2, 1]
     args.batches = [8, 16] if quick else [8, 16, 32, 64]
     args.trained_steps = [2, 10] if quick else [2, 5, 10, 20]
     args.memory_batch, args.memory_steps = 4, 20
@@ -379,9 +414,11 @@ def main(argv: list[str] | None = None) -> dict:
                   f"samples/s; ours ÷ TRL = {t['ratio']['ratio_of_medians']:.2f} (per round {[round(x, 2) for x in t['ratio']['per_repeat']]})")
         if args.overlap:
             results["overlap"] = o = overlap_section(args, work)
-            print(f"overlap: {o['chunks']} chunks of {o['images']} images: sample {o['t_sample_s']['median']:.3f}s, score "
-                  f"{o['t_score_s']['median']:.3f}s, pipelined {o['t_pipelined_s']['median']:.3f}s → share hidden "
-                  f"{o['overlap_share']:.2f}; pipelined ÷ unchunked = {o['pipelined_over_unchunked']:.3f}")
+            for m in o["by_threads"]:
+                print(f"overlap ({m['torch_threads']} torch threads): {o['chunks']} chunks of {o['images']} images: sample "
+                      f"{m['t_sample_s']['median']:.3f}s, score {m['t_score_s']['median']:.3f}s, pipelined "
+                      f"{m['t_pipelined_s']['median']:.3f}s → share hidden {m['overlap_share']:.2f}; pipelined ÷ unchunked "
+                      f"{m['pipelined_over_unchunked']:.3f} (unchunked {m['t_unchunked_s']['median']:.3f}s)")
         if args.scaling:
             results["scaling"] = {"batch": batch_scaling(args, work), "memory": memory_scaling(args, work)}
             for row in results["scaling"]["batch"]["rows"]:

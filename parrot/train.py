@@ -352,7 +352,7 @@ class ParrotTrainer:
         old = []
         with torch.no_grad():
             for (trajectory, _, _), need in zip(groups, needs):
-                old.append(self._group_log_probs(trajectory, steps, need) if cfg.estimator == "is" else None)
+                old.append(self.old_log_probs(rollout, trajectory, steps, need) if cfg.estimator == "is" else None)
             base_means = self._base_means(rollout, steps) if use_kl else None
         per_mb = self.derived.images_per_minibatch
         total_images = self.derived.images_per_iteration
@@ -388,6 +388,18 @@ class ParrotTrainer:
                 self.synchronise_gradients(self.t2i_params, "sum")
                 stats["grad_norm"] = self._clip_and_step(self.t2i_params, self.t2i_optimizer, cfg.max_grad_norm)
         return stats
+
+    def old_log_probs(self, rollout: Rollout, trajectory: Trajectory, steps: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """log p_θold of the trained steps, (N_local, S), rows ``need`` (0 elsewhere), for DDPO-IS's ratio.
+
+        Under the condition the images were sampled with (identifiers off: the rollout's own
+        trajectory), these are the log-probs recorded while sampling, with the same weights, as in
+        DDPO and TRL: no extra UNet pass. Under another condition c_k they are recomputed.
+        """
+        if trajectory is rollout.trajectory:
+            recorded = trajectory.log_probs.gather(1, steps.to(trajectory.log_probs.device))
+            return torch.where(need.to(recorded.device).unsqueeze(1), recorded, torch.zeros_like(recorded))
+        return self._group_log_probs(trajectory, steps, need)
 
     def _group_log_probs(self, trajectory: Trajectory, steps: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
         """(N_local, S) log-probs of the rows ``need`` under the current weights (0 elsewhere)."""

@@ -131,3 +131,27 @@ def test_peer_driver_arguments_and_json(tmp_path):
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "peers" / "trl_ddpo.py"), "--pipeline", str(tmp_path / "x")],
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode != 0 and "no diffusers pipeline" in run.stderr
+
+
+def test_old_log_probs_reuse_the_sampled_ones_and_save_a_unet_pass(tmp_path):
+    """Identifiers off: DDPO-IS's θ_old log-probs are the recorded ones (= a recomputation to float
+    rounding), so an update of E inner epochs makes E UNet calls, not E + 1."""
+    trainer = ParrotTrainer(load_train_config(trainer_args(
+        tmp_path, "--identifiers.enabled", "false", "--rewards.names", "jpeg_compressibility",
+        "--selection.mode", "single:jpeg_compressibility", "--t2i.inner_epochs", "2", "--t2i.timestep_fraction", "0.67")))  # fmt: skip
+    prompts = trainer.local_prompts(trainer.draw_prompts(0))
+    rollout, scores = trainer.sample_and_score(prompts, prompts, 0, 0)
+    steps = trainer.trained_steps(rollout, 0)
+    need = torch.tensor([True, False, True, True])
+    reused = trainer.old_log_probs(rollout, rollout.trajectory, steps, need)
+    with torch.no_grad():
+        recomputed = trainer._group_log_probs(rollout.trajectory, steps, need)
+    assert steps.shape == (4, 2) and torch.all(reused[1] == 0)
+    torch.testing.assert_close(reused, recomputed, rtol=0, atol=1e-5)
+    rewards, valid = trainer.gather_scores(scores)
+    advantages = trainer.advantages(rewards, valid, prompts)
+    calls = []
+    handle = trainer.policy.unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    trainer.update_t2i(rollout, advantages.values, advantages.normaliser, 0)
+    handle.remove()
+    assert len(calls) == 2

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import transformers
     import trl
+    from accelerate import PartialState
     from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
 
     from rewards.jpeg import jpeg_size_kb
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         per_prompt_stat_tracking=False,
         async_reward_computation=False,
     )
+    PartialState()  # the pipeline logs through accelerate before DDPOTrainer creates its Accelerator
     pipeline = DefaultDDPOStableDiffusionPipeline(str(args.pipeline), use_lora=True)
     trainer = DDPOTrainer(config, reward_fn, prompt_fn, pipeline)
     stages: dict[str, float] = {}
