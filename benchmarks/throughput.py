@@ -213,13 +213,24 @@ def trl_section(args: argparse.Namespace, work: Path) -> dict:
     python = ensure_peer_env(args.peer_env)
     pipeline_dir = save_peer_pipeline(work / "tiny_pipeline")
     trainer = ParrotTrainer(load_train_config(ddpo_args(work / "ours", str(pipeline_dir), batch, steps, inner, fraction)))
-    ours_runs, peer_runs = [], []
+    ours_runs, peer_runs, recompute_runs = [], [], []
     for round_ in range(args.rounds):
-        ours_runs.append(time_our_epochs(trainer, args.epochs, warmup=1 if round_ == 0 else 0, first=round_ * (args.epochs + 1)))
+        first = round_ * (2 * args.epochs + 2)
+        ours_runs.append(time_our_epochs(trainer, args.epochs, warmup=1 if round_ == 0 else 0, first=first))
         peer_runs.append(run_peer(python, pipeline_dir, batch, steps, inner, fraction, args.epochs, 1, args.threads))
+        if args.recompute_old:  # before the fix: θ_old log-probs recomputed by an extra no-grad UNet pass
+            trainer.old_log_probs = lambda rollout, trajectory, s, need: trainer._group_log_probs(trajectory, s, need)
+            recompute_runs.append(time_our_epochs(trainer, args.epochs, warmup=0, first=first + args.epochs + 1))
+            del trainer.old_log_probs
     ours_sps = [batch / statistics.median(r["epoch_seconds"]) for r in ours_runs]
     peer_sps = [r["samples_per_second"] for r in peer_runs]
-    return {
+    extra = {}
+    if recompute_runs:
+        recompute_sps = [batch / statistics.median(r["epoch_seconds"]) for r in recompute_runs]
+        extra = {"recompute_old_samples_per_second": spread(recompute_sps), "recompute_old_runs": recompute_runs,
+                 "recompute_old_ratio": ratio_summary(recompute_sps, peer_sps),
+                 "reuse_over_recompute": ratio_summary(ours_sps, recompute_sps)}  # fmt: skip
+    return extra | {
         "settings": {"batch": batch, "steps": steps, "inner_epochs": inner, "timestep_fraction": fraction,
                      "trained_steps": trainer.derived.trained_steps_per_image, "lora_rank": 4, "guidance_scale": 5.0,
                      "epochs_per_round": args.epochs, "rounds": args.rounds},  # fmt: skip
@@ -383,6 +394,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke use, ≤ 3 min)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads of ours and the peer (0: torch default)")
+    parser.add_argument("--recompute_old", action="store_true",
+                        help="trl section: also time ours recomputing θ_old log-probs (the code before reusing the sampled ones)")
     parser.add_argument("--peer_env", type=Path, default=None, help="TRL 0.23.1 venv (default $PARROT_BENCH_CACHE/trl-0.23.1)")
     args = parser.parse_args(argv)
     if not any(getattr(args, n) for n in ("rollout", "trl", "overlap", "scaling")):
@@ -422,6 +435,9 @@ def main(argv: list[str] | None = None) -> dict:
             t = results["trl"]
             print(f"training: ours {t['ours_samples_per_second']['median']:.2f} samples/s, TRL {t['trl_samples_per_second']['median']:.2f} "
                   f"samples/s; ours ÷ TRL = {t['ratio']['ratio_of_medians']:.2f} (per round {[round(x, 2) for x in t['ratio']['per_repeat']]})")
+            if "recompute_old_ratio" in t:
+                print(f"training, θ_old recomputed (before): {t['recompute_old_samples_per_second']['median']:.2f} samples/s; ÷ TRL = "
+                      f"{t['recompute_old_ratio']['ratio_of_medians']:.2f}; reuse ÷ recompute = {t['reuse_over_recompute']['ratio_of_medians']:.2f}")
         if args.overlap:
             results["overlap"] = o = overlap_section(args, work)
             for m in o["by_threads"]:
