@@ -69,7 +69,7 @@ from rewards import RewardScores
 from rewards.base import as_pil_images
 from t2i import Guidance, Trajectory
 
-__all__ = ["ParrotTrainer", "Rollout", "EvaluationSamples", "derived_seed", "read_prompt_list", "main"]
+__all__ = ["ParrotTrainer", "Rollout", "EvaluationSamples", "chunk_bounds", "derived_seed", "read_prompt_list", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,9 @@ class ParrotTrainer:
 
         torch.manual_seed(config.seed)
         shapes_world = resolve_world(config.world)
-        self.policy = build_policy(with_world(config.model.pipeline, shapes_world), config.model.dtype, self.device)
+        self.policy = build_policy(
+            with_world(config.model.pipeline, shapes_world), config.model.dtype, self.device, config.model.gradient_checkpointing
+        )
         self.t2i_params = self.policy.add_lora(config.model.lora)
         if not self.trains_t2i:
             for p in self.t2i_params:
@@ -226,7 +228,14 @@ class ParrotTrainer:
         template = self.config.identifiers.template
         return [with_identifiers(text, [self.reward_names[int(k)]], template) for text, k in zip(expanded, reward_index)]
 
-    def sample_images(self, prompts: list[str], expanded: list[str], iteration: int, offset: int) -> Rollout:
+    def sample_images(
+        self, prompts: list[str], expanded: list[str], iteration: int, offset: int, part: slice = slice(None)
+    ) -> Rollout:
+        """The images of ``prompts`` (``part``: only those images of the prompt-major list), with trajectories.
+
+        Image i is drawn from its own generator seeded by its global index ``offset + i``, so any
+        split of the images into parts samples exactly the images of one call.
+        """
         sampling = self.config.sampling
         n = sampling.images_per_prompt
         originals = [p for p in prompts for _ in range(n)]
@@ -234,9 +243,11 @@ class ParrotTrainer:
         own = torch.arange(len(originals)) % len(self.reward_names) if self.config.identifiers.enabled else torch.zeros(
             len(originals), dtype=torch.long
         )
+        indices = range(len(originals))[part]
+        originals, expanded_per_image, own = [originals[i] for i in indices], [expanded_per_image[i] for i in indices], own[part]
         generators = [
             torch.Generator(self.device).manual_seed(derived_seed(self.config.seed, iteration, _IMAGES, offset + i))
-            for i in range(len(originals))
+            for i in indices
         ]
         trajectory = self.policy.sample(
             self.conditioning_prompts(expanded_per_image, own),
@@ -249,12 +260,36 @@ class ParrotTrainer:
             height=sampling.resolution or None,
             width=sampling.resolution or None,
         )
-        return Rollout(trajectory, originals, expanded_per_image, own, offset)
+        return Rollout(trajectory, originals, expanded_per_image, own, offset + (indices[0] if indices else 0))
 
     # ----- 4–5. rewards, gathered; advantages --------------------------------------------------
     def score(self, rollout: Rollout) -> RewardScores:
         metadata = [{"expanded_prompt": e} for e in rollout.expanded_prompts]
         return self.evaluator(rollout.trajectory.images, rollout.original_prompts, metadata)
+
+    def sample_and_score(self, prompts: list[str], expanded: list[str], iteration: int, offset: int) -> tuple[Rollout, RewardScores]:
+        """Stages 3–4, pipelined: the images are sampled in ``sampling.chunks`` parts and part j is
+        scored on the evaluator's worker thread while part j+1 samples. Same images, trajectories
+        and scores as sampling everything and then scoring it (``chunks`` = 1 does exactly that)."""
+        total = len(prompts) * self.config.sampling.images_per_prompt
+        bounds = chunk_bounds(total, self.config.sampling.chunks)
+        if len(bounds) == 1:
+            rollout = self.sample_images(prompts, expanded, iteration, offset)
+            return rollout, self.score(rollout)
+        parts, pending = [], []
+        for start, stop in bounds:
+            part = self.sample_images(prompts, expanded, iteration, offset, slice(start, stop))
+            metadata = [{"expanded_prompt": e} for e in part.expanded_prompts]
+            pending.append(self.evaluator.submit(part.trajectory.images, part.original_prompts, metadata))
+            parts.append(part)
+        rollout = Rollout(
+            Trajectory.concatenate([p.trajectory for p in parts]),
+            [c for p in parts for c in p.original_prompts],
+            [e for p in parts for e in p.expanded_prompts],
+            torch.cat([p.own_reward for p in parts]),
+            offset,
+        )
+        return rollout, RewardScores.concatenate([future.result() for future in pending])
 
     def gather_scores(self, scores: RewardScores) -> tuple[torch.Tensor, torch.Tensor]:
         """R and its valid mask of the global batch (process-major order), (N, K) each."""
@@ -317,7 +352,7 @@ class ParrotTrainer:
         old = []
         with torch.no_grad():
             for (trajectory, _, _), need in zip(groups, needs):
-                old.append(self._group_log_probs(trajectory, steps, need) if cfg.estimator == "is" else None)
+                old.append(self.old_log_probs(rollout, trajectory, steps, need) if cfg.estimator == "is" else None)
             base_means = self._base_means(rollout, steps) if use_kl else None
         per_mb = self.derived.images_per_minibatch
         total_images = self.derived.images_per_iteration
@@ -353,6 +388,18 @@ class ParrotTrainer:
                 self.synchronise_gradients(self.t2i_params, "sum")
                 stats["grad_norm"] = self._clip_and_step(self.t2i_params, self.t2i_optimizer, cfg.max_grad_norm)
         return stats
+
+    def old_log_probs(self, rollout: Rollout, trajectory: Trajectory, steps: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+        """log p_θold of the trained steps, (N_local, S), rows ``need`` (0 elsewhere), for DDPO-IS's ratio.
+
+        Under the condition the images were sampled with (identifiers off: the rollout's own
+        trajectory), these are the log-probs recorded while sampling, with the same weights, as in
+        DDPO and TRL: no extra UNet pass. Under another condition c_k they are recomputed.
+        """
+        if trajectory is rollout.trajectory:
+            recorded = trajectory.log_probs.gather(1, steps.to(trajectory.log_probs.device))
+            return torch.where(need.to(recorded.device).unsqueeze(1), recorded, torch.zeros_like(recorded))
+        return self._group_log_probs(trajectory, steps, need)
 
     def _group_log_probs(self, trajectory: Trajectory, steps: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
         """(N_local, S) log-probs of the rows ``need`` under the current weights (0 elsewhere)."""
@@ -401,8 +448,7 @@ class ParrotTrainer:
         expansions = self.expand(prompts, iteration)
         expanded = self.expanded_texts(prompts, expansions)
         offset = self.rank * self.derived.images_per_process
-        rollout = self.sample_images(prompts, expanded, iteration, offset)
-        scores = self.score(rollout)
+        rollout, scores = self.sample_and_score(prompts, expanded, iteration, offset)
         rewards, valid = self.gather_scores(scores)
         advantages = self.advantages(rewards, valid, global_prompts)
         local = advantages.values[offset : offset + self.derived.images_per_process]
@@ -617,6 +663,13 @@ def _flat_scalars(tree: dict, prefix: str = "") -> dict[str, float | int | str |
         else:
             flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return flat
+
+
+def chunk_bounds(total: int, chunks: int) -> list[tuple[int, int]]:
+    """``total`` items split into at most ``chunks`` contiguous (start, stop) parts of near-equal size."""
+    chunks = max(1, min(chunks, total))
+    edges = [round(j * total / chunks) for j in range(chunks + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
 def reward_scatter(rewards: torch.Tensor, selected: torch.Tensor, size: int = 256) -> np.ndarray:

@@ -62,6 +62,11 @@ class ModelConfig:
     )
     dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute UNet activations in the backward pass (UNet.enable_gradient_checkpointing): "
+                          "less memory per trained step, ~1 extra forward pass of time; same gradients"},
+    )
 
 
 @dataclass
@@ -105,9 +110,16 @@ class SamplingConfig:
     w2: float = field(default=5.0, metadata={"help": "Parrot guidance weight of the expanded prompt ĉ"})
     negative_prompt: str = field(default="", metadata={"help": "prompt of the unconditional branch"})
     resolution: int = field(default=0, metadata={"help": "image side in pixels; 0 = the pipeline's default"})
+    chunks: int = field(
+        default=1,
+        metadata={"help": "sample each process's images in this many parts, scoring part j on the reward thread while "
+                          "part j+1 samples (same images and scores for any value); 1 = sample all, then score. "
+                          "Pays off when rewards run on other hardware than sampling (e.g. a GPU UNet and CPU JPEG/PIL "
+                          "rewards, or rewards on a second GPU); on a CPU-only machine both contend for the same cores"},
+    )
 
     def __post_init__(self) -> None:
-        for name in ("prompts_per_process", "images_per_prompt", "num_steps"):
+        for name in ("prompts_per_process", "images_per_prompt", "num_steps", "chunks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.eta > 0:

@@ -67,13 +67,23 @@ def with_world(value: Any, world: Path) -> Any:
     return value
 
 
-def build_policy(pipeline: str, dtype: str, device: torch.device | str) -> StableDiffusionPolicy:
-    """The T2I policy π_θ from a hub id, a local pipeline directory or ``builtin:tiny``."""
+def build_policy(
+    pipeline: str, dtype: str, device: torch.device | str, gradient_checkpointing: bool = False
+) -> StableDiffusionPolicy:
+    """The T2I policy π_θ from a hub id, a local pipeline directory or ``builtin:tiny``.
+
+    ``gradient_checkpointing`` turns on diffusers' UNet activation checkpointing (used only
+    where gradients flow, i.e. in the T2I update's log-prob recomputation).
+    """
     if pipeline == BUILTIN_TINY:
-        return StableDiffusionPolicy(build_tiny_pipeline()).to(device)
-    if pipeline.startswith("builtin:"):
+        policy = StableDiffusionPolicy(build_tiny_pipeline()).to(device)
+    elif pipeline.startswith("builtin:"):
         raise ValueError(f"model.pipeline={pipeline!r}: the only built-in pipeline is {BUILTIN_TINY!r}")
-    return StableDiffusionPolicy.from_pretrained(pipeline, torch_dtype=resolve_dtype(dtype), device=device)
+    else:
+        policy = StableDiffusionPolicy.from_pretrained(pipeline, torch_dtype=resolve_dtype(dtype), device=device)
+    if gradient_checkpointing:
+        policy.unet.enable_gradient_checkpointing()
+    return policy
 
 
 def resolve_reward_settings(

@@ -50,6 +50,22 @@ class RewardScores:
         """One {name: score} dict per image (for logging and JSON)."""
         return [dict(zip(self.names, row.tolist())) for row in self.scores]
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[RewardScores]) -> RewardScores:
+        """The rows of ``parts`` one after another, masked as if scored as one batch.
+
+        A non-finite score is filled with the worst finite score of the *whole* batch (not of
+        its part), so scoring a batch in chunks gives exactly the scores of one call.
+        """
+        if not parts:
+            raise ValueError("concatenate needs at least one RewardScores")
+        first = parts[0]
+        if any(p.names != first.names for p in parts):
+            raise ValueError(f"cannot concatenate scores of different rewards: {[p.names for p in parts]}")
+        raw = torch.cat([torch.where(p.valid, p.scores, torch.full_like(p.scores, float("nan"))) for p in parts])
+        scores, valid = mask_nonfinite(raw)
+        return cls(scores, list(first.names), valid, list(first.higher_is_better))
+
 
 def mask_nonfinite(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace non-finite entries of each column by that column's worst finite value (0 if none).

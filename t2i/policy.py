@@ -70,6 +70,15 @@ class Conditioning:
     def select(self, index: torch.Tensor) -> Conditioning:
         return replace(self, embeds={k: v[:, index] for k, v in self.embeds.items()})
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[Conditioning]) -> Conditioning:
+        """The batches of ``parts`` one after another (same groups and weights in every part)."""
+        first = parts[0]
+        for part in parts[1:]:
+            if part.weights != first.weights or part.has_unconditional != first.has_unconditional:
+                raise ValueError(f"cannot concatenate conditionings with weights {first.weights} and {part.weights}")
+        return replace(first, embeds={k: torch.cat([p.embeds[k] for p in parts], dim=1) for k in first.embeds})
+
 
 @dataclass
 class Trajectory:
@@ -106,6 +115,26 @@ class Trajectory:
             conditioning=self.conditioning.select(index),
             prompts=[self.prompts[i] for i in picked],
             original_prompts=None if self.original_prompts is None else [self.original_prompts[i] for i in picked],
+        )
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Trajectory]) -> Trajectory:
+        """The samples of ``parts`` one after another (the inverse of :meth:`select` on a split batch)."""
+        if not parts:
+            raise ValueError("concatenate needs at least one trajectory")
+        first = parts[0]
+        for part in parts[1:]:
+            if not torch.equal(part.timesteps, first.timesteps) or part.eta != first.eta:
+                raise ValueError("cannot concatenate trajectories sampled with different timesteps or eta")
+        originals = [p.original_prompts for p in parts]
+        return replace(
+            first,
+            latents=torch.cat([p.latents for p in parts]),
+            log_probs=torch.cat([p.log_probs for p in parts]),
+            images=torch.cat([p.images for p in parts]),
+            conditioning=Conditioning.concatenate([p.conditioning for p in parts]),
+            prompts=[text for p in parts for text in p.prompts],
+            original_prompts=None if any(o is None for o in originals) else [text for o in originals for text in o],
         )
 
 
