@@ -100,7 +100,8 @@ def test_smoke_run_writes_schema_table_and_plots(tmp_path):
         hv, size = pareto.front_hypervolume(pareto.normalise(scores, lo, hi), np.array(saved["reference_point"]))
         assert run["hypervolume"] == pytest.approx(hv) and run["front_size"] == size <= 4
         assert entry["summary"]["hypervolume_gain"] == pytest.approx(hv - saved["methods"]["base"]["seeds"]["none"]["hypervolume"])
-    assert lo.tolist() == np.concatenate([np.array(next(iter(e["seeds"].values()))["scores"]) for e in saved["methods"].values()]).min(0).tolist()
+    union = np.concatenate([np.array(next(iter(e["seeds"].values()))["scores"]) for e in saved["methods"].values()])
+    assert lo.tolist() == union.min(0).tolist() and hi.tolist() == union.max(0).tolist()
     assert result["methods"].keys() == saved["methods"].keys()
     for name in ("fronts.png", "hypervolume.png"):
         with Image.open(tmp_path / "out" / name) as image:
