@@ -6,6 +6,8 @@ One iteration (each stage is a method you can call alone):
 2. ``expand``           the expander samples ĉ ~ p_φ(·|c) (log-probs kept); ĉ = c without one
 3. ``sample_images``    for each reward k, images from "<k>, ĉ" (identifiers on) with trajectories
 4. ``score``            every reward scores every image against the ORIGINAL prompt c → R (N_local, K)
+   (``sample_and_score`` runs 3–4, scoring part j of the images while part j+1 samples when
+   ``sampling.chunks`` > 1; same images and scores either way)
 5. ``gather_scores``    R of all processes → the global batch; advantages A (N, K) with the
                         non-dominated set P (:mod:`parrot.selection`)
 6. ``update_t2i``       −(1/|P|) Σ_k Σ_{i∈P} A[i,k] Σ_t log p_θ(x_{t−1}|x_t, c_k) on this process's
