@@ -50,6 +50,8 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages and b
     sys.path.insert(0, str(REPO))
 
 from benchmarks import rollout_overhead  # noqa: E402
+from benchmarks.peers.trl_ddpo import timed  # noqa: E402  (stdlib-only at import: the peer's stage timer)
+from benchmarks.rollout_overhead import time_once  # noqa: E402
 from parrot.train import ParrotTrainer  # noqa: E402
 from parrot.train_config import load_train_config  # noqa: E402
 from rewards.tiny import TinyClipConfig, save_tiny_clip  # noqa: E402
@@ -82,12 +84,6 @@ def ratio_summary(ours: list[float], peer: list[float]) -> dict:
     }
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 # ----- our trainer -----------------------------------------------------------------------------
 def ddpo_args(output_dir: Path, pipeline: str, batch: int, steps: int, inner_epochs: int, fraction: float, *extra: str) -> list[str]:
     """``parrot.train`` arguments of a single-reward DDPO-IS run matching the TRL peer's settings."""
@@ -109,20 +105,8 @@ def stage_timer(trainer: ParrotTrainer, names: tuple[str, ...]):
     stages: dict[str, float] = {}
     unet = {"calls": 0, "rows": 0}
 
-    def wrap(name):
-        method = getattr(trainer, name)
-
-        def wrapper(*a, **k):
-            start = time.perf_counter()
-            try:
-                return method(*a, **k)
-            finally:
-                stages[name] = stages.get(name, 0.0) + time.perf_counter() - start
-
-        return wrapper
-
     for name in names:
-        setattr(trainer, name, wrap(name))
+        setattr(trainer, name, timed(stages, name, getattr(trainer, name)))
 
     def count(_module, inputs):
         unet["calls"] += 1
@@ -144,7 +128,7 @@ def time_our_epochs(trainer: ParrotTrainer, epochs: int, warmup: int, first: int
     seconds = []
     with stage_timer(trainer, ("sample_and_score", "update_t2i")) as (stages, unet):
         for i in range(epochs):
-            seconds.append(timed(lambda: trainer.run_iteration(first + warmup + i)))
+            seconds.append(time_once(lambda: trainer.run_iteration(first + warmup + i)))
     return {
         "epoch_seconds": seconds,
         "stage_seconds_per_epoch": {k: v / epochs for k, v in stages.items()},
@@ -274,10 +258,10 @@ def measure_overlap(trainer: ParrotTrainer, repeats: int) -> dict:
     trainer.score(rollout), trainer.sample_and_score(prompts, prompts, 0, 0)  # warm-up
     runs: dict[str, list[float]] = {"sample": [], "score": [], "pipelined": [], "unchunked": []}
     for _ in range(repeats):
-        runs["sample"].append(timed(lambda: [trainer.sample_images(prompts, prompts, 0, 0, slice(a, b)) for a, b in bounds]))
-        runs["score"].append(timed(lambda: trainer.score(rollout)))
-        runs["pipelined"].append(timed(lambda: trainer.sample_and_score(prompts, prompts, 0, 0)))
-        runs["unchunked"].append(timed(lambda: trainer.score(trainer.sample_images(prompts, prompts, 0, 0))))
+        runs["sample"].append(time_once(lambda: [trainer.sample_images(prompts, prompts, 0, 0, slice(a, b)) for a, b in bounds]))
+        runs["score"].append(time_once(lambda: trainer.score(rollout)))
+        runs["pipelined"].append(time_once(lambda: trainer.sample_and_score(prompts, prompts, 0, 0)))
+        runs["unchunked"].append(time_once(lambda: trainer.score(trainer.sample_images(prompts, prompts, 0, 0))))
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {
         "torch_threads": torch.get_num_threads(),

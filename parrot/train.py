@@ -53,7 +53,7 @@ from parrot.checkpoint import (
     write_json,
 )
 from parrot.config import config_to_dict
-from parrot.identifiers import evaluation_identifiers, identifier, with_identifiers
+from parrot.identifiers import evaluation_identifiers, with_identifiers
 from parrot.losses import gaussian_kl, t2i_policy_loss
 from parrot.selection import Advantages, PerPromptStatTracker, compute_advantages, parse_selection
 from parrot.train_config import TrainConfig, derived_quantities, load_train_config
@@ -640,7 +640,7 @@ class ParrotTrainer:
         results: dict[str, dict[str, float]] = {}
         if acc.is_main_process:
             self.save_final()
-            if cfg.evaluation.enabled:
+            if cfg.evaluation.enabled and self.eval_prompts:  # no held-out prompts: no table
                 before, after = self.evaluation_samples(base=True), self.evaluation_samples(base=False)
                 results = {"before": before.means(), "after": after.means()}
                 write_json(results | {"images": {"before": before.to_json(), "after": after.to_json()}},

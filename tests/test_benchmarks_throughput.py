@@ -17,17 +17,14 @@ from parrot.train_config import load_train_config
 from parrot.world import build_policy
 from rewards import RewardScores
 from t2i import Guidance
+from test_parrot_train import quick_args
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def trainer_args(output_dir, *extra):
-    return [
-        "--preset", "tiny", "--output_dir", str(output_dir), "--mode", "t2i", "--expander.model", "",
-        "--rewards.names", "jpeg_compressibility", "clip_score",
-        "--sampling.prompts_per_process", "2", "--sampling.images_per_prompt", "2", "--sampling.num_steps", "3",
-        "--logging.log_with", "none", "--evaluation.enabled", "false", *extra,
-    ]  # fmt: skip
+    """The trainer tests' quick tiny config with 3 DDIM steps."""
+    return quick_args(output_dir, "--sampling.num_steps", "3", *extra)
 
 
 def test_chunk_bounds_cover_every_image_once():
