@@ -7,14 +7,15 @@ any passthrough flags (``--set``). Methods (K rewards r_1..r_K of the preset, in
 - ``base``            the T2I model alone, CFG on c, no training (``--expander.model ""``);
 - ``base+expander``   the SFT expander with prompt-centred guidance, no RL (the joint config's
                       ``evaluation_samples(base=True)``: LoRA off, expander at its SFT weights);
-- ``base+expander+ids`` the same with every reward identifier prepended as Parrot evaluates
-                      ("<k1> … <kK>, ĉ"): Parrot's starting point, a diagnostic row;
+- ``base+expander+ids`` the same with every reward identifier prepended as the paper evaluates
+                      ("<k1> … <kK>, ĉ"), a diagnostic row of what unseen identifiers cost;
 - ``ddpo:<r>``        DDPO on reward r alone: T2I only, no expander, no identifiers, ``single:<r>``;
 - ``ws1`` / ``ws2``   DPOK-style weighted sums, T2I only, no expander, no identifiers: WS1 puts
                       0.7 on r_1 and splits 0.3 equally over the others ({.7,.1,.1,.1} for K = 4),
                       WS2 equal weights ({.25,.25,.25,.25});
-- ``parrot-t2i``      Pareto selection, identifiers on, T2I trained, the expander fixed (``--mode t2i``);
-- ``parrot-expander`` Pareto selection, identifiers on, only the expander trained (``--mode expander``);
+- ``parrot-t2i``      Pareto selection, T2I trained, the expander fixed (``--mode t2i``); reward
+                      identifiers as the preset sets them (the ``shapes`` preset: off, see its comment);
+- ``parrot-expander`` Pareto selection, only the expander trained (``--mode expander``);
 - ``parrot``          Parrot joint (``--mode joint``);
 - ``parrot-no-pcg``   Parrot joint without original-prompt-centred guidance: w1 = 0 and w2 = the
                       preset's CFG scale, i.e. plain CFG on ĉ with the same total guidance as
@@ -108,13 +109,13 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
     methods = [
         Method("base", t2i_alone, trained=False),
         Method("base+expander", ("--mode", "joint", "--identifiers.enabled", "false"), trained=False),
-        # diagnostic: Parrot's starting point (its evaluation prompt "<all ids>, ĉ" before any training)
-        Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true"), trained=False),
+        # diagnostic: the paper's evaluation prompt "<all ids>, ĉ" before any training
+        Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true", "--identifiers.evaluation", "all"), trained=False),
     ]
     methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}"), trained=True) for r in reward_names]
     for name, weights in (("ws1", ws1_weights(len(reward_names))), ("ws2", [1.0 / len(reward_names)] * len(reward_names))):
         methods.append(Method(name, (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, weights)), True))
-    pareto = ("--selection.mode", "pareto", "--identifiers.enabled", "true")
+    pareto = ("--selection.mode", "pareto",)  # reward identifiers as the preset sets them
     methods += [
         Method("parrot-t2i", ("--mode", "t2i", *pareto), True),
         Method("parrot-expander", ("--mode", "expander", *pareto), True),

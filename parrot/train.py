@@ -522,7 +522,11 @@ class ParrotTrainer:
         with context, expander_context:
             for seed in self.config.evaluation.seeds:
                 expansions = (
-                    self.expander.sample(self.eval_prompts, generator_seed=derived_seed(seed, _EVAL))
+                    self.expander.sample(
+                        self.eval_prompts,
+                        temperature=self.config.evaluation.expander_temperature or None,
+                        generator_seed=derived_seed(seed, _EVAL),
+                    )
                     if self.expander is not None
                     else None
                 )

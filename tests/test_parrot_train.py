@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from parrot.config import ConfigError
-from parrot.train import ParrotTrainer
+from parrot.train import _EVAL, ParrotTrainer, derived_seed
 from parrot.train_config import derived_quantities, load_train_config
 from rewards.base import Reward
 
@@ -159,6 +159,8 @@ def test_config_errors_name_the_field(tmp_path):
         load_train_config(quick_args(tmp_path, "--mode", "joint"))
     with pytest.raises(ConfigError, match="preset: unknown preset 'nope'"):
         load_train_config(["--preset", "nope"])
+    with pytest.raises(ConfigError, match=r"evaluation: expander_temperature=-1.0 must be > 0 \(or 0: the training"):
+        load_train_config(quick_args(tmp_path, "--evaluation.expander_temperature", "-1"))
     with pytest.raises(ConfigError, match="selection: mode='best'"):
         load_train_config(quick_args(tmp_path, "--selection.mode", "best"))
     config = load_train_config(quick_args(tmp_path, "--t2i.minibatches", "3"))
@@ -184,6 +186,17 @@ def test_preset_then_yaml_then_cli_precedence(tmp_path):
     assert config.sampling.prompts_per_process == 4  # preset values the YAML does not touch survive
     assert config.t2i.lr == 0.25  # CLI over YAML
     assert config.rewards.settings["clip_score"] == {"model": "builtin:tiny_clip"}
+
+
+def test_held_out_expansions_use_the_evaluation_temperature(tmp_path):
+    args = quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--evaluation.seeds", "3",
+                      "--expander.sampling.max_new_tokens", "6", "--evaluation.expander_temperature", "0.25")  # fmt: skip
+    trainer = ParrotTrainer(load_train_config(args))
+    recorded = trainer.evaluation_samples(base=False).expanded_prompts
+    expected = trainer.expander.sample(trainer.eval_prompts, temperature=0.25, generator_seed=derived_seed(3, _EVAL))
+    assert recorded == trainer.expanded_texts(trainer.eval_prompts, expected)
+    at_training_temperature = trainer.expander.sample(trainer.eval_prompts, generator_seed=derived_seed(3, _EVAL))
+    assert recorded != trainer.expanded_texts(trainer.eval_prompts, at_training_temperature)
 
 
 def test_expander_only_mode_leaves_the_t2i_lora_alone(tmp_path):
