@@ -43,11 +43,13 @@ Commands (from the repository root, ``OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONP
 
     python benchmarks/pareto.py --quick --json runs/pareto-quick/pareto.json --out runs/pareto-quick
     python benchmarks/pareto.py --json runs/pareto/pareto.json --out runs/pareto        # the full run
+    python benchmarks/pareto.py --iterations 12 --json runs/pareto3/pareto.json --out runs/pareto3
 
 ``--quick``: all methods, 1 training seed, 1 iteration of 2 prompts × 4 images, 8 DDIM steps,
-2 evaluation seeds (≤ 10 min on 2 cores; a smoke run, not a result). The full run: 3 training
-seeds, the preset's iterations and batch (shapes: 6 iterations of 4 prompts × 4 images = 96 images
-per run, 20 DDIM steps; ``--iterations N`` for more), 8 evaluation seeds; its wall time is in BENCHMARKS.md.
+2 evaluation seeds (about 1 min on 2 cores; a smoke run, not a result). The full run: 3 training
+seeds, the preset's iterations and batch (shapes: 40 iterations of 4 prompts × 4 images = 640 images
+per run, 20 DDIM steps, about 1 h per seed on 2 cores; ``--iterations N`` to change it for every
+method alike), 8 evaluation seeds; the wall times of the runs made are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
