@@ -42,14 +42,15 @@ not across runs with different method sets.
 Commands (from the repository root, ``OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=.``):
 
     python benchmarks/pareto.py --quick --json runs/pareto-quick/pareto.json --out runs/pareto-quick
-    python benchmarks/pareto.py --json runs/pareto/pareto.json --out runs/pareto        # the full run
-    python benchmarks/pareto.py --iterations 12 --json runs/pareto3/pareto.json --out runs/pareto3
+    python benchmarks/pareto.py --json runs/pareto3/pareto.json --out runs/pareto3      # the full run
+    python benchmarks/pareto.py --iterations 0 --seeds 0 --json runs/pareto40/pareto.json --out runs/pareto40
 
 ``--quick``: all methods, 1 training seed, 1 iteration of 2 prompts × 4 images, 8 DDIM steps,
 2 evaluation seeds (about 1 min on 2 cores; a smoke run, not a result). The full run: 3 training
-seeds, the preset's iterations and batch (shapes: 40 iterations of 4 prompts × 4 images = 640 images
-per run, 20 DDIM steps, about 1 h per seed on 2 cores; ``--iterations N`` to change it for every
-method alike), 8 evaluation seeds; the wall times of the runs made are in BENCHMARKS.md.
+seeds, 12 iterations of the preset's batch for every trained method (shapes: 4 prompts × 4 images,
+192 images per run, 20 DDIM steps; about 1 h on 2 cores), 8 evaluation seeds. ``--iterations 0``
+takes the preset's own budget (shapes: 40 iterations, the ``make demo`` run; about 1 h per seed).
+The wall times of the runs made are in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ __all__ = [
     "main",
 ]
 
+#: the full run's budget: the shapes preset's own 40 iterations take ~1 h per seed on 2 CPU cores
+FULL_RUN_ITERATIONS = 12
 QUICK = {"iterations": 1, "seeds": [0], "eval_seeds": 2, "overrides": ["--sampling.prompts_per_process", "2", "--sampling.num_steps", "8"]}
 
 
@@ -354,7 +357,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", default="", metavar="FLAGS", help="extra parrot.train flags in one string, e.g. --set='--t2i.lr 1e-3'")
     parser.add_argument("--methods", nargs="+", help="a subset of the methods (base is always added)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--iterations", type=int, default=0, help="training iterations of every trained method (0 = the preset's)")
+    parser.add_argument(
+        "--iterations", type=int, default=FULL_RUN_ITERATIONS,
+        help="training iterations of every trained method (default %(default)s: 3 seeds in about 1 h on 2 CPU cores; 0 = the preset's)",
+    )
     parser.add_argument("--eval-seeds", type=int, default=8, help="evaluation seeds per held-out prompt")
     parser.add_argument("--ref-offset", type=float, default=0.1, help="δ of the reference point (−δ, …) in normalised space")
     parser.add_argument("--quick", action="store_true", help="smoke budget (see the module docstring); overrides the three above")
