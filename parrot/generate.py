@@ -45,7 +45,7 @@ from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.sample import prepare_output_dir
 from parrot.world import build_evaluator, build_policy, resolve_reward_settings
 from prompt_expander.expander import ExpanderConfig, PromptExpander
-from rewards.base import as_pil_images
+from rewards.base import as_pil_images, expansion_metadata
 from rewards.best_of_n import best_of_n
 from rewards.registry import reward_names
 from t2i import Guidance, StableDiffusionPolicy
@@ -294,7 +294,7 @@ def score_images(config: GenerateConfig, names: list[str], images: torch.Tensor,
     if not names:
         return [{} for _ in originals]
     with build_evaluator(_reward_settings(config, names)) as evaluator:
-        scores = evaluator(images, originals, [{"expanded_prompt": e} for e in expanded])
+        scores = evaluator(images, originals, expansion_metadata(expanded))
     return scores.as_dicts()
 
 
@@ -317,15 +317,16 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
     scores = score_images(config, names, images, scored_prompts, expanded)
 
     w1, w2 = (guidance.weights if len(guidance.weights) == 2 else (0.0, guidance.weights[0]))
+    pictures = as_pil_images(images)
     rows = []
-    for i, picture in enumerate(as_pil_images(images)):
+    for i, picture in enumerate(pictures):
         name = f"images/{i:05d}.png"
         picture.save(config.out / name)
         rows.append({"prompt": originals[i], "expanded_prompt": expanded[i], "identifiers": identifiers,
                      "conditioned_prompt": conditioned[i], "w1": w1, "w2": w2, "image": name,
                      "rewards": scores[i]} | extras[i])
     (config.out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    grid = make_image_grid(as_pil_images(images), rows=len(prompts), cols=config.images_per_prompt)
+    grid = make_image_grid(pictures, rows=len(prompts), cols=config.images_per_prompt)
     grid.save(config.out / "grid.png")
     return rows
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import reduce
+from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
 from parrot.checkpoint import (
@@ -68,7 +69,7 @@ from parrot.world import (
 )
 from prompt_expander.expander import Expansions
 from rewards import RewardScores
-from rewards.base import as_pil_images
+from rewards.base import as_pil_images, expansion_metadata
 from t2i import Guidance, Trajectory
 
 __all__ = ["ParrotTrainer", "Rollout", "EvaluationSamples", "chunk_bounds", "derived_seed", "read_prompt_list", "main"]
@@ -238,8 +239,7 @@ class ParrotTrainer:
         Image i is drawn from its own generator seeded by its global index ``offset + i``, so any
         split of the images into parts samples exactly the images of one call.
         """
-        sampling = self.config.sampling
-        n = sampling.images_per_prompt
+        n = self.config.sampling.images_per_prompt
         originals = [p for p in prompts for _ in range(n)]
         expanded_per_image = [e for e in expanded for _ in range(n)]
         own = torch.arange(len(originals)) % len(self.reward_names) if self.config.identifiers.enabled else torch.zeros(
@@ -251,8 +251,15 @@ class ParrotTrainer:
             torch.Generator(self.device).manual_seed(derived_seed(self.config.seed, iteration, _IMAGES, offset + i))
             for i in indices
         ]
-        trajectory = self.policy.sample(
-            self.conditioning_prompts(expanded_per_image, own),
+        trajectory = self.sample_policy(self.conditioning_prompts(expanded_per_image, own), originals, generators)
+        return Rollout(trajectory, originals, expanded_per_image, own, offset + (indices[0] if indices else 0))
+
+    def sample_policy(self, conditioning: list[str], originals: list[str], generators: list[torch.Generator]) -> Trajectory:
+        """One image per conditioning prompt with the run's guidance and sampler settings (c feeds
+        prompt-centred guidance when there is an expander)."""
+        sampling = self.config.sampling
+        return self.policy.sample(
+            conditioning,
             original_prompts=originals if self.expander is not None else None,
             guidance=self.guidance,
             negative_prompt=sampling.negative_prompt,
@@ -262,12 +269,10 @@ class ParrotTrainer:
             height=sampling.resolution or None,
             width=sampling.resolution or None,
         )
-        return Rollout(trajectory, originals, expanded_per_image, own, offset + (indices[0] if indices else 0))
 
     # ----- 4–5. rewards, gathered; advantages --------------------------------------------------
     def score(self, rollout: Rollout) -> RewardScores:
-        metadata = [{"expanded_prompt": e} for e in rollout.expanded_prompts]
-        return self.evaluator(rollout.trajectory.images, rollout.original_prompts, metadata)
+        return self.evaluator(rollout.trajectory.images, rollout.original_prompts, expansion_metadata(rollout.expanded_prompts))
 
     def sample_and_score(self, prompts: list[str], expanded: list[str], iteration: int, offset: int) -> tuple[Rollout, RewardScores]:
         """Stages 3–4, pipelined: the images are sampled in ``sampling.chunks`` parts and part j is
@@ -281,8 +286,9 @@ class ParrotTrainer:
         parts, pending = [], []
         for start, stop in bounds:
             part = self.sample_images(prompts, expanded, iteration, offset, slice(start, stop))
-            metadata = [{"expanded_prompt": e} for e in part.expanded_prompts]
-            pending.append(self.evaluator.submit(part.trajectory.images, part.original_prompts, metadata))
+            pending.append(
+                self.evaluator.submit(part.trajectory.images, part.original_prompts, expansion_metadata(part.expanded_prompts))
+            )
             parts.append(part)
         rollout = Rollout(
             Trajectory.concatenate([p.trajectory for p in parts]),
@@ -534,19 +540,9 @@ class ParrotTrainer:
                 generators = [
                     torch.Generator(self.device).manual_seed(derived_seed(seed, _EVAL, i)) for i in range(len(expanded))
                 ]
-                trajectory = self.policy.sample(
-                    [with_identifiers(e, self.eval_identifiers, template) for e in expanded],
-                    original_prompts=self.eval_prompts if self.expander is not None else None,
-                    guidance=self.guidance,
-                    negative_prompt=self.config.sampling.negative_prompt,
-                    num_inference_steps=self.config.sampling.num_steps,
-                    eta=self.config.sampling.eta,
-                    generator=generators,
-                    height=self.config.sampling.resolution or None,
-                    width=self.config.sampling.resolution or None,
-                )
-                metadata = [{"expanded_prompt": e} for e in expanded]
-                columns.append(self.evaluator(trajectory.images, self.eval_prompts, metadata).scores)
+                conditioning = [with_identifiers(e, self.eval_identifiers, template) for e in expanded]
+                trajectory = self.sample_policy(conditioning, self.eval_prompts, generators)
+                columns.append(self.evaluator(trajectory.images, self.eval_prompts, expansion_metadata(expanded)).scores)
                 prompts += self.eval_prompts
                 expanded_all += expanded
                 seeds += [seed] * len(expanded)
@@ -582,20 +578,13 @@ class ParrotTrainer:
 
     def save_samples(self, iteration: int) -> Path:
         """The last training batch as ``samples/iteration-NNNNNN.png`` (a grid) and ``.json`` (c, prompt, R, P)."""
-        from PIL import Image
-
         rollout = self.last_rollout
         folder = self.config.output_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"iteration-{iteration:06d}"
         images = as_pil_images(rollout.trajectory.images.cpu())
-        columns = self.config.sampling.images_per_prompt
-        rows = -(-len(images) // columns)
-        width, height = images[0].size
-        grid = Image.new("RGB", (columns * width, rows * height), "white")
-        for i, image in enumerate(images):
-            grid.paste(image, ((i % columns) * width, (i // columns) * height))
-        grid.save(stem.with_suffix(".png"))
+        columns = self.config.sampling.images_per_prompt  # a row per prompt (images are prompt-major)
+        make_image_grid(images, rows=len(images) // columns, cols=columns).save(stem.with_suffix(".png"))
         offset = rollout.global_offset
         local = slice(offset, offset + len(images))
         write_json(

@@ -20,12 +20,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["Reward", "RewardConfig", "as_image_tensor", "as_pil_images", "check_reward_inputs", "resolve_dtype"]
+__all__ = [
+    "Reward", "RewardConfig", "as_image_tensor", "as_pil_images", "check_reward_inputs", "expansion_metadata", "resolve_dtype",
+]
 
 logger = logging.getLogger(__name__)
 
 Metadata = Sequence[dict[str, Any]]
 ImageBatch = torch.Tensor | Sequence[Image.Image]
+
+
+def expansion_metadata(expanded_prompts: Sequence[str]) -> list[dict[str, Any]]:
+    """One metadata dict per image carrying its expansion ĉ under the key rewards read."""
+    return [{"expanded_prompt": e} for e in expanded_prompts]
 
 # Float images may overshoot [0, 1] by rounding noise; anything beyond this is a caller bug
 # (typically images still in [-1, 1]).
