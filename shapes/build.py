@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shapes.card import CardSettings, measure_card
 from shapes.clip import (
     ShapesClipConfig,
     build_clip,
@@ -67,7 +68,7 @@ from shapes.sd import (
 )
 from t2i.tiny import assemble_sd_pipeline
 
-__all__ = ["STAGES", "BuildConfig", "BuildState", "build_world", "main", "quick_config"]
+__all__ = ["STAGES", "BuildConfig", "BuildState", "build_world", "main", "quick_config", "redo_stages"]
 
 
 @dataclass
@@ -82,6 +83,7 @@ class BuildConfig:
     sd: ShapesSDConfig = field(default_factory=ShapesSDConfig, metadata={"help": "tiny Stable Diffusion settings"})
     heads: ShapesHeadsConfig = field(default_factory=ShapesHeadsConfig, metadata={"help": "reward head settings"})
     expander: ShapesExpanderConfig = field(default_factory=ShapesExpanderConfig, metadata={"help": "expander settings"})
+    card: CardSettings = field(default_factory=CardSettings, metadata={"help": "sampling of the card's figures"})
 
     def __post_init__(self) -> None:
         if self.train_examples < self.clip.batch_size:
@@ -127,6 +129,7 @@ def quick_config(seed: int = 0) -> BuildConfig:
         expander=ShapesExpanderConfig(
             max_steps=4, batch_size=8, n_embd=32, n_head=2, vocab_size=300, eval_pairs=8, expansions_per_prompt=1
         ),
+        card=CardSettings(images_per_prompt=2, steps=2, rule_samples=3000),
     )
 
 
@@ -146,6 +149,7 @@ class BuildState:
     steps: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     parameters: dict[str, int] = field(default_factory=dict)
+    expansions: list[str] = field(default_factory=list)
 
 
 def _parameter_count(module: torch.nn.Module) -> int:
@@ -155,13 +159,15 @@ def _parameter_count(module: torch.nn.Module) -> int:
 def stage_data(state: BuildState) -> None:
     cfg = state.config
     state.train = generate_examples(cfg.train_examples, cfg.seed, "train", cfg.data)
-    state.figures["train_short_fraction"] = sum(e.mode == "short" for e in state.train) / len(state.train)
+    for mode in ("short", "tagged"):
+        state.figures[f"train_{mode}_fraction"] = sum(e.mode == mode for e in state.train) / len(state.train)
+    state.figures["train_prefixed_fraction"] = sum(bool(e.prefix) for e in state.train) / len(state.train)
 
 
 def stage_clip(state: BuildState) -> None:
     cfg = state.config
     torch.manual_seed(cfg.seed)
-    captions = [e.short_caption for e in state.train] + [e.detailed_caption for e in state.train]
+    captions = [e.caption for e in state.train] + [e.detailed_caption for e in state.train]
     state.tokenizer = train_tokenizer(captions, cfg.clip.bpe_vocab_size, cfg.clip.max_length)
     state.clip = build_clip(state.tokenizer, cfg.clip, cfg.data.image_size)
     record = train_clip(state.clip, state.tokenizer, state.train, cfg.clip, seed=cfg.seed, progress=state.progress)
@@ -208,6 +214,10 @@ def stage_unet(state: BuildState) -> None:
 
 
 def stage_t2i_eval(state: BuildState) -> None:
+    if state.pipeline is None:  # a --redo of this stage on a built world
+        from diffusers import StableDiffusionPipeline
+
+        state.pipeline = StableDiffusionPipeline.from_pretrained(state.out / "sd", safety_checker=None)
     state.figures.update({f"t2i_{k}": v for k, v in evaluate_pipeline(state.pipeline, state.config.sd, state.config.seed).items()})
 
 
@@ -272,6 +282,13 @@ def stage_expander(state: BuildState) -> None:
     state.steps["expander"] = cfg.expander.max_steps
 
 
+def stage_card(state: BuildState) -> None:
+    """The sampled figures of :mod:`shapes.card` on the finished world."""
+    figures = measure_card(state.out, state.config.card)
+    state.expansions = figures.pop("sft_expansions")
+    state.figures.update({f"card_{k}": v for k, v in figures.items()})
+
+
 #: (name, stage) in build order; later stages append here.
 STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
     ("data", stage_data),
@@ -284,6 +301,7 @@ STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
     ("sentiment", stage_sentiment),
     ("alignment", stage_alignment),
     ("expander", stage_expander),
+    ("card", stage_card),
 ]
 
 
@@ -291,10 +309,50 @@ def _directory_megabytes(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
+def _goal_rows(figures: dict[str, float]) -> list[str]:
+    """One row per world-v4 goal that has a figure: (goal, figure, value, met)."""
+    f = figures.get
+
+    def row(goal: str, name: str, ok) -> str:
+        value = f(name)
+        if value is None:
+            return f"| {goal} | `{name}` | — | not measured |"
+        return f"| {goal} | `{name}` | {value:.3f} | {'yes' if ok(value) else 'NO'} |"
+
+    rows = [
+        row("plain prompt mediocre: rule headroom ≥ 1.5 on every held-out prompt", "card_headroom_rule_min", lambda v: v >= 1.5),
+        row("… and measured on samples (best expansion − c, aesthetic)", "card_headroom_sampled_delta_laion_aesthetic", lambda v: v >= 1.5),
+        row("\"sharp\" gives crisper edges than \"blurry\"", "t2i_word_sharp_edge", lambda v: v > f("t2i_word_blurry_edge", v)),
+        row("\"vivid\" gives more chroma than \"faded\"", "t2i_word_vivid_chroma", lambda v: v > f("t2i_word_faded_chroma", v)),
+        row("\"clean\" gives fewer specks than \"cluttered\"", "t2i_word_clean_specks", lambda v: v < f("t2i_word_cluttered_specks", v)),
+        row("seeds explain ≥ 30% of aesthetic variance (plain prompt)", "card_seed_share_laion_aesthetic", lambda v: v >= 0.3),
+        row("seeds explain ≥ 30% of preference variance", "card_seed_share_preference", lambda v: v >= 0.3),
+        row("seeds explain ≥ 10% of sentiment variance", "card_seed_share_sentiment", lambda v: v >= 0.1),
+    ]
+    for name in ("laion_aesthetic", "preference"):
+        d, se = f(f"card_sft_delta_{name}"), f(f"card_sft_se_{name}")
+        rows.append(row(f"SFT expander beats c on {name} by ≥ 3 paired SE (SE {se if se is None else round(se, 3)})",
+                        f"card_sft_delta_{name}", lambda v, se=se: se is not None and v >= 3 * se))
+    rows.append(row("SFT expander lowers CLIPScore to c (as Promptist)", "card_sft_delta_clip_score", lambda v: v < 0))
+    se = f("card_pcg_se_clip_score")
+    rows.append(row(f"prompt-centred guidance beats CFG on ĉ on CLIPScore by ≥ 2 SE (SE {se if se is None else round(se, 3)})",
+                    "card_pcg_delta_clip_score", lambda v: se is not None and v >= 2 * se))
+    rows.append(row("text features with all identifiers: cosine ≥ 0.95", "card_identifier_text_cosine", lambda v: v >= 0.95))
+    for name in ("laion_aesthetic", "preference", "clip_score", "sentiment"):
+        se = f(f"card_identifiers_se_{name}")
+        rows.append(row(f"identifiers move {name} by < 1 SE (SE {se if se is None else round(se, 3)})",
+                        f"card_identifiers_delta_{name}", lambda v, se=se: se is not None and abs(v) < se))
+    correlations = {k: v for k, v in figures.items() if k.startswith("card_corr_")}
+    if correlations:
+        worst = min(correlations, key=correlations.get)
+        rows.append(row("the rewards trade off: some pairwise correlation clearly negative (< −0.2)", worst, lambda v: v < -0.2))
+    return rows
+
+
 def _world_card(state: BuildState, command: str, load_at_start: tuple[float, float, float]) -> str:
     cfg = state.config
     lines = [
-        "# The shapes world",
+        "# The shapes world (v4)",
         "",
         f"Built with `{command}` (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s on "
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
@@ -318,30 +376,48 @@ def _world_card(state: BuildState, command: str, load_at_start: tuple[float, flo
     for child in sorted(p for p in state.out.iterdir() if p.is_dir()):
         lines.append(f"| {child.name}/ | {_directory_megabytes(child):.2f} |")
     lines += ["", "## Quality figures", "", "| figure | value |", "|---|---:|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in state.figures.items()]
+    lines += [f"| {k} | {v:.4f} |" for k, v in state.figures.items() if not k.startswith("card_")]
+    lines += ["", "## Sampled figures (shapes.card)", "", "| figure | value |", "|---|---:|"]
+    lines += [f"| {k[5:]} | {v:.4f} |" for k, v in state.figures.items() if k.startswith("card_")]
     lines += [
         "",
         "Figures: `clip_top1_*` = top-1 retrieval of the right short caption among all 12 colour × shape",
         "captions for fresh images; `t2i_short_*_colour_shape` = fraction of samples of short prompts whose",
-        "colour and shape the pixel-rule checker reads correctly; `t2i_short_default_*` = fraction of short-prompt",
-        "samples showing the default value; `t2i_detailed_*` = fraction of detailed-prompt samples honouring",
-        f"each attribute. Sampling: DDIM {cfg.sd.eval_steps} steps, guidance {cfg.sd.eval_guidance},",
-        f"{cfg.sd.eval_images_per_prompt} images per prompt.",
+        "colour and shape the pixel-rule checker reads correctly; `t2i_detailed_*` = fraction of samples of",
+        "detailed captions (records from the world's prior) honouring each stated attribute; `t2i_plain_*`,",
+        "`t2i_word_<word>_<reading>`, `t2i_positive_*`, `t2i_negative_*` = pixel readings",
+        "(`shapes.checker.read_quality`: edge crispness, clutter specks, subject chroma, |log aspect|, tint)",
+        "of \"c\", \"c, <word>\", \"c, <all positive words>, masterpiece\" and \"c, <all negative words>\" over the",
+        f"training pairs. Sampling: DDIM {cfg.sd.eval_steps} steps, guidance {cfg.sd.eval_guidance}.",
+        "`card_*` figures: `python -m shapes.card --world DIR` (definitions in `shapes/card.py`), "
+        f"{cfg.card.images_per_prompt} seeds per prompt, paired noise, ± = paired SE.",
+        "",
+        "## Is it a faithful miniature? (the world-v4 goals)",
+        "",
+        "| goal | figure | value | met |",
+        "|---|---|---:|---|",
+        *_goal_rows(state.figures),
+        "",
+        "SFT expansions of the held-out prompts at temperature "
+        f"{cfg.card.expander_temperature}: " + "; ".join(json.dumps(e, ensure_ascii=True) for e in state.expansions),
         "",
         "## Rewards (rules in `shapes/heads.py`)",
         "",
         "- aesthetic: `load_reward(\"laion_aesthetic\", clip_model=WORLD/clip, "
         f"head_path=WORLD/aesthetic/{AESTHETIC_FILE})`, the LAION MLP head regressed on",
-        "  a(x) = 1 + 6·|luma(shape) − luma(background)|/255 + 1·[centred] + 2·[large]; `aesthetic_held_out_r2` on fresh images.",
+        "  a(x) = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity + 2.5·contrast + 1·centred",
+        "  + 0.5·[companion]; `aesthetic_held_out_r2` on fresh images.",
         "- preference: `load_reward(\"preference\", path=WORLD/preference)`, Bradley–Terry on comparisons drawn with",
-        "  P[a ≻ b | c] = σ(u_a − u_b), u = 4·(share of the prompt's attributes the checker reads back) + 0.3·a(x);",
-        "  `preference_held_out_accuracy` against the sampled (noisy) labels, `preference_held_out_bayes_accuracy` its ceiling.",
+        "  P[a ≻ b | c] = σ(u_a − u_b), u = 4·(share of the prompt's attributes the checker reads back) + 0.3·a(x)",
+        "  + 0.8·[large]; `preference_held_out_accuracy` against the sampled (noisy) labels, `_bayes_accuracy` its ceiling.",
         "- alignment: `load_reward(\"clip_score\", model=WORLD/clip)` against the ORIGINAL prompt (no training);",
         "  `alignment_*` = mean cosine with the right / a wrong short caption and how often the right one scores higher.",
         "- sentiment: `load_reward(\"sentiment\", model=WORLD/clip, "
-        f"probe_path=WORLD/sentiment/{SENTIMENT_FILE})`, a linear probe on",
-        "  the label warmth(shape) + warmth(background) ≥ 0 (red, yellow +1; white +0.5; green, gray −0.5; blue, black −1).",
-        "- expander: `PromptExpander.from_pretrained(WORLD/expander)`, GPT-2 SFT (TRL) short → detailed captions;",
+        f"probe_path=WORLD/sentiment/{SENTIMENT_FILE})`, a linear probe on the label",
+        "  warmth(shape) + warmth(background) + tint ≥ 0 (red, yellow +1; white +0.5; green, gray −0.5; blue, black −1;",
+        "  tint ∈ [−1, 1] the seed's warm or cold light).",
+        "- expander: `PromptExpander.from_pretrained(WORLD/expander)`, GPT-2 SFT (TRL) on Promptist-style pairs: short",
+        f"  caption → detailed caption of the top {cfg.expander.curated_fraction:.0%} of training images by a(x);",
         "  `expander_held_out_well_formed` = share of sampled expansions of the held-out short prompts that parse as",
         "  detailed captions keeping the prompt's colour and shape.",
         "",
@@ -367,10 +443,41 @@ def build_world(out: str | os.PathLike, config: BuildConfig, progress: bool = Tr
         start = time.perf_counter()
         stage(state)
         state.seconds[name] = time.perf_counter() - start
-    (out / "WORLD.md").write_text(_world_card(state, command or f"python -m shapes.build --out {out}", load))
-    record = {"figures": state.figures, "seconds": state.seconds, "steps": state.steps, "parameters": state.parameters}
-    (out / "world.json").write_text(json.dumps(record, indent=1))
+    _write_card(state, command or f"python -m shapes.build --out {out}", load)
     return state
+
+
+def redo_stages(out: str | os.PathLike, config: BuildConfig, names: list[str], progress: bool = True,
+                command: str = "") -> BuildState:
+    """Re-run the named stages on the built world in ``out`` (the training data is regenerated from
+    the seed), keeping every other stage's products and figures; rewrites WORLD.md and world.json."""
+    out = Path(out)
+    known = [name for name, _ in STAGES]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {known}")
+    if not (out / "world.json").is_file():
+        raise FileNotFoundError(f"{out} holds no built world (no world.json); build it first without --redo")
+    record = json.loads((out / "world.json").read_text())
+    state = BuildState(config=config, out=out, progress=progress)
+    state.figures, state.seconds = record["figures"], record["seconds"]
+    state.steps, state.parameters = record["steps"], record["parameters"]
+    state.expansions = record.get("sft_expansions", [])
+    load = os.getloadavg()
+    for name, stage in STAGES:
+        if name == "data" or name in names:
+            start = time.perf_counter()
+            stage(state)
+            state.seconds[name] = time.perf_counter() - start
+    _write_card(state, command or f"python -m shapes.build --out {out} --redo {' '.join(names)}", load)
+    return state
+
+
+def _write_card(state: BuildState, command: str, load: tuple[float, float, float]) -> None:
+    (state.out / "WORLD.md").write_text(_world_card(state, command, load))
+    record = {"figures": state.figures, "seconds": state.seconds, "steps": state.steps, "parameters": state.parameters,
+              "sft_expansions": state.expansions}
+    (state.out / "world.json").write_text(json.dumps(record, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -380,11 +487,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="toy sizes: runs end to end in seconds")
     parser.add_argument("--overwrite", action="store_true", help="delete --out first if it exists")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--redo", nargs="+", default=[], metavar="STAGE",
+                        help="re-run only these stages on the built world in --out (e.g. expander card)")
     args = parser.parse_args(argv)
-    if args.overwrite and Path(args.out).exists():
-        shutil.rmtree(args.out)
     config = quick_config(args.seed) if args.quick else BuildConfig(seed=args.seed)
     command = "python -m shapes.build --out DIR" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
+    if args.redo:
+        state = redo_stages(args.out, config, args.redo, progress=not args.no_progress,
+                            command=command + " --redo " + " ".join(args.redo))
+        print(json.dumps({k: state.figures[k] for k in sorted(state.figures)}, indent=1))
+        return
+    if args.overwrite and Path(args.out).exists():
+        shutil.rmtree(args.out)
     state = build_world(args.out, config, progress=not args.no_progress, command=command)
     print(json.dumps(state.figures, indent=1))
     print(f"world card: {Path(args.out) / 'WORLD.md'}")

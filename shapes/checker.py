@@ -13,7 +13,16 @@ Rules (no learned parts, so the figures it produces are exact and explainable):
   circle π/4, square 1);
 - size: the bounding box's side (√area) as a fraction of the image side, cut half-way between
   the small and large renderings;
-- position: the α-weighted centroid → nearest centre of :data:`CENTRES`.
+- the subject: α is kept only on the largest connected region of α > ``REGION_CUT`` (grown by one
+  pixel for its soft edge), so clutter specks and the small companion shape are not read as
+  part of the subject (``scipy.ndimage.label``);
+- quality (:func:`read_quality`, what the modifier words claim): *edge* = the subject's steepest
+  neighbouring-pixel step over its contrast to the background (1 = a crisp edge, lower when
+  blurred); *specks* = small regions away from the subject; *chroma* = (max − min) of the subject's
+  median core colour over that of its palette colour; *aspect* = |log(width / height)| of the
+  subject (0 = as drawn, larger when stretched, ``distorted``); *tint* = mean (R − B) of the border less
+  the background's own, over 36 (the record's tint where no channel clips; on white or black
+  one channel clips and it reads half of it).
 
 An image whose mask is empty (nothing differs from the background) gets ``None`` for the
 foreground attributes and fails every foreground check.
@@ -25,9 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shapes.data import BACKGROUNDS, CENTRES, COLOURS, HALF_EXTENT, PromptAttributes, parse_caption
+from scipy.ndimage import binary_dilation, label
 
-__all__ = ["CheckResult", "ImageReading", "check", "check_prompt", "read_image"]
+from shapes.data import BACKGROUNDS, COLOURS, HALF_EXTENT, PromptAttributes, parse_caption
+
+__all__ = ["CheckResult", "ImageReading", "QualityReading", "check", "check_prompt", "read_image", "read_quality"]
 
 #: fill ratios of the ideal shapes are 1/2 (triangle), π/4 (circle), 1 (square); the cut points
 #: sit between them, nearer the triangle because small anti-aliased triangles read a little full
@@ -38,6 +49,8 @@ EXTENT_THRESHOLD = HALF_EXTENT["small"] + HALF_EXTENT["large"]
 MIN_CONTRAST = 40.0
 #: distance from the background (0..255 RGB) below which a pixel counts as background
 NOISE_FLOOR = 30.0
+#: α above which a pixel belongs to a region when separating the subject from specks and companion
+REGION_CUT = 0.3
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,6 @@ class ImageReading:
     colour: str | None
     shape: str | None
     size: str | None
-    position: str | None
     fill_ratio: float
     area: float
     extent: float
@@ -105,9 +117,8 @@ def read_image(image) -> ImageReading:
     bg_colour = np.asarray(BACKGROUNDS[background], dtype=np.float64)
     distance = np.linalg.norm(pixels - bg_colour, axis=-1)
     if distance.max() < MIN_CONTRAST:
-        return ImageReading(background, None, None, None, None, 0.0, 0.0, 0.0)
-    core_distance = np.percentile(distance[distance >= 0.5 * distance.max()], 90)
-    alpha = np.clip((distance - NOISE_FLOOR) / (core_distance - NOISE_FLOOR), 0.0, 1.0)
+        return ImageReading(background, None, None, None, 0.0, 0.0, 0.0)
+    alpha = subject_alpha(distance)
     core = alpha > 0.7
     palette = {k: v for k, v in COLOURS.items() if k != background}
     colour = _nearest(np.median(pixels[core], axis=0), palette)
@@ -119,11 +130,75 @@ def read_image(image) -> ImageReading:
     area = float(mass / (h * w))
     extent = float(np.sqrt(box_area / (h * w)))
     size = "large" if extent > EXTENT_THRESHOLD else "small"
-    ys, xs = np.mgrid[0:h, 0:w]
-    cx = float((alpha * (xs + 0.5)).sum() / mass / w)
-    cy = float((alpha * (ys + 0.5)).sum() / mass / h)
-    position = min(CENTRES, key=lambda p: (CENTRES[p][0] - cx) ** 2 + (CENTRES[p][1] - cy) ** 2)
-    return ImageReading(background, colour, shape, size, position, fill, area, extent)
+    return ImageReading(background, colour, shape, size, fill, area, extent)
+
+
+def _foreground_alpha(distance: np.ndarray) -> np.ndarray:
+    core_distance = np.percentile(distance[distance >= 0.5 * distance.max()], 90)
+    return np.clip((distance - NOISE_FLOOR) / max(core_distance - NOISE_FLOOR, 1e-6), 0.0, 1.0)
+
+
+def _regions(alpha: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(labels, count, label of the region with the largest α mass) of α > REGION_CUT."""
+    labels, count = label(alpha > REGION_CUT)
+    if count == 0:
+        return labels, 0, 0
+    masses = np.bincount(labels.ravel(), weights=alpha.ravel(), minlength=count + 1)
+    masses[0] = 0.0
+    return labels, count, int(np.argmax(masses))
+
+
+def subject_alpha(distance: np.ndarray) -> np.ndarray:
+    """Foreground coverage α of the subject: the largest region, grown by one pixel, with α
+    renormalised by that region's own core distance (a bright speck must not dim the subject)."""
+    labels, count, best = _regions(_foreground_alpha(distance))
+    if count == 0:
+        return _foreground_alpha(distance)
+    subject = labels == best
+    core_distance = max(float(np.percentile(distance[subject], 90)), NOISE_FLOOR + 1e-6)
+    alpha = np.clip((distance - NOISE_FLOOR) / (core_distance - NOISE_FLOOR), 0.0, 1.0)
+    return alpha * binary_dilation(subject, iterations=1)
+
+
+@dataclass(frozen=True)
+class QualityReading:
+    """The pixel factors the modifier words claim (see the module docstring)."""
+
+    edge: float
+    specks: int
+    chroma: float
+    aspect: float
+    tint: float
+
+
+def read_quality(image) -> QualityReading:
+    """Measure edge crispness, clutter specks, subject chroma and tint of one image."""
+    pixels = _as_uint8_hwc(image).astype(np.float64)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    border_colour = np.median(border, axis=0)
+    background = _nearest(border_colour, BACKGROUNDS)
+    bg = np.asarray(BACKGROUNDS[background], dtype=np.float64)
+    tint = float(((border[:, 0] - border[:, 2]).mean() - (bg[0] - bg[2])) / 36.0)
+    distance = np.linalg.norm(pixels - border_colour, axis=-1)
+    if distance.max() < MIN_CONTRAST:
+        return QualityReading(edge=0.0, specks=0, chroma=0.0, aspect=0.0, tint=tint)
+    alpha = _foreground_alpha(distance)
+    labels, count, best = _regions(alpha)
+    subject = labels == best
+    near = binary_dilation(subject, iterations=2)
+    specks = sum(1 for k in range(1, count + 1) if k != best and not near[labels == k].any())
+    core = subject & (alpha > 0.7)
+    median = np.median(pixels[core], axis=0) if core.any() else pixels[subject].mean(0)
+    steps = np.maximum(np.abs(np.diff(pixels, axis=0)).sum(-1)[:, :-1], np.abs(np.diff(pixels, axis=1)).sum(-1)[:-1, :])
+    region = binary_dilation(subject, iterations=1)[:-1, :-1]
+    step_scale = np.abs(median - border_colour).sum()
+    edge = float(steps[region].max() / step_scale) if region.any() and step_scale > 0 else 0.0
+    palette = {k: v for k, v in COLOURS.items() if k != background}
+    reference = np.asarray(COLOURS[_nearest(median, palette)], dtype=np.float64)
+    chroma = float((median.max() - median.min()) / (reference.max() - reference.min()))
+    kept = alpha * binary_dilation(subject, iterations=1)
+    aspect = float(kept.max(axis=0).sum() / max(kept.max(axis=1).sum(), 1e-6))
+    return QualityReading(edge=edge, specks=int(specks), chroma=chroma, aspect=abs(np.log(aspect)), tint=tint)
 
 
 def check(image, prompt: PromptAttributes) -> CheckResult:

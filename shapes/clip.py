@@ -5,7 +5,8 @@ L2-normalised projections), logits s_ij = τ·u_i·v_j with a learned temperatur
 
 The tokenizer is a ``transformers.CLIPTokenizer`` (CLIP's own normaliser, pre-tokeniser and
 ``</w>`` BPE) whose merges are learned on the world's captions with the ``tokenizers`` library,
-so that every caption word is one token. All 256 byte symbols (with and without ``</w>``) stay in
+so that every scene and modifier word is one token (prefix words such as ``<laion_aesthetic>``
+are rarer and stay several tokens). All 256 byte symbols (with and without ``</w>``) stay in
 the vocabulary, so no text ever maps to the unknown token.
 
 The loss is CLIP's symmetric cross-entropy, except that a caption counts as a positive for
@@ -33,7 +34,7 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
-from shapes.data import COLOURS, SHAPES, Attributes, Example, PromptAttributes, parse_caption, short_prompt
+from shapes.data import COLOURS, SHAPES, Attributes, Example, PromptAttributes, parse_caption, qualifies, short_prompt, with_prefix
 
 __all__ = [
     "CLIP_MEAN",
@@ -60,7 +61,7 @@ BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 class ShapesClipConfig:
     """Sizes and training settings of the tiny CLIP."""
 
-    max_length: int = field(default=32, metadata={"help": "tokenizer max length (detailed captions take ~20 tokens)"})
+    max_length: int = field(default=77, metadata={"help": "text context in tokens (77 as SD's CLIP; prefixed detailed captions take up to ~45)"})
     bpe_vocab_size: int = field(default=400, metadata={"help": "BPE vocabulary size learned on the captions"})
     hidden_size: int = field(default=64, metadata={"help": "width of both towers"})
     layers: int = field(default=2, metadata={"help": "transformer layers per tower"})
@@ -71,7 +72,7 @@ class ShapesClipConfig:
     batch_size: int = field(default=64, metadata={"help": "image/caption pairs per step"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (warm-up, then cosine decay)"})
     short_caption_probability: float = field(
-        default=0.5, metadata={"help": "probability that a pair uses the short caption instead of the detailed one"}
+        default=0.5, metadata={"help": "probability that a pair uses the example's own caption (short/tagged/detailed) instead of the detailed one"}
     )
 
     def __post_init__(self) -> None:
@@ -166,13 +167,20 @@ def normalise_pixels(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
+def _describes(prompt: PromptAttributes, image: Attributes) -> bool:
+    """True iff every attribute, the companion and every modifier word ``prompt`` states is true of ``image``."""
+    if any(getattr(image, k) != v for k, v in prompt.stated().items()):
+        return False
+    if prompt.companion is not None and (
+        image.companion is None or (image.companion.colour, image.companion.shape) != prompt.companion
+    ):
+        return False
+    return all(qualifies(image, w) for w in prompt.words)
+
+
 def caption_matches(prompts: list[PromptAttributes], images: list[Attributes]) -> torch.Tensor:
-    """M[i, j] = 1 where caption j states only attributes that image i has."""
-    stated = [p.stated() for p in prompts]
-    rows = []
-    for image in images:
-        rows.append([float(all(getattr(image, k) == v for k, v in s.items())) for s in stated])
-    return torch.tensor(rows)
+    """M[i, j] = 1 where caption j states only what is true of image i (attributes, companion, modifiers)."""
+    return torch.tensor([[float(_describes(p, image)) for p in prompts] for image in images])
 
 
 def multi_positive_clip_loss(logits_per_image: torch.Tensor, matches: torch.Tensor) -> torch.Tensor:
@@ -201,7 +209,7 @@ def train_clip(
         raise ValueError(f"need at least batch_size={config.batch_size} examples, got {len(examples)}")
     generator = torch.Generator().manual_seed(seed)
     pixels = normalise_pixels(images_to_tensor(examples))
-    short = [e.short_caption for e in examples]
+    own = [e.caption for e in examples]
     detailed = [e.detailed_caption for e in examples]
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
     schedule = get_cosine_schedule_with_warmup(optimiser, max(1, config.steps // 20), config.steps)
@@ -210,7 +218,7 @@ def train_clip(
     for _ in tqdm(range(config.steps), desc="clip", disable=not progress):
         index = torch.randperm(len(examples), generator=generator)[: config.batch_size].tolist()
         use_short = (torch.rand(len(index), generator=generator) < config.short_caption_probability).tolist()
-        captions = [short[i] if s else detailed[i] for i, s in zip(index, use_short)]
+        captions = [own[i] if s else with_prefix(detailed[i], examples[i].prefix) for i, s in zip(index, use_short)]
         tokens = tokenizer(captions, padding="max_length", truncation=True, max_length=config.max_length, return_tensors="pt")
         output = model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, pixel_values=pixels[index])
         matches = caption_matches([parse_caption(c) for c in captions], [examples[i].attributes for i in index])

@@ -1,12 +1,15 @@
 """The shapes world's prompt expander: a tiny GPT-2 SFT-trained on short → detailed captions.
 
-Pairs are (``prompt`` = short caption, ``completion`` = detailed caption) of the same image;
+Pairs are Promptist-style and quality-curated: (``prompt`` = short caption, ``completion`` =
+detailed caption) of the same image, for the images in the top ``curated_fraction`` of the
+training set by the aesthetic rule a(x) (:func:`shapes.heads.aesthetic_rating`), as Promptist
+kept the prompts whose images people rated best;
 training runs :func:`prompt_expander.sft.run_sft` (TRL's SFTTrainer, Parrot's instruction
 template, a GPT-2 + BPE tokenizer built from scratch). The quality gate
 (:func:`well_formed_share`) samples expansions of held-out short prompts (colour × shape pairs
 never seen in training) and counts those that parse as a *detailed* caption
-(:func:`shapes.data.parse_caption` with size, position and background all stated) keeping the
-short prompt's colour and shape.
+(:func:`shapes.data.parse_caption` with size and background stated) keeping the short prompt's
+colour and shape.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from pathlib import Path
 from prompt_expander.expander import PromptExpander
 from prompt_expander.sft import SFTSettings, run_sft
 from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples, parse_caption, short_prompt
+from shapes.heads import aesthetic_rating
 
-__all__ = ["ShapesExpanderConfig", "caption_pairs", "is_faithful_expansion", "well_formed_share", "train_world_expander"]
+__all__ = ["ShapesExpanderConfig", "caption_pairs", "curated", "is_faithful_expansion", "well_formed_share", "train_world_expander"]
 
 
 @dataclass
@@ -38,16 +42,28 @@ class ShapesExpanderConfig:
     n_positions: int = field(default=160, metadata={"help": "context length: template (~35-60 tokens) + max_new_tokens 77"})
     eval_pairs: int = field(default=200, metadata={"help": "held-out pairs (unseen colour × shape) for the SFT loss"})
     expansions_per_prompt: int = field(default=20, metadata={"help": "sampled expansions per held-out short prompt"})
+    curated_fraction: float = field(
+        default=0.35, metadata={"help": "share of training images, best by the aesthetic rule, whose captions become SFT pairs"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "eval_pairs", "expansions_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not 0.0 < self.curated_fraction <= 1.0:
+            raise ValueError(f"curated_fraction={self.curated_fraction} must lie in (0, 1]")
 
 
 def caption_pairs(examples: list[Example]) -> list[dict[str, str]]:
     """Promptist-format pairs: the short caption and the detailed caption of each image."""
     return [{"prompt": e.short_caption, "completion": e.detailed_caption} for e in examples]
+
+
+def curated(examples: list[Example], fraction: float) -> list[Example]:
+    """The top ``fraction`` of ``examples`` by the aesthetic rule a(x) (ties kept in input order)."""
+    keep = max(1, round(fraction * len(examples)))
+    order = sorted(range(len(examples)), key=lambda i: -aesthetic_rating(examples[i].attributes))
+    return [examples[i] for i in sorted(order[:keep])]
 
 
 def is_faithful_expansion(short: str, expansion: str) -> bool:
@@ -57,7 +73,7 @@ def is_faithful_expansion(short: str, expansion: str) -> bool:
         parsed = parse_caption(expansion)
     except ValueError:
         return False
-    complete = None not in (parsed.size, parsed.position, parsed.background)
+    complete = None not in (parsed.size, parsed.background)
     return complete and (parsed.colour, parsed.shape) == (stated.colour, stated.shape)
 
 
@@ -76,10 +92,10 @@ def train_world_expander(
     train: list[Example], config: ShapesExpanderConfig, data: ShapesDataConfig, out: Path, seed: int
 ) -> dict[str, float]:
     """SFT the expander into ``out`` (a stock transformers directory); its figures."""
-    held_out = generate_examples(config.eval_pairs, seed + 20, "held_out", data)
+    held_out = curated(generate_examples(round(config.eval_pairs / config.curated_fraction), seed + 20, "held_out", data), config.curated_fraction)
     with tempfile.TemporaryDirectory() as scratch:
         train_file, eval_file = Path(scratch) / "train.jsonl", Path(scratch) / "eval.jsonl"
-        _write_jsonl(train_file, caption_pairs(train))
+        _write_jsonl(train_file, caption_pairs(curated(train, config.curated_fraction)))
         _write_jsonl(eval_file, caption_pairs(held_out))
         settings = SFTSettings(
             output_dir=os.fspath(out),

@@ -14,18 +14,22 @@ Every head is trained and saved through the project's reward classes (no paralle
 The rules (documented in the world card too)::
 
     luma(rgb)   = 0.299 R + 0.587 G + 0.114 B                            (0..255)
-    contrast    = |luma(shape colour) − luma(background)| / 255            (0..1)
-    a(x)        = 1 + 6·contrast + 1·[position = center] + 2·[size = large]   (1..10)
+    contrast    = |luma(shape colour) − luma(background)| / 255            (0..0.75)
+    centred     = max(0, 1 − ‖offset‖ / 0.1)                               (the seed's composition)
+    a(x)        = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity
+                    + 2.5·contrast + 1·centred + 0.5·[companion]                  (1..~9.9)
     warmth      = red +1, yellow +1, white +0.5, green −0.5, gray −0.5, blue −1, black −1
-    sentiment   = 1  iff  warmth(shape colour) + warmth(background) ≥ 0
-    u(x, c)     = 4·adherence(x, c) + 0.3·a(x)        adherence = share of c's stated attributes
-                                                       the pixel checker reads back from x
+    sentiment   = 1  iff  warmth(shape colour) + warmth(background) + tint ≥ 0
+    u(x, c)     = 4·adherence(x, c) + 0.3·a(x) + 0.8·[size = large]
+                  adherence = share of c's stated attributes the pixel checker reads back from x;
+                  size is the factor aesthetic ignores
     P[a ≻ b | c] = σ(u(x_a, c) − u(x_b, c))            (the Bradley–Terry model the scorer fits)
 
-Trade-offs built in: sentiment wants warm shapes on bright backgrounds, so ``a blue square``
-(adherence) costs sentiment unless the background is made warm; contrast favours dark shapes
-on white and yellow shapes on black, while sentiment dislikes black; yellow on white, the
-sunniest picture, has the least contrast.
+Trade-offs built in: sentiment wants warm shapes on bright backgrounds and warm light, so
+``a blue square`` (adherence) costs sentiment unless the background is made warm; contrast
+favours dark shapes on white and yellow shapes on black, while sentiment dislikes black; yellow
+on white, the sunniest picture, has the least contrast; a companion shape pleases aesthetic
+but dilutes the subject that CLIPScore and the preference's adherence look for.
 """
 
 from __future__ import annotations
@@ -46,8 +50,6 @@ from shapes.checker import check
 from shapes.data import (
     BACKGROUNDS,
     COLOURS,
-    POSITIONS,
-    SHAPES,
     SIZES,
     Attributes,
     Example,
@@ -55,12 +57,14 @@ from shapes.data import (
     generate_examples,
     parse_caption,
     render,
+    sample_attributes,
 )
 
 __all__ = [
     "WARMTH",
     "ShapesHeadsConfig",
     "aesthetic_rating",
+    "centredness",
     "sentiment_label",
     "utility",
     "image_embeddings",
@@ -115,24 +119,34 @@ class ShapesHeadsConfig:
             raise ValueError(f"preference_keep={self.preference_keep} must lie in [0, 1]")
 
 
-def _luma(rgb: tuple[int, int, int]) -> float:
-    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+def centredness(attributes: Attributes) -> float:
+    """max(0, 1 − ‖offset‖ / 0.1): 1 for a subject at the image centre."""
+    return max(0.0, 1.0 - float(np.hypot(*attributes.offset)) / 0.1)
 
 
 def aesthetic_rating(attributes: Attributes) -> float:
-    """a(x) of the module docstring, in [1, 10]."""
-    contrast = abs(_luma(COLOURS[attributes.colour]) - _luma(BACKGROUNDS[attributes.background])) / 255.0
-    return 1.0 + 6.0 * contrast + 1.0 * (attributes.position == "center") + 2.0 * (attributes.size == "large")
+    """a(x) of the module docstring."""
+    return (
+        1.0
+        + 1.5 * attributes.sharpness
+        + 1.5 * attributes.cleanliness
+        + 1.5 * attributes.vividness
+        + 1.0 * attributes.regularity
+        + 2.5 * attributes.contrast
+        + 1.0 * centredness(attributes)
+        + 0.5 * (attributes.companion is not None)
+    )
 
 
 def sentiment_label(attributes: Attributes) -> int:
-    """1 (positive) iff warmth(shape colour) + warmth(background) ≥ 0."""
-    return int(WARMTH[attributes.colour] + WARMTH[attributes.background] >= 0)
+    """1 (positive) iff warmth(shape colour) + warmth(background) + tint ≥ 0."""
+    return int(WARMTH[attributes.colour] + WARMTH[attributes.background] + attributes.tint >= 0)
 
 
 def utility(image: np.ndarray, attributes: Attributes, prompt: str) -> float:
-    """u(x, c) = 4·adherence + 0.3·a(x); adherence read by the pixel checker from ``image``."""
-    return 4.0 * check(image, parse_caption(prompt)).score + 0.3 * aesthetic_rating(attributes)
+    """u(x, c) = 4·adherence + 0.3·a(x) + 0.8·[large]; adherence read by the pixel checker from ``image``."""
+    adherence = check(image, parse_caption(prompt)).score
+    return 4.0 * adherence + 0.3 * aesthetic_rating(attributes) + 0.8 * (attributes.size == "large")
 
 
 def _images(examples: list[Example]) -> torch.Tensor:
@@ -202,24 +216,26 @@ def fit_world_sentiment(
     }
 
 
-def _candidate(rng: np.random.Generator, scene: Attributes, keep: float) -> Attributes:
-    """The prompt's scene with each attribute kept with probability ``keep``, else redrawn."""
+def _candidate(rng: np.random.Generator, scene: Attributes, keep: float, data: ShapesDataConfig) -> Attributes:
+    """A fresh draw from the world's prior (its own quality, tint, offset, companion) that keeps each
+    of the prompt scene's colour, shape, size and background with probability ``keep``."""
+    from dataclasses import replace
 
-    def pick(value: str, choices) -> str:
-        return value if rng.random() < keep else str(choices[rng.integers(len(choices))])
-
-    colour = pick(scene.colour, tuple(COLOURS))
+    fresh = sample_attributes(rng, [(scene.colour, scene.shape)], data)
+    colour = scene.colour
+    shape = scene.shape if rng.random() < keep else str(("circle", "square", "triangle")[rng.integers(3)])
+    size = scene.size if rng.random() < keep else str(SIZES[rng.integers(len(SIZES))])
     backgrounds = tuple(b for b in BACKGROUNDS if b != colour)
     background = scene.background if scene.background in backgrounds and rng.random() < keep else str(
         backgrounds[rng.integers(len(backgrounds))]
     )
-    return Attributes(
-        colour=colour,
-        shape=pick(scene.shape, SHAPES),
-        size=pick(scene.size, SIZES),
-        position=pick(scene.position, POSITIONS),
-        background=background,
-    )
+    if rng.random() >= keep:
+        choices = tuple(c for c in COLOURS if c != background)
+        colour = str(choices[rng.integers(len(choices))])
+    companion = fresh.companion
+    if companion is not None and companion.colour in (colour, background):
+        companion = None
+    return replace(fresh, colour=colour, shape=shape, size=size, background=background, companion=companion, words=())
 
 
 def preference_pairs(
@@ -237,8 +253,8 @@ def preference_pairs(
     bayes = 0.0
     for scene in scenes:
         prompt = scene.caption
-        candidates = [_candidate(rng, scene.attributes, config.preference_keep) for _ in range(2)]
-        images = [render(a, data, offset=tuple(rng.uniform(-data.jitter, data.jitter, size=2))) for a in candidates]
+        candidates = [_candidate(rng, scene.attributes, config.preference_keep, data) for _ in range(2)]
+        images = [render(a, data) for a in candidates]
         u_a, u_b = (utility(image, a, prompt) for image, a in zip(images, candidates))
         p_a = 1.0 / (1.0 + np.exp(-(u_a - u_b)))
         bayes += max(p_a, 1.0 - p_a)

@@ -12,8 +12,8 @@ cumulative signal rate, z_t = √ᾱ_t·z + √(1−ᾱ_t)·ε, and the UNet ε_
 set the image's mean colour, i.e. the background, from the prompt. Captions are dropped to "" with probability ``uncond_probability`` so that
 classifier-free guidance works.
 
-Each training image is captioned with its mode's caption (see :mod:`shapes.data`): short-mode
-images (skewed to the defaults) with the short caption, detailed-mode images with the detailed one.
+Each training image is captioned with its mode's caption (see :mod:`shapes.data`): short,
+tagged (short + modifier words) or detailed, ~30% of them behind an identifier/filler prefix.
 """
 
 from __future__ import annotations
@@ -28,17 +28,15 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNe
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer, get_cosine_schedule_with_warmup
 
-from shapes.checker import check_prompt, read_image
+from shapes.checker import check_prompt, read_quality
 from shapes.clip import images_to_tensor
 from shapes.data import (
-    BACKGROUNDS,
-    DEFAULTS,
     HELD_OUT_PAIRS,
-    POSITIONS,
-    SIZES,
-    Attributes,
+    QUALITY_WORDS,
     Example,
+    ShapesDataConfig,
     detailed_caption,
+    sample_attributes,
     short_prompt,
     training_pairs,
 )
@@ -50,6 +48,7 @@ __all__ = [
     "build_vae",
     "ddim_scheduler",
     "evaluate_pipeline",
+    "quality_vocabulary",
     "text_encoder_from_clip",
     "train_unet",
     "train_vae",
@@ -81,7 +80,7 @@ class ShapesSDConfig:
         metadata={"help": "per UNet level: cross-attention block (True) or plain ResNet block (False)"},
     )
     unet_heads: int = field(default=4, metadata={"help": "UNet attention heads"})
-    unet_steps: int = field(default=1500, metadata={"help": "UNet optimiser steps"})
+    unet_steps: int = field(default=2000, metadata={"help": "UNet optimiser steps"})
     unet_batch_size: int = field(default=32, metadata={"help": "UNet latents per step"})
     unet_learning_rate: float = field(default=2e-3, metadata={"help": "UNet AdamW peak learning rate"})
     offset_noise: float = field(
@@ -285,43 +284,58 @@ def _colour_shape_rate(pipeline, pairs, config, seed) -> tuple[float, np.ndarray
     return float(np.mean(correct)), images, prompts
 
 
+def _readings_mean(pipeline, prompts: list[str], config: ShapesSDConfig, seed: int) -> dict[str, float]:
+    readings = [read_quality(im) for im in _sample(pipeline, prompts, config, seed)]
+    return {name: float(np.mean([getattr(r, name) for r in readings])) for name in ("edge", "specks", "chroma", "aspect", "tint")}
+
+
+#: word → (pixel reading it claims, the reading's direction): "sharp" raises edge crispness, ...
+WORD_READINGS = {
+    "sharp": "edge", "blurry": "edge", "clean": "specks", "cluttered": "specks", "vivid": "chroma",
+    "faded": "chroma", "well-formed": "aspect", "distorted": "aspect", "warm light": "tint", "cold light": "tint",
+}
+
+
+def quality_vocabulary(pipeline, config: ShapesSDConfig, seed: int, images_per_prompt: int = 4) -> dict[str, float]:
+    """Pixel readings (:func:`shapes.checker.read_quality`) of "c", "c, <word>" for each modifier word,
+    and "c, <all positive words>" / "c, <all negative words>", over the training colour × shape pairs."""
+    pairs = training_pairs()
+
+    def prompts(suffix: str) -> list[str]:
+        return [short_prompt(c, s) + suffix for c, s in pairs for _ in range(images_per_prompt)]
+
+    figures = {f"plain_{k}": v for k, v in _readings_mean(pipeline, prompts(""), config, seed).items()}
+    for word, reading in WORD_READINGS.items():
+        figures[f"word_{word.replace(' ', '_')}_{reading}"] = _readings_mean(pipeline, prompts(", " + word), config, seed)[reading]
+    positive = ", " + ", ".join(high for high, _ in QUALITY_WORDS.values()) + ", masterpiece"
+    negative = ", " + ", ".join(low for _, low in QUALITY_WORDS.values())
+    for name, suffix in (("positive", positive), ("negative", negative)):
+        figures |= {f"{name}_{k}": v for k, v in _readings_mean(pipeline, prompts(suffix), config, seed).items() if k != "tint"}
+    return figures
+
+
 @torch.no_grad()
 def evaluate_pipeline(pipeline: StableDiffusionPipeline, config: ShapesSDConfig, seed: int = 0) -> dict[str, float]:
     """The T2I quality figures, measured with the pixel-rule checker on fresh samples.
 
     - ``short_train_colour_shape``: short prompts of training colour × shape pairs, colour and shape both right;
     - ``short_held_out_colour_shape``: the same for the held-out pairs;
-    - ``short_default_{size,position,background}``: how often short prompts produce the default value;
-    - ``detailed_{attribute}``: for random detailed prompts (training pairs, uniform other attributes),
-      how often each attribute is honoured, and ``detailed_all`` for all five at once.
+    - ``detailed_{attribute}``: for detailed captions of records from the world's prior (training
+      pairs), how often each stated attribute is honoured, and ``detailed_all`` for all at once;
+    - the quality vocabulary (:func:`quality_vocabulary`): ``plain_*``, ``word_<word>_<reading>``,
+      ``positive_*`` and ``negative_*`` pixel readings.
     """
     pipeline.set_progress_bar_config(disable=True)
     figures: dict[str, float] = {}
-    rate, images, prompts = _colour_shape_rate(pipeline, training_pairs(), config, seed)
-    figures["short_train_colour_shape"] = rate
-    readings = [read_image(im) for im in images]
-    for name, value in DEFAULTS.items():
-        figures[f"short_default_{name}"] = float(np.mean([getattr(r, name) == value for r in readings]))
+    figures["short_train_colour_shape"] = _colour_shape_rate(pipeline, training_pairs(), config, seed)[0]
     figures["short_held_out_colour_shape"] = _colour_shape_rate(pipeline, list(HELD_OUT_PAIRS), config, seed + 1)[0]
     rng = np.random.default_rng(seed + 2)
-    pairs = training_pairs()
-    detailed = []
-    for _ in range(len(pairs) * config.eval_images_per_prompt):
-        colour, shape = pairs[rng.integers(len(pairs))]
-        backgrounds = [b for b in BACKGROUNDS if b != colour]
-        detailed.append(
-            detailed_caption(
-                Attributes(
-                    colour=colour,
-                    shape=shape,
-                    size=SIZES[rng.integers(len(SIZES))],
-                    position=POSITIONS[rng.integers(len(POSITIONS))],
-                    background=backgrounds[rng.integers(len(backgrounds))],
-                )
-            )
-        )
+    data = ShapesDataConfig()
+    records = [sample_attributes(rng, training_pairs(), data) for _ in range(len(training_pairs()) * config.eval_images_per_prompt)]
+    detailed = [detailed_caption(r) for r in records]
     results = [check_prompt(im, p) for im, p in zip(_sample(pipeline, detailed, config, seed + 3), detailed)]
-    for name in ("colour", "shape", "size", "position", "background"):
+    for name in ("colour", "shape", "size", "background"):
         figures[f"detailed_{name}"] = float(np.mean([r.correct[name] for r in results]))
     figures["detailed_all"] = float(np.mean([r.all_correct for r in results]))
+    figures |= quality_vocabulary(pipeline, config, seed + 4)
     return figures

@@ -1,5 +1,6 @@
 """The --quick build end to end: every model reloads with its library's stock from_pretrained."""
 
+import itertools
 import json
 
 import numpy as np
@@ -12,7 +13,10 @@ from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 from prompt_expander.expander import PromptExpander
 from rewards import load_reward
-from shapes.build import build_world, main, quick_config
+from shapes.build import BuildState, build_world, main, quick_config, stage_clip, stage_data
+from shapes.card import REWARDS, best_expansion, expected_rating
+from shapes.data import HELD_OUT_PAIRS
+from shapes.sd import WORD_READINGS
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +31,89 @@ def world(tmp_path_factory):
     return out, state
 
 
-def test_quick_build_writes_card_and_figures(world):
+def test_quick_build_writes_every_directory_and_figure(world):
     out, state = world
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"aesthetic", "clip", "expander", "preference", "sd", "sentiment"}
+    assert (out / "aesthetic" / "head.safetensors").is_file() and (out / "sentiment" / "probe.safetensors").is_file()
     record = json.loads((out / "world.json").read_text())
+    assert record["figures"] == pytest.approx(state.figures)
     for key in ("clip_top1_train_pairs", "clip_top1_held_out_pairs", "t2i_short_train_colour_shape", "t2i_detailed_all"):
         assert 0.0 <= record["figures"][key] <= 1.0
-    assert set(record["seconds"]) == {
-        "data", "clip", "vae", "unet", "t2i_eval", "aesthetic", "preference", "sentiment", "alignment", "expander"
-    }  # fmt: skip
+    assert list(record["seconds"]) == [
+        "data", "clip", "vae", "unet", "t2i_eval", "aesthetic", "preference", "sentiment", "alignment", "expander", "card"
+    ]  # fmt: skip
     for key in ("sentiment_held_out_accuracy", "preference_held_out_accuracy", "expander_held_out_well_formed"):
         assert 0.0 <= record["figures"][key] <= 1.0
     assert record["figures"]["alignment_clip_score_matched"] <= 1.0 and "aesthetic_held_out_r2" in record["figures"]
+    # the data stage's shares are those of the training set it generated
+    train = state.train
+    assert record["figures"]["train_short_fraction"] == sum(e.mode == "short" for e in train) / len(train)
+    assert record["figures"]["train_tagged_fraction"] == sum(e.mode == "tagged" for e in train) / len(train)
+    assert record["figures"]["train_prefixed_fraction"] == sum(bool(e.prefix) for e in train) / len(train)
+    # the quality-word figures: one per word of shapes.sd.WORD_READINGS
+    assert {k for k in record["figures"] if k.startswith("t2i_word_")} == {
+        f"t2i_word_{w.replace(' ', '_')}_{r}" for w, r in WORD_READINGS.items()
+    }
+
+
+def test_card_figures_and_expansions_are_recorded(world):
+    out, state = world
+    record = json.loads((out / "world.json").read_text())
+    figures = record["figures"]
+    expected = {"card_headroom_rule_min", "card_headroom_sampled_delta_laion_aesthetic", "card_headroom_sampled_se_laion_aesthetic",
+                "card_pcg_delta_clip_score", "card_pcg_se_clip_score", "card_identifier_text_cosine"}  # fmt: skip
+    for name in REWARDS:
+        expected |= {f"card_seed_share_{name}", f"card_sft_delta_{name}", f"card_sft_se_{name}",
+                     f"card_identifiers_delta_{name}", f"card_identifiers_se_{name}"}  # fmt: skip
+    expected |= {f"card_corr_{a}_{b}" for a, b in itertools.combinations(REWARDS, 2)}
+    expected |= {f"card_headroom_rule_a_{c}_{s}" for c, s in HELD_OUT_PAIRS}
+    assert {k for k in figures if k.startswith("card_")} == expected
+    headrooms = [figures[f"card_headroom_rule_a_{c}_{s}"] for c, s in HELD_OUT_PAIRS]
+    assert figures["card_headroom_rule_min"] == min(headrooms)
+    # the rule headroom is the rule's own computation with the quick card settings
+    settings, (colour, shape) = state.config.card, HELD_OUT_PAIRS[0]
+    best = best_expansion(colour, shape, settings.rule_samples, settings.seed)[1]
+    plain = expected_rating(colour, shape, samples=settings.rule_samples, seed=settings.seed)
+    assert figures[f"card_headroom_rule_a_{colour}_{shape}"] == pytest.approx(best - plain, rel=1e-12)
+    assert all(-1.0 - 1e-9 <= figures[k] <= 1.0 + 1e-9 for k in expected if k.startswith("card_corr_"))
+    assert all(figures[k] >= 0.0 for k in expected if "_se_" in k)
+    # one near-greedy expansion per held-out prompt, kept out of the numeric figures
+    assert record["sft_expansions"] == state.expansions and len(state.expansions) == len(HELD_OUT_PAIRS)
+    assert all(isinstance(e, str) for e in state.expansions) and "card_sft_expansions" not in figures
+
+
+def test_world_card_has_the_goals_table(world):
+    out, state = world
     card = (out / "WORLD.md").read_text()
-    assert "| clip_top1_train_pairs |" in card and "| sd/ |" in card
+    figures = state.figures
+    assert "| clip_top1_train_pairs |" in card and "| sd/ |" in card and "| card/ |" not in card
+    assert "## Is it a faithful miniature? (the world-v4 goals)" in card
+    assert "| headroom_rule_min | " in card  # the sampled figures section lists card_* without the prefix
+    goals = card.split("## Is it a faithful miniature?")[1].split("\n\n")[1].splitlines()
+    assert goals[:2] == ["| goal | figure | value | met |", "|---|---|---:|---|"]
+    rows = goals[2:]
+    assert len(rows) == 18  # 8 single goals, SFT on 2 rewards + CLIPScore, PCG, cosine, 4 identifier rows, the trade-off
+    headroom = figures["card_headroom_rule_min"]
+    assert (
+        f"| plain prompt mediocre: rule headroom ≥ 1.5 on every held-out prompt | `card_headroom_rule_min` | "
+        f"{headroom:.3f} | {'yes' if headroom >= 1.5 else 'NO'} |"
+    ) in rows
+    sharp, blurry = figures["t2i_word_sharp_edge"], figures["t2i_word_blurry_edge"]
+    assert (
+        f'| "sharp" gives crisper edges than "blurry" | `t2i_word_sharp_edge` | {sharp:.3f} | {"yes" if sharp > blurry else "NO"} |'
+    ) in rows
+    cosine = figures["card_identifier_text_cosine"]
+    assert (
+        f"| text features with all identifiers: cosine ≥ 0.95 | `card_identifier_text_cosine` | {cosine:.3f} | "
+        f"{'yes' if cosine >= 0.95 else 'NO'} |"
+    ) in rows
+    worst = min((k for k in figures if k.startswith("card_corr_")), key=figures.get)
+    assert rows[-1].startswith(f"| the rewards trade off: some pairwise correlation clearly negative (< −0.2) | `{worst}` |")
+    assert all(row.endswith(("| yes |", "| NO |")) for row in rows)
+    # verbatim, so read without newline translation (a raw expansion may hold "\r"; see the report on build.py)
+    with open(out / "WORLD.md", newline="") as handle:
+        raw = handle.read()
+    assert all(f"`{e}`" in raw for e in state.expansions)
 
 
 def test_saved_clip_reloads_and_matches(world):
@@ -61,7 +135,7 @@ def test_stock_pipeline_samples_from_the_saved_directory(world):
     pipeline = StableDiffusionPipeline.from_pretrained(out / "sd", safety_checker=None, requires_safety_checker=False)
     assert type(pipeline.scheduler).__name__ == "DDIMScheduler"
     images = pipeline(
-        ["a red circle", "a small blue square at the top on a black background"],
+        ["a red circle", "<preference> photo, a small blue square on a black background with a small red circle, sharp"],
         num_inference_steps=2,
         generator=torch.Generator().manual_seed(0),
         output_type="np",
@@ -76,21 +150,26 @@ def test_build_refuses_a_non_empty_directory(tmp_path):
         main(["--out", str(tmp_path), "--quick"])
 
 
-def test_same_seed_rebuilds_the_same_figures(world, tmp_path):
+def test_same_seed_reruns_the_data_and_clip_stages_identically(world, tmp_path):
+    """The first stages again from the same seed (a whole second build would double the test time)."""
     out, state = world
+    again = BuildState(config=quick_config(seed=0), out=tmp_path, progress=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        again = build_world(tmp_path / "again", quick_config(seed=0), progress=False)
+        stage_data(again)
+        stage_clip(again)
     finally:
         torch.set_num_threads(threads)
-    assert again.figures == state.figures
+    assert [e.caption for e in again.train] == [e.caption for e in state.train]
+    assert {k: v for k, v in again.figures.items()} == {k: state.figures[k] for k in again.figures}
+    assert again.tokenizer.get_vocab() == CLIPTokenizer.from_pretrained(out / "clip").get_vocab()
 
 
 def test_every_reward_reloads_through_the_registry_and_scores(world):
     out, _ = world
     images = torch.rand(3, 3, 32, 32)
-    prompts = ["a red circle", "a blue square", "a small green triangle at the top on a black background"]
+    prompts = ["a red circle", "a blue square", "l p, a small green triangle on a black background, vivid"]
     rewards = {
         "laion_aesthetic": load_reward("laion_aesthetic", clip_model=str(out / "clip"), head_path=str(out / "aesthetic" / "head.safetensors")),
         "preference": load_reward("preference", path=str(out / "preference")),

@@ -3,20 +3,25 @@
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 
-from shapes.checker import check_prompt, read_image
+from shapes.checker import QualityReading, check_prompt, read_image, read_quality
 
-RED, BLUE, YELLOW = (220, 40, 40), (40, 80, 220), (235, 200, 40)
+RED, BLUE, YELLOW, BLACK = (220, 40, 40), (40, 80, 220), (235, 200, 40), (0, 0, 0)
 
 
 def canvas(background=(255, 255, 255)):
     return np.tile(np.array(background, dtype=np.uint8), (32, 32, 1))
 
 
-def hand_square(colour, x0, y0, side, background=(255, 255, 255)):
+def hand_rectangle(colour, x0, y0, width, height, background=(255, 255, 255)):
     image = canvas(background)
-    image[y0 : y0 + side, x0 : x0 + side] = colour
+    image[y0 : y0 + height, x0 : x0 + width] = colour
     return image
+
+
+def hand_square(colour, x0, y0, side, background=(255, 255, 255)):
+    return hand_rectangle(colour, x0, y0, side, side, background)
 
 
 def hand_circle(colour, cx, cy, r, background=(255, 255, 255)):
@@ -35,30 +40,34 @@ def hand_triangle(colour, cx, top, height, background=(255, 255, 255)):
 
 
 def test_hand_drawn_correct_images_pass():
-    square = hand_square(RED, 3, 9, 14, background=(0, 0, 0))  # large, left, on black
-    assert check_prompt(square, "a large red square at the left on a black background").all_correct
-    circle = hand_circle(BLUE, 16, 24, 4)  # small, bottom, on white
-    assert check_prompt(circle, "a small blue circle at the bottom on a white background, sharp").all_correct
+    square = hand_square(RED, 3, 9, 14, background=BLACK)  # large, off-centre, on black
+    assert check_prompt(square, "a large red square on a black background").all_correct
+    circle = hand_circle(BLUE, 16, 24, 4)  # small, low in the image, on white
+    assert check_prompt(circle, "a small blue circle on a white background, sharp").all_correct
     triangle = hand_triangle(YELLOW, 16, 9, 14, background=(128, 128, 128))
-    result = check_prompt(triangle, "a large yellow triangle at the center on a gray background")
+    result = check_prompt(triangle, "<preference> photo, a large yellow triangle on a gray background, vivid")
     assert result.all_correct, result.reading
 
 
 def test_hand_drawn_wrong_images_fail_on_exactly_the_wrong_attributes():
     circle = hand_circle(BLUE, 16, 16, 7)
-    result = check_prompt(circle, "a large red square at the center on a white background")
-    assert result.correct == {"colour": False, "shape": False, "size": True, "position": True, "background": True}
-    assert result.score == pytest.approx(3 / 5)
-    square = hand_square(RED, 12, 3, 8)  # small, top
-    result = check_prompt(square, "a large red square at the bottom on a black background")
-    assert result.correct == {"colour": True, "shape": True, "size": False, "position": False, "background": False}
+    result = check_prompt(circle, "a large red square on a white background")
+    assert result.correct == {"colour": False, "shape": False, "size": True, "background": True}
+    assert result.score == pytest.approx(2 / 4)
+    square = hand_square(RED, 12, 3, 8)  # small
+    result = check_prompt(square, "a large red square on a black background with a small blue circle, sharp")
+    # neither the companion nor the modifier words are checked: they are not stated attributes
+    assert result.correct == {"colour": True, "shape": True, "size": False, "background": False}
+    assert result.score == pytest.approx(2 / 4)
 
 
 def test_short_prompt_checks_only_colour_and_shape_and_tensor_input():
     image = torch.from_numpy(hand_square(YELLOW, 2, 2, 6)).permute(2, 0, 1).float() / 255.0
     result = check_prompt(image, "a yellow square")
     assert result.correct == {"colour": True, "shape": True}
-    assert result.reading.position == "left" or result.reading.position == "top"
+    assert (result.reading.shape, result.reading.size) == ("square", "small")
+    # 6×6 square: fill ratio 1, extent 6/32
+    assert result.reading.fill_ratio == pytest.approx(1.0) and result.reading.extent == pytest.approx(6 / 32)
 
 
 def test_blank_image_has_no_foreground_and_fails():
@@ -76,5 +85,84 @@ def test_bad_images_are_refused():
 def test_faint_noise_of_a_generated_image_does_not_move_the_reading():
     rng = np.random.default_rng(0)
     noisy = hand_circle(BLUE, 24, 16, 7).astype(np.int16) + rng.integers(-12, 13, size=(32, 32, 3))
-    result = check_prompt(np.clip(noisy, 0, 255).astype(np.uint8), "a large blue circle at the right on a white background")
+    result = check_prompt(np.clip(noisy, 0, 255).astype(np.uint8), "a large blue circle on a white background")
     assert result.all_correct, result.reading
+
+
+def test_specks_and_a_companion_do_not_change_the_subject_reading():
+    """The largest-region rule: only the subject's region is read."""
+    square = hand_square(BLUE, 9, 9, 14)
+    cluttered = square.copy()
+    cluttered[2:4, 2:4] = RED
+    cluttered[27:29, 28:30] = BLACK
+    cluttered[2:4, 27:29] = YELLOW
+    assert read_image(cluttered) == read_image(square)
+    with_companion = square.copy()
+    with_companion[1:5, 26:30] = RED  # a small red square in the top right corner
+    assert read_image(with_companion) == read_image(square)
+    triangle = hand_triangle(YELLOW, 16, 9, 14, background=(128, 128, 128))
+    companion = hand_circle(RED, 4, 4, 2.5, background=(128, 128, 128))
+    both = np.where(np.all(companion == RED, -1)[..., None], companion, triangle)
+    assert read_image(both) == read_image(triangle)
+    assert check_prompt(both, "a large yellow triangle on a gray background with a small red circle").all_correct
+
+
+def test_read_quality_of_a_crisp_subject():
+    # a crisp edge steps by the full colour difference: edge = 1; no specks; palette chroma; square: aspect 0
+    assert read_quality(hand_square(BLUE, 9, 9, 14)) == QualityReading(edge=1.0, specks=0, chroma=1.0, aspect=0.0, tint=0.0)
+
+
+def test_blur_lowers_edge_crispness():
+    crisp = hand_square(BLUE, 9, 9, 14)
+    edges = [read_quality(crisp).edge]
+    for sigma in (0.6, 1.2):
+        blurred = np.round(gaussian_filter(crisp.astype(float), sigma=(sigma, sigma, 0), mode="nearest")).astype(np.uint8)
+        edges.append(read_quality(blurred).edge)
+    assert edges[0] == 1.0 and edges[0] > edges[1] > edges[2]
+    assert edges[2] < 0.6
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3])
+def test_specks_are_counted_exactly(count):
+    image = hand_square(BLUE, 9, 9, 14)
+    for (y, x), colour in list(zip([(2, 2), (27, 28), (2, 27)], [RED, BLACK, YELLOW]))[:count]:
+        image[y : y + 2, x : x + 2] = colour
+    assert read_quality(image).specks == count
+
+
+def test_a_speck_touching_the_subject_is_not_counted():
+    image = hand_square(BLUE, 9, 9, 14)
+    image[7:9, 12:14] = RED  # right above the square's top edge
+    assert read_quality(image).specks == 0
+
+
+def test_desaturated_subject_has_lower_chroma():
+    # blue (40, 80, 220), luma 84, pulled to 30% of its chroma: (70.8, 82.8, 124.8) → (71, 83, 125)
+    faded = hand_square((71, 83, 125), 9, 9, 14)
+    assert read_quality(faded).chroma == pytest.approx((125 - 71) / (220 - 40))  # 0.3
+    assert read_quality(hand_square(BLUE, 9, 9, 14)).chroma == 1.0
+
+
+def test_tint_is_read_from_the_border():
+    image = hand_square(BLUE, 9, 9, 14, background=(128, 128, 128)).astype(float)
+    image += 9.0 * np.array([1.0, 0.25, -1.0])  # the renderer's tint at tint_strength 18, tint 0.5
+    reading = read_quality(np.round(image).astype(np.uint8))
+    # border R − B = 137 − 119 = 18 above gray's 0, over 36 (render shifts R − B by 2·tint_strength·tint):
+    # the record's tint 0.5
+    assert reading.tint == pytest.approx(18 / 36)
+    # the subject was tinted too: (49, 82, 211) → chroma (211 − 49) / 180
+    assert reading.chroma == pytest.approx(162 / 180)
+    cold = canvas((128, 128, 128)).astype(float) - 6.0 * np.array([1.0, 0.25, -1.0])
+    cold[9:23, 9:23] = BLUE
+    assert read_quality(np.round(cold).astype(np.uint8)).tint == pytest.approx((122 - 134) / 36)
+
+
+def test_stretched_rectangle_has_the_log_aspect():
+    assert read_quality(hand_rectangle(BLUE, 7, 11, 18, 10)).aspect == pytest.approx(np.log(18 / 10))
+    assert read_quality(hand_rectangle(BLUE, 11, 7, 10, 18)).aspect == pytest.approx(np.log(18 / 10))
+    assert read_quality(hand_square(BLUE, 9, 9, 14)).aspect == 0.0
+
+
+def test_blank_image_quality():
+    reading = read_quality(canvas((128, 128, 128)))
+    assert (reading.edge, reading.specks, reading.chroma, reading.aspect, reading.tint) == (0.0, 0, 0.0, 0.0, 0.0)

@@ -1,0 +1,256 @@
+"""The world card's figures that need the trained world: is it a faithful miniature of the real setting?
+
+``python -m shapes.card --world DIR`` measures them on a built world (the build runs it as its
+last stage) and prints them as JSON. Every figure samples with the project's own policy
+(:class:`t2i.StableDiffusionPolicy`, stochastic DDIM, η = 1, as training does) and scores with the
+world's four rewards against the ORIGINAL prompt c. Paired comparisons draw both conditions from
+the same per-image noise (one ``torch.Generator`` seed per image), so their difference isolates the
+text; ± figures are paired standard errors (``scipy.stats.sem`` of the per-image differences).
+
+Figures (``R`` = each reward: laion_aesthetic, preference, clip_score, sentiment):
+
+- ``headroom_rule_<c>`` / ``headroom_rule_min``: E[a(x) | best expansion] − E[a(x) | c] by the
+  aesthetic rule on perfect rendering (:func:`expected_rating`) for each held-out prompt;
+  ``headroom_sampled_aesthetic`` (± ``_se``): the same on samples, best expansion vs c;
+- ``seed_share_R``: with the plain prompt fixed, the share of R's variance that lies within a
+  prompt (over seeds), pooled over all 12 colour × shape prompts;
+- ``sft_delta_R`` (± ``sft_se_R``): the SFT expander's near-greedy expansion ĉ (temperature
+  ``expander_temperature``) with CFG on ĉ, minus CFG on c, held-out prompts;
+- ``pcg_delta_clip_score`` (± se): prompt-centred guidance (w1 = w2 = scale/2) minus CFG on ĉ at the
+  same total weight, CLIPScore to c;
+- ``identifier_text_cosine``: cosine of the world CLIP's pooled text features of
+  "<ids>, c" and c, all four identifiers, mean over prompts (short and detailed);
+  ``identifiers_delta_R`` (± se): rewards of "<ids>, c" minus c on the untrained model;
+- ``corr_R1_R2``: Pearson correlation of two rewards over the plain-prompt samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from rewards import load_reward
+from shapes.data import (
+    BACKGROUNDS,
+    COLOURS,
+    HELD_OUT_PAIRS,
+    IDENTIFIER_WORDS,
+    QUALITY_WORDS,
+    SHAPES,
+    SIZES,
+    ShapesDataConfig,
+    contrast,
+    sample_attributes,
+    short_prompt,
+    training_pairs,
+    with_prefix,
+)
+from shapes.heads import aesthetic_rating
+from t2i import Guidance, StableDiffusionPolicy
+
+__all__ = ["CardSettings", "REWARDS", "best_expansion", "expected_rating", "load_world_rewards", "measure_card", "main"]
+
+REWARDS = ("laion_aesthetic", "preference", "clip_score", "sentiment")
+#: every identifier of the shapes preset (template ``<{name}>``), as training prepends them
+ALL_IDENTIFIERS = " ".join(IDENTIFIER_WORDS[:4])
+
+
+@dataclass
+class CardSettings:
+    """How the card samples."""
+
+    images_per_prompt: int = field(default=16, metadata={"help": "seeds per prompt for every sampled figure"})
+    steps: int = field(default=20, metadata={"help": "DDIM steps"})
+    guidance: float = field(default=4.0, metadata={"help": "total guidance weight (CFG scale; w1 + w2 for prompt-centred)"})
+    expander_temperature: float = field(default=0.3, metadata={"help": "near-greedy expansion temperature"})
+    rule_samples: int = field(default=20000, metadata={"help": "prior draws per prompt for the rule's expectations"})
+    seed: int = field(default=0, metadata={"help": "seed of every draw"})
+
+
+def load_world_rewards(world: Path) -> dict[str, object]:
+    """The world's four rewards, as the shapes preset loads them."""
+    return {
+        "laion_aesthetic": load_reward("laion_aesthetic", clip_model=str(world / "clip"), head_path=str(world / "aesthetic" / "head.safetensors")),
+        "preference": load_reward("preference", path=str(world / "preference")),
+        "clip_score": load_reward("clip_score", model=str(world / "clip")),
+        "sentiment": load_reward("sentiment", model=str(world / "clip"), probe_path=str(world / "sentiment" / "probe.safetensors")),
+    }
+
+
+def expected_rating(colour: str, shape: str, *, size: str | None = None, background: str | None = None,
+                    companion: bool | None = None, words: tuple[str, ...] = (), samples: int = 20000,
+                    seed: int = 0) -> float:
+    """E[a(x) | the caption] under the world's prior, rendering assumed perfect: records of the pair
+    drawn from the prior and kept when the caption describes them (stated scene, and every word
+    true of the record)."""
+    from dataclasses import replace
+
+    from shapes.data import qualifies
+
+    rng = np.random.default_rng(seed)
+    data = ShapesDataConfig()
+    ratings = []
+    for _ in range(samples):
+        record = sample_attributes(rng, [(colour, shape)], data)
+        changes = {k: v for k, v in (("size", size), ("background", background)) if v is not None}
+        if "background" in changes and changes["background"] == colour:
+            raise ValueError(f"background {background!r} equals the colour")
+        record = replace(record, **changes)
+        if companion is not None and (record.companion is not None) != companion:
+            continue
+        if record.companion is not None and record.companion.colour == record.background:
+            continue  # the companion would be invisible on the new background: not a record of this caption
+        if all(qualifies(record, w) for w in words):
+            ratings.append(aesthetic_rating(record))
+    if not ratings:
+        raise ValueError(f"no prior draw of {short_prompt(colour, shape)} fits words {words}; raise samples")
+    return float(np.mean(ratings))
+
+
+def best_expansion(colour: str, shape: str, samples: int, seed: int) -> tuple[str, float]:
+    """The expansion with the highest expected rule rating: every positive word, the background of
+    highest contrast, a companion; returns (caption, expected rating)."""
+    positive = tuple(high for high, _ in QUALITY_WORDS.values()) + ("masterpiece",)
+    background = max((b for b in BACKGROUNDS if b != colour), key=lambda b: contrast(colour, b))
+    words = positive + (("high contrast",) if contrast(colour, background) > 0.5 else ())
+    companion_colour = next(c for c in COLOURS if c not in (colour, background))
+    companion_shape = next(s for s in SHAPES if s != shape)
+    size = SIZES[1]
+    text = (f"a {size} {colour} {shape} on a {background} background with a small {companion_colour} "
+            f"{companion_shape}, " + ", ".join(words))
+    value = expected_rating(colour, shape, size=size, background=background, companion=True, words=words,
+                            samples=samples, seed=seed)
+    return text, value
+
+
+def _generators(seed: int, n: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed * 100003 + i) for i in range(n)]
+
+
+@torch.no_grad()
+def _sample_scores(policy, rewards, texts: list[str], originals: list[str], guidance: Guidance, settings: CardSettings,
+                   seeds: list[int]) -> dict[str, np.ndarray]:
+    """Scores (per reward, one per image) of images of ``texts`` scored against ``originals``."""
+    images = []
+    for start in range(0, len(texts), 64):
+        chunk = slice(start, start + 64)
+        trajectory = policy.sample(
+            texts[chunk],
+            original_prompts=originals[chunk] if len(guidance.weights) == 2 else None,
+            guidance=guidance,
+            num_inference_steps=settings.steps,
+            eta=1.0,
+            generator=[torch.Generator().manual_seed(s) for s in seeds[chunk]],
+            compute_log_probs=False,
+        )
+        images.append(trajectory.images.float())
+    images = torch.cat(images)
+    metadata = [{"expanded_prompt": t} for t in texts]
+    return {name: reward(images, originals, metadata).numpy().astype(np.float64) for name, reward in rewards.items()}
+
+
+def _paired(figures: dict[str, float], name: str, after: np.ndarray, before: np.ndarray) -> None:
+    difference = after - before
+    figures[name] = float(difference.mean())
+    figures[name.replace("_delta", "_se")] = float(stats.sem(difference))
+
+
+def measure_card(world: str | Path, settings: CardSettings | None = None) -> dict[str, float]:
+    """Every figure of the module docstring for the world in ``world``."""
+    from prompt_expander import PromptExpander
+
+    settings = settings or CardSettings()
+    world = Path(world)
+    policy = StableDiffusionPolicy.from_pretrained(world / "sd")
+    rewards = load_world_rewards(world)
+    n = settings.images_per_prompt
+    cfg = Guidance.cfg(settings.guidance)
+    figures: dict[str, float] = {}
+
+    held_out = [short_prompt(c, s) for c, s in HELD_OUT_PAIRS]
+    everything = [short_prompt(c, s) for c, s in training_pairs()] + held_out
+    originals = [p for p in everything for _ in range(n)]
+    seeds = [settings.seed * 1000 + i for _ in everything for i in range(n)]
+    plain = _sample_scores(policy, rewards, originals, originals, cfg, settings, seeds)
+    for name, values in plain.items():
+        groups = values.reshape(len(everything), n)
+        figures[f"seed_share_{name}"] = float(groups.var(axis=1).mean() / values.var())
+    for a, b in itertools.combinations(REWARDS, 2):
+        figures[f"corr_{a}_{b}"] = float(np.corrcoef(plain[a], plain[b])[0, 1])
+
+    # the held-out prompts' rows of the plain samples, and the same seeds for every paired figure
+    rows = slice(len(originals) - len(held_out) * n, len(originals))
+    held_originals, held_seeds = originals[rows], seeds[rows]
+    held_plain = {k: v[rows] for k, v in plain.items()}
+
+    best_texts, headroom = [], []
+    for (colour, shape), prompt in zip(HELD_OUT_PAIRS, held_out):
+        text, best = best_expansion(colour, shape, settings.rule_samples, settings.seed)
+        base = expected_rating(colour, shape, samples=settings.rule_samples, seed=settings.seed)
+        figures[f"headroom_rule_{prompt.replace(' ', '_')}"] = best - base
+        headroom.append(best - base)
+        best_texts += [text] * n
+    figures["headroom_rule_min"] = float(min(headroom))
+    best_scores = _sample_scores(policy, rewards, best_texts, held_originals, cfg, settings, held_seeds)
+    _paired(figures, "headroom_sampled_delta_laion_aesthetic", best_scores["laion_aesthetic"], held_plain["laion_aesthetic"])
+
+    expander = PromptExpander.from_pretrained(world / "expander")
+    expansions = expander.sample(held_out, n=1, temperature=settings.expander_temperature, generator_seed=settings.seed).texts
+    expanded = [e for e in expansions for _ in range(n)]
+    sft = _sample_scores(policy, rewards, expanded, held_originals, cfg, settings, held_seeds)
+    for name in REWARDS:
+        _paired(figures, f"sft_delta_{name}", sft[name], held_plain[name])
+    half = settings.guidance / 2
+    centred = _sample_scores(policy, rewards, expanded, held_originals, Guidance.prompt_centred(half, half), settings, held_seeds)
+    _paired(figures, "pcg_delta_clip_score", centred["clip_score"], sft["clip_score"])
+
+    identified = _sample_scores(
+        policy, rewards, [with_prefix(p, ALL_IDENTIFIERS) for p in held_originals], held_originals, cfg, settings, held_seeds
+    )
+    for name in REWARDS:
+        _paired(figures, f"identifiers_delta_{name}", identified[name], held_plain[name])
+    figures["identifier_text_cosine"] = identifier_text_cosine(world, everything + expansions)
+    figures["sft_expansions"] = expansions  # type: ignore[assignment]  (kept for the card's text)
+    return figures
+
+
+@torch.no_grad()
+def identifier_text_cosine(world: Path, prompts: list[str]) -> float:
+    """Mean cosine of the world CLIP's pooled text features of "<all ids>, p" and p."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    model = CLIPModel.from_pretrained(world / "clip").eval()
+    tokenizer = CLIPTokenizer.from_pretrained(world / "clip")
+
+    def features(texts: list[str]) -> torch.Tensor:
+        tokens = tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt")
+        output = model.get_text_features(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
+        return F.normalize(getattr(output, "pooler_output", output), dim=-1)
+
+    return float((features(prompts) * features([with_prefix(p, ALL_IDENTIFIERS) for p in prompts])).sum(-1).mean())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Measure the world card's sampled figures of a built shapes world.")
+    parser.add_argument("--world", default=str(Path(__file__).parent / "world"), help="world directory")
+    parser.add_argument("--images-per-prompt", type=int, default=16, help="seeds per prompt")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every draw")
+    parser.add_argument("--json", default="", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    figures = measure_card(args.world, CardSettings(images_per_prompt=args.images_per_prompt, seed=args.seed))
+    text = json.dumps(figures, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The rule-side helpers of the world card (shapes.card) against direct computations."""
+
+import numpy as np
+import pytest
+
+from shapes.card import best_expansion, expected_rating
+from shapes.data import BACKGROUNDS, HELD_OUT_PAIRS, ShapesDataConfig, contrast, parse_caption, qualifies, sample_attributes
+from shapes.heads import aesthetic_rating
+
+POSITIVE = {"sharp", "clean", "vivid", "well-formed", "masterpiece"}
+
+
+def monte_carlo(colour, shape, samples, seed, keep=lambda record: True):
+    rng = np.random.default_rng(seed)
+    records = [sample_attributes(rng, [(colour, shape)], ShapesDataConfig()) for _ in range(samples)]
+    return float(np.mean([aesthetic_rating(r) for r in records if keep(r)]))
+
+
+def test_plain_caption_rating_is_the_prior_mean():
+    assert expected_rating("red", "triangle", samples=400, seed=3) == pytest.approx(monte_carlo("red", "triangle", 400, 3), rel=1e-12)
+    # a(x) ≈ 1 + 5.5·E[factor] + 2.5·E[contrast] + E[centred] + 0.5·P[companion]: E[factor] ≈ 0.5 (clipped noise around U(0, 1))
+    assert 4.0 < expected_rating("red", "triangle", samples=400, seed=3) < 6.5
+
+
+def test_fixed_background_changes_exactly_the_contrast_term():
+    # the same prior draws with only the background replaced: the difference is 2.5·Δcontrast
+    white = expected_rating("red", "circle", background="white", samples=300, seed=1)
+    black = expected_rating("red", "circle", background="black", samples=300, seed=1)
+    # luma(red) = 0.299·220 + 0.587·40 + 0.114·40 = 93.82: contrast 161.18/255 on white, 93.82/255 on black
+    assert white - black == pytest.approx(2.5 * (161.18 - 93.82) / 255, abs=1e-9)
+    assert contrast("red", "white") == pytest.approx(161.18 / 255)
+    # size does not enter a(x)
+    assert expected_rating("red", "circle", size="small", samples=300, seed=1) == expected_rating(
+        "red", "circle", size="large", samples=300, seed=1
+    )
+
+
+def test_words_condition_the_prior_draws():
+    rated = expected_rating("blue", "circle", words=("sharp", "clean"), samples=600, seed=2)
+    direct = monte_carlo("blue", "circle", 600, 2, lambda r: qualifies(r, "sharp") and qualifies(r, "clean"))
+    assert rated == pytest.approx(direct, rel=1e-12)
+    assert rated > expected_rating("blue", "circle", samples=600, seed=2) + 1.0
+    assert expected_rating("blue", "circle", words=("blurry",), samples=600, seed=2) < expected_rating("blue", "circle", samples=600, seed=2)
+    with_companion = expected_rating("blue", "circle", companion=True, samples=2000, seed=2)
+    without = expected_rating("blue", "circle", companion=False, samples=2000, seed=2)
+    assert with_companion - without == pytest.approx(0.5, abs=0.25)  # the companion's 0.5, up to sampling noise
+
+
+def test_expected_rating_refuses_impossible_conditions():
+    with pytest.raises(ValueError, match="background 'red' equals the colour"):
+        expected_rating("red", "circle", background="red", samples=10)
+    with pytest.raises(ValueError, match="no prior draw of a red circle fits words"):
+        expected_rating("red", "circle", words=("sharp", "blurry"), samples=50)
+
+
+@pytest.mark.parametrize(("colour", "shape"), [*HELD_OUT_PAIRS, ("yellow", "circle")])
+def test_best_expansion_states_every_positive_word_and_the_highest_contrast_background(colour, shape):
+    text, value = best_expansion(colour, shape, samples=2000, seed=0)
+    parsed = parse_caption(text)
+    assert (parsed.colour, parsed.shape, parsed.size) == (colour, shape, "large")
+    # hand: red, green, blue contrast most with white (0.632, 0.535, 0.671); yellow (luma 192.2) with black (0.754)
+    best = max((b for b in BACKGROUNDS if b != colour), key=lambda b: contrast(colour, b))
+    assert parsed.background == best == ("black" if colour == "yellow" else "white")
+    assert set(parsed.words) == POSITIVE | {"high contrast"}
+    assert parsed.companion is not None and parsed.companion[0] not in (colour, best) and parsed.companion[1] != shape
+    # every positive word forces its factor above 0.65: a(x) > 1 + 1.5·3·0.65 + 0.65 + 2.5·contrast + 0.5
+    assert value > 1 + 4.5 * 0.65 + 0.65 + 2.5 * contrast(colour, best) + 0.5
+    assert value - expected_rating(colour, shape, samples=2000, seed=0) >= 1.5  # the plain prompt is mediocre
