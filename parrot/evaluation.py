@@ -109,7 +109,8 @@ class EvaluationSamples:
     @classmethod
     def from_json(cls, data: Mapping) -> EvaluationSamples:
         scores = torch.as_tensor(np.asarray(data["scores"], dtype=float).reshape(len(data["prompts"]), len(data["reward_names"])))
-        return cls(list(data["reward_names"]), list(data["prompts"]), list(data["expanded_prompts"]), list(data["seeds"]),
+        expanded = data.get("expanded_prompts", data["prompts"])
+        return cls(list(data["reward_names"]), list(data["prompts"]), list(expanded), list(data["seeds"]),
                    scores, None, str(data.get("setting", "")))  # fmt: skip
 
 
