@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -293,7 +293,7 @@ def evaluation_record(samples: Mapping[str, EvaluationSamples], ref_offset: floa
     record: dict = {key: s.means() for key, s in keyed.items()}
     record["deltas"] = {
         f"after-{base}": {
-            per: {name: {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in d.__dict__.items()}
+            per: {name: {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in asdict(d).items()}
                   for name, d in paired_deltas(keyed[base], keyed["after"], per).items()}
             for per in ("prompt", "image")
         }
