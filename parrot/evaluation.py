@@ -334,6 +334,9 @@ def format_table(record: dict) -> str:
             values = record[field]
             lines.append("| " + " | ".join([label, *(f"{values[k]:.4f}" for k in keys), f"{values['after'] - values['before']:+.4f}",
                                             *([f"{values['after'] - values['plain_base']:+.4f}"] if plain else [])]) + " |")  # fmt: skip
+    counts = {entry["count"] for entry in deltas.get("after-before", {}).get("prompt", {}).values()}
+    if counts:
+        lines.append(f"Δ ± paired standard error over {counts.pop()} held-out prompts (each prompt's mean over its seeds)")
     return "\n".join(lines)
 
 

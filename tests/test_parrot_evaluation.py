@@ -80,6 +80,7 @@ def test_record_and_the_three_column_table():
     assert table[2] == "| r1 | 0.0000 | 1.0000 | 3.0000 | +2.0000 ± 1.0000 | +3.0000 ± 1.0000 |"
     assert table[4].startswith("| Table-1 avg (norm.) | 0.0000 | 0.1250 | 0.8750 | +0.7500 | +0.8750 |")
     assert table[5].startswith("| HV (per-prompt means) |")
+    assert table[6] == "Δ ± paired standard error over 2 held-out prompts (each prompt's mean over its seeds)"
     # the two-setting record of earlier runs still prints
     assert format_table({"before": {"r1": 1.0}, "after": {"r1": 1.5}}).splitlines()[2] == "| r1 | 1.0000 | 1.5000 | +0.5000 |"
 
