@@ -48,7 +48,7 @@ from parrot.identifiers import with_identifiers
 from parrot.selection import non_dominated_mask
 from parrot.world import expander_base
 from rewards.base import expansion_metadata
-from t2i import Guidance, Trajectory
+from t2i import Guidance
 
 if TYPE_CHECKING:
     from parrot.train import ParrotTrainer
@@ -131,22 +131,6 @@ def held_out_expansions(trainer: ParrotTrainer, seed: int) -> list[str]:
     return trainer.expanded_texts(trainer.eval_prompts, expansions)
 
 
-def _sample(trainer: ParrotTrainer, conditioning: list[str], originals: list[str] | None, guidance: Guidance,
-            generators: list[torch.Generator]) -> Trajectory:  # fmt: skip
-    sampling = trainer.config.sampling
-    return trainer.policy.sample(
-        conditioning,
-        original_prompts=originals,
-        guidance=guidance,
-        negative_prompt=sampling.negative_prompt,
-        num_inference_steps=sampling.num_steps,
-        eta=sampling.eta,
-        generator=generators,
-        height=sampling.resolution or None,
-        width=sampling.resolution or None,
-    )
-
-
 @torch.no_grad()
 def held_out_samples(trainer: ParrotTrainer, setting: str) -> EvaluationSamples:
     """Every held-out image (prompt × evaluation seed, fixed noise) of ``setting`` with its rewards."""
@@ -171,7 +155,7 @@ def held_out_samples(trainer: ParrotTrainer, setting: str) -> EvaluationSamples:
                 expanded = held_out_expansions(trainer, seed)  # beam: one ĉ per prompt for every seed
             conditioning = expanded if plain else [with_identifiers(e, trainer.eval_identifiers, template) for e in expanded]
             generators = [torch.Generator(trainer.device).manual_seed(derived_seed(seed, _EVAL, i)) for i in range(len(prompts))]
-            trajectory = _sample(trainer, conditioning, originals, guidance, generators)
+            trajectory = trainer.sample_policy(conditioning, originals, generators, guidance)
             columns.append(trainer.evaluator(trajectory.images, prompts, expansion_metadata(expanded)).scores)
             expanded_all += expanded
             seeds += [seed] * len(prompts)

@@ -228,14 +228,16 @@ class ParrotTrainer:
         trajectory = self.sample_policy(self.conditioning_prompts(expanded_per_image, own), originals, generators)
         return Rollout(trajectory, originals, expanded_per_image, own, offset + (indices[0] if indices else 0))
 
-    def sample_policy(self, conditioning: list[str], originals: list[str], generators: list[torch.Generator]) -> Trajectory:
-        """One image per conditioning prompt with the run's guidance and sampler settings (c feeds
-        prompt-centred guidance when there is an expander)."""
+    def sample_policy(
+        self, conditioning: list[str], originals: list[str] | None, generators: list[torch.Generator], guidance: Guidance | None = None
+    ) -> Trajectory:
+        """One image per conditioning prompt with the run's sampler settings and guidance (or ``guidance``;
+        c feeds prompt-centred guidance when there is an expander and ``originals`` is given)."""
         sampling = self.config.sampling
         return self.policy.sample(
             conditioning,
             original_prompts=originals if self.expander is not None else None,
-            guidance=self.guidance,
+            guidance=self.guidance if guidance is None else guidance,
             negative_prompt=sampling.negative_prompt,
             num_inference_steps=sampling.num_steps,
             eta=sampling.eta,
