@@ -1,56 +1,63 @@
-"""Pareto fronts of the methods at the same sample budget: reward table, fronts, hypervolume, plots.
+"""Pareto benchmark: every method at the same sample budget — reward table, Table-1 average, hypervolume, plots.
 
 Every method is a setting of the one training loop (:class:`parrot.train.ParrotTrainer`), built
 with :func:`parrot.train_config.load_train_config` on top of a preset (default ``shapes``) plus
-any passthrough flags (``--set``). Methods (K rewards r_1..r_K of the preset, in its order):
+any passthrough flags (``--set``), and evaluated by :mod:`parrot.evaluation` on the same held-out
+prompts × evaluation seeds (fixed noise). Methods (K rewards r_1..r_K of the preset, in its order):
 
-- ``base``            the T2I model alone, CFG on c, no training (``--expander.model ""``);
-- ``base+expander``   the SFT expander with prompt-centred guidance, no RL (the joint config's
-                      ``evaluation_samples(base=True)``: LoRA off, expander at its SFT weights);
+- ``base``              the T2I model alone: LoRA off, no expander, CFG on c (setting ``plain_base``);
+- ``base+expander``     base + the SFT expander (Promptist), prompt-centred guidance, no RL
+                        (setting ``untrained`` of the joint config, identifiers off);
 - ``base+expander+ids`` the same with every reward identifier prepended as the paper evaluates
-                      ("<k1> … <kK>, ĉ"), a diagnostic row of what unseen identifiers cost;
-- ``ddpo:<r>``        DDPO on reward r alone: T2I only, no expander, no identifiers, ``single:<r>``;
-- ``ws1`` / ``ws2``   DPOK-style weighted sums, T2I only, no expander, no identifiers: WS1 puts
-                      0.7 on r_1 and splits 0.3 equally over the others ({.7,.1,.1,.1} for K = 4),
-                      WS2 equal weights ({.25,.25,.25,.25});
-- ``parrot-t2i``      Pareto selection, T2I trained, the expander fixed (``--mode t2i``); reward
-                      identifiers as the preset sets them (the ``shapes`` preset: off, see its comment);
-- ``parrot-expander`` Pareto selection, only the expander trained (``--mode expander``);
-- ``parrot``          Parrot joint (``--mode joint``);
-- ``parrot-no-pcg``   Parrot joint without original-prompt-centred guidance: w1 = 0 and w2 = the
-                      preset's CFG scale, i.e. plain CFG on ĉ with the same total guidance as
-                      ``base`` (:mod:`t2i.guidance`: zero weights are dropped, so w1 = 0 *is* CFG).
+                        ("<k1> … <kK>, ĉ"), a diagnostic row of what unseen identifiers cost;
+- ``ddpo:<r>``          DDPO on reward r alone: T2I only, no expander, no identifiers, ``single:<r>``;
+- ``ws1`` / ``ws2``     DPOK-style weighted sums, T2I only, no expander, no identifiers: WS1 puts
+                        0.7 on r_1 and splits 0.3 over the others ({.7,.1,.1,.1} for K = 4), WS2
+                        equal weights;
+- ``parrot-t2i``        Pareto selection, T2I only, no expander: like-for-like against WS1/WS2 (the
+                        paper's T2I-only 0.3992 vs WS 0.3273); identifiers as the preset sets them;
+- ``parrot-expander``   Pareto selection, only the expander trained (``--mode expander``);
+- ``parrot``            Parrot joint (``--mode joint``);
+- ``parrot-no-pcg``     Parrot joint without original-prompt-centred guidance: w1 = 0 and w2 = the
+                        preset's CFG scale, i.e. plain CFG on ĉ (:mod:`t2i.guidance` drops zero weights);
+- ``ws2+expander``      WS2's equal-weight sum, T2I and expander trained jointly;
+- ``dpok``              DPOK: KL-regularised policy gradient on the WS2 sum, T2I only
+                        (``t2i.kl_weight`` = :data:`DPOK_KL_WEIGHT`);
+- ``rwr``               DPOK's comparison: supervised fine-tuning on reward-weighted samples of the
+                        base model on the WS2 sum (``t2i.estimator rwr``). Where ``parrot.train``
+                        does not have that estimator yet the run stops at start with a message
+                        naming the method (leave it out with ``--skip rwr``).
 
 Same budget: every trained method runs the same iterations × images per iteration (checked and
-printed) with the same training seeds (so the same prompt draws and initial noise per iteration),
-and every method is evaluated on the same held-out prompts × evaluation seeds (fixed noise).
-Untrained methods do not depend on the training seed: they are evaluated once.
+printed) with the same training seeds (same prompt draws and initial noise per iteration).
+Untrained methods do not depend on the training seed: they are evaluated once (seed ``none``).
 
-Notation: a method's evaluation images give R (N, K) (N = held-out prompts × evaluation seeds).
-Normalisation: each reward is min–max scaled, R̃[:, k] = (R[:, k] − lo_k) / (hi_k − lo_k), with
-lo_k / hi_k the minimum / maximum of reward k over the union of ALL methods' evaluation images of
-the run (every seed); a reward constant over the union maps to 0. Reference point: r_ref =
-(−δ, …, −δ) in R̃ space with δ = ``--ref-offset`` (default 0.1, i.e. 10 % of each reward's range
-below the worst image of the run), so every image strictly dominates it. The hypervolume HV of a
-method (per training seed) is that of its non-dominated evaluation images
-(:func:`parrot.selection.non_dominated_mask`) in R̃ space against r_ref, by ``moocore.hypervolume``.
-Gain = mean over seeds of HV(method) − HV(base); the headline is gain(parrot) ÷ gain(ws2) (goal ≥ 1.3).
-The table's "avg norm." column is Parrot's Table 1 average: the mean over rewards of mean_i R̃[i, k].
-Because normalisation and reference use the run's union, HV values compare methods within a run,
-not across runs with different method sets.
+Cells: one (method, training seed) is one cell, kept as ``OUT/cells/<method>-seed<s>.json``
+(written atomically: its held-out samples, the exact ``parrot.train`` flags, wall time). A rerun
+with the same ``--out`` loads the finished cells and runs only the missing ones, so the full run
+can be done in parts; a cell made with other flags is refused, not reused.
+
+Statistics (:mod:`parrot.evaluation`): each reward is min–max normalised over the union of ALL
+cells' per-image held-out scores of the run (R̃ = (R − lo) / (hi − lo), constant → 0). Per cell:
+the per-reward means, the Table-1 average (mean over rewards of the mean R̃) and the hypervolume
+of its P per-prompt mean vectors in R̃ space (never of pooled images) against r_ref = (−δ, …, −δ),
+δ = ``--ref-offset``, by ``moocore.hypervolume``. Per method: mean ± standard error over training
+seeds (``scipy.stats.sem``, ddof 1; "–" for one seed); HV gain = mean HV − HV(base). The headline
+is gain(parrot) ÷ gain(ws2) (goal ≥ 1.3). Normalisation and reference use the run's union, so HV
+values compare methods within a run, not across runs with different method sets.
 
 Commands (from the repository root, ``OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=.``):
 
-    python benchmarks/pareto.py --quick --json runs/pareto-quick/pareto.json --out runs/pareto-quick
-    python benchmarks/pareto.py --json runs/pareto3/pareto.json --out runs/pareto3      # the full run
-    python benchmarks/pareto.py --iterations 0 --seeds 0 --json runs/pareto40/pareto.json --out runs/pareto40
+    python benchmarks/pareto.py --quick --out runs/pareto-quick        # smoke run, ≤ 10 min on 2 cores
+    python benchmarks/pareto.py --out runs/pareto3                     # the full run; rerun to continue it
+    python benchmarks/pareto.py --iterations 0 --seeds 0 --out runs/pareto40
 
 ``--quick``: all methods, 1 training seed, 1 iteration of 2 prompts × 4 images, 8 DDIM steps,
-2 evaluation seeds (about 1 min on 2 cores; a smoke run, not a result). The full run: 3 training
-seeds, 12 iterations of the preset's batch for every trained method (shapes: 4 prompts × 4 images,
-192 images per run, 20 DDIM steps; about 1 h on 2 cores), 8 evaluation seeds. ``--iterations 0``
-takes the preset's own budget (shapes: 40 iterations, the ``make demo`` run; about 1 h per seed).
-The wall times of the runs made are in BENCHMARKS.md.
+2 evaluation seeds (a smoke run, not a result). The full run: 3 training seeds, 12 iterations of
+the preset's batch for every trained method (shapes: 4 prompts × 4 images, 20 DDIM steps; a cell
+≈ 1–2 min on 2 cores), 8 evaluation seeds. ``--iterations 0`` takes the preset's own budget
+(shapes: 40 iterations, the ``make demo`` run; ≈ 5 min a cell). ``OUT`` receives ``table.md``,
+``pareto.json``, ``fronts.png`` and ``hypervolume.png``. Wall times of the runs made: BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -66,14 +74,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import moocore
 import numpy as np
-import torch
+from scipy.stats import sem
 from tqdm.auto import tqdm
 
+from parrot.config import ConfigError
+from parrot.evaluation import (
+    EvaluationSamples,
+    front_hypervolume,
+    minmax_bounds,
+    normalise,
+    per_prompt_hypervolume,
+    per_prompt_means,
+    reference_point,
+    table1_averages,
+)
 from parrot.plots import pairwise_front_plot, seed_bar_plot
-from parrot.selection import non_dominated_mask
-from parrot.train import EvaluationSamples, ParrotTrainer, read_prompt_list
+from parrot.train import ParrotTrainer, read_prompt_list
 from parrot.train_config import DEFAULT_PRESET, TrainConfig, derived_quantities, load_train_config
 
 __all__ = [
@@ -83,22 +100,34 @@ __all__ = [
     "normalise",
     "reference_point",
     "front_hypervolume",
+    "cell_path",
+    "run_cells",
     "run_benchmark",
     "main",
 ]
 
-#: the full run's budget: the shapes preset's own 40 iterations take ~1 h per seed on 2 CPU cores
+#: the full run's budget: 12 iterations a cell (the shapes preset's own 40 take ~5 min a cell on 2 CPU cores)
 FULL_RUN_ITERATIONS = 12
 QUICK = {"iterations": 1, "seeds": [0], "eval_seeds": 2, "overrides": ["--sampling.prompts_per_process", "2", "--sampling.num_steps", "8"]}
+#: β of DPOK's KL to the base model in the ``dpok`` row (DPOK's own runs use 0.01 with its reward scale)
+DPOK_KL_WEIGHT = 0.01
 
 
 @dataclass(frozen=True)
 class Method:
-    """A method: its ``parrot.train`` overrides and whether it trains (untrained: evaluated with LoRA off, expander at SFT)."""
+    """A method: its ``parrot.train`` overrides and the held-out setting it is evaluated in.
+
+    ``setting`` is one of :data:`parrot.evaluation.SETTINGS`: ``trained`` methods train first;
+    ``plain_base`` / ``untrained`` ones are evaluated without training, once.
+    """
 
     name: str
     overrides: tuple[str, ...]
-    trained: bool
+    setting: str
+
+    @property
+    def trained(self) -> bool:
+        return self.setting == "trained"
 
 
 def ws1_weights(num_rewards: int) -> list[float]:
@@ -110,60 +139,32 @@ def ws1_weights(num_rewards: int) -> list[float]:
 
 def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str, Method]:
     """Every method of the benchmark, in table order (see the module docstring)."""
+    k = len(reward_names)
     t2i_alone = ("--mode", "t2i", "--expander.model", "", "--identifiers.enabled", "false")
+    ws2 = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k))
+    pareto = ("--selection.mode", "pareto")  # reward identifiers as the preset sets them
     methods = [
-        Method("base", t2i_alone, trained=False),
-        Method("base+expander", ("--mode", "joint", "--identifiers.enabled", "false"), trained=False),
+        Method("base", t2i_alone, "plain_base"),
+        Method("base+expander", ("--mode", "joint", "--identifiers.enabled", "false"), "untrained"),
         # diagnostic: the paper's evaluation prompt "<all ids>, ĉ" before any training
-        Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true", "--identifiers.evaluation", "all"), trained=False),
+        Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true", "--identifiers.evaluation", "all"), "untrained"),
     ]
-    methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}"), trained=True) for r in reward_names]
-    for name, weights in (("ws1", ws1_weights(len(reward_names))), ("ws2", [1.0 / len(reward_names)] * len(reward_names))):
-        methods.append(Method(name, (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, weights)), True))
-    pareto = ("--selection.mode", "pareto",)  # reward identifiers as the preset sets them
+    methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}"), "trained") for r in reward_names]
     methods += [
-        Method("parrot-t2i", ("--mode", "t2i", *pareto), True),
-        Method("parrot-expander", ("--mode", "expander", *pareto), True),
-        Method("parrot", ("--mode", "joint", *pareto), True),
-        Method("parrot-no-pcg", ("--mode", "joint", *pareto, "--sampling.w1", "0", "--sampling.w2", str(guidance_scale)), True),
+        Method("ws1", (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, ws1_weights(k))), "trained"),
+        Method("ws2", (*t2i_alone, *ws2), "trained"),
+        Method("parrot-t2i", ("--mode", "t2i", "--expander.model", "", *pareto), "trained"),
+        Method("parrot-expander", ("--mode", "expander", *pareto), "trained"),
+        Method("parrot", ("--mode", "joint", *pareto), "trained"),
+        Method("parrot-no-pcg", ("--mode", "joint", *pareto, "--sampling.w1", "0", "--sampling.w2", str(guidance_scale)), "trained"),
+        Method("ws2+expander", ("--mode", "joint", *ws2), "trained"),
+        Method("dpok", (*t2i_alone, *ws2, "--t2i.kl_weight", str(DPOK_KL_WEIGHT)), "trained"),
+        Method("rwr", (*t2i_alone, *ws2, "--t2i.estimator", "rwr"), "trained"),
     ]
     return {m.name: m for m in methods}
 
 
-# ----- normalisation and hypervolume ------------------------------------------------------------
-def minmax_bounds(matrices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) per reward over the union of the (N_i, K) matrices."""
-    if not matrices:
-        raise ValueError("no reward matrices to normalise over")
-    union = np.concatenate([np.asarray(m, dtype=float) for m in matrices])
-    if union.ndim != 2 or not np.isfinite(union).all():
-        raise ValueError(f"reward matrices must be finite (N, K); got shape {union.shape} with non-finite values or wrong rank")
-    return union.min(0), union.max(0)
-
-
-def normalise(rewards: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """R̃ = (R − lo) / (hi − lo) per column; a constant column (hi = lo) maps to 0."""
-    span = np.where(hi > lo, hi - lo, 1.0)
-    return (np.asarray(rewards, dtype=float) - lo) / span
-
-
-def reference_point(num_rewards: int, offset: float) -> np.ndarray:
-    """r_ref = (−offset, …) in normalised space (every image of the run strictly dominates it)."""
-    if not offset > 0:
-        raise ValueError(f"ref-offset={offset} must be > 0 so that the worst image still adds volume")
-    return np.full(num_rewards, -float(offset))
-
-
-def front_hypervolume(normalised: np.ndarray, reference: np.ndarray) -> tuple[float, int]:
-    """(HV of the non-dominated rows of R̃ against r_ref (maximisation), size of that front)."""
-    points = np.asarray(normalised, dtype=float)
-    front = points[non_dominated_mask(torch.from_numpy(points)).numpy()]
-    # moocore counts only the part of each box above the reference point; rows that do not
-    # strictly dominate it add nothing
-    return float(moocore.hypervolume(front, ref=reference, maximise=True)), int(len(front))
-
-
-# ----- running the methods ----------------------------------------------------------------------
+# ----- cells: one (method, training seed) each, kept on disk ----------------------------------------
 def base_overrides(args: argparse.Namespace, eval_seeds: int, iterations: int) -> list[str]:
     """Preset, benchmark budget, then the user's passthrough flags (which may change the budget)."""
     return [
@@ -174,51 +175,84 @@ def base_overrides(args: argparse.Namespace, eval_seeds: int, iterations: int) -
     ]  # fmt: skip
 
 
-def method_config(common: list[str], method: Method, seed: int, output_dir: Path) -> TrainConfig:
-    return load_train_config([*common, *method.overrides, "--seed", str(seed), "--output_dir", str(output_dir)])
+def cell_flags(common: list[str], method: Method, seed: int | None) -> list[str]:
+    """The ``parrot.train`` flags of a cell, without its output directory (the cell's identity on disk)."""
+    return [*common, *method.overrides, "--seed", str(0 if seed is None else seed)]
 
 
-def run_method(config: TrainConfig, method: Method) -> EvaluationSamples:
-    """Train (if the method trains) and return its held-out evaluation images' rewards."""
+def method_config(flags: list[str], method: Method, output_dir: Path) -> TrainConfig:
+    try:
+        return load_train_config([*flags, "--output_dir", str(output_dir)])
+    except ConfigError as err:
+        needs = " (DPOK's supervised fine-tuning on reward-weighted base-model samples; not in this parrot.train yet)" \
+            if method.name == "rwr" else ""
+        raise SystemExit(f"method {method.name!r}{needs}: parrot.train refuses its flags: {err}; "
+                         f"leave it out with --skip {method.name}") from None  # fmt: skip
+
+
+def cell_path(cells: Path, method: Method, seed: int | None) -> Path:
+    return cells / f"{method.name.replace(':', '_')}-seed{'none' if seed is None else seed}.json"
+
+
+def write_cell(path: Path, cell: dict) -> None:
+    """Write a cell atomically (temporary file, then rename): a killed run leaves no half cell."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cell), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_cell(path: Path, flags: list[str]) -> dict | None:
+    """A finished cell made with exactly ``flags``; None when there is none; refuses one made with other flags."""
+    if not path.is_file():
+        return None
+    cell = json.loads(path.read_text(encoding="utf-8"))
+    if cell.get("flags") != flags:
+        raise SystemExit(f"{path} was made with other parrot.train flags ({shlex.join(cell.get('flags', []))}); "
+                         "remove it or use another --out")  # fmt: skip
+    return cell
+
+
+def run_cell(config: TrainConfig, method: Method) -> EvaluationSamples:
+    """Train (if the method trains) and return its held-out samples in the method's setting."""
     trainer = ParrotTrainer(config)
     if method.trained:
         with contextlib.redirect_stdout(io.StringIO()):  # the trainer's one-line size summary; printed once here instead
             trainer.train()
-    return trainer.evaluation_samples(base=not method.trained)
+    return trainer.evaluation_samples(method.setting)
 
 
-def summarise(values: list[float]) -> list[float]:
-    """[mean, std] (population std; 0 for one value)."""
-    return [float(np.mean(values)), float(np.std(values))]
-
-
-def train_and_evaluate(
-    common: list[str], methods: list[Method], seeds: list[int], work: Path
-) -> tuple[dict, dict, tuple[int, int]]:
-    """Rewards R (N, K) and wall seconds per (method, training seed), and the shared budget (iterations, images/iteration).
-
-    An untrained method is run once, under seed ``None``.
-    """
+def run_cells(common: list[str], methods: list[Method], seeds: list[int], cells: Path, work: Path) -> tuple[dict, tuple[int, int]]:
+    """The cell of every (method, training seed) — loaded when finished on disk, else run and written —
+    and the shared budget (iterations, images per iteration). An untrained method has one cell, seed ``None``."""
     runs = [(m, s) for m in methods for s in (seeds if m.trained else [None])]
-    configs = {
-        (m.name, s): method_config(common, m, 0 if s is None else s, work / f"{m.name.replace(':', '_')}-seed{s}")
-        for m, s in runs
-    }
+    flags = {(m.name, s): cell_flags(common, m, s) for m, s in runs}
+    configs = {(m.name, s): method_config(flags[m.name, s], m, work / cell_path(cells, m, s).stem) for m, s in runs}
     budgets = {(configs[m.name, s].iterations, derived_quantities(configs[m.name, s], 1).images_per_iteration)
-               for m, s in runs if m.trained}
+               for m, s in runs if m.trained}  # fmt: skip
     if len(budgets) > 1:
         raise SystemExit(f"methods would train on different budgets (iterations, images per iteration): {sorted(budgets)}")
     budget = budgets.pop() if budgets else (0, 0)
-    scores: dict[tuple[str, int | None], np.ndarray] = {}
-    wall: dict[tuple[str, int | None], float] = {}
-    bar = tqdm(runs, desc="pareto runs", unit="run")
+    done: dict[tuple[str, int | None], dict] = {}
+    bar = tqdm(runs, desc="pareto cells", unit="cell")
     for method, seed in bar:
-        bar.set_postfix_str(f"{method.name} seed {seed}")
-        tick = time.perf_counter()
-        samples = run_method(configs[(method.name, seed)], method)
-        wall[(method.name, seed)] = time.perf_counter() - tick
-        scores[(method.name, seed)] = samples.scores.numpy()
-    return scores, wall, budget
+        key, path = (method.name, seed), cell_path(cells, method, seed)
+        cell = read_cell(path, flags[key])
+        if cell is None:
+            bar.set_postfix_str(f"{method.name} seed {seed}")
+            tick = time.perf_counter()
+            samples = run_cell(configs[key], method)
+            cell = {"method": method.name, "seed": seed, "setting": method.setting, "flags": flags[key],
+                    "wall_s": round(time.perf_counter() - tick, 2), "samples": samples.to_json()}  # fmt: skip
+            write_cell(path, cell)
+        done[key] = cell
+    return done, budget
+
+
+# ----- aggregation ------------------------------------------------------------------------------------
+def summarise(values: list[float]) -> list[float | None]:
+    """[mean, standard error over seeds] (SE None for one value)."""
+    return [float(np.mean(values)), float(sem(values)) if len(values) > 1 else None]
 
 
 def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -234,42 +268,51 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
         raise SystemExit("the config has no held-out prompts: set prompts.evaluation or prompts.evaluation_file (--set)")
     catalogue = method_catalogue(reward_names, probe.sampling.guidance_scale)
     chosen = args.methods or list(catalogue)
-    unknown = [m for m in chosen if m not in catalogue]
+    unknown = [m for m in [*chosen, *args.skip] if m not in catalogue]
     if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(catalogue)}")
+        raise SystemExit(f"--methods / --skip: unknown {unknown}; known: {', '.join(catalogue)}")
+    if "base" in args.skip:
+        raise SystemExit("--skip base: every hypervolume gain is measured against base")
+    chosen = [m for m in chosen if m not in args.skip]
     if "base" not in chosen:
         chosen = ["base", *chosen]  # every gain is measured against it
     methods = [catalogue[m] for m in chosen]
     sys.stdout.write(
-        f"pareto: {len(methods)} methods, training seeds {seeds}; budget per trained run = {probe.iterations} iterations × "
+        f"pareto: {len(methods)} methods, training seeds {seeds}; budget per trained cell = {probe.iterations} iterations × "
         f"{derived_quantities(probe, 1).images_per_iteration} images (same for every trained method); evaluation {len(held_out)} held-out "
-        f"prompts × {len(probe.evaluation.seeds)} seeds; {probe.sampling.num_steps} DDIM steps\n"
+        f"prompts × {len(probe.evaluation.seeds)} seeds; {probe.sampling.num_steps} DDIM steps; cells in {args.out / 'cells'}\n"
     )
     with (tempfile.TemporaryDirectory(prefix="pareto-runs-") if not args.runs_dir else contextlib.nullcontext(args.runs_dir)) as work:
-        scores, wall, (iters, per_iteration) = train_and_evaluate(common, methods, seeds, Path(work))
+        cells, (iters, per_iteration) = run_cells(common, methods, seeds, args.out / "cells", Path(work))
 
+    samples = {key: EvaluationSamples.from_json(cell["samples"]) for key, cell in cells.items()}
+    scores = {key: s.scores.numpy() for key, s in samples.items()}
     lo, hi = minmax_bounds(list(scores.values()))
+    averages = table1_averages(scores, (lo, hi))
     reference = reference_point(len(reward_names), args.ref_offset)
     result_methods: dict[str, dict] = {}
     for method in methods:
         per_seed = {}
-        for (name, seed), matrix in scores.items():
+        for (name, seed), held_out_samples in samples.items():
             if name != method.name:
                 continue
-            scaled = normalise(matrix, lo, hi)
-            hv, front = front_hypervolume(scaled, reference)
+            matrix = scores[(name, seed)]
+            hv, front = per_prompt_hypervolume(held_out_samples, lo, hi, reference)
+            prompts, prompt_means = per_prompt_means(held_out_samples)
             per_seed["none" if seed is None else str(seed)] = {
                 "means": dict(zip(reward_names, map(float, matrix.mean(0)))),
-                "normalised_means": dict(zip(reward_names, map(float, scaled.mean(0)))),
-                "average_normalised": float(scaled.mean()),
+                "normalised_means": dict(zip(reward_names, map(float, normalise(matrix, lo, hi).mean(0)))),
+                "average_normalised": averages[(name, seed)],
                 "hypervolume": hv,
                 "front_size": front,
+                "per_prompt_means": dict(zip(prompts, prompt_means.tolist())),
                 "num_images": int(len(matrix)),
-                "wall_s": round(wall[(name, seed)], 2),
+                "wall_s": cells[(name, seed)]["wall_s"],
                 "scores": matrix.tolist(),
             }
         runs_of = list(per_seed.values())
         result_methods[method.name] = {
+            "setting": method.setting,
             "trained": method.trained,
             "overrides": list(method.overrides),
             "seeds": per_seed,
@@ -303,11 +346,12 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
             "overrides": common,
         },
         "normalisation": {
-            "kind": "min-max per reward over the union of all methods' evaluation images of this run",
+            "kind": "min-max per reward over the union of all cells' per-image held-out scores of this run",
             "low": lo.tolist(),
             "high": hi.tolist(),
         },
         "reference_point": reference.tolist(),
+        "hypervolume_of": "per-prompt mean reward vectors (over evaluation seeds), normalised",
         "methods": result_methods,
         "gain_ratio_parrot_over_ws2": ratio,
         "wall_s": round(time.perf_counter() - started, 1),
@@ -315,16 +359,20 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
 
 
 # ----- reporting --------------------------------------------------------------------------------
+def _mean_se(pair: list[float | None], digits: int = 4) -> str:
+    mean, se = pair
+    return f"{mean:.{digits}f} ± " + (f"{se:.{digits}f}" if se is not None else "–")
+
+
 def markdown_table(result: dict) -> str:
-    """Parrot's Table 1 shape: per-reward mean ± std over seeds, avg. normalised, HV ± std, HV gain, front size."""
+    """Parrot's Table 1 shape: per-reward mean ± SE over seeds, Table-1 average, per-prompt-mean HV ± SE, HV gain, front size."""
     names = result["reward_names"]
-    head = ["method", *names, "avg norm.", "HV", "HV gain", "front size", "s/run"]
+    head = ["method", *names, "avg norm.", "HV", "HV gain", "front size", "s/cell"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, entry in result["methods"].items():
         s = entry["summary"]
-        cells = [method, *(f"{s['means'][r][0]:.4f} ± {s['means'][r][1]:.4f}" for r in names)]
-        cells += [f"{s['average_normalised'][0]:.4f} ± {s['average_normalised'][1]:.4f}",
-                  f"{s['hypervolume'][0]:.4f} ± {s['hypervolume'][1]:.4f}", f"{s['hypervolume_gain']:+.4f}",
+        cells = [method, *(_mean_se(s["means"][r]) for r in names)]
+        cells += [_mean_se(s["average_normalised"]), _mean_se(s["hypervolume"]), f"{s['hypervolume_gain']:+.4f}",
                   f"{s['front_size'][0]:.1f}", f"{np.mean([r['wall_s'] for r in entry['seeds'].values()]):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     ratio = result["gain_ratio_parrot_over_ws2"]
@@ -338,15 +386,15 @@ def markdown_table(result: dict) -> str:
 
 def write_plots(result: dict, out: Path) -> dict[str, str]:
     names = result["reward_names"]
-    pooled = {m: np.concatenate([np.asarray(r["scores"]) for r in e["seeds"].values()]) for m, e in result["methods"].items()}
+    means = {m: np.array([v for r in e["seeds"].values() for v in r["per_prompt_means"].values()]) for m, e in result["methods"].items()}
     budget = result["budget"]
-    title = f"held-out images, all seeds pooled; {budget['images_per_run']} training images per run"
+    title = f"per-prompt mean held-out rewards (every training seed); {budget['images_per_run']} training images per run"
     paths = {"hypervolume": str(seed_bar_plot(
         {m: [r["hypervolume"] for r in e["seeds"].values()] for m, e in result["methods"].items()},
-        out / "hypervolume.png", "hypervolume (min-max normalised)", "hypervolume of the held-out front per training seed",
+        out / "hypervolume.png", "hypervolume (min-max normalised)", "hypervolume of the per-prompt means per training seed",
     ))}
     if len(names) >= 2:
-        paths["fronts"] = str(pairwise_front_plot(pooled, names, out / "fronts.png", title))
+        paths["fronts"] = str(pairwise_front_plot(means, names, out / "fronts.png", title))
     return paths
 
 
@@ -356,31 +404,33 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default=DEFAULT_PRESET, help="parrot.train preset (default: %(default)s)")
     parser.add_argument("--set", default="", metavar="FLAGS", help="extra parrot.train flags in one string, e.g. --set='--t2i.lr 1e-3'")
     parser.add_argument("--methods", nargs="+", help="a subset of the methods (base is always added)")
+    parser.add_argument("--skip", nargs="+", default=[], help="methods to leave out (e.g. rwr where parrot.train lacks its estimator)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     parser.add_argument(
         "--iterations", type=int, default=FULL_RUN_ITERATIONS,
-        help="training iterations of every trained method (default %(default)s: 3 seeds in about 1 h on 2 CPU cores; 0 = the preset's)",
+        help="training iterations of every trained method (default %(default)s; 0 = the preset's)",
     )
     parser.add_argument("--eval-seeds", type=int, default=8, help="evaluation seeds per held-out prompt")
     parser.add_argument("--ref-offset", type=float, default=0.1, help="δ of the reference point (−δ, …) in normalised space")
     parser.add_argument("--quick", action="store_true", help="smoke budget (see the module docstring); overrides the three above")
-    parser.add_argument("--json", type=Path, help="write every figure of the tables here")
-    parser.add_argument("--out", type=Path, help="directory for fronts.png, hypervolume.png and table.md")
-    parser.add_argument("--runs-dir", default="", help="keep each run's output_dir here (default: a temporary directory)")
+    parser.add_argument("--out", type=Path, help="cells/, table.md, pareto.json, fronts.png, hypervolume.png "
+                                                  "(default runs/pareto, runs/pareto-quick with --quick)")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write pareto.json here")
+    parser.add_argument("--runs-dir", default="", help="keep each cell's training output_dir here (default: a temporary directory)")
     args = parser.parse_args(argv)
     if args.iterations < 0 or args.eval_seeds < 1 or not args.seeds:
         parser.error(f"need --iterations >= 0 (got {args.iterations}), --eval-seeds >= 1 ({args.eval_seeds}) and a seed")
+    args.out = args.out or Path("runs/pareto-quick" if args.quick else "runs/pareto")
 
     result = run_benchmark(args, argv)
     table = markdown_table(result)
     sys.stdout.write(table + f"\nwall time {result['wall_s']:.0f} s\n")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        result["plots"] = write_plots(result, args.out)
-        (args.out / "table.md").write_text(f"`{result['command']}`\n\n{table}\n", encoding="utf-8")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    args.out.mkdir(parents=True, exist_ok=True)
+    result["plots"] = write_plots(result, args.out)
+    (args.out / "table.md").write_text(f"`{result['command']}`\n\n{table}\n", encoding="utf-8")
+    for path in {args.out / "pareto.json", *([args.json] if args.json else [])}:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1), encoding="utf-8")
     return result
 
 

@@ -2,9 +2,11 @@
 
 Reads each run's ``evaluation.json`` (written by ``python -m parrot.train``: per-image rewards of
 the held-out prompts × evaluation seeds, before = LoRA off and the SFT expander, after = trained,
-from the same noise) and prints one markdown row per reward: the before mean, each run's
-Δ = mean(after − before) ± the paired standard error of the per-image differences
-(``scipy.stats.sem``, ddof 1), and the mean Δ over runs with its standard deviation.
+from the same noise) and prints one markdown row per reward: the before mean, each run's paired
+Δ = mean(after − before) ± its standard error, and the mean Δ over runs with its standard
+deviation. The pairing unit is a held-out prompt by default (each prompt's mean over its seeds,
+then ``scipy.stats.sem`` of the P per-prompt differences, ddof 1) or an image (``--per image``);
+both are :func:`parrot.evaluation.paired_deltas`.
 
     python benchmarks/training_seeds.py runs/headline3-seed0 runs/headline3-seed1 runs/headline3-seed2
 """
@@ -14,37 +16,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import sem
+
+from parrot import evaluation as shared
+from parrot.evaluation import EvaluationSamples, PairedDelta
 
 __all__ = ["SeedDelta", "paired_deltas", "seeds_table", "main"]
 
-
-@dataclass(frozen=True)
-class SeedDelta:
-    """One run's change of one reward on the held-out images."""
-
-    before: float  # mean over images before training
-    delta: float  # mean over images of after − before
-    paired_se: float  # standard error of that mean over the per-image differences
+#: one run's change of one reward on the held-out set (before, after, delta, paired_se, count)
+SeedDelta = PairedDelta
 
 
-def paired_deltas(evaluation: dict) -> dict[str, SeedDelta]:
-    """Per reward, the run's before mean and its paired Δ ± SE (refuses unpaired before/after images)."""
-    before, after = evaluation["images"]["before"], evaluation["images"]["after"]
-    if before["prompts"] != after["prompts"] or before["seeds"] != after["seeds"]:
-        raise ValueError("before and after hold different held-out prompts or seeds: their images cannot be paired")
-    b, a = np.asarray(before["scores"], dtype=float), np.asarray(after["scores"], dtype=float)
-    if len(b) < 2:
-        raise ValueError(f"{len(b)} held-out image(s): a paired standard error needs at least 2")
-    d = a - b
-    return {
-        name: SeedDelta(float(b[:, k].mean()), float(d[:, k].mean()), float(sem(d[:, k])))
-        for k, name in enumerate(before["reward_names"])
-    }
+def paired_deltas(evaluation: dict, per: str = "prompt") -> dict[str, SeedDelta]:
+    """Per reward, the run's before mean and its paired Δ ± SE (refuses unpaired images and fewer than 2 units)."""
+    before = EvaluationSamples.from_json(evaluation["images"]["before"])
+    after = EvaluationSamples.from_json(evaluation["images"]["after"])
+    deltas = shared.paired_deltas(before, after, per)
+    count = next(iter(deltas.values())).count
+    if count < 2:
+        raise ValueError(f"{count} held-out {per}(s): a paired standard error needs at least 2")
+    return deltas
 
 
 def seeds_table(runs: dict[str, dict[str, SeedDelta]]) -> str:
@@ -66,13 +59,14 @@ def seeds_table(runs: dict[str, dict[str, SeedDelta]]) -> str:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="training output directories holding evaluation.json")
+    parser.add_argument("--per", choices=("prompt", "image"), default="prompt", help="pairing unit (default: %(default)s)")
     args = parser.parse_args(argv)
     runs = {}
     for run in args.runs:
         path = run / "evaluation.json"
         if not path.is_file():
             raise SystemExit(f"{path}: not found; run python -m parrot.train with --output_dir {run} first")
-        runs[run.name] = paired_deltas(json.loads(path.read_text()))
+        runs[run.name] = paired_deltas(json.loads(path.read_text()), args.per)
     table = seeds_table(runs)
     sys.stdout.write(table + "\n")
     return table

@@ -6,9 +6,11 @@ no script. It reads what :class:`parrot.train.ParrotTrainer` writes under its ``
 
 1. training curves, from the TensorBoard event files of accelerate's tracker
    (``**/events.out.tfevents*``): per-reward batch mean of R[:, k] with a ±std band, |P|/N
-   (``pareto/selected_fraction``), the T2I and expander losses, KL and gradient norms;
-2. the held-out before/after table, from ``evaluation.json`` (mean ± std over the N held-out
-   images of each reward, and Δ), and a per-image table;
+   (``pareto/selected_fraction``), the T2I and expander losses, KL and gradient norms; a run
+   logged without TensorBoard shows the rewards and |P|/N of its ``curves.jsonl``;
+2. the held-out table, from ``evaluation.json`` (mean ± std over the N held-out images of each
+   reward for the plain base model where the run recorded it, before and after, and Δ), and a
+   per-image table;
 3. the Pareto plot of the held-out scores, before vs after (:func:`parrot.plots.pairwise_front_plot`);
 4. one image grid per checkpoint, from ``samples/iteration-NNNNNN.png`` + ``.json``, each image
    captioned with its original prompt c, expansion ĉ, conditioning prompt "<k>, ĉ", rewards and
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from parrot.config import parse_config
+from parrot.evaluation import CURVES_FILE, read_curves
 from parrot.plots import pairwise_front_plot
 
 import matplotlib.pyplot as plt  # noqa: E402  (after parrot.plots, which selects the Agg backend)
@@ -109,7 +112,7 @@ def read_evaluation(run_dir: Path) -> dict:
         raise Unavailable(f"no {path.name} in {run_dir}: the run is still training, or ran with --evaluation.enabled false")
     try:
         evaluation = json.loads(path.read_text(encoding="utf-8"))
-        for side in ("before", "after"):
+        for side in ("before", "after", *(["plain_base"] if "plain_base" in evaluation["images"] else [])):
             images = evaluation["images"][side]
             scores = np.asarray(images["scores"], dtype=float).reshape(len(images["prompts"]), len(images["reward_names"]))
             if not len(images["expanded_prompts"]) == len(images["seeds"]) == len(scores):
@@ -211,12 +214,16 @@ def _std(column: np.ndarray) -> float:
 
 
 def evaluation_table_html(evaluation: dict) -> str:
-    """One row per reward: held-out mean ± std before, after, and Δ of the means."""
+    """One row per reward: held-out mean ± std of the plain base model (runs that recorded it), before, after, and Δ."""
     before, after = evaluation["images"]["before"], evaluation["images"]["after"]
+    plain = evaluation["images"].get("plain_base")
+    if plain is not None and list(plain["reward_names"]) != list(before["reward_names"]):
+        plain = None
     rows = []
     for k, name in enumerate(before["reward_names"]):
         b, a = float(evaluation["before"][name]), float(evaluation["after"][name])
         cells = [
+            *([f"<td>{float(plain['scores'][:, k].mean()):.4f} ± {_std(plain['scores'][:, k]):.4f}</td>"] if plain else []),
             f"<td>{b:.4f} ± {_std(before['scores'][:, k]):.4f}</td>",
             f"<td>{a:.4f} ± {_std(after['scores'][:, k]):.4f}</td>",
             f'<td class="{"up" if a > b else "down" if a < b else ""}">{a - b:+.4f}</td>',
@@ -225,7 +232,7 @@ def evaluation_table_html(evaluation: dict) -> str:
     n = len(before["scores"])
     return (
         f'<table class="evaluation"><caption>mean ± std over {n} held-out image(s) (prompts × seeds)</caption>'
-        "<thead><tr><th>reward</th><th>before</th><th>after</th><th>Δ</th></tr></thead>"
+        f"<thead><tr><th>reward</th>{'<th>plain base</th>' if plain else ''}<th>before</th><th>after</th><th>Δ</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
@@ -324,7 +331,7 @@ def report_html(run_dir: Path) -> str:
         raise FileNotFoundError(
             f"run directory {str(run_dir)!r} does not exist; pass the --output_dir of a python -m parrot.train run"
         )
-    has_events = next(run_dir.rglob(EVENT_GLOB), None) is not None
+    has_events = next(run_dir.rglob(EVENT_GLOB), None) is not None or (run_dir / CURVES_FILE).is_file()
     records = sample_records(run_dir)
     if not (has_events or (run_dir / "evaluation.json").is_file() or records):
         raise ValueError(
@@ -333,7 +340,13 @@ def report_html(run_dir: Path) -> str:
         )
 
     def curves() -> str:
-        return img_html(reward_curves_png(read_scalars(run_dir)), "training curves")
+        try:
+            scalars = read_scalars(run_dir)
+        except Unavailable as missing:  # logged without TensorBoard: the run's own curves.jsonl (rewards and |P|)
+            scalars = read_curves(run_dir)
+            if not scalars:
+                raise Unavailable(f"{missing}; and no {CURVES_FILE}") from None
+        return img_html(reward_curves_png(scalars), "training curves")
 
     def evaluation_part(build) -> str:
         return build(read_evaluation(run_dir))

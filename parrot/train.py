@@ -27,7 +27,6 @@ draws of an uninterrupted one, and a 1-process run with batch 2B draws the same 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -54,6 +53,7 @@ from parrot.checkpoint import (
     write_json,
 )
 from parrot.config import config_to_dict
+from parrot.evaluation import CURVES_FILE, EvaluationSamples, append_curve, evaluation_record, format_table, held_out_samples
 from parrot.identifiers import evaluation_identifiers, with_identifiers
 from parrot.losses import gaussian_kl, t2i_policy_loss
 from parrot.selection import Advantages, PerPromptStatTracker, compute_advantages, parse_selection
@@ -62,7 +62,6 @@ from parrot.world import (
     build_evaluator,
     build_expander,
     build_policy,
-    expander_base,
     resolve_reward_settings,
     resolve_world,
     with_world,
@@ -107,31 +106,6 @@ class Rollout:
     expanded_prompts: list[str]  # ĉ per image
     own_reward: torch.Tensor  # (N_local,) index k of the identifier the image was sampled with (0 when off)
     global_offset: int  # global index of this process's first image
-
-
-@dataclass
-class EvaluationSamples:
-    """The held-out images of one evaluation: row j is prompt ``prompts[j]`` sampled with seed ``seeds[j]``."""
-
-    reward_names: list[str]
-    prompts: list[str]  # original prompts c
-    expanded_prompts: list[str]  # ĉ (= c without an expander)
-    seeds: list[int]
-    scores: torch.Tensor  # R (N, K), float64
-    images: torch.Tensor  # (N, 3, H, W) in [0, 1]
-
-    def means(self) -> dict[str, float]:
-        return {name: float(self.scores[:, k].mean()) for k, name in enumerate(self.reward_names)}
-
-    def to_json(self) -> dict:
-        """Everything but the images, as JSON-ready lists."""
-        return {
-            "reward_names": self.reward_names,
-            "prompts": self.prompts,
-            "expanded_prompts": self.expanded_prompts,
-            "seeds": self.seeds,
-            "scores": self.scores.tolist(),
-        }
 
 
 class ParrotTrainer:
@@ -254,14 +228,16 @@ class ParrotTrainer:
         trajectory = self.sample_policy(self.conditioning_prompts(expanded_per_image, own), originals, generators)
         return Rollout(trajectory, originals, expanded_per_image, own, offset + (indices[0] if indices else 0))
 
-    def sample_policy(self, conditioning: list[str], originals: list[str], generators: list[torch.Generator]) -> Trajectory:
-        """One image per conditioning prompt with the run's guidance and sampler settings (c feeds
-        prompt-centred guidance when there is an expander)."""
+    def sample_policy(
+        self, conditioning: list[str], originals: list[str] | None, generators: list[torch.Generator], guidance: Guidance | None = None
+    ) -> Trajectory:
+        """One image per conditioning prompt with the run's sampler settings and guidance (or ``guidance``;
+        c feeds prompt-centred guidance when there is an expander and ``originals`` is given)."""
         sampling = self.config.sampling
         return self.policy.sample(
             conditioning,
             original_prompts=originals if self.expander is not None else None,
-            guidance=self.guidance,
+            guidance=self.guidance if guidance is None else guidance,
             negative_prompt=sampling.negative_prompt,
             num_inference_steps=sampling.num_steps,
             eta=sampling.eta,
@@ -517,50 +493,16 @@ class ParrotTrainer:
         self.tracker.load_state_dict(state["stat_tracker"])
         self.iteration = int(state["iteration"])
 
-    # ----- evaluation ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluation_samples(self, base: bool) -> EvaluationSamples:
-        """Every held-out image (prompt × seed, fixed noise), trained or base (adapters off), with its rewards."""
-        context = self.policy.adapters_disabled() if base else contextlib.nullcontext()
-        expander_context = expander_base(self.expander) if base and self.expander is not None else contextlib.nullcontext()
-        template = self.config.identifiers.template
-        columns, prompts, expanded_all, seeds, images = [], [], [], [], []
-        with context, expander_context:
-            for seed in self.config.evaluation.seeds:
-                expansions = (
-                    self.expander.sample(
-                        self.eval_prompts,
-                        temperature=self.config.evaluation.expander_temperature or None,
-                        generator_seed=derived_seed(seed, _EVAL),
-                    )
-                    if self.expander is not None
-                    else None
-                )
-                expanded = self.expanded_texts(self.eval_prompts, expansions)
-                generators = [
-                    torch.Generator(self.device).manual_seed(derived_seed(seed, _EVAL, i)) for i in range(len(expanded))
-                ]
-                conditioning = [with_identifiers(e, self.eval_identifiers, template) for e in expanded]
-                trajectory = self.sample_policy(conditioning, self.eval_prompts, generators)
-                columns.append(self.evaluator(trajectory.images, self.eval_prompts, expansion_metadata(expanded)).scores)
-                prompts += self.eval_prompts
-                expanded_all += expanded
-                seeds += [seed] * len(expanded)
-                images.append(trajectory.images.cpu())
-        return EvaluationSamples(
-            reward_names=list(self.reward_names),
-            prompts=prompts,
-            expanded_prompts=expanded_all,
-            seeds=seeds,
-            scores=torch.cat(columns).cpu().double(),
-            images=torch.cat(images),
-        )
+    # ----- evaluation (parrot.evaluation) ------------------------------------------------------------
+    def evaluation_samples(self, setting: str) -> EvaluationSamples:
+        """Every held-out image of ``setting`` ('plain_base', 'untrained', 'trained') with its rewards."""
+        return held_out_samples(self, setting)
 
-    def evaluate(self, base: bool) -> dict[str, float]:
-        """Mean of each reward on the held-out prompts × seeds (see :meth:`evaluation_samples`)."""
+    def evaluate(self) -> dict:
+        """The held-out record of the run (``evaluation.json``): plain base, untrained start and trained; {} without held-out prompts."""
         if not self.eval_prompts:
             return {}
-        return self.evaluation_samples(base).means()
+        return evaluation_record({s: self.evaluation_samples(s) for s in ("plain_base", "untrained", "trained")})
 
     # ----- logging -------------------------------------------------------------------------------
     def log_images(self, iteration: int) -> None:
@@ -615,6 +557,8 @@ class ParrotTrainer:
             else:
                 self.load_checkpoint(path)
                 logger.info("resumed from %s at iteration %d", path, self.iteration)
+        if acc.is_main_process and self.iteration == 0:  # a fresh start: no curve of an earlier run in this directory
+            (cfg.output_dir / CURVES_FILE).unlink(missing_ok=True)
         if acc.log_with:
             acc.init_trackers(cfg.logging.project, config=_flat_scalars(config_to_dict(cfg)))
         bar = tqdm(range(self.iteration, cfg.iterations), desc="parrot", disable=not acc.is_main_process,
@@ -623,6 +567,8 @@ class ParrotTrainer:
             metrics = self.run_iteration(iteration)
             self.iteration = iteration + 1
             acc.log(metrics, step=self.iteration)
+            if acc.is_main_process:
+                append_curve(cfg.output_dir, self.iteration, metrics)
             bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in metrics.items() if k.endswith("/mean")})
             if acc.is_main_process and cfg.logging.images_every and self.iteration % cfg.logging.images_every == 0:
                 self.log_images(self.iteration)
@@ -634,11 +580,10 @@ class ParrotTrainer:
         if acc.is_main_process:
             self.save_final()
             if cfg.evaluation.enabled and self.eval_prompts:  # no held-out prompts: no table
-                before, after = self.evaluation_samples(base=True), self.evaluation_samples(base=False)
-                results = {"before": before.means(), "after": after.means()}
-                write_json(results | {"images": {"before": before.to_json(), "after": after.to_json()}},
-                           cfg.output_dir / "evaluation.json")
-                sys.stdout.write(format_table(results) + "\n")
+                record = self.evaluate()
+                write_json(record, cfg.output_dir / "evaluation.json")
+                results = {key: record[key] for key in ("plain_base", "before", "after")}
+                sys.stdout.write(format_table(record) + "\n")
         acc.wait_for_everyone()
         acc.end_training()
         return results
@@ -683,14 +628,6 @@ def reward_scatter(rewards: torch.Tensor, selected: torch.Tensor, size: int = 25
     for xi, yi, chosen in zip(scaled(x).tolist(), scaled(y).tolist(), selected.tolist()):
         draw.ellipse([xi - 3, size - yi - 3, xi + 3, size - yi + 3], fill="red" if chosen else "gray")
     return np.asarray(canvas)
-
-
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    """The held-out before/after table (markdown)."""
-    before, after = results["before"], results["after"]
-    lines = ["| reward | before | after | Δ |", "|---|---|---|---|"]
-    lines += [f"| {k} | {before[k]:.4f} | {after[k]:.4f} | {after[k] - before[k]:+.4f} |" for k in before]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -168,17 +168,28 @@ class ExpanderSection:
 
 @dataclass
 class EvaluationConfig:
-    """The held-out before/after table: fixed prompts × fixed seeds, scored against the original prompt."""
+    """The held-out table: fixed prompts × fixed seeds, scored against the original prompt, for the plain base
+    model, the untrained Parrot start and the trained run (:mod:`parrot.evaluation`)."""
 
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "sampling seeds of the held-out table"})
+    expansion_decoding: str = field(
+        default="beam",
+        metadata={"help": "held-out expansions: 'beam' (near-greedy, the best of evaluation.num_beams beams, as Promptist "
+                          "evaluates; one ĉ per prompt) or 'sample' (one draw per seed at evaluation.expander_temperature)"},
+    )
+    num_beams: int = field(default=4, metadata={"help": "beams of 'beam' decoding (1 = greedy)"})
     expander_temperature: float = field(
         default=0.0,
-        metadata={"help": "expander temperature of the held-out expansions; 0 = expander.sampling.temperature (the one "
-                  "trained with); low values take the expander's most likely expansion, as Promptist's beam search does"},
+        metadata={"help": "expander temperature of 'sample' decoding; 0 = expander.sampling.temperature (the one "
+                  "trained with)"},
     )
-    enabled: bool = field(default=True, metadata={"help": "print the before/after table at the end"})
+    enabled: bool = field(default=True, metadata={"help": "write evaluation.json and print the held-out table at the end"})
 
     def __post_init__(self) -> None:
+        if self.expansion_decoding not in ("beam", "sample"):
+            raise ValueError(f"expansion_decoding={self.expansion_decoding!r}: use 'beam' or 'sample'")
+        if not isinstance(self.num_beams, int) or self.num_beams < 1:
+            raise ValueError(f"num_beams={self.num_beams!r} must be an integer >= 1")
         if not self.expander_temperature >= 0:
             raise ValueError(f"expander_temperature={self.expander_temperature!r} must be > 0 (or 0: the training temperature)")
 

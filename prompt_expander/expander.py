@@ -326,6 +326,55 @@ class PromptExpander:
         finally:
             self.config = saved
 
+    @torch.no_grad()
+    def beam_search(
+        self,
+        prompts: str | Sequence[str],
+        num_beams: int = 4,
+        *,
+        max_new_tokens: int | None = None,
+        batch_size: int = 64,
+    ) -> Expansions:
+        """The near-greedy expansion of each prompt, as Promptist evaluates: the best of ``num_beams``
+        beams (``transformers`` ``generate(num_beams=…)``, no sampling; ``num_beams`` 1 is greedy).
+
+        Deterministic given the weights; the result carries no per-token log-probs (beam scores are
+        not the policy's sampling distribution), use :meth:`log_probs` for those.
+        """
+        prompts = check_prompts(prompts)
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise ValueError(f"num_beams={num_beams!r} must be a positive integer")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be >= 1")
+        overrides = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+        with self._config_override(overrides):
+            chunks = [self._beam_chunk(prompts[i : i + batch_size], num_beams) for i in range(0, len(prompts), batch_size)]
+        return _concat(chunks, self.tokenizer.pad_token_id)
+
+    def beam_generation_config(self, num_beams: int) -> GenerationConfig:
+        """The ``generate`` settings of :meth:`beam_search` (one returned sequence per prompt)."""
+        return GenerationConfig(
+            do_sample=False,
+            num_beams=num_beams,
+            num_return_sequences=1,
+            max_new_tokens=self.config.max_new_tokens,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+
+    def _beam_chunk(self, prompts: list[str], num_beams: int) -> Expansions:
+        pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        prompt_ids, prompt_mask = _pad_left(self.encode_prompts(prompts), pad_id)
+        prompt_ids, prompt_mask = prompt_ids.to(self.device), prompt_mask.to(self.device)
+        sequences = self.model.generate(
+            input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=self.beam_generation_config(num_beams)
+        )
+        token_ids = sequences[:, prompt_ids.shape[1] :]
+        mask = _first_eos_mask(token_ids, eos_id)
+        token_ids = token_ids.masked_fill(mask == 0, pad_id)
+        return Expansions(list(prompts), self.decode(token_ids, mask), prompt_ids, prompt_mask, token_ids, mask)
+
     def _sample_chunk(self, prompts: list[str]) -> Expansions:
         pad_id, eos_id = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         prompt_ids, prompt_mask = _pad_left(self.encode_prompts(prompts), pad_id)
@@ -446,5 +495,5 @@ def _concat(chunks: list[Expansions], pad_id: int) -> Expansions:
         prompt_mask=cat([c.prompt_mask for c in chunks], True, 0),
         token_ids=cat([c.token_ids for c in chunks], False, pad_id),
         attention_mask=cat([c.attention_mask for c in chunks], False, 0),
-        log_probs=cat([c.log_probs for c in chunks], False, 0.0),
+        log_probs=None if any(c.log_probs is None for c in chunks) else cat([c.log_probs for c in chunks], False, 0.0),
     )

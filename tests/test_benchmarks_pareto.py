@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from parrot.config import ConfigError
 from parrot.train_config import load_train_config
 from t2i import Guidance
 
@@ -64,7 +65,8 @@ def test_methods_are_the_issue_settings():
     names = ["laion_aesthetic", "preference", "clip_score", "sentiment"]
     catalogue = pareto.method_catalogue(names, 4.0)
     assert list(catalogue) == ["base", "base+expander", "base+expander+ids", *(f"ddpo:{r}" for r in names), "ws1", "ws2",
-                               "parrot-t2i", "parrot-expander", "parrot", "parrot-no-pcg"]
+                               "parrot-t2i", "parrot-expander", "parrot", "parrot-no-pcg", "ws2+expander", "dpok", "rwr"]
+    assert [m.setting for m in catalogue.values()][:4] == ["plain_base", "untrained", "untrained", "trained"]
     assert pareto.ws1_weights(4) == pytest.approx([0.7, 0.1, 0.1, 0.1])
     common = ["--preset", "tiny", "--logging.log_with", "none"]
     ws1 = load_train_config([*common, *catalogue["ws1"].overrides])
@@ -72,19 +74,36 @@ def test_methods_are_the_issue_settings():
     assert ws1.mode == "t2i" and not ws1.expander.model and not ws1.identifiers.enabled
     ddpo = load_train_config([*common, *catalogue["ddpo:clip_score"].overrides])
     assert ddpo.selection.mode == "single:clip_score" and ddpo.mode == "t2i" and not ddpo.identifiers.enabled
-    # without prompt-centred guidance: w1 = 0, so only ĉ's prediction is guided (CFG on ĉ at the base's scale)
     tiny_names = list(load_train_config(common + ["--mode", "t2i"]).rewards.names)
-    no_pcg = load_train_config([*common, *pareto.method_catalogue(tiny_names, 3.0)["parrot-no-pcg"].overrides])
+    tiny = pareto.method_catalogue(tiny_names, 3.0)
+    # T2I-only Parrot has no expander, like WS; WS2 + expander trains both on the equal-weight sum
+    parrot_t2i = load_train_config([*common, *tiny["parrot-t2i"].overrides])
+    assert parrot_t2i.mode == "t2i" and not parrot_t2i.expander.model and parrot_t2i.selection.mode == "pareto"
+    ws2_joint = load_train_config([*common, *tiny["ws2+expander"].overrides])
+    assert ws2_joint.mode == "joint" and ws2_joint.expander.model and ws2_joint.selection.weights == pytest.approx((1 / 3,) * 3)
+    dpok = load_train_config([*common, *tiny["dpok"].overrides])
+    assert dpok.t2i.kl_weight == pareto.DPOK_KL_WEIGHT > 0 and dpok.mode == "t2i" and dpok.selection.mode == "weighted"
+    # without prompt-centred guidance: w1 = 0, so only ĉ's prediction is guided (CFG on ĉ at the base's scale)
+    no_pcg = load_train_config([*common, *tiny["parrot-no-pcg"].overrides])
     guidance = Guidance.prompt_centred(no_pcg.sampling.w1, no_pcg.sampling.w2)
     assert no_pcg.mode == "joint" and guidance.active == (1,) and guidance.weights[1] == 3.0 and guidance.needs_unconditional
     assert load_train_config([*common, *catalogue["parrot"].overrides]).sampling.w1 > 0
 
 
-def test_smoke_run_writes_schema_table_and_plots(tmp_path):
-    result = pareto.main([
-        "--preset", "tiny", "--methods", "ws2", "parrot-no-pcg", "--seeds", "0", "--iterations", "1", "--eval-seeds", "1",
-        "--set", "--sampling.num_steps 2", "--json", str(tmp_path / "p.json"), "--out", str(tmp_path / "out"),
-    ])  # fmt: skip
+def test_rwr_row_fails_loudly_until_the_estimator_exists(tmp_path):
+    common = ["--preset", "tiny", "--logging.log_with", "none"]
+    flags = [*common, *pareto.method_catalogue(["a", "b", "c"], 3.0)["rwr"].overrides]
+    try:
+        assert load_train_config(flags).t2i.estimator == "rwr"  # the loop has it: the row is a plain setting
+    except ConfigError:
+        with pytest.raises(SystemExit, match="method 'rwr' .*reward-weighted.*--skip rwr"):
+            pareto.main(["--preset", "tiny", "--methods", "rwr", "--seeds", "0", "--out", str(tmp_path)])
+
+
+def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells(tmp_path, monkeypatch):
+    argv = ["--preset", "tiny", "--methods", "ws2", "parrot-no-pcg", "--seeds", "0", "--iterations", "1", "--eval-seeds", "2",
+            "--set", "--sampling.num_steps 2", "--json", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")]  # fmt: skip
+    result = pareto.main(argv)
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["methods"].keys() == {"base", "ws2", "parrot-no-pcg"}
     assert {"command", "budget", "normalisation", "reference_point", "wall_s", "gain_ratio_parrot_over_ws2"} <= saved.keys()
@@ -94,12 +113,16 @@ def test_smoke_run_writes_schema_table_and_plots(tmp_path):
     for method, entry in saved["methods"].items():
         run = next(iter(entry["seeds"].values()))
         scores = np.array(run["scores"])
-        assert scores.shape == (4, 3)  # 4 held-out prompts × 1 evaluation seed, 3 rewards
-        assert run.keys() >= {"means", "hypervolume", "front_size", "wall_s", "average_normalised"}
-        # the recorded hypervolume is recomputed from the recorded scores and normalisation
-        hv, size = pareto.front_hypervolume(pareto.normalise(scores, lo, hi), np.array(saved["reference_point"]))
+        assert scores.shape == (8, 3)  # 4 held-out prompts × 2 evaluation seeds, 3 rewards
+        assert run.keys() >= {"means", "hypervolume", "front_size", "wall_s", "average_normalised", "per_prompt_means"}
+        # the recorded hypervolume is that of the 4 per-prompt means (seed-major rows: prompt j is rows j and 4 + j)
+        means = (scores[:4] + scores[4:]) / 2
+        assert np.allclose(list(run["per_prompt_means"].values()), means)
+        hv, size = pareto.front_hypervolume(pareto.normalise(means, lo, hi), np.array(saved["reference_point"]))
         assert run["hypervolume"] == pytest.approx(hv) and run["front_size"] == size <= 4
+        assert run["average_normalised"] == pytest.approx(pareto.normalise(scores, lo, hi).mean())
         assert entry["summary"]["hypervolume_gain"] == pytest.approx(hv - saved["methods"]["base"]["seeds"]["none"]["hypervolume"])
+        assert entry["summary"]["hypervolume"][1] is None  # one seed: no standard error
     union = np.concatenate([np.array(next(iter(e["seeds"].values()))["scores"]) for e in saved["methods"].values()])
     assert lo.tolist() == union.min(0).tolist() and hi.tolist() == union.max(0).tolist()
     assert result["methods"].keys() == saved["methods"].keys()
@@ -107,6 +130,22 @@ def test_smoke_run_writes_schema_table_and_plots(tmp_path):
         with Image.open(tmp_path / "out" / name) as image:
             assert image.format == "PNG" and image.size[0] > 100
     assert "| method | jpeg_compressibility | clip_score | sentiment | avg norm. |" in (tmp_path / "out" / "table.md").read_text()
+
+    # a rerun loads every finished cell: no trainer is built, the cells are not rewritten, the figures are the same
+    cells = sorted((tmp_path / "out" / "cells").glob("*.json"))
+    assert [c.name for c in cells] == ["base-seednone.json", "parrot-no-pcg-seed0.json", "ws2-seed0.json"]
+    stamps = [c.stat().st_mtime_ns for c in cells]
+
+    def no_training(*_args, **_kwargs):
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(pareto, "ParrotTrainer", no_training)
+    again = pareto.main(argv)
+    assert [c.stat().st_mtime_ns for c in cells] == stamps
+    assert {m: e["summary"] for m, e in again["methods"].items()} == {m: e["summary"] for m, e in result["methods"].items()}
+    # a cell made with other flags is refused, not reused
+    with pytest.raises(SystemExit, match="was made with other parrot.train flags"):
+        pareto.main([*argv[:-4], "--set", "--sampling.num_steps 3", *argv[-4:]])
 
 
 def test_method_colours_are_distinct_for_the_full_method_list():

@@ -111,8 +111,9 @@ def test_report_renders_curves_grids_tables_and_pareto_plot_in_chromium(run_dir,
     for k, name in enumerate(names):
         before, after = evaluation["before"][name], evaluation["after"][name]
         std = np.asarray(evaluation["images"]["after"]["scores"])[:, k].std(ddof=1)
-        assert table[name] == [name, table[name][1], f"{after:.4f} ± {std:.4f}", f"{after - before:+.4f}"]
-        assert table[name][1].startswith(f"{before:.4f} ± ")
+        assert table[name] == [name, table[name][1], table[name][2], f"{after:.4f} ± {std:.4f}", f"{after - before:+.4f}"]
+        assert table[name][1].startswith(f"{evaluation['plain_base'][name]:.4f} ± ")  # the plain base model's column
+        assert table[name][2].startswith(f"{before:.4f} ± ")
 
     # prompts, expansions, rewards and P membership of every sample appear in the caption tables
     cells = [cells for _, cells in page.rows]
@@ -177,6 +178,17 @@ def test_missing_parts_say_not_available(run_dir, tmp_path):
     page = write_report(partial).read_text()
     assert "not available: a Pareto plot needs at least 2 rewards; this run has [&#x27;clip_score&#x27;]" in page
     assert 'data-reward="clip_score"' in page and page.count(PNG_URI) == 2
+
+
+def test_without_tensorboard_the_curves_come_from_curves_jsonl_and_the_table_has_the_plain_base(run_dir, tmp_path):
+    bare = tmp_path / "bare"  # a run logged with --logging.log_with none
+    bare.mkdir()
+    for name in ("curves.jsonl", "evaluation.json"):
+        shutil.copy(run_dir / name, bare / name)
+    page = Page(report_html(bare))
+    assert [i["alt"] for i in page.images][0] == "training curves"
+    head = next(cells for attrs, cells in page.rows if cells and cells[0] == "reward")
+    assert head == ["reward", "plain base", "before", "after", "Δ"]
 
 
 def test_a_missing_or_empty_run_dir_is_refused_by_name(tmp_path):

@@ -36,7 +36,7 @@ def lora_of(checkpoint: Path) -> dict[str, torch.Tensor]:
     return load_file(str(checkpoint / "t2i_trainable.safetensors"))
 
 
-def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path):
+def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = quick_args(out, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--iterations", "2",
                       "--checkpoint_every", "1", "--keep_checkpoints", "1", "--evaluation.enabled", "true",
@@ -52,13 +52,20 @@ def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path):
         assert (ckpt / name).is_file(), name
     trained = lora_of(ckpt)
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)  # the LoRA moved
-    assert set(results["before"]) == set(results["after"]) == {"jpeg_compressibility", "clip_score"}
+    assert set(results["plain_base"]) == set(results["before"]) == set(results["after"]) == {"jpeg_compressibility", "clip_score"}
+    # the held-out table of the three settings side by side, and the training-reward curves of both iterations
+    assert "| reward | plain base | untrained | trained | Δ vs untrained | Δ vs plain base |" in capsys.readouterr().out
+    curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
+    assert [c["iteration"] for c in curves] == [1, 2] and {"reward/clip_score/mean", "pareto/selected_fraction"} <= curves[0].keys()
     assert (out / "final" / "expander" / "config.json").is_file()
     # per-image held-out scores whose means are the table; a sample grid + record per checkpoint
     saved = json.loads((out / "evaluation.json").read_text())
     after = saved["images"]["after"]
     assert len(after["scores"]) == len(after["prompts"]) == len(after["seeds"]) == 4  # 4 held-out prompts × 1 seed
     assert torch.tensor(after["scores"]).mean(0).tolist() == pytest.approx([results["after"][k] for k in after["reward_names"]])
+    plain = saved["images"]["plain_base"]
+    assert plain["expanded_prompts"] == plain["prompts"] and plain["seeds"] == after["seeds"]  # ĉ = c: no expander
+    assert {"deltas", "table1_average", "hypervolume", "normalisation"} <= saved.keys()
     for iteration in (1, 2):
         record = json.loads((out / "samples" / f"iteration-{iteration:06d}.json").read_text())
         assert len(record["rewards"]) == len(record["original_prompts"]) == len(record["selected"]) == 4
@@ -190,13 +197,33 @@ def test_preset_then_yaml_then_cli_precedence(tmp_path):
 
 def test_held_out_expansions_use_the_evaluation_temperature(tmp_path):
     args = quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--evaluation.seeds", "3",
-                      "--expander.sampling.max_new_tokens", "6", "--evaluation.expander_temperature", "0.25")  # fmt: skip
+                      "--expander.sampling.max_new_tokens", "6", "--evaluation.expander_temperature", "0.25",
+                      "--evaluation.expansion_decoding", "sample")  # fmt: skip
     trainer = ParrotTrainer(load_train_config(args))
-    recorded = trainer.evaluation_samples(base=False).expanded_prompts
+    recorded = trainer.evaluation_samples("trained").expanded_prompts
     expected = trainer.expander.sample(trainer.eval_prompts, temperature=0.25, generator_seed=derived_seed(3, _EVAL))
     assert recorded == trainer.expanded_texts(trainer.eval_prompts, expected)
     at_training_temperature = trainer.expander.sample(trainer.eval_prompts, generator_seed=derived_seed(3, _EVAL))
     assert recorded != trainer.expanded_texts(trainer.eval_prompts, at_training_temperature)
+
+
+def test_held_out_beam_expansions_and_the_plain_base_setting(tmp_path):
+    args = quick_args(tmp_path, "--evaluation.seeds", "3", "4", "--identifiers.enabled", "false")
+    no_expander = ParrotTrainer(load_train_config(args))
+    plain, untrained = no_expander.evaluation_samples("plain_base"), no_expander.evaluation_samples("untrained")
+    assert torch.equal(plain.scores, untrained.scores)  # no expander, no identifiers: the start is the plain base model
+    joint = ParrotTrainer(load_train_config(quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2",
+                                                       "--evaluation.seeds", "3", "4", "--evaluation.num_beams", "2",
+                                                       "--expander.sampling.max_new_tokens", "6")))  # fmt: skip
+    recorded = joint.evaluation_samples("trained")
+    beam = joint.expanded_texts(joint.eval_prompts, joint.expander.beam_search(joint.eval_prompts, num_beams=2))
+    assert recorded.expanded_prompts == beam * 2  # the same near-greedy ĉ for both seeds
+    plain = joint.evaluation_samples("plain_base")
+    assert plain.expanded_prompts == plain.prompts and plain.seeds == recorded.seeds
+    with pytest.raises(ConfigError, match="evaluation: expansion_decoding='greedy': use 'beam' or 'sample'"):
+        load_train_config(quick_args(tmp_path, "--evaluation.expansion_decoding", "greedy"))
+    with pytest.raises(ConfigError, match="evaluation: num_beams=0 must be an integer >= 1"):
+        load_train_config(quick_args(tmp_path, "--evaluation.num_beams", "0"))
 
 
 def test_expander_only_mode_leaves_the_t2i_lora_alone(tmp_path):

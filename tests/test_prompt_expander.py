@@ -255,3 +255,23 @@ def test_lora_expander_saves_merged_and_reloads_with_same_log_probs(tokenizer, t
         PromptExpander.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="no model directory"):
         PromptExpander.from_pretrained(tmp_path / "absent")
+
+
+def test_beam_search_is_deterministic_and_equals_transformers_generate(tokenizer):
+    expander = make_expander(tokenizer)
+    prompts = ["a cat", "a red fox in the snow at night", "knight"]
+    first = expander.beam_search(prompts, num_beams=3, batch_size=2)  # 2 chunks: left padding and the join
+    assert first.texts == expander.beam_search(prompts, num_beams=3).texts and first.log_probs is None
+    for i, prompt in enumerate(prompts):  # one prompt at a time, no padding: stock generate with num_beams
+        ids = torch.tensor([expander.encode_prompts([prompt])[0]])
+        out = expander.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=3,
+                                      max_new_tokens=12, pad_token_id=tokenizer.pad_token_id,
+                                      eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        new = out[0, ids.shape[1] :].tolist()
+        if tokenizer.eos_token_id in new:
+            new = new[: new.index(tokenizer.eos_token_id) + 1]
+        assert first.texts[i] == tokenizer.decode(new, skip_special_tokens=True).strip()
+    greedy = expander.beam_search(prompts[:1], num_beams=1)
+    assert greedy.texts == expander.beam_search(prompts[:1], num_beams=1).texts
+    with pytest.raises(ValueError, match="num_beams=0 must be a positive integer"):
+        expander.beam_search(prompts, num_beams=0)
