@@ -195,7 +195,7 @@ class ExpanderSection:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient norm clip; 0 = off"})
     sampling: ExpanderConfig = field(default_factory=ExpanderConfig, metadata={"help": "expansion sampling"})
     update: PolicyGradientConfig = field(
-        default_factory=lambda: PolicyGradientConfig(baseline="group_mean"),
+        default_factory=PolicyGradientConfig,
         metadata={"help": "policy gradient (baseline 'group_mean': r(ĉ) − the mean over the expansions of the same c)"},
     )
 

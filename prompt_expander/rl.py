@@ -10,8 +10,8 @@ with per-token ratios ρ_{i,t} = exp(log p_φ − log p_φ_old). At ρ = 1 both 
 gradient, −A_i ∇ log p_φ(ĉ_i | c_i). Parrot's update is the REINFORCE one, ∇ = −r ∇ log p_φ(ĉ|c).
 
 Baselines b: ``group_mean`` is the mean reward of the expansions of the same original prompt c
-(several expansions per prompt, as GRPO; ``groups`` labels them), ``mean`` the batch mean, ``none``
-b = 0.
+(several expansions per prompt, as GRPO; ``groups`` labels them; without labels the whole batch is
+one group), ``mean`` the batch mean, ``none`` b = 0.
 
 This is written out rather than taken from TRL because TRL's RL trainers own the whole loop
 (sampling, reward calls, optimiser); Parrot's joint loop needs the loss alone on a batch whose
@@ -35,9 +35,10 @@ class PolicyGradientConfig:
     """Settings of the expander's policy-gradient update."""
 
     baseline: str = field(
-        default="mean",
+        default="group_mean",
         metadata={"help": "baseline b subtracted from rewards: 'group_mean' (mean over the expansions of the same "
-                          "prompt c, GRPO-style), 'mean' (batch mean), 'none' (b = 0)"},
+                          "prompt c, GRPO-style; the batch mean when no groups are given), 'mean' (batch mean), "
+                          "'none' (b = 0)"},
     )
     normalize_advantages: bool = field(
         default=False, metadata={"help": "divide advantages by the batch reward std (+1e-8)"}
@@ -84,12 +85,12 @@ def advantages_from_rewards(
         raise ValueError(f"rewards must have shape (N,), got {tuple(rewards.shape)}")
     if not torch.isfinite(rewards).all():
         raise ValueError(f"rewards contain NaN or inf: {rewards.tolist()}")
-    if config.baseline == "group_mean":
-        if groups is None or groups.shape != rewards.shape:
-            raise ValueError("baseline 'group_mean' needs groups: one prompt label per expansion")
+    if config.baseline == "group_mean" and groups is not None:
+        if groups.shape != rewards.shape:
+            raise ValueError(f"groups {tuple(groups.shape)} must give one prompt label per reward {tuple(rewards.shape)}")
         advantages = rewards - group_means(rewards, groups)
     else:
-        advantages = rewards - rewards.mean() if config.baseline == "mean" else rewards.clone()
+        advantages = rewards.clone() if config.baseline == "none" else rewards - rewards.mean()
     if config.normalize_advantages and rewards.numel() > 1:
         advantages = advantages / (rewards.std() + 1e-8)
     return advantages
