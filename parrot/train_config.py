@@ -364,7 +364,8 @@ _SHAPES_HELD_OUT = tuple(short_prompt(colour, shape) for colour, shape in HELD_O
 PRESETS["shapes"] = {
     # The shapes world (python -m shapes.build): a trained tiny SD, its expander and the four
     # rewards of the Parrot paper's loop, all loaded through the same classes as the real models.
-    # ~7 s an iteration on 2 CPU cores (identifiers off): 40 iterations (640 images) in ~5 minutes.
+    # ~7 s an iteration on 2 idle CPU cores (identifiers off) when half the steps were trained; training
+    # all 20 steps doubles the update's UNet passes (not re-timed: the cores were shared when it changed).
     "iterations": 40,
     "checkpoint_every": 20,
     "output_dir": "runs/train-shapes",
