@@ -160,6 +160,9 @@ class ParrotTrainer:
         self.rank, self.world = acc.process_index, acc.num_processes
         self.derived = derived_quantities(config, self.world)
         self.layout = batch_layout(config, self.world)
+        if config.selection.mode == "pareto" and config.selection.scope == "group" and self.layout.images == 1:
+            logger.warning("selection.scope 'group' with 1 image per \"<k>, ĉ\": every image is in P (raise "
+                           "sampling.images_per_prompt or use selection.scope 'batch')")
         self.device = acc.device if not config.device else torch.device(config.device)
         self.reward_names = list(config.rewards.names)
         self.selection = parse_selection(config.selection, self.reward_names)
@@ -678,7 +681,7 @@ class ParrotTrainer:
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"iteration-{iteration:06d}"
         images = as_pil_images(rollout.trajectory.images.cpu())
-        columns = self.config.sampling.images_per_prompt  # a row per prompt (images are prompt-major)
+        columns = self.layout.images  # a row per group "<k>, ĉ" (N images; the batch is in layout order)
         make_image_grid(images, rows=len(images) // columns, cols=columns).save(stem.with_suffix(".png"))
         offset = rollout.global_offset
         local = slice(offset, offset + len(images))

@@ -112,8 +112,8 @@ class SamplingConfig:
     )
     images_per_prompt: int = field(
         default=4,
-        metadata={"help": "N: images drawn from each conditioning text \"<k>, ĉ\" (one group of the non-dominated "
-                          "selection); a process samples prompts_per_process × E × (K identifiers or 1) × N images"},
+        metadata={"help": "images per original prompt c, split evenly over its E × (K identifiers or 1) conditioning "
+                          "texts \"<k>, ĉ\": N = images_per_prompt / (E·K) images per group of the non-dominated selection"},
     )
     num_steps: int = field(default=50, metadata={"help": "DDIM steps T"})
     eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0)"})
@@ -263,6 +263,13 @@ class TrainConfig:
                 f"keep_checkpoints >= 1 ({self.keep_checkpoints})"
             )
         self.identifiers.check_distinct(self.rewards.names)
+        groups = self.sampling.expansions_per_prompt * identifier_count(self)
+        if self.sampling.images_per_prompt % groups:
+            raise ValueError(
+                f"sampling.images_per_prompt={self.sampling.images_per_prompt} must be a multiple of the {groups} "
+                f"expansions × identifiers of a prompt (sampling.expansions_per_prompt × rewards when identifiers are "
+                f"on): each \"<k>, ĉ\" gets the same number of images"
+            )
         if self.sampling.training_guidance == "prompt_centred" and not self.expander.model:
             raise ValueError("sampling.training_guidance='prompt_centred' needs an expander (expander.model); use 'cfg'")
         expansions = self.sampling.expansions_per_prompt * identifier_count(self)
@@ -271,9 +278,9 @@ class TrainConfig:
                 f"expander.update.baseline='group_mean' compares the expansions of one prompt, but there is {expansions}: "
                 "set sampling.expansions_per_prompt >= 2 (or turn identifiers on), or use baseline 'mean'"
             )
-        if self.selection.gradient_normalisation == "group" and self.sampling.images_per_prompt < 2:
-            raise ValueError("selection.gradient_normalisation='group' z-scores the images of a group: "
-                             "set sampling.images_per_prompt >= 2")
+        if self.selection.gradient_normalisation == "group" and self.sampling.images_per_prompt < 2 * groups:
+            raise ValueError("selection.gradient_normalisation='group' z-scores the images of a group: set "
+                             f"sampling.images_per_prompt >= 2 × the {groups} expansions × identifiers of a prompt")
         if not self.prompts.train and not self.prompts.train_file:
             raise ValueError("prompts.train and prompts.train_file are both empty: give training prompts")
 
@@ -307,17 +314,17 @@ def batch_layout(config: TrainConfig, num_processes: int) -> BatchLayout:
         prompts=sampling.prompts_per_process * num_processes,
         expansions=sampling.expansions_per_prompt,
         identifiers=identifier_count(config),
-        images=sampling.images_per_prompt,
+        images=sampling.images_per_prompt // (sampling.expansions_per_prompt * identifier_count(config)),
     )
 
 
 def derived_quantities(config: TrainConfig, num_processes: int) -> DerivedQuantities:
     """Images and updates per iteration; refuses sizes that do not divide (message names the fields)."""
-    per_process = batch_layout(config, 1).num_images
+    per_process = config.sampling.prompts_per_process * config.sampling.images_per_prompt
     if per_process % config.t2i.minibatches:
         raise ConfigError(
             f"t2i.minibatches={config.t2i.minibatches} must divide the {per_process} images per process "
-            f"(sampling.prompts_per_process × sampling.expansions_per_prompt × identifiers × sampling.images_per_prompt)"
+            f"(sampling.prompts_per_process × sampling.images_per_prompt)"
         )
     steps = max(1, round(config.t2i.timestep_fraction * config.sampling.num_steps))
     return DerivedQuantities(
@@ -350,7 +357,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "prompts": {"train": list(_TINY_PROMPTS), "evaluation": list(_TINY_HELD_OUT)},
         # 2 prompts × 3 identifiers (one expansion each) × 2 images = 12 images per process
-        "sampling": {"prompts_per_process": 2, "images_per_prompt": 2, "num_steps": 10, "w1": 2.0, "w2": 2.0,
+        "sampling": {"prompts_per_process": 2, "images_per_prompt": 6, "num_steps": 10, "w1": 2.0, "w2": 2.0,
                      "guidance_scale": 3.0},
         # every denoising step is trained, as the paper accumulates the gradient over all of them
         "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 1.0},
@@ -382,7 +389,7 @@ PRESETS["shapes"] = {
     "prompts": {"train": list(_SHAPES_PROMPTS), "evaluation": list(_SHAPES_HELD_OUT)},
     # 2 prompts × 2 expansions × 4 images = 16 images per iteration; training samples use CFG 4 on ĉ,
     # the held-out table prompt-centred guidance w1 = w2 = 2
-    "sampling": {"prompts_per_process": 2, "expansions_per_prompt": 2, "images_per_prompt": 4, "num_steps": 20,
+    "sampling": {"prompts_per_process": 2, "expansions_per_prompt": 2, "images_per_prompt": 8, "num_steps": 20,
                  "w1": 2.0, "w2": 2.0, "guidance_scale": 4.0},
     # lr: at 3e-4 the T2I LoRA moved no held-out reward by more than 0.01 in 20 iterations; 1e-3
     # raises aesthetic and preference (CLIPScore gives back ~0.01). At 1e-4 the expander's LoRA

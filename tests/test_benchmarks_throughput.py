@@ -134,7 +134,7 @@ def test_old_log_probs_reuse_the_sampled_ones_and_save_a_unet_pass(tmp_path):
     """Identifiers off: DDPO-IS's θ_old log-probs are the recorded ones (= a recomputation to float
     rounding), so an update of E inner epochs makes E UNet calls, not E + 1."""
     trainer = ParrotTrainer(load_train_config(trainer_args(
-        tmp_path, "--identifiers.enabled", "false", "--rewards.names", "jpeg_compressibility", "--sampling.prompts_per_process", "2",
+        tmp_path, "--identifiers.enabled", "false", "--rewards.names", "jpeg_compressibility",
         "--selection.mode", "single:jpeg_compressibility", "--t2i.inner_epochs", "2", "--t2i.timestep_fraction", "0.67")))  # fmt: skip
     prompts = trainer.local_prompts(trainer.draw_prompts(0))
     rollout, scores = trainer.sample_and_score(prompts, prompts, 0, 0)

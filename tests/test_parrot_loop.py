@@ -11,7 +11,7 @@ from parrot.layout import BatchLayout
 from parrot.losses import reward_weighted_denoising_loss, rwr_weights
 from parrot.selection import SelectionConfig, compute_advantages, parse_selection
 from parrot.train import ParrotTrainer, expansion_rewards
-from parrot.train_config import derived_quantities, load_train_config
+from parrot.train_config import batch_layout, derived_quantities, load_train_config
 from prompt_expander.rl import PolicyGradientConfig, advantages_from_rewards, policy_gradient_loss
 from test_parrot_train import quick_args
 
@@ -120,21 +120,22 @@ def test_new_config_fields_are_validated_with_the_field_name(tmp_path):
     with pytest.raises(ConfigError, match="baseline='group_mean' compares the expansions of one prompt, but there is 1"):
         load_train_config(quick_args(tmp_path, *joint))
     load_train_config(quick_args(tmp_path, *joint, "--expander.update.baseline", "mean"))
-    load_train_config(quick_args(tmp_path, *joint, "--sampling.expansions_per_prompt", "2"))
+    load_train_config(quick_args(tmp_path, *joint, "--sampling.expansions_per_prompt", "2"))  # 2 groups of 2 images
     with pytest.raises(ConfigError, match="gradient_normalisation='group' z-scores the images of a group"):
-        load_train_config(quick_args(tmp_path, "--selection.gradient_normalisation", "group", "--sampling.images_per_prompt", "1"))
+        load_train_config(quick_args(tmp_path, "--selection.gradient_normalisation", "group", "--sampling.images_per_prompt", "2"))
+    with pytest.raises(ConfigError, match="images_per_prompt=4 must be a multiple of the 6 expansions × identifiers"):
+        load_train_config(quick_args(tmp_path, "--sampling.expansions_per_prompt", "3"))
     with pytest.raises(ConfigError, match="t2i: kl_weight=0.1 is the policy-gradient estimators' KL"):
         load_train_config(quick_args(tmp_path, "--t2i.estimator", "rwr", "--t2i.kl_weight", "0.1"))
     # 1 prompt × 2 expansions × 2 identifiers × 2 images per process
-    config = load_train_config(quick_args(tmp_path, "--sampling.expansions_per_prompt", "2"))
+    config = load_train_config(quick_args(tmp_path, "--sampling.expansions_per_prompt", "2", "--sampling.images_per_prompt", "8"))
     assert derived_quantities(config, 1).images_per_process == 8
-    with pytest.raises(ConfigError, match="t2i.minibatches=3 must divide the 8 images per process"):
-        derived_quantities(load_train_config(quick_args(tmp_path, "--sampling.expansions_per_prompt", "2", "--t2i.minibatches", "3")), 1)
+    assert batch_layout(config, 2) == BatchLayout(prompts=2, expansions=2, identifiers=2, images=2)
 
 
 def test_an_iteration_samples_groups_with_cfg_and_credits_each_identifier(tmp_path):
     args = quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--expander.sampling.max_new_tokens", "4",
-                      "--sampling.expansions_per_prompt", "2", "--iterations", "1")  # fmt: skip
+                      "--sampling.expansions_per_prompt", "2", "--sampling.images_per_prompt", "8", "--iterations", "1")  # fmt: skip
     trainer = ParrotTrainer(load_train_config(args))
     trainer.run_iteration(0)
     rollout = trainer.last_rollout

@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def quick_args(output_dir, *extra):
-    """The tiny preset cut down to seconds: 2 rewards, 1 prompt × 2 identifiers × 2 images, 4 DDIM steps, no expander."""
+    """The tiny preset cut down to seconds: 2 rewards, 1 prompt × 4 images (2 per identifier), 4 DDIM steps, no expander."""
     return [
         "--preset", "tiny", "--output_dir", str(output_dir), "--mode", "t2i", "--expander.model", "",
         "--rewards.names", "jpeg_compressibility", "clip_score",
-        "--sampling.prompts_per_process", "1", "--sampling.images_per_prompt", "2", "--sampling.num_steps", "4",
+        "--sampling.prompts_per_process", "1", "--sampling.images_per_prompt", "4", "--sampling.num_steps", "4",
         "--t2i.timestep_fraction", "0.5", "--logging.log_with", "none", "--evaluation.enabled", "false",
         *extra,
     ]  # fmt: skip
@@ -155,7 +155,8 @@ def test_config_errors_name_the_field(tmp_path):
         load_train_config(quick_args(tmp_path, "--sampling.eta", "0"))
     with pytest.raises(ConfigError, match="t2i: estimator='ppo'"):
         load_train_config(quick_args(tmp_path, "--t2i.estimator", "ppo"))
-    load_train_config(quick_args(tmp_path, "--sampling.images_per_prompt", "3"))  # N need not be a multiple of K
+    with pytest.raises(ConfigError, match="images_per_prompt=3 must be a multiple of the 2 expansions × identifiers"):
+        load_train_config(quick_args(tmp_path, "--sampling.images_per_prompt", "3"))
     with pytest.raises(ConfigError, match="mode='joint' trains the expander: set expander.model"):
         load_train_config(quick_args(tmp_path, "--mode", "joint"))
     with pytest.raises(ConfigError, match="preset: unknown preset 'nope'"):
