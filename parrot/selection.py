@@ -14,8 +14,9 @@ The T2I update weights image i's log-likelihood by the advantage A[i, k]:
 - ``weighted``:        A[i, k] = w_k·R̃[i, k]                (no selection; Parrot's WS baselines)
 - ``single:<name>``:   A[i, k] = R̃[i, k]·1[k = name]        (one reward, e.g. DDPO)
 
-R̃ is set by ``reward_weighting``: ``raw`` is the paper's weighting, R̃ = R (r_k on P, 0 elsewhere);
-``normalised`` (default) is R after ``gradient_normalisation``:
+R̃ is set by ``reward_weighting``: ``raw`` (default) is the paper's weighting, R̃ = R (r_k on P, 0
+elsewhere; it measured better than ``normalised`` on the shapes world, BENCHMARKS.md "Reward
+weighting"); ``normalised`` is R after ``gradient_normalisation``:
 
 - ``batch`` (default): each column z-scored over the global batch;
 - ``group``: each column z-scored within the image's group (GRPO-style);
@@ -86,7 +87,7 @@ class SelectionConfig:
                           "identifier, as the paper) or 'batch' (the whole global batch of mixed prompts)"},
     )
     reward_weighting: str = field(
-        default="normalised",
+        default="raw",
         metadata={"help": "'raw' (the paper: A[i,k] = r_k on P, 0 elsewhere) or 'normalised' (R after gradient_normalisation)"},
     )
     gradient_normalisation: str = field(

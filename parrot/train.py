@@ -2,7 +2,7 @@
 
 One iteration (each stage is a method you can call alone); the batch is prompts × expansions ×
 identifiers × images (:class:`parrot.layout.BatchLayout`), a *group* being the N images of one
-(c, ĉ, k):
+(c, ĉ, k), N = ``sampling.images_per_prompt`` / (E·K) (K = 1 with identifiers off):
 
 1. ``draw_prompts``     a global batch of original prompts c (the same on every process)
 2. ``expand``           the expander samples E expansions ĉ ~ p_φ(·|c) per prompt, E per identifier k
