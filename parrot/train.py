@@ -20,7 +20,8 @@ identifiers × images (:class:`parrot.layout.BatchLayout`), a *group* being the 
                         on this process's slice (SF or PPO-clipped IS, + β·KL to the LoRA-off base as
                         DPOK; or ``rwr``: DPOK's supervised baseline); gradients summed over processes
 7. ``update_expander``  −(r(ĉ) − b) log p_φ(ĉ|c) + β_φ·KL(p_φ‖p_SFT), r(ĉ) = mean over ĉ's images of
-                        Σ_k A[i,k], b the mean r over the expansions of the same c (``group_mean``)
+                        Σ_k A[i,k], b the mean r over the expansions of the same c (``group_mean``),
+                        or Promptist's r(ĉ) − r(c) on the same noise (``original_prompt``)
 8. log, checkpoint
 
 At inference (held-out evaluation) all identifiers are prepended and, with an expander, Parrot's
@@ -83,7 +84,7 @@ from rewards.base import as_pil_images, expansion_metadata
 from t2i import Guidance, Trajectory
 
 __all__ = [
-    "ParrotTrainer", "Rollout", "EvaluationSamples", "chunk_bounds", "derived_seed", "expansion_rewards", "read_prompt_list", "main",
+    "ParrotTrainer", "Rollout", "EvaluationSamples", "chunk_bounds", "credited_group_rewards", "derived_seed", "expansion_rewards", "read_prompt_list", "main",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -531,12 +532,15 @@ class ParrotTrainer:
         return float(norm)
 
     # ----- 7. expander update ------------------------------------------------------------------
-    def update_expander(self, expansions: Expansions, advantages: torch.Tensor) -> dict[str, float]:
+    def update_expander(
+        self, expansions: Expansions, advantages: torch.Tensor, relative: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """REINFORCE on ĉ with r(ĉ) = mean over its group's images of Σ_k A[i, k], less the baseline of
         ``expander.update.baseline`` (``group_mean``: the mean r over the expansions of the same c);
-        gradients averaged over processes. ``advantages`` are this process's rows (whole prompts)."""
+        gradients averaged over processes. ``advantages`` are this process's rows (whole prompts).
+        ``relative`` (groups,) replaces r(ĉ) by Promptist's r(ĉ) − r(c) (:meth:`relative_rewards`)."""
         layout = self.layout.for_prompts(len(expansions) // self.layout.groups_per_prompt)
-        rewards = expansion_rewards(advantages, layout)
+        rewards = expansion_rewards(advantages, layout) if relative is None else relative
         self.expander_optimizer.zero_grad(set_to_none=True)
         result = self.expander.policy_gradient_loss(
             expansions, rewards, self.config.expander.update, groups=layout.group_prompt()
@@ -546,6 +550,19 @@ class ParrotTrainer:
         self.synchronise_gradients(params, "mean")
         norm = self._clip_and_step(params, self.expander_optimizer, self.config.expander.max_grad_norm)
         return {"loss": float(result.loss.detach()), "kl": float(result.kl.detach()), "grad_norm": norm}
+
+    def relative_rewards(self, prompts: list[str], scores: RewardScores, iteration: int, offset: int) -> torch.Tensor:
+        """Promptist's r(ĉ) − r(c) per group (``expander.update.baseline`` original_prompt): images of
+        "<k>, c" drawn with the generators of the group's images (the same noise), both sides scored
+        raw and credited as the T2I update is (:func:`credited_group_rewards`)."""
+        with torch.no_grad():
+            originals = self.sample_images(prompts, prompts, iteration, offset)
+        plain = self.score(originals)
+        layout = self.layout.for_prompts(len(prompts))
+        own = layout.image_identifier() if self.config.identifiers.enabled else None
+        expanded_r = credited_group_rewards(scores.scores, scores.valid & plain.valid, layout, own)
+        original_r = credited_group_rewards(plain.scores, scores.valid & plain.valid, layout, own)
+        return expanded_r - original_r
 
     # ----- one iteration -------------------------------------------------------------------------
     def run_iteration(self, iteration: int) -> dict[str, float]:
@@ -565,7 +582,12 @@ class ParrotTrainer:
         if self.trains_t2i:
             metrics |= {f"t2i/{k}": v for k, v in self.update_t2i(rollout, local, advantages.normaliser, iteration).items()}
         if self.trains_expander:
-            metrics |= {f"expander/{k}": v for k, v in self.update_expander(expansions, local).items()}
+            relative = (
+                self.relative_rewards(prompts, scores, iteration, offset)
+                if self.config.expander.update.baseline == "original_prompt"
+                else None
+            )
+            metrics |= {f"expander/{k}": v for k, v in self.update_expander(expansions, local, relative).items()}
         self.last_rollout, self.last_scores, self.last_advantages = rollout, scores, advantages
         self.last_rewards = rewards
         return metrics
@@ -763,6 +785,18 @@ def expansion_rewards(advantages: torch.Tensor, layout: BatchLayout) -> torch.Te
     if advantages.shape[0] != layout.num_images:
         raise ValueError(f"{advantages.shape[0]} advantage rows for a layout of {layout.num_images} images")
     return advantages.sum(1).view(layout.num_groups, layout.images).mean(1)
+
+
+def credited_group_rewards(
+    rewards: torch.Tensor, valid: torch.Tensor, layout: BatchLayout, identifiers: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean over each group's images of Σ_k R[i, k] over the rewards credited to image i (its own k_i
+    with ``identifiers``, every reward without); non-finite scores count 0. (groups,)."""
+    credit = valid.to(torch.float64)
+    if identifiers is not None:
+        credit = credit * torch.nn.functional.one_hot(identifiers.long(), rewards.shape[1]).to(credit)
+    per_image = (torch.nan_to_num(rewards.double()) * credit).sum(1)
+    return per_image.view(layout.num_groups, layout.images).mean(1).float()
 
 
 def chunk_bounds(total: int, chunks: int) -> list[tuple[int, int]]:

@@ -11,7 +11,8 @@ gradient, −A_i ∇ log p_φ(ĉ_i | c_i). Parrot's update is the REINFORCE one,
 
 Baselines b: ``group_mean`` is the mean reward of the expansions of the same original prompt c
 (several expansions per prompt, as GRPO; ``groups`` labels them; without labels the whole batch is
-one group), ``mean`` the batch mean, ``none`` b = 0.
+one group), ``mean`` the batch mean, ``none`` b = 0, ``original_prompt`` b = 0 on rewards that are
+already relative, Promptist's r(ĉ) − r(c) (the Parrot trainer computes them).
 
 This is written out rather than taken from TRL because TRL's RL trainers own the whole loop
 (sampling, reward calls, optimiser); Parrot's joint loop needs the loss alone on a batch whose
@@ -27,7 +28,7 @@ import torch
 __all__ = ["PolicyGradientConfig", "PolicyGradientLoss", "policy_gradient_loss", "advantages_from_rewards", "group_means"]
 
 
-_BASELINES = ("group_mean", "mean", "none")
+_BASELINES = ("group_mean", "mean", "none", "original_prompt")
 
 
 @dataclass
@@ -38,7 +39,7 @@ class PolicyGradientConfig:
         default="group_mean",
         metadata={"help": "baseline b subtracted from rewards: 'group_mean' (mean over the expansions of the same "
                           "prompt c, GRPO-style; the batch mean when no groups are given), 'mean' (batch mean), "
-                          "'none' (b = 0)"},
+                          "'none' (b = 0), 'original_prompt' (Promptist: the caller passes r(ĉ) − r(c); b = 0 here)"},
     )
     normalize_advantages: bool = field(
         default=False, metadata={"help": "divide advantages by the batch reward std (+1e-8)"}
@@ -90,7 +91,7 @@ def advantages_from_rewards(
             raise ValueError(f"groups {tuple(groups.shape)} must give one prompt label per reward {tuple(rewards.shape)}")
         advantages = rewards - group_means(rewards, groups)
     else:
-        advantages = rewards.clone() if config.baseline == "none" else rewards - rewards.mean()
+        advantages = rewards.clone() if config.baseline in ("none", "original_prompt") else rewards - rewards.mean()
     if config.normalize_advantages and rewards.numel() > 1:
         advantages = advantages / (rewards.std() + 1e-8)
     return advantages

@@ -10,7 +10,7 @@ from parrot.config import ConfigError
 from parrot.layout import BatchLayout
 from parrot.losses import reward_weighted_denoising_loss, rwr_weights
 from parrot.selection import SelectionConfig, compute_advantages, parse_selection
-from parrot.train import ParrotTrainer, expansion_rewards
+from parrot.train import ParrotTrainer, credited_group_rewards, expansion_rewards
 from parrot.train_config import batch_layout, derived_quantities, load_train_config
 from prompt_expander.rl import PolicyGradientConfig, advantages_from_rewards, policy_gradient_loss
 from test_parrot_train import quick_args
@@ -91,6 +91,32 @@ def test_expander_group_mean_baseline_and_expansion_rewards():
     assert advantages_from_rewards(rewards, config).tolist() == [-2.0, 0.0, -1.0, 3.0]  # no groups: one group
     with pytest.raises(ValueError, match="baseline='best': choose one of"):
         PolicyGradientConfig(baseline="best")
+
+
+def test_promptist_relative_reward_credits_own_rewards_on_paired_noise(tmp_path):
+    layout = BatchLayout(prompts=1, identifiers=2, images=2)
+    rewards = torch.tensor([[1.0, 10.0], [3.0, 20.0], [5.0, 2.0], [float("nan"), 4.0]])
+    valid = torch.isfinite(rewards)
+    # identifier 0's images count r_0 (1, 3), identifier 1's r_1 (2, 4); without identifiers every finite score
+    assert credited_group_rewards(rewards, valid, layout, layout.image_identifier()).tolist() == [2.0, 3.0]
+    assert credited_group_rewards(rewards, valid, layout, None).tolist() == [17.0, 5.5]
+    args = quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--expander.sampling.max_new_tokens", "4",
+                      "--expander.update.baseline", "original_prompt", "--iterations", "1")  # fmt: skip
+    trainer = ParrotTrainer(load_train_config(args))
+    prompts = trainer.local_prompts(trainer.draw_prompts(0))
+    expanded = trainer.expanded_texts(prompts, trainer.expand(prompts, 0))
+    rollout, scores = trainer.sample_and_score(prompts, expanded, 0, 0)
+    plain = trainer.sample_images(prompts, prompts, 0, 0)
+    assert torch.equal(plain.trajectory.latents[:, 0], rollout.trajectory.latents[:, 0])  # the same x_T per image
+    assert plain.trajectory.prompts == ["<jpeg_compressibility>, " + prompts[0]] * 2 + ["<clip_score>, " + prompts[0]] * 2
+    relative = trainer.relative_rewards(prompts, scores, 0, 0)
+    own = trainer.layout.for_prompts(1).image_identifier()
+    plain_scores = trainer.score(plain).scores
+    expected = [(scores.scores[2 * g : 2 * g + 2, g] - plain_scores[2 * g : 2 * g + 2, g]).mean() for g in range(2)]
+    torch.testing.assert_close(relative, torch.stack(expected).float(), rtol=1e-5, atol=1e-5)
+    assert own.tolist() == [0, 0, 1, 1]
+    metrics = trainer.run_iteration(0)
+    assert math.isfinite(metrics["expander/loss"])
 
 
 def test_rwr_weights_clip_advantages_at_zero_and_weight_the_denoising_loss():
