@@ -15,8 +15,9 @@ identifiers × images (:class:`parrot.layout.BatchLayout`), a *group* being the 
 5. ``gather_scores``    R of all processes → the global batch; ``advantages``: the non-dominated set
                         P of each group over all K rewards, A[i, k] = r_k (raw or normalised) on P,
                         and with identifiers only the image's own reward k (:mod:`parrot.selection`)
-6. ``update_t2i``       −(1/|P|) Σ_{i∈P} A[i, k_i] Σ_t log p_θ(x_{t−1}|x_t, "<k_i>, ĉ_i") over all
-                        trained steps, under the condition the image was sampled with, one backward
+6. ``update_t2i``       −(1/|P|) Σ_{i∈P} A_i Σ_t log p_θ(x_{t−1}|x_t, "<k_i>, ĉ_i"), A_i = Σ_k A[i, k]
+                        (= A[i, k_i] with identifiers on), over all trained steps, under the
+                        condition the image was sampled with, one backward
                         on this process's slice (SF or PPO-clipped IS, + β·KL to the LoRA-off base as
                         DPOK; or ``rwr``: DPOK's supervised baseline); gradients summed over processes
 7. ``update_expander``  −(r(ĉ) − b) log p_φ(ĉ|c) + β_φ·KL(p_φ‖p_SFT), r(ĉ) = mean over ĉ's images of
