@@ -13,6 +13,15 @@ min(ρ·A, clip(ρ, 1−ε, 1+ε)·A), which has the same gradient at ρ = 1 and
 epochs reuse one batch. DPOK adds β·(1/N) Σ_i Σ_t KL(p_θ(·|x_t, c) ‖ p_θ₀(·|x_t, c)), in
 closed form for two Gaussians with the same σ_t: ‖μ_θ − μ_θ₀‖² / (2σ_t²) (averaged over
 latent dimensions, like the log-probs), where θ₀ is the base model (LoRA switched off).
+
+DPOK's supervised baseline (``t2i.estimator`` ``rwr``, reward-weighted regression): images
+sampled from the base model are fitted with the ordinary ε-prediction denoising loss, each
+weighted by its advantage clipped at zero, w_i = max(Σ_k A[i, k], 0):
+
+    L = (1/|P|) Σ_i w_i · E_t ‖ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t, c_i) − ε‖²
+
+(the squared error averaged over latent dimensions and the trained steps t of the image). Images
+outside P, or below the batch mean when rewards are z-scored, get weight 0: no image is pushed away.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PolicyLoss", "t2i_policy_loss", "gaussian_kl"]
+__all__ = ["PolicyLoss", "t2i_policy_loss", "gaussian_kl", "rwr_weights", "reward_weighted_denoising_loss"]
 
 
 @dataclass
@@ -63,3 +72,28 @@ def gaussian_kl(mean: torch.Tensor, base_mean: torch.Tensor, std: torch.Tensor) 
         raise ValueError(f"mean {tuple(mean.shape)} and base_mean {tuple(base_mean.shape)} differ in shape")
     elementwise = (mean - base_mean.detach()) ** 2 / (2 * std**2)
     return elementwise.mean(dim=tuple(range(1, mean.ndim)))
+
+
+def rwr_weights(advantages: torch.Tensor) -> torch.Tensor:
+    """Reward-weighted regression weights w_i = max(A_i, 0) of per-image advantages A_i = Σ_k A[i, k], (n,)."""
+    return advantages.detach().clamp(min=0)
+
+
+def reward_weighted_denoising_loss(
+    prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, normaliser: float
+) -> torch.Tensor:
+    """(1/normaliser) Σ_i w_i · mean over steps and latent dimensions of (prediction − target)².
+
+    ``prediction`` and ``target`` (n, S, …): the network's ε (or v) and the true one at S noised
+    steps of each of n images; ``weights`` (n,) from :func:`rwr_weights`.
+    """
+    if prediction.shape != target.shape or prediction.ndim < 2 or weights.shape != prediction.shape[:1]:
+        raise ValueError(
+            f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} must be (n, S, ...) "
+            f"and weights {tuple(weights.shape)} (n,)"
+        )
+    if not normaliser > 0:
+        raise ValueError(f"normaliser={normaliser!r} must be > 0")
+    squared = (prediction.float() - target.float()) ** 2
+    per_image = squared.flatten(1).mean(1)
+    return (weights.to(per_image).detach() * per_image).sum() / normaliser

@@ -1,27 +1,35 @@
-"""From a batch's reward matrix to per-(image, reward) advantages: normalise → select → clip.
+"""From a batch's reward matrix to per-(image, reward) advantages: normalise → select → credit → clip.
 
 Notation (Parrot, Lee et al. 2024, Alg. 1 steps 5–6): R[i, k] = r_k(x_i, c_i) for the N images
-of the *global* batch (all processes) and K rewards. The non-dominated set P holds the images
-that no other image dominates, where a dominates b iff R[a, k] ≥ R[b, k] for every k and
-R[a, k] > R[b, k] for at least one k (maximisation). Exact duplicates do not dominate each
-other, so all copies of a non-dominated row are in P; with one reward, P is every image
-that attains the maximum. The T2I update weights image i's reward-k log-likelihood by the
-advantage A[i, k]:
+of the *global* batch (all processes) and K rewards. Images come in groups g(i) of one
+(prompt c, expansion ĉ, identifier k) (:class:`parrot.layout.BatchLayout`). The non-dominated set
+P holds the images that no other image *of the same group* dominates (``scope`` ``group``, the
+paper's "same text prompt"; ``batch`` takes P over the whole mixed batch), where a dominates b iff
+R[a, k] ≥ R[b, k] for every k and R[a, k] > R[b, k] for at least one k (maximisation). Exact
+duplicates do not dominate each other, so all copies of a non-dominated row are in P; with one
+reward, P is every image that attains its group's maximum. P is always taken over all K rewards.
+The T2I update weights image i's log-likelihood by the advantage A[i, k]:
 
 - ``pareto``:          A[i, k] = R̃[i, k]·1[i ∈ P]          (Parrot; rewards outside P are 0)
 - ``weighted``:        A[i, k] = w_k·R̃[i, k]                (no selection; Parrot's WS baselines)
 - ``single:<name>``:   A[i, k] = R̃[i, k]·1[k = name]        (one reward, e.g. DDPO)
 
-How rewards are normalised (reward scales differ: a JPEG size in kB vs a CLIP cosine):
+R̃ is set by ``reward_weighting``: ``raw`` (default) is the paper's weighting, R̃ = R (r_k on P, 0
+elsewhere; it measured better than ``normalised`` on the shapes world, BENCHMARKS.md "Reward
+weighting"); ``normalised`` is R after ``gradient_normalisation``:
 
-1. **Before selection** (``selection_normalisation``): Pareto selection depends only on the
-   order of each reward column, so it is *invariant* to any per-reward increasing transform;
-   P is always computed on the raw scores. This setting only changes the weighted sum:
-   ``none`` uses raw scores, ``batch`` z-scores each column over the global batch first.
-2. **Before the gradient** (``gradient_normalisation``): R̃ is ``none`` (raw R), ``batch``
-   (each column z-scored over the global batch; the default) or ``per_prompt`` (DDPO's
-   per-prompt stat tracker: each column z-scored against the history of the same original
-   prompt, falling back to the batch statistics until ``min_count`` scores are seen).
+- ``batch`` (default): each column z-scored over the global batch;
+- ``group``: each column z-scored within the image's group (GRPO-style);
+- ``per_prompt``: DDPO's per-prompt stat tracker (each column z-scored against the history of the
+  same original prompt, falling back to the batch statistics until ``min_count`` scores are seen);
+- ``none``: raw R (the same as ``reward_weighting`` ``raw``).
+
+Identifier credit: with reward identifiers on, an image sampled from "<k>, ĉ" is pushed by reward k
+only: A[i, j] = 0 for j ≠ k(i) (after selection over all K rewards).
+
+Before selection (``selection_normalisation``): Pareto selection depends only on the order of each
+reward column, so it is *invariant* to any per-reward increasing transform and is computed on the
+raw scores; this setting only changes the weighted sum (``batch`` z-scores each column first).
 
 Then A is clipped to [−``advantage_clip``, ``advantage_clip``]. Entries whose reward was
 non-finite (``valid`` False; the evaluator replaced them by the batch's worst score so that
@@ -44,12 +52,17 @@ __all__ = [
     "parse_selection",
     "non_dominated_mask",
     "zscore_columns",
+    "zscore_per_group",
+    "non_dominated_per_group",
+    "identifier_credit",
     "PerPromptStatTracker",
     "compute_advantages",
     "Advantages",
 ]
 
-_NORMALISATIONS = ("none", "batch", "per_prompt")
+_NORMALISATIONS = ("none", "batch", "group", "per_prompt")
+_SCOPES = ("group", "batch")
+_WEIGHTINGS = ("normalised", "raw")
 
 
 @dataclass
@@ -68,9 +81,19 @@ class SelectionConfig:
         default="batch",
         metadata={"help": "'none' or 'batch' z-score before the weighted sum (Pareto selection is invariant to it)"},
     )
+    scope: str = field(
+        default="group",
+        metadata={"help": "where the non-dominated set P is taken: 'group' (the N images of one prompt, expansion and "
+                          "identifier, as the paper) or 'batch' (the whole global batch of mixed prompts)"},
+    )
+    reward_weighting: str = field(
+        default="raw",
+        metadata={"help": "'raw' (the paper: A[i,k] = r_k on P, 0 elsewhere) or 'normalised' (R after gradient_normalisation)"},
+    )
     gradient_normalisation: str = field(
         default="batch",
-        metadata={"help": "R̃ before the gradient: 'none', 'batch' (z-score per reward) or 'per_prompt' (DDPO stat tracker)"},
+        metadata={"help": "R̃ of reward_weighting 'normalised': 'batch' (z-score per reward), 'group' (z-score within each "
+                          "group), 'per_prompt' (DDPO stat tracker) or 'none'"},
     )
     stat_buffer_size: int = field(default=32, metadata={"help": "per_prompt: scores kept per prompt and reward"})
     stat_min_count: int = field(
@@ -83,6 +106,10 @@ class SelectionConfig:
             raise ValueError(f"mode={self.mode!r}: use 'pareto', 'weighted' or 'single:<reward name>'")
         if self.selection_normalisation not in ("none", "batch"):
             raise ValueError(f"selection_normalisation={self.selection_normalisation!r}: use 'none' or 'batch'")
+        if self.scope not in _SCOPES:
+            raise ValueError(f"scope={self.scope!r}: use one of {_SCOPES}")
+        if self.reward_weighting not in _WEIGHTINGS:
+            raise ValueError(f"reward_weighting={self.reward_weighting!r}: use one of {_WEIGHTINGS}")
         if self.gradient_normalisation not in _NORMALISATIONS:
             raise ValueError(f"gradient_normalisation={self.gradient_normalisation!r}: use one of {_NORMALISATIONS}")
         if any(not np.isfinite(w) or w < 0 for w in self.weights):
@@ -151,6 +178,32 @@ def zscore_columns(rewards: torch.Tensor, valid: torch.Tensor | None = None, eps
     return (rewards - mean) / (var.sqrt() + eps)
 
 
+def zscore_per_group(rewards: torch.Tensor, valid: torch.Tensor, groups: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each column z-scored within each group (rows with the same ``groups`` label)."""
+    out = torch.empty_like(rewards)
+    for g in torch.unique(groups):
+        rows = groups == g
+        out[rows] = zscore_columns(rewards[rows], valid[rows], eps)
+    return out
+
+
+def non_dominated_per_group(rewards: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the non-dominated set of each group (rows with the same ``groups`` label), over all K rewards."""
+    selected = torch.zeros(rewards.shape[0], dtype=torch.bool)
+    for g in torch.unique(groups):
+        rows = (groups == g).nonzero().flatten()
+        selected[rows] = non_dominated_mask(rewards[rows])
+    return selected
+
+
+def identifier_credit(values: torch.Tensor, identifiers: torch.Tensor) -> torch.Tensor:
+    """A with every column but the image's own identifier k(i) zeroed: "<k>, ĉ" is pushed by r_k only."""
+    if identifiers.shape != values.shape[:1]:
+        raise ValueError(f"identifiers {tuple(identifiers.shape)} must give one reward index per row of {tuple(values.shape)}")
+    own = torch.nn.functional.one_hot(identifiers.long(), values.shape[1]).to(values.dtype)
+    return values * own
+
+
 class PerPromptStatTracker:
     """DDPO's per-prompt reward statistics, one history per (original prompt, reward).
 
@@ -208,8 +261,15 @@ def compute_advantages(
     config: SelectionConfig,
     selection: Selection,
     tracker: PerPromptStatTracker | None = None,
+    groups: torch.Tensor | None = None,
+    identifiers: torch.Tensor | None = None,
 ) -> Advantages:
-    """Advantages of the global batch (N, K) per the module docstring."""
+    """Advantages of the global batch (N, K) per the module docstring.
+
+    ``groups`` (N,) labels each image's (prompt, expansion, identifier) group (None: the whole batch
+    is one group); ``identifiers`` (N,) the reward index k each image was sampled for (None:
+    identifiers off, every reward credits every image).
+    """
     if rewards.ndim != 2 or valid.shape != rewards.shape:
         raise ValueError(f"rewards {tuple(rewards.shape)} and valid {tuple(valid.shape)} must both be (N, K)")
     if len(selection.weights) != rewards.shape[1]:
@@ -220,11 +280,16 @@ def compute_advantages(
     worst = torch.where(valid, rewards, torch.full_like(rewards, float("inf"))).min(0).values
     worst = torch.where(torch.isfinite(worst), worst, torch.zeros_like(worst))
     ranked = torch.where(valid, rewards, worst.expand_as(rewards))
+    groups = torch.zeros(rewards.shape[0], dtype=torch.long) if groups is None else groups.long().cpu()
+    if groups.shape != rewards.shape[:1]:
+        raise ValueError(f"groups {tuple(groups.shape)} must label each of the {rewards.shape[0]} rows")
 
-    if config.gradient_normalisation == "none":
+    if config.reward_weighting == "raw" or config.gradient_normalisation == "none":
         normalised = ranked.clone()
     elif config.gradient_normalisation == "batch":
         normalised = zscore_columns(ranked, valid)
+    elif config.gradient_normalisation == "group":
+        normalised = zscore_per_group(ranked, valid, groups)
     else:
         if tracker is None:
             raise ValueError("gradient_normalisation='per_prompt' needs a PerPromptStatTracker")
@@ -232,16 +297,19 @@ def compute_advantages(
 
     weights = torch.tensor(selection.weights, dtype=rewards.dtype)
     if selection.kind == "pareto":
-        selected = non_dominated_mask(ranked)
+        selected = non_dominated_per_group(ranked, groups) if config.scope == "group" else non_dominated_mask(ranked)
         values = normalised * selected[:, None].to(rewards.dtype)
         normaliser = float(selected.sum())
     else:
         selected = torch.ones(rewards.shape[0], dtype=torch.bool)
         if selection.kind == "weighted" and config.selection_normalisation == "batch":
-            # z-scored columns for the sum; 'batch' and 'per_prompt' gradient normalisation already are
-            normalised = zscore_columns(normalised, valid) if config.gradient_normalisation == "none" else normalised
+            # z-scored columns for the sum; every gradient normalisation but 'none' already is one
+            already = config.reward_weighting == "normalised" and config.gradient_normalisation != "none"
+            normalised = normalised if already else zscore_columns(normalised, valid)
         values = normalised * weights
         normaliser = float(rewards.shape[0])
+    if identifiers is not None:
+        values = identifier_credit(values, identifiers.cpu())
     values = values.clamp(-config.advantage_clip, config.advantage_clip)
     values = torch.where(valid, values, torch.zeros_like(values))
     return Advantages(values=values.float(), selected=selected, normaliser=normaliser)

@@ -1,23 +1,35 @@
 """``python -m parrot.train``: Parrot's joint multi-reward RL loop (Lee et al. 2024, Alg. 1) and its baselines.
 
-One iteration (each stage is a method you can call alone):
+One iteration (each stage is a method you can call alone); the batch is prompts × expansions ×
+identifiers × images (:class:`parrot.layout.BatchLayout`), a *group* being the N images of one
+(c, ĉ, k), N = ``sampling.images_per_prompt`` / (E·K) (K = 1 with identifiers off):
 
 1. ``draw_prompts``     a global batch of original prompts c (the same on every process)
-2. ``expand``           the expander samples ĉ ~ p_φ(·|c) (log-probs kept); ĉ = c without one
-3. ``sample_images``    for each reward k, images from "<k>, ĉ" (identifiers on) with trajectories
+2. ``expand``           the expander samples E expansions ĉ ~ p_φ(·|c) per prompt, E per identifier k
+                        when identifiers are on (log-probs kept); ĉ = c without one
+3. ``sample_images``    N images per group from "<k>, ĉ" (ĉ alone with identifiers off), with CFG on
+                        that text (``sampling.training_guidance``), keeping trajectories
 4. ``score``            every reward scores every image against the ORIGINAL prompt c → R (N_local, K)
    (``sample_and_score`` runs 3–4, scoring part j of the images while part j+1 samples when
    ``sampling.chunks`` > 1; same images and scores either way)
-5. ``gather_scores``    R of all processes → the global batch; advantages A (N, K) with the
-                        non-dominated set P (:mod:`parrot.selection`)
-6. ``update_t2i``       −(1/|P|) Σ_k Σ_{i∈P} A[i,k] Σ_t log p_θ(x_{t−1}|x_t, c_k) on this process's
-                        slice (SF or PPO-clipped IS, + β·KL to the LoRA-off base as DPOK);
-                        gradients summed over processes (:mod:`parrot.losses`)
-7. ``update_expander``  −r(ĉ) log p_φ(ĉ|c) + β_φ·KL(p_φ‖p_SFT), r(ĉ) = mean over ĉ's images of Σ_k A[i,k]
+5. ``gather_scores``    R of all processes → the global batch; ``advantages``: the non-dominated set
+                        P of each group over all K rewards, A[i, k] = r_k (raw or normalised) on P,
+                        and with identifiers only the image's own reward k (:mod:`parrot.selection`)
+6. ``update_t2i``       −(1/|P|) Σ_{i∈P} A_i Σ_t log p_θ(x_{t−1}|x_t, "<k_i>, ĉ_i"), A_i = Σ_k A[i, k]
+                        (= A[i, k_i] with identifiers on), over all trained steps, under the
+                        condition the image was sampled with, one backward
+                        on this process's slice (SF or PPO-clipped IS, + β·KL to the LoRA-off base as
+                        DPOK; or ``rwr``: DPOK's supervised baseline); gradients summed over processes
+7. ``update_expander``  −(r(ĉ) − b) log p_φ(ĉ|c) + β_φ·KL(p_φ‖p_SFT), r(ĉ) = mean over ĉ's images of
+                        Σ_k A[i,k], b the mean r over the expansions of the same c (``group_mean``),
+                        or Promptist's r(ĉ) − r(c) on the same noise (``original_prompt``)
 8. log, checkpoint
 
+At inference (held-out evaluation) all identifiers are prepended and, with an expander, Parrot's
+prompt-centred guidance with weights ``sampling.w1``, ``sampling.w2`` is used (§4.3).
+
 Baselines are settings of the same loop: ``selection.mode`` weighted / single:<reward>,
-``mode`` t2i / expander, ``t2i.estimator`` sf / is, ``t2i.kl_weight`` (DPOK).
+``mode`` t2i / expander, ``t2i.estimator`` sf / is / rwr, ``t2i.kl_weight`` (DPOK).
 
 Determinism: every random draw of iteration n comes from a generator seeded by
 (seed, n, global image or process index, purpose), so a resumed run repeats exactly the
@@ -27,7 +39,7 @@ draws of an uninterrupted one, and a 1-process run with batch 2B draws the same 
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import logging
 import sys
@@ -55,9 +67,10 @@ from parrot.checkpoint import (
 from parrot.config import config_to_dict
 from parrot.evaluation import CURVES_FILE, EvaluationSamples, append_curve, evaluation_record, format_table, held_out_samples
 from parrot.identifiers import evaluation_identifiers, with_identifiers
-from parrot.losses import gaussian_kl, t2i_policy_loss
+from parrot.layout import BatchLayout
+from parrot.losses import gaussian_kl, reward_weighted_denoising_loss, rwr_weights, t2i_policy_loss
 from parrot.selection import Advantages, PerPromptStatTracker, compute_advantages, parse_selection
-from parrot.train_config import TrainConfig, derived_quantities, load_train_config
+from parrot.train_config import TrainConfig, batch_layout, derived_quantities, load_train_config
 from parrot.world import (
     build_evaluator,
     build_expander,
@@ -71,12 +84,14 @@ from rewards import RewardScores
 from rewards.base import as_pil_images, expansion_metadata
 from t2i import Guidance, Trajectory
 
-__all__ = ["ParrotTrainer", "Rollout", "EvaluationSamples", "chunk_bounds", "derived_seed", "read_prompt_list", "main"]
+__all__ = [
+    "ParrotTrainer", "Rollout", "EvaluationSamples", "chunk_bounds", "credited_group_rewards", "derived_seed", "expansion_rewards", "read_prompt_list", "main",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 # purposes of derived seeds
-_PROMPTS, _IMAGES, _STEPS, _EXPANDER, _EVAL = range(5)
+_PROMPTS, _IMAGES, _STEPS, _EXPANDER, _EVAL, _NOISE = range(6)
 
 
 def derived_seed(*parts: int) -> int:
@@ -99,7 +114,7 @@ def read_prompt_list(inline: tuple[str, ...], path: str, what: str) -> list[str]
 
 @dataclass
 class Rollout:
-    """This process's samples of one iteration (images prompt-major: prompt p's j-th image is p·n + j)."""
+    """This process's samples of one iteration, images in :class:`parrot.layout.BatchLayout` order."""
 
     trajectory: Trajectory
     original_prompts: list[str]  # c per image
@@ -121,6 +136,10 @@ class ParrotTrainer:
         acc = self.accelerator
         self.rank, self.world = acc.process_index, acc.num_processes
         self.derived = derived_quantities(config, self.world)
+        self.layout = batch_layout(config, self.world)
+        if config.selection.mode == "pareto" and config.selection.scope == "group" and self.layout.images == 1:
+            logger.warning("selection.scope 'group' with 1 image per \"<k>, ĉ\": every image is in P (raise "
+                           "sampling.images_per_prompt or use selection.scope 'batch')")
         self.device = acc.device if not config.device else torch.device(config.device)
         self.reward_names = list(config.rewards.names)
         self.selection = parse_selection(config.selection, self.reward_names)
@@ -154,10 +173,15 @@ class ParrotTrainer:
             self.train_prompts,
             self.device,
         )
+        sampling = config.sampling
+        #: inference (held-out) guidance: prompt-centred on (c, "<ids>, ĉ") with an expander, else CFG
         self.guidance = (
-            Guidance.prompt_centred(config.sampling.w1, config.sampling.w2)
-            if self.expander is not None
-            else Guidance.cfg(config.sampling.guidance_scale)
+            Guidance.prompt_centred(sampling.w1, sampling.w2) if self.expander is not None else Guidance.cfg(sampling.guidance_scale)
+        )
+        self.training_guidance = (
+            Guidance.prompt_centred(sampling.w1, sampling.w2)
+            if sampling.training_guidance == "prompt_centred"
+            else Guidance.cfg(sampling.guidance_scale)
         )
         self.t2i_optimizer = (
             torch.optim.AdamW(self.t2i_params, lr=config.t2i.lr, weight_decay=config.t2i.weight_decay)
@@ -186,16 +210,29 @@ class ParrotTrainer:
 
     # ----- 2. expansion ----------------------------------------------------------------------
     def expand(self, prompts: list[str], iteration: int) -> Expansions | None:
+        """E·K_id expansions per prompt (one per group, prompt-major), or None without an expander."""
         if self.expander is None:
             return None
-        return self.expander.sample(prompts, generator_seed=derived_seed(self.config.seed, iteration, _EXPANDER, self.rank))
+        return self.expander.sample(
+            prompts, self.layout.groups_per_prompt, generator_seed=derived_seed(self.config.seed, iteration, _EXPANDER, self.rank)
+        )
 
     @staticmethod
     def expanded_texts(prompts: list[str], expansions: Expansions | None) -> list[str]:
-        """ĉ per prompt; an empty expansion falls back to c (the T2I model refuses empty prompts)."""
+        """ĉ per expansion row (``prompts`` itself without an expander); an empty expansion falls back
+        to its c (the T2I model refuses empty prompts)."""
         if expansions is None:
             return list(prompts)
-        return [text if text.strip() else prompt for prompt, text in zip(prompts, expansions.texts)]
+        return [text if text.strip() else prompt for prompt, text in zip(expansions.prompts, expansions.texts)]
+
+    def group_texts(self, prompts: list[str], expanded: list[str]) -> list[str]:
+        """ĉ per group of ``prompts``: ``expanded`` has one text per group, or one per prompt (ĉ = c) to repeat."""
+        groups = self.layout.groups_per_prompt
+        if len(expanded) == len(prompts) * groups:
+            return list(expanded)
+        if len(expanded) == len(prompts):
+            return [text for text in expanded for _ in range(groups)]
+        raise ValueError(f"{len(expanded)} expanded prompts for {len(prompts)} prompts × {groups} groups")
 
     # ----- 3. images -------------------------------------------------------------------------
     def conditioning_prompts(self, expanded: list[str], reward_index: torch.Tensor | None) -> list[str]:
@@ -208,36 +245,41 @@ class ParrotTrainer:
     def sample_images(
         self, prompts: list[str], expanded: list[str], iteration: int, offset: int, part: slice = slice(None)
     ) -> Rollout:
-        """The images of ``prompts`` (``part``: only those images of the prompt-major list), with trajectories.
+        """The N images of every group of ``prompts`` (``part``: only those images of the layout-ordered
+        list), with trajectories; ``expanded`` gives ĉ per group (or per prompt, see :meth:`group_texts`).
 
         Image i is drawn from its own generator seeded by its global index ``offset + i``, so any
-        split of the images into parts samples exactly the images of one call.
+        split of the images into parts samples exactly the images of one call. With ``t2i.estimator``
+        ``rwr`` the images come from the base model (LoRA off), as DPOK's supervised baseline.
         """
-        n = self.config.sampling.images_per_prompt
-        originals = [p for p in prompts for _ in range(n)]
-        expanded_per_image = [e for e in expanded for _ in range(n)]
-        own = torch.arange(len(originals)) % len(self.reward_names) if self.config.identifiers.enabled else torch.zeros(
-            len(originals), dtype=torch.long
-        )
-        indices = range(len(originals))[part]
-        originals, expanded_per_image, own = [originals[i] for i in indices], [expanded_per_image[i] for i in indices], own[part]
+        layout = self.layout.for_prompts(len(prompts))
+        texts = self.group_texts(prompts, expanded)
+        indices = range(layout.num_images)[part]
+        originals = [prompts[p] for p in layout.image_prompt()[part].tolist()]
+        expanded_per_image = [texts[g] for g in layout.image_group()[part].tolist()]
+        own = layout.image_identifier()[part]
         generators = [
             torch.Generator(self.device).manual_seed(derived_seed(self.config.seed, iteration, _IMAGES, offset + i))
             for i in indices
         ]
-        trajectory = self.sample_policy(self.conditioning_prompts(expanded_per_image, own), originals, generators)
+        model = self.policy.adapters_disabled() if self.config.t2i.estimator == "rwr" else contextlib.nullcontext()
+        with model:
+            trajectory = self.sample_policy(
+                self.conditioning_prompts(expanded_per_image, own), originals, generators, self.training_guidance
+            )
         return Rollout(trajectory, originals, expanded_per_image, own, offset + (indices[0] if indices else 0))
 
     def sample_policy(
         self, conditioning: list[str], originals: list[str] | None, generators: list[torch.Generator], guidance: Guidance | None = None
     ) -> Trajectory:
-        """One image per conditioning prompt with the run's sampler settings and guidance (or ``guidance``;
-        c feeds prompt-centred guidance when there is an expander and ``originals`` is given)."""
+        """One image per conditioning prompt with the run's sampler settings and ``guidance`` (default:
+        the inference guidance ``self.guidance``; c feeds it when it is prompt-centred)."""
         sampling = self.config.sampling
+        guidance = self.guidance if guidance is None else guidance
         return self.policy.sample(
             conditioning,
-            original_prompts=originals if self.expander is not None else None,
-            guidance=self.guidance if guidance is None else guidance,
+            original_prompts=originals if len(guidance.weights) == 2 else None,
+            guidance=guidance,
             negative_prompt=sampling.negative_prompt,
             num_inference_steps=sampling.num_steps,
             eta=sampling.eta,
@@ -254,7 +296,7 @@ class ParrotTrainer:
         """Stages 3–4, pipelined: the images are sampled in ``sampling.chunks`` parts and part j is
         scored on the evaluator's worker thread while part j+1 samples. Same images, trajectories
         and scores as sampling everything and then scoring it (``chunks`` = 1 does exactly that)."""
-        total = len(prompts) * self.config.sampling.images_per_prompt
+        total = self.layout.for_prompts(len(prompts)).num_images
         bounds = chunk_bounds(total, self.config.sampling.chunks)
         if len(bounds) == 1:
             rollout = self.sample_images(prompts, expanded, iteration, offset)
@@ -283,9 +325,14 @@ class ParrotTrainer:
         return gathered[:, :k], gathered[:, k:] > 0.5
 
     def advantages(self, rewards: torch.Tensor, valid: torch.Tensor, global_prompts: list[str]) -> Advantages:
-        n = self.config.sampling.images_per_prompt
-        image_prompts = [p for p in global_prompts for _ in range(n)]
-        return compute_advantages(rewards, valid, image_prompts, self.config.selection, self.selection, self.tracker)
+        """A (N, K) of the global batch: P per group (c, ĉ, k), identifier k's images credited by r_k only."""
+        layout = self.layout.for_prompts(len(global_prompts))
+        image_prompts = [global_prompts[p] for p in layout.image_prompt().tolist()]
+        identifiers = layout.image_identifier() if self.config.identifiers.enabled else None
+        return compute_advantages(
+            rewards, valid, image_prompts, self.config.selection, self.selection, self.tracker,
+            groups=layout.image_group(), identifiers=identifiers,
+        )  # fmt: skip
 
     # ----- 6. T2I update -----------------------------------------------------------------------
     def trained_steps(self, rollout: Rollout, iteration: int) -> torch.Tensor:
@@ -301,19 +348,6 @@ class ParrotTrainer:
             rows.append(torch.randperm(steps, generator=g)[:count].sort().values)
         return torch.stack(rows).to(rollout.trajectory.latents.device)
 
-    def condition_groups(self, rollout: Rollout, advantages: torch.Tensor) -> list[tuple[Trajectory, torch.Tensor, torch.Tensor]]:
-        """(trajectory under c_k, A[:, k], own mask) per condition c_k; one group with Σ_k A when identifiers are off."""
-        trajectory = rollout.trajectory
-        if not self.config.identifiers.enabled:
-            return [(trajectory, advantages.sum(1), torch.ones(trajectory.batch_size, dtype=torch.bool))]
-        groups = []
-        for k in range(len(self.reward_names)):
-            prompts = self.conditioning_prompts(rollout.expanded_prompts, torch.full((trajectory.batch_size,), k))
-            conditions = [rollout.original_prompts, prompts] if self.expander is not None else [prompts]
-            conditioning = self.policy.build_conditioning(conditions, self.guidance, self.config.sampling.negative_prompt)
-            groups.append((dataclasses.replace(trajectory, conditioning=conditioning), advantages[:, k], rollout.own_reward == k))
-        return groups
-
     def synchronise_gradients(self, parameters: list[torch.nn.Parameter], reduction: str) -> None:
         """All-reduce the gradients of ``parameters`` (one flat tensor; zeros for unused ones)."""
         if self.world == 1:
@@ -327,58 +361,119 @@ class ParrotTrainer:
             offset += size
 
     def update_t2i(self, rollout: Rollout, advantages: torch.Tensor, normaliser: float, iteration: int) -> dict[str, float]:
+        """Step 6 on this process's images: −(1/|P|) Σ_i A_i Σ_t log p_θ(x_{t−1}|x_t, "<k_i>, ĉ_i"), A_i = Σ_k A[i, k].
+
+        Every image is trained under the condition it was sampled with (the rollout's own
+        trajectory, so DDPO-IS's θ_old log-probs are the recorded ones), in one backward per
+        minibatch; identifier credit has already zeroed every column but k_i (:mod:`parrot.selection`).
+        """
         cfg = self.config.t2i
+        if cfg.estimator == "rwr":
+            return self.update_t2i_rwr(rollout, advantages, normaliser, iteration)
+        trajectory = rollout.trajectory
         steps = self.trained_steps(rollout, iteration)
-        groups = self.condition_groups(rollout, advantages.to(self.device))
+        per_image = advantages.to(self.device).sum(1)
         use_kl = cfg.kl_weight > 0
-        count = rollout.trajectory.batch_size
-        needs = [(adv != 0) | (own if use_kl else torch.zeros_like(own)) for _, adv, own in groups]
-        old = []
+        count = trajectory.batch_size
+        need = (per_image != 0) | use_kl
         with torch.no_grad():
-            for (trajectory, _, _), need in zip(groups, needs):
-                old.append(self.old_log_probs(rollout, trajectory, steps, need) if cfg.estimator == "is" else None)
+            old = self.old_log_probs(rollout, trajectory, steps, need) if cfg.estimator == "is" else None
             base_means = self._base_means(rollout, steps) if use_kl else None
         per_mb = self.derived.images_per_minibatch
         total_images = self.derived.images_per_iteration
         stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
         for _epoch in range(cfg.inner_epochs):
             for mb in range(cfg.minibatches):
-                rows = torch.zeros(count, dtype=torch.bool)
+                rows = torch.zeros(count, dtype=torch.bool, device=need.device)
                 rows[mb * per_mb : (mb + 1) * per_mb] = True
                 self.t2i_optimizer.zero_grad(set_to_none=True)
-                for j, ((trajectory, adv, own), need) in enumerate(zip(groups, needs)):
-                    active = (need & rows.to(need.device)).nonzero().flatten()
-                    if active.numel() == 0:
-                        continue
+                active = (need & rows).nonzero().flatten()
+                if active.numel():
                     step = self.policy.recorded_steps(trajectory.select(active), steps[active])
                     log_probs = step.log_prob.view(active.numel(), -1)
                     policy = t2i_policy_loss(
                         log_probs,
-                        adv[active],
+                        per_image[active],
                         normaliser / cfg.minibatches,
-                        old_log_probs=None if old[j] is None else old[j][active],
+                        old_log_probs=None if old is None else old[active],
                         clip_range=cfg.clip_range if cfg.estimator == "is" else None,
                     )
                     loss = policy.loss
                     if use_kl:
-                        own_rows = own[active].to(log_probs.device)
                         kl = gaussian_kl(step.mean, base_means[active.repeat_interleave(steps.shape[1]), steps[active].flatten()], step.std)
-                        kl = (kl.view(active.numel(), -1).sum(1) * own_rows).sum() / (total_images / cfg.minibatches)
+                        kl = kl.view(active.numel(), -1).sum(1).sum() / (total_images / cfg.minibatches)
                         loss = loss + cfg.kl_weight * kl
                         stats["kl"] += float(kl.detach()) / cfg.inner_epochs
                     loss.backward()
                     stats["loss"] += float(loss.detach()) / cfg.inner_epochs
-                    stats["clip_fraction"] += float(policy.clip_fraction) / (cfg.inner_epochs * cfg.minibatches * len(groups))
+                    stats["clip_fraction"] += float(policy.clip_fraction) / (cfg.inner_epochs * cfg.minibatches)
                 self.synchronise_gradients(self.t2i_params, "sum")
                 stats["grad_norm"] = self._clip_and_step(self.t2i_params, self.t2i_optimizer, cfg.max_grad_norm)
         return stats
 
+    def update_t2i_rwr(self, rollout: Rollout, advantages: torch.Tensor, normaliser: float, iteration: int) -> dict[str, float]:
+        """DPOK's supervised baseline (``t2i.estimator`` rwr) on base-model samples: the ε-prediction
+        denoising loss at the trained steps, weighted by w_i = max(Σ_k A[i, k], 0) (:func:`parrot.losses.rwr_weights`)."""
+        cfg = self.config.t2i
+        trajectory = rollout.trajectory
+        steps = self.trained_steps(rollout, iteration)
+        weights = rwr_weights(advantages.to(self.device).sum(1))
+        noisy, target, t = self.noised_samples(rollout, steps, iteration)
+        conditioning = self.policy.build_conditioning([trajectory.prompts], Guidance.cfg(1.0))  # ε(x_t, t, "<k>, ĉ")
+        count, per_step = trajectory.batch_size, steps.shape[1]
+        per_mb = self.derived.images_per_minibatch
+        stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
+        for _epoch in range(cfg.inner_epochs):
+            for mb in range(cfg.minibatches):
+                rows = torch.zeros(count, dtype=torch.bool, device=weights.device)
+                rows[mb * per_mb : (mb + 1) * per_mb] = True
+                self.t2i_optimizer.zero_grad(set_to_none=True)
+                active = ((weights > 0) & rows).nonzero().flatten()
+                if active.numel():
+                    samples = active.repeat_interleave(per_step)
+                    prediction = self.policy.predict_noise(
+                        noisy[active].flatten(0, 1), t[active].flatten(), conditioning, index=samples
+                    )
+                    loss = reward_weighted_denoising_loss(
+                        prediction.view(active.numel(), per_step, *prediction.shape[1:]),
+                        target[active],
+                        weights[active],
+                        normaliser / cfg.minibatches,
+                    )
+                    loss.backward()
+                    stats["loss"] += float(loss.detach()) / cfg.inner_epochs
+                self.synchronise_gradients(self.t2i_params, "sum")
+                stats["grad_norm"] = self._clip_and_step(self.t2i_params, self.t2i_optimizer, cfg.max_grad_norm)
+        return stats
+
+    def noised_samples(self, rollout: Rollout, steps: torch.Tensor, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε of each image's final latent x_0 at its trained steps' timesteps,
+        the regression target (ε, or v for v-prediction models) and t; (n, S, …), (n, S, …), (n, S).
+        Image i's noise comes from its own generator (seed, iteration, global index)."""
+        trajectory = rollout.trajectory
+        scheduler = self.policy.scheduler
+        x0 = trajectory.latents[:, -1]
+        t = trajectory.timesteps.to(steps.device)[steps]
+        noise = torch.stack([
+            torch.randn((steps.shape[1], *x0.shape[1:]), device=x0.device, dtype=x0.dtype, generator=torch.Generator(
+                x0.device).manual_seed(derived_seed(self.config.seed, iteration, _NOISE, rollout.global_offset + i)))
+            for i in range(x0.shape[0])
+        ])  # fmt: skip
+        clean = x0[:, None].expand_as(noise)
+        flat_t = t.flatten().to(x0.device)
+        noisy = scheduler.add_noise(clean.flatten(0, 1), noise.flatten(0, 1), flat_t).view_as(noise)
+        if scheduler.config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(clean.flatten(0, 1), noise.flatten(0, 1), flat_t).view_as(noise)
+        else:
+            target = noise
+        return noisy, target, t
+
     def old_log_probs(self, rollout: Rollout, trajectory: Trajectory, steps: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
         """log p_θold of the trained steps, (N_local, S), rows ``need`` (0 elsewhere), for DDPO-IS's ratio.
 
-        Under the condition the images were sampled with (identifiers off: the rollout's own
-        trajectory), these are the log-probs recorded while sampling, with the same weights, as in
-        DDPO and TRL: no extra UNet pass. Under another condition c_k they are recomputed.
+        Under the condition the images were sampled with (the rollout's own trajectory), these are
+        the log-probs recorded while sampling, with the same weights, as in DDPO and TRL: no extra
+        UNet pass. Under another trajectory they are recomputed.
         """
         if trajectory is rollout.trajectory:
             recorded = trajectory.log_probs.gather(1, steps.to(trajectory.log_probs.device))
@@ -413,17 +508,37 @@ class ParrotTrainer:
         return float(norm)
 
     # ----- 7. expander update ------------------------------------------------------------------
-    def update_expander(self, expansions: Expansions, advantages: torch.Tensor) -> dict[str, float]:
-        """REINFORCE on ĉ with r(ĉ) = mean over its images of Σ_k A[i, k]; gradients averaged over processes."""
-        n = self.config.sampling.images_per_prompt
-        rewards = advantages.sum(1).view(-1, n).mean(1)
+    def update_expander(
+        self, expansions: Expansions, advantages: torch.Tensor, relative: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """REINFORCE on ĉ with r(ĉ) = mean over its group's images of Σ_k A[i, k], less the baseline of
+        ``expander.update.baseline`` (``group_mean``: the mean r over the expansions of the same c);
+        gradients averaged over processes. ``advantages`` are this process's rows (whole prompts).
+        ``relative`` (groups,) replaces r(ĉ) by Promptist's r(ĉ) − r(c) (:meth:`relative_rewards`)."""
+        layout = self.layout.for_prompts(len(expansions) // self.layout.groups_per_prompt)
+        rewards = expansion_rewards(advantages, layout) if relative is None else relative
         self.expander_optimizer.zero_grad(set_to_none=True)
-        result = self.expander.policy_gradient_loss(expansions, rewards, self.config.expander.update)
+        result = self.expander.policy_gradient_loss(
+            expansions, rewards, self.config.expander.update, groups=layout.group_prompt()
+        )
         result.loss.backward()
         params = self.expander.trainable_parameters()
         self.synchronise_gradients(params, "mean")
         norm = self._clip_and_step(params, self.expander_optimizer, self.config.expander.max_grad_norm)
         return {"loss": float(result.loss.detach()), "kl": float(result.kl.detach()), "grad_norm": norm}
+
+    def relative_rewards(self, prompts: list[str], scores: RewardScores, iteration: int, offset: int) -> torch.Tensor:
+        """Promptist's r(ĉ) − r(c) per group (``expander.update.baseline`` original_prompt): images of
+        "<k>, c" drawn with the generators of the group's images (the same noise), both sides scored
+        raw and credited as the T2I update is (:func:`credited_group_rewards`)."""
+        with torch.no_grad():
+            originals = self.sample_images(prompts, prompts, iteration, offset)
+        plain = self.score(originals)
+        layout = self.layout.for_prompts(len(prompts))
+        own = layout.image_identifier() if self.config.identifiers.enabled else None
+        expanded_r = credited_group_rewards(scores.scores, scores.valid & plain.valid, layout, own)
+        original_r = credited_group_rewards(plain.scores, scores.valid & plain.valid, layout, own)
+        return expanded_r - original_r
 
     # ----- one iteration -------------------------------------------------------------------------
     def run_iteration(self, iteration: int) -> dict[str, float]:
@@ -443,7 +558,12 @@ class ParrotTrainer:
         if self.trains_t2i:
             metrics |= {f"t2i/{k}": v for k, v in self.update_t2i(rollout, local, advantages.normaliser, iteration).items()}
         if self.trains_expander:
-            metrics |= {f"expander/{k}": v for k, v in self.update_expander(expansions, local).items()}
+            relative = (
+                self.relative_rewards(prompts, scores, iteration, offset)
+                if self.config.expander.update.baseline == "original_prompt"
+                else None
+            )
+            metrics |= {f"expander/{k}": v for k, v in self.update_expander(expansions, local, relative).items()}
         self.last_rollout, self.last_scores, self.last_advantages = rollout, scores, advantages
         self.last_rewards = rewards
         return metrics
@@ -525,7 +645,7 @@ class ParrotTrainer:
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"iteration-{iteration:06d}"
         images = as_pil_images(rollout.trajectory.images.cpu())
-        columns = self.config.sampling.images_per_prompt  # a row per prompt (images are prompt-major)
+        columns = self.layout.images  # a row per group "<k>, ĉ" (N images; the batch is in layout order)
         make_image_grid(images, rows=len(images) // columns, cols=columns).save(stem.with_suffix(".png"))
         offset = rollout.global_offset
         local = slice(offset, offset + len(images))
@@ -603,6 +723,25 @@ def _flat_scalars(tree: dict, prefix: str = "") -> dict[str, float | int | str |
         else:
             flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return flat
+
+
+def expansion_rewards(advantages: torch.Tensor, layout: BatchLayout) -> torch.Tensor:
+    """r(ĉ) of every group (= sampled expansion): the mean over its N images of Σ_k A[i, k], (groups,)."""
+    if advantages.shape[0] != layout.num_images:
+        raise ValueError(f"{advantages.shape[0]} advantage rows for a layout of {layout.num_images} images")
+    return advantages.sum(1).view(layout.num_groups, layout.images).mean(1)
+
+
+def credited_group_rewards(
+    rewards: torch.Tensor, valid: torch.Tensor, layout: BatchLayout, identifiers: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean over each group's images of Σ_k R[i, k] over the rewards credited to image i (its own k_i
+    with ``identifiers``, every reward without); non-finite scores count 0. (groups,)."""
+    credit = valid.to(torch.float64)
+    if identifiers is not None:
+        credit = credit * torch.nn.functional.one_hot(identifiers.long(), rewards.shape[1]).to(credit)
+    per_image = (torch.nan_to_num(rewards.double()) * credit).sum(1)
+    return per_image.view(layout.num_groups, layout.images).mean(1).float()
 
 
 def chunk_bounds(total: int, chunks: int) -> list[tuple[int, int]]:

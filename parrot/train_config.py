@@ -28,6 +28,7 @@ import yaml
 
 from parrot.config import ConfigError, parse_config
 from parrot.identifiers import IdentifierConfig
+from parrot.layout import BatchLayout
 from parrot.selection import SelectionConfig
 from prompt_expander.expander import ExpanderConfig
 from prompt_expander.rl import PolicyGradientConfig
@@ -46,12 +47,16 @@ __all__ = [
     "LoggingConfig",
     "DerivedQuantities",
     "derived_quantities",
+    "batch_layout",
+    "identifier_count",
     "PRESETS",
     "DEFAULT_PRESET",
     "load_train_config",
 ]
 
 _MODES = ("joint", "t2i", "expander")
+_TRAINING_GUIDANCE = ("cfg", "prompt_centred")
+_ESTIMATORS = ("sf", "is", "rwr")
 
 
 @dataclass
@@ -99,15 +104,33 @@ class PromptsConfig:
 
 @dataclass
 class SamplingConfig:
-    prompts_per_process: int = field(default=4, metadata={"help": "original prompts per process per iteration"})
+    prompts_per_process: int = field(default=4, metadata={"help": "original prompts c per process per iteration"})
+    expansions_per_prompt: int = field(
+        default=1,
+        metadata={"help": "E: expansions ĉ sampled per prompt c (per identifier when identifiers are on); >= 2 gives the "
+                          "expander's group_mean baseline several expansions of the same c to compare"},
+    )
     images_per_prompt: int = field(
-        default=4, metadata={"help": "images per prompt; a multiple of the number of rewards when identifiers are on"}
+        default=4,
+        metadata={"help": "images per original prompt c, split evenly over its E × (K identifiers or 1) conditioning "
+                          "texts \"<k>, ĉ\": N = images_per_prompt / (E·K) images per group of the non-dominated selection"},
     )
     num_steps: int = field(default=50, metadata={"help": "DDIM steps T"})
     eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0)"})
-    guidance_scale: float = field(default=7.5, metadata={"help": "CFG scale when there is no expander (ĉ = c)"})
-    w1: float = field(default=5.0, metadata={"help": "Parrot guidance weight of the original prompt c (with an expander)"})
-    w2: float = field(default=5.0, metadata={"help": "Parrot guidance weight of the expanded prompt ĉ"})
+    training_guidance: str = field(
+        default="cfg",
+        metadata={"help": "guidance of the training samples: 'cfg' (the paper: CFG with guidance_scale on \"<k>, ĉ\") or "
+                          "'prompt_centred' (w1 on c, w2 on \"<k>, ĉ\"; needs an expander)"},
+    )
+    guidance_scale: float = field(
+        default=7.5, metadata={"help": "CFG scale of training samples, and of held-out samples when there is no expander"}
+    )
+    w1: float = field(
+        default=5.0,
+        metadata={"help": "Parrot's prompt-centred guidance weight of the original prompt c at inference (held-out "
+                          "evaluation, with an expander; §4.3), and in training with training_guidance 'prompt_centred'"},
+    )
+    w2: float = field(default=5.0, metadata={"help": "prompt-centred guidance weight of \"<ids>, ĉ\" (see w1)"})
     negative_prompt: str = field(default="", metadata={"help": "prompt of the unconditional branch"})
     resolution: int = field(default=0, metadata={"help": "image side in pixels; 0 = the pipeline's default"})
     chunks: int = field(
@@ -119,16 +142,22 @@ class SamplingConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("prompts_per_process", "images_per_prompt", "num_steps", "chunks"):
+        for name in ("prompts_per_process", "expansions_per_prompt", "images_per_prompt", "num_steps", "chunks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.eta > 0:
             raise ValueError(f"eta={self.eta} must be > 0: training needs log-probs of stochastic steps")
+        if self.training_guidance not in _TRAINING_GUIDANCE:
+            raise ValueError(f"training_guidance={self.training_guidance!r}: use one of {_TRAINING_GUIDANCE}")
 
 
 @dataclass
 class T2IUpdateConfig:
-    estimator: str = field(default="is", metadata={"help": "'sf' (DDPO-SF, REINFORCE) or 'is' (DDPO-IS, PPO clipping)"})
+    estimator: str = field(
+        default="is",
+        metadata={"help": "'sf' (DDPO-SF, REINFORCE), 'is' (DDPO-IS, PPO clipping) or 'rwr' (DPOK's supervised baseline: "
+                          "images from the base model, denoising loss weighted by the advantage clipped at 0)"},
+    )
     clip_range: float = field(default=1e-4, metadata={"help": "PPO ε of DDPO-IS (DDPO: 1e-4)"})
     inner_epochs: int = field(default=1, metadata={"help": "passes over each batch (DDPO-IS may reuse a batch)"})
     minibatches: int = field(default=1, metadata={"help": "optimiser steps per inner epoch (splits each process's images)"})
@@ -139,8 +168,8 @@ class T2IUpdateConfig:
     kl_weight: float = field(default=0.0, metadata={"help": "β of DPOK's KL to the base model (LoRA off); 0 = off"})
 
     def __post_init__(self) -> None:
-        if self.estimator not in ("sf", "is"):
-            raise ValueError(f"estimator={self.estimator!r}: use 'sf' or 'is'")
+        if self.estimator not in _ESTIMATORS:
+            raise ValueError(f"estimator={self.estimator!r}: use one of {_ESTIMATORS}")
         if not 0 < self.clip_range < 1:
             raise ValueError(f"clip_range={self.clip_range} must be in (0, 1)")
         if self.inner_epochs < 1 or self.minibatches < 1:
@@ -151,6 +180,8 @@ class T2IUpdateConfig:
             raise ValueError(f"timestep_fraction={self.timestep_fraction} must be in (0, 1]")
         if not self.lr > 0 or self.kl_weight < 0 or self.max_grad_norm < 0:
             raise ValueError(f"need lr > 0 (got {self.lr}), kl_weight >= 0 ({self.kl_weight}), max_grad_norm >= 0")
+        if self.estimator == "rwr" and self.kl_weight > 0:
+            raise ValueError(f"kl_weight={self.kl_weight} is the policy-gradient estimators' KL; estimator 'rwr' takes 0")
 
 
 @dataclass
@@ -163,7 +194,10 @@ class ExpanderSection:
     lr: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the expander"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient norm clip; 0 = off"})
     sampling: ExpanderConfig = field(default_factory=ExpanderConfig, metadata={"help": "expansion sampling"})
-    update: PolicyGradientConfig = field(default_factory=PolicyGradientConfig, metadata={"help": "policy gradient"})
+    update: PolicyGradientConfig = field(
+        default_factory=PolicyGradientConfig,
+        metadata={"help": "policy gradient (baseline 'group_mean': r(ĉ) − the mean over the expansions of the same c)"},
+    )
 
 
 @dataclass
@@ -239,13 +273,25 @@ class TrainConfig:
                 f"need iterations >= 1 (got {self.iterations}), checkpoint_every >= 0 ({self.checkpoint_every}), "
                 f"keep_checkpoints >= 1 ({self.keep_checkpoints})"
             )
-        num_rewards = len(self.rewards.names)
         self.identifiers.check_distinct(self.rewards.names)
-        if self.identifiers.enabled and self.sampling.images_per_prompt % num_rewards:
+        groups = self.sampling.expansions_per_prompt * identifier_count(self)
+        if self.sampling.images_per_prompt % groups:
             raise ValueError(
-                f"sampling.images_per_prompt={self.sampling.images_per_prompt} must be a multiple of the "
-                f"{num_rewards} rewards when identifiers are on (one identifier per image, in turn)"
+                f"sampling.images_per_prompt={self.sampling.images_per_prompt} must be a multiple of the {groups} "
+                f"expansions × identifiers of a prompt (sampling.expansions_per_prompt × rewards when identifiers are "
+                f"on): each \"<k>, ĉ\" gets the same number of images"
             )
+        if self.sampling.training_guidance == "prompt_centred" and not self.expander.model:
+            raise ValueError("sampling.training_guidance='prompt_centred' needs an expander (expander.model); use 'cfg'")
+        expansions = self.sampling.expansions_per_prompt * identifier_count(self)
+        if self.mode in ("joint", "expander") and self.expander.update.baseline == "group_mean" and expansions < 2:
+            raise ValueError(
+                f"expander.update.baseline='group_mean' compares the expansions of one prompt, but there is {expansions}: "
+                "set sampling.expansions_per_prompt >= 2 (or turn identifiers on), or use baseline 'mean'"
+            )
+        if self.selection.gradient_normalisation == "group" and self.sampling.images_per_prompt < 2 * groups:
+            raise ValueError("selection.gradient_normalisation='group' z-scores the images of a group: set "
+                             f"sampling.images_per_prompt >= 2 × the {groups} expansions × identifiers of a prompt")
         if not self.prompts.train and not self.prompts.train_file:
             raise ValueError("prompts.train and prompts.train_file are both empty: give training prompts")
 
@@ -265,6 +311,22 @@ class DerivedQuantities:
             f"per iteration; {self.updates_per_iteration} optimiser step(s) per iteration of {self.images_per_minibatch} "
             f"images per process; {self.trained_steps_per_image} trained denoising step(s) per image"
         )
+
+
+def identifier_count(config: TrainConfig) -> int:
+    """K_id: one identifier per reward when identifiers are on, else 1."""
+    return len(config.rewards.names) if config.identifiers.enabled else 1
+
+
+def batch_layout(config: TrainConfig, num_processes: int) -> BatchLayout:
+    """The global batch's nesting: prompts (all processes) × E expansions × K_id identifiers × N images."""
+    sampling = config.sampling
+    return BatchLayout(
+        prompts=sampling.prompts_per_process * num_processes,
+        expansions=sampling.expansions_per_prompt,
+        identifiers=identifier_count(config),
+        images=sampling.images_per_prompt // (sampling.expansions_per_prompt * identifier_count(config)),
+    )
 
 
 def derived_quantities(config: TrainConfig, num_processes: int) -> DerivedQuantities:
@@ -305,9 +367,11 @@ PRESETS: dict[str, dict[str, Any]] = {
             "settings": {"clip_score": {"model": "builtin:tiny_clip"}, "sentiment": {"model": "builtin:tiny_clip"}},
         },
         "prompts": {"train": list(_TINY_PROMPTS), "evaluation": list(_TINY_HELD_OUT)},
-        "sampling": {"prompts_per_process": 4, "images_per_prompt": 3, "num_steps": 10, "w1": 2.0, "w2": 2.0,
+        # 2 prompts × 3 identifiers (one expansion each) × 2 images = 12 images per process
+        "sampling": {"prompts_per_process": 2, "images_per_prompt": 6, "num_steps": 10, "w1": 2.0, "w2": 2.0,
                      "guidance_scale": 3.0},
-        "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 0.5},
+        # every denoising step is trained, as the paper accumulates the gradient over all of them
+        "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 1.0},
         "expander": {"model": "builtin:tiny_gpt2", "lr": 1e-3, "lora_rank": 4,
                      "sampling": {"max_new_tokens": 12}, "update": {"kl_weight": 0.05}},
         "logging": {"images_every": 10},
@@ -318,7 +382,8 @@ _SHAPES_HELD_OUT = tuple(short_prompt(colour, shape) for colour, shape in HELD_O
 PRESETS["shapes"] = {
     # The shapes world (python -m shapes.build): a trained tiny SD, its expander and the four
     # rewards of the Parrot paper's loop, all loaded through the same classes as the real models.
-    # ~7 s an iteration on 2 CPU cores (identifiers off): 40 iterations (640 images) in ~5 minutes.
+    # ~7 s an iteration on 2 idle CPU cores (identifiers off) when half the steps were trained; training
+    # all 20 steps doubles the update's UNet passes (not re-timed: the cores were shared when it changed).
     "iterations": 40,
     "checkpoint_every": 20,
     "output_dir": "runs/train-shapes",
@@ -333,12 +398,15 @@ PRESETS["shapes"] = {
         },
     },
     "prompts": {"train": list(_SHAPES_PROMPTS), "evaluation": list(_SHAPES_HELD_OUT)},
-    "sampling": {"prompts_per_process": 4, "images_per_prompt": 4, "num_steps": 20, "w1": 2.0, "w2": 2.0,
-                 "guidance_scale": 4.0},
+    # 2 prompts × 2 expansions × 4 images = 16 images per iteration; training samples use CFG 4 on ĉ,
+    # the held-out table prompt-centred guidance w1 = w2 = 2
+    "sampling": {"prompts_per_process": 2, "expansions_per_prompt": 2, "images_per_prompt": 8, "num_steps": 20,
+                 "w1": 2.0, "w2": 2.0, "guidance_scale": 4.0},
     # lr: at 3e-4 the T2I LoRA moved no held-out reward by more than 0.01 in 20 iterations; 1e-3
     # raises aesthetic and preference (CLIPScore gives back ~0.01). At 1e-4 the expander's LoRA
     # did not change a single sampled token in 6 iterations; 2e-3 lets it learn.
-    "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 0.5},
+    # every denoising step is trained, as the paper accumulates the gradient over all of them
+    "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 1.0},
     "expander": {"model": "{world}/expander", "lr": 2e-3, "lora_rank": 4,
                  "sampling": {"max_new_tokens": 32}, "update": {"kl_weight": 0.05}},
     # 3 held-out colour × shape pairs × 8 seeds: 24 images per before/after mean

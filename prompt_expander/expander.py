@@ -456,9 +456,14 @@ class PromptExpander:
         return (per_token * expansions.attention_mask.to(per_token.device)).sum(1)
 
     def policy_gradient_loss(
-        self, expansions: Expansions, rewards: torch.Tensor, config: PolicyGradientConfig | None = None
+        self,
+        expansions: Expansions,
+        rewards: torch.Tensor,
+        config: PolicyGradientConfig | None = None,
+        groups: torch.Tensor | None = None,
     ) -> PolicyGradientLoss:
-        """The RL loss for sampled ``expansions`` and their rewards (N,), ready for ``.backward()``.
+        """The RL loss for sampled ``expansions`` and their rewards (N,), ready for ``.backward()``
+        (``groups`` (N,): the original prompt of each expansion, for the ``group_mean`` baseline).
 
         One forward pass of the policy gives both the log-probs and the KL to the reference.
         """
@@ -474,6 +479,7 @@ class PromptExpander:
             config,
             old_log_probs=old,
             kl=kl,
+            groups=groups,
         )
 
 

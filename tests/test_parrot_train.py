@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def quick_args(output_dir, *extra):
-    """The tiny preset cut down to seconds: 2 rewards, 2 prompts × 2 images, 4 DDIM steps, no expander."""
+    """The tiny preset cut down to seconds: 2 rewards, 1 prompt × 4 images (2 per identifier), 4 DDIM steps, no expander."""
     return [
         "--preset", "tiny", "--output_dir", str(output_dir), "--mode", "t2i", "--expander.model", "",
         "--rewards.names", "jpeg_compressibility", "clip_score",
-        "--sampling.prompts_per_process", "2", "--sampling.images_per_prompt", "2", "--sampling.num_steps", "4",
+        "--sampling.prompts_per_process", "1", "--sampling.images_per_prompt", "4", "--sampling.num_steps", "4",
         "--t2i.timestep_fraction", "0.5", "--logging.log_with", "none", "--evaluation.enabled", "false",
         *extra,
     ]  # fmt: skip
@@ -70,7 +70,7 @@ def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path, capsys):
         record = json.loads((out / "samples" / f"iteration-{iteration:06d}.json").read_text())
         assert len(record["rewards"]) == len(record["original_prompts"]) == len(record["selected"]) == 4
         with Image.open(out / "samples" / f"iteration-{iteration:06d}.png") as grid:
-            assert grid.size == (2 * 16, 2 * 16)  # 2 images per prompt × 2 prompts of 16 px
+            assert grid.size == (2 * 16, 2 * 16)  # a row per group (1 prompt × 2 identifiers), 2 images of 16 px
     # a half-written checkpoint is never picked up
     (out / "checkpoints" / ".tmp-checkpoint-000009-1").mkdir()
     resumed = ParrotTrainer(load_train_config(args[:-6] + ["--iterations", "3", "--resume", "--evaluation.enabled", "false"]))
@@ -124,13 +124,15 @@ def test_two_processes_select_the_global_p_and_stay_identical(tmp_path):
     rank0 = load_file(str(tmp_path / "multi" / "rank0.safetensors"))
     rank1 = load_file(str(tmp_path / "multi" / "rank1.safetensors"))
     single = ParrotTrainer(load_train_config(quick_args(tmp_path / "single", "--iterations", "1",
-                                                       "--sampling.prompts_per_process", "4")))  # fmt: skip
+                                                       "--sampling.prompts_per_process", "2")))  # fmt: skip
     single.run_iteration(0)
     assert torch.equal(rank0["selected"].bool(), single.last_advantages.selected)
     assert torch.equal(rank0["selected"], rank1["selected"])
     for name, param in single.trainable_state()["t2i"].items():
         assert torch.equal(rank0[name], rank1[name]), name  # synchronised gradients: identical ranks
-        assert torch.allclose(rank0[name], param, atol=1e-6), name  # and equal to one process on the same data
+        # and equal to one process on the same data, up to float rounding: a batch of 4 vs 8 sums in another
+        # order, and Adam's first steps turn that rounding of a near-zero gradient into a few 1e-6
+        assert torch.allclose(rank0[name], param, atol=1e-5), name
 
 
 class NanOnFirstImage(Reward):
@@ -160,7 +162,7 @@ def test_config_errors_name_the_field(tmp_path):
         load_train_config(quick_args(tmp_path, "--sampling.eta", "0"))
     with pytest.raises(ConfigError, match="t2i: estimator='ppo'"):
         load_train_config(quick_args(tmp_path, "--t2i.estimator", "ppo"))
-    with pytest.raises(ConfigError, match="images_per_prompt=3 must be a multiple"):
+    with pytest.raises(ConfigError, match="images_per_prompt=3 must be a multiple of the 2 expansions × identifiers"):
         load_train_config(quick_args(tmp_path, "--sampling.images_per_prompt", "3"))
     with pytest.raises(ConfigError, match="mode='joint' trains the expander: set expander.model"):
         load_train_config(quick_args(tmp_path, "--mode", "joint"))
@@ -190,7 +192,7 @@ def test_preset_then_yaml_then_cli_precedence(tmp_path):
     config = load_train_config(["--config", str(yaml_file), "--t2i.lr", "0.25"])
     assert config.preset == "tiny" and config.model.pipeline == "builtin:tiny"  # from the YAML's preset
     assert config.iterations == 7 and config.sampling.num_steps == 6  # YAML over the preset
-    assert config.sampling.prompts_per_process == 4  # preset values the YAML does not touch survive
+    assert config.sampling.prompts_per_process == 2  # preset values the YAML does not touch survive
     assert config.t2i.lr == 0.25  # CLI over YAML
     assert config.rewards.settings["clip_score"] == {"model": "builtin:tiny_clip"}
 

@@ -1,0 +1,191 @@
+"""Parrot's Algorithm 1 as the loop runs it: groups, per-group P, raw/normalised weighting, identifier
+credit, the expander's group-mean baseline, DPOK's reward-weighted baseline, config errors. Numbers by hand."""
+
+import math
+
+import pytest
+import torch
+
+from parrot.config import ConfigError
+from parrot.layout import BatchLayout
+from parrot.losses import reward_weighted_denoising_loss, rwr_weights
+from parrot.selection import SelectionConfig, compute_advantages, parse_selection
+from parrot.train import ParrotTrainer, credited_group_rewards, expansion_rewards
+from parrot.train_config import batch_layout, derived_quantities, load_train_config
+from prompt_expander.rl import PolicyGradientConfig, advantages_from_rewards, policy_gradient_loss
+from test_parrot_train import quick_args
+
+NAMES = ["a", "b"]
+# two groups of two images: in group 0, (2, 2) dominates (1, 1); in group 1, (0, .5) and (.5, 0) trade off.
+# Over the mixed batch (2, 2) dominates everything.
+REWARDS = torch.tensor([[1.0, 1.0], [2.0, 2.0], [0.0, 0.5], [0.5, 0.0]])
+GROUPS = torch.tensor([0, 0, 1, 1])
+VALID = torch.ones_like(REWARDS, dtype=torch.bool)
+
+
+def advantages(groups=GROUPS, identifiers=None, **settings):
+    config = SelectionConfig(advantage_clip=100, **settings)
+    return compute_advantages(REWARDS, VALID, ["c"] * 4, config, parse_selection(config, NAMES), groups=groups, identifiers=identifiers)
+
+
+def test_layout_indices_are_prompt_expansion_identifier_image_nested():
+    layout = BatchLayout(prompts=2, expansions=2, identifiers=2, images=2)
+    assert (layout.groups_per_prompt, layout.num_groups, layout.num_images) == (4, 8, 16)
+    assert layout.image_group().tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]
+    assert layout.image_prompt().tolist() == [0] * 8 + [1] * 8
+    assert layout.image_expansion().tolist() == [0, 0, 0, 0, 1, 1, 1, 1] * 2
+    assert layout.image_identifier().tolist() == [0, 0, 1, 1] * 4
+    assert layout.group_prompt().tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert layout.group_identifier().tolist() == [0, 1] * 4
+    with pytest.raises(ValueError, match="BatchLayout.images=0 must be >= 1"):
+        BatchLayout(prompts=1, images=0)
+
+
+def test_group_scope_takes_p_per_group_and_batch_scope_over_the_mixed_batch():
+    grouped = advantages(reward_weighting="raw")
+    assert grouped.selected.tolist() == [False, True, True, True]
+    assert grouped.normaliser == 3
+    # raw weighting (the paper): A[i, k] = r_k on P, 0 elsewhere
+    assert grouped.values.tolist() == [[0.0, 0.0], [2.0, 2.0], [0.0, 0.5], [0.5, 0.0]]
+    mixed = advantages(reward_weighting="raw", scope="batch")
+    assert mixed.selected.tolist() == [False, True, False, False] and mixed.normaliser == 1
+    assert mixed.values.tolist() == [[0.0, 0.0], [2.0, 2.0], [0.0, 0.0], [0.0, 0.0]]
+
+
+def test_normalised_weighting_z_scores_per_batch_or_per_group():
+    batch = advantages(reward_weighting="normalised", gradient_normalisation="batch")
+    # column a over the batch: mean 0.875, std sqrt(2.1875 / 4); column b: mean 0.875, the same std
+    std = math.sqrt(2.1875 / 4)
+    assert batch.values[1].tolist() == pytest.approx([1.125 / std, 1.125 / std], rel=1e-5)
+    # (0, .5) is in P but below the batch mean on both rewards: normalised weighting pushes it down
+    assert batch.values[2].tolist() == pytest.approx([-0.875 / std, -0.375 / std], rel=1e-5)
+    assert batch.values[0].tolist() == [0.0, 0.0]  # outside P
+    group = advantages(reward_weighting="normalised", gradient_normalisation="group")
+    # each group's two values z-score to ∓1 (std 0.5 and 0.25 of two-point groups)
+    expected = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 1.0], [1.0, -1.0]])
+    torch.testing.assert_close(group.values, expected, rtol=0, atol=1e-4)
+    assert advantages(reward_weighting="raw", gradient_normalisation="group").values[1].tolist() == [2.0, 2.0]  # raw ignores it
+
+
+def test_identifier_k_images_are_credited_by_reward_k_only_after_selection_over_all_rewards():
+    credited = advantages(reward_weighting="raw", identifiers=torch.tensor([0, 0, 1, 1]))
+    assert credited.selected.tolist() == [False, True, True, True]  # P still over both rewards
+    assert credited.values.tolist() == [[0.0, 0.0], [2.0, 0.0], [0.0, 0.5], [0.0, 0.0]]
+    nonzero_columns = {i: (row != 0).nonzero().flatten().tolist() for i, row in enumerate(credited.values)}
+    assert nonzero_columns == {0: [], 1: [0], 2: [1], 3: []}
+
+
+def test_expander_group_mean_baseline_and_expansion_rewards():
+    # per-image advantages → r(ĉ) per group: 1 prompt × 2 expansions × 2 images
+    layout = BatchLayout(prompts=1, expansions=2, images=2)
+    per_group = expansion_rewards(torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [0.0, 0.0]]), layout)
+    assert per_group.tolist() == [1.0, 2.0]
+    config = PolicyGradientConfig(baseline="group_mean")
+    rewards, groups = torch.tensor([1.0, 3.0, 2.0, 6.0]), torch.tensor([0, 0, 1, 1])
+    assert advantages_from_rewards(rewards, config, groups).tolist() == [-1.0, 1.0, -2.0, 2.0]
+    assert advantages_from_rewards(rewards, PolicyGradientConfig(baseline="mean")).tolist() == [-2.0, 0.0, -1.0, 3.0]
+    log_probs = torch.tensor([[-1.0, -2.0], [-1.0, 0.0], [-0.5, 0.0], [-2.0, -1.0]], requires_grad=True)
+    loss = policy_gradient_loss(log_probs, torch.ones(4, 2), rewards, PolicyGradientConfig(baseline="group_mean", kl_weight=0),
+                                groups=groups)  # fmt: skip
+    assert loss.loss.item() == pytest.approx(-(-1 * -3 + 1 * -1 + -2 * -0.5 + 2 * -3) / 4)
+    assert advantages_from_rewards(rewards, config).tolist() == [-2.0, 0.0, -1.0, 3.0]  # no groups: one group
+    with pytest.raises(ValueError, match="baseline='best': choose one of"):
+        PolicyGradientConfig(baseline="best")
+
+
+def test_promptist_relative_reward_credits_own_rewards_on_paired_noise(tmp_path):
+    layout = BatchLayout(prompts=1, identifiers=2, images=2)
+    rewards = torch.tensor([[1.0, 10.0], [3.0, 20.0], [5.0, 2.0], [float("nan"), 4.0]])
+    valid = torch.isfinite(rewards)
+    # identifier 0's images count r_0 (1, 3), identifier 1's r_1 (2, 4); without identifiers every finite score
+    assert credited_group_rewards(rewards, valid, layout, layout.image_identifier()).tolist() == [2.0, 3.0]
+    assert credited_group_rewards(rewards, valid, layout, None).tolist() == [17.0, 5.5]
+    args = quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--expander.sampling.max_new_tokens", "4",
+                      "--expander.update.baseline", "original_prompt", "--iterations", "1")  # fmt: skip
+    trainer = ParrotTrainer(load_train_config(args))
+    prompts = trainer.local_prompts(trainer.draw_prompts(0))
+    expanded = trainer.expanded_texts(prompts, trainer.expand(prompts, 0))
+    rollout, scores = trainer.sample_and_score(prompts, expanded, 0, 0)
+    plain = trainer.sample_images(prompts, prompts, 0, 0)
+    assert torch.equal(plain.trajectory.latents[:, 0], rollout.trajectory.latents[:, 0])  # the same x_T per image
+    assert plain.trajectory.prompts == ["<jpeg_compressibility>, " + prompts[0]] * 2 + ["<clip_score>, " + prompts[0]] * 2
+    relative = trainer.relative_rewards(prompts, scores, 0, 0)
+    own = trainer.layout.for_prompts(1).image_identifier()
+    plain_scores = trainer.score(plain).scores
+    expected = [(scores.scores[2 * g : 2 * g + 2, g] - plain_scores[2 * g : 2 * g + 2, g]).mean() for g in range(2)]
+    torch.testing.assert_close(relative, torch.stack(expected).float(), rtol=1e-5, atol=1e-5)
+    assert own.tolist() == [0, 0, 1, 1]
+    metrics = trainer.run_iteration(0)
+    assert math.isfinite(metrics["expander/loss"])
+
+
+def test_rwr_weights_clip_advantages_at_zero_and_weight_the_denoising_loss():
+    assert rwr_weights(torch.tensor([-1.0, 0.5, 2.0])).tolist() == [0.0, 0.5, 2.0]
+    prediction = torch.tensor([[[1.0, 1.0]], [[2.0, 0.0]], [[5.0, 5.0]]], requires_grad=True)  # (n=3, S=1, 2)
+    weights = rwr_weights(torch.tensor([0.5, 2.0, -3.0]))
+    loss = reward_weighted_denoising_loss(prediction, torch.zeros(3, 1, 2), weights, normaliser=2)
+    assert loss.item() == pytest.approx((0.5 * 1.0 + 2.0 * 2.0 + 0.0 * 25.0) / 2)  # per-image mean squares 1, 2, 25
+    loss.backward()
+    assert prediction.grad[2].abs().sum() == 0  # a negative advantage pushes nothing away
+    with pytest.raises(ValueError, match="must be \\(n, S, ...\\)"):
+        reward_weighted_denoising_loss(prediction, torch.zeros(3, 2), weights, 1)
+
+
+def test_new_config_fields_are_validated_with_the_field_name(tmp_path):
+    with pytest.raises(ConfigError, match="selection: scope='prompt': use one of"):
+        load_train_config(quick_args(tmp_path, "--selection.scope", "prompt"))
+    with pytest.raises(ConfigError, match="selection: reward_weighting='scaled': use one of"):
+        load_train_config(quick_args(tmp_path, "--selection.reward_weighting", "scaled"))
+    with pytest.raises(ConfigError, match="sampling: training_guidance='parrot': use one of"):
+        load_train_config(quick_args(tmp_path, "--sampling.training_guidance", "parrot"))
+    with pytest.raises(ConfigError, match="sampling: expansions_per_prompt=0 must be >= 1"):
+        load_train_config(quick_args(tmp_path, "--sampling.expansions_per_prompt", "0"))
+    with pytest.raises(ConfigError, match="sampling.training_guidance='prompt_centred' needs an expander"):
+        load_train_config(quick_args(tmp_path, "--sampling.training_guidance", "prompt_centred"))
+    joint = ["--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--identifiers.enabled", "false"]
+    with pytest.raises(ConfigError, match="baseline='group_mean' compares the expansions of one prompt, but there is 1"):
+        load_train_config(quick_args(tmp_path, *joint))
+    load_train_config(quick_args(tmp_path, *joint, "--expander.update.baseline", "mean"))
+    load_train_config(quick_args(tmp_path, *joint, "--sampling.expansions_per_prompt", "2"))  # 2 groups of 2 images
+    with pytest.raises(ConfigError, match="gradient_normalisation='group' z-scores the images of a group"):
+        load_train_config(quick_args(tmp_path, "--selection.gradient_normalisation", "group", "--sampling.images_per_prompt", "2"))
+    with pytest.raises(ConfigError, match="images_per_prompt=4 must be a multiple of the 6 expansions × identifiers"):
+        load_train_config(quick_args(tmp_path, "--sampling.expansions_per_prompt", "3"))
+    with pytest.raises(ConfigError, match="t2i: kl_weight=0.1 is the policy-gradient estimators' KL"):
+        load_train_config(quick_args(tmp_path, "--t2i.estimator", "rwr", "--t2i.kl_weight", "0.1"))
+    # 1 prompt × 2 expansions × 2 identifiers × 2 images per process
+    config = load_train_config(quick_args(tmp_path, "--sampling.expansions_per_prompt", "2", "--sampling.images_per_prompt", "8"))
+    assert derived_quantities(config, 1).images_per_process == 8
+    assert batch_layout(config, 2) == BatchLayout(prompts=2, expansions=2, identifiers=2, images=2)
+
+
+def test_an_iteration_samples_groups_with_cfg_and_credits_each_identifier(tmp_path):
+    args = quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--expander.sampling.max_new_tokens", "4",
+                      "--sampling.expansions_per_prompt", "2", "--sampling.images_per_prompt", "8", "--iterations", "1")  # fmt: skip
+    trainer = ParrotTrainer(load_train_config(args))
+    trainer.run_iteration(0)
+    rollout = trainer.last_rollout
+    # 1 prompt × 2 expansions × 2 identifiers × 2 images; one expansion per group, CFG on "<k>, ĉ"
+    assert rollout.trajectory.batch_size == 8
+    identifiers = ["<jpeg_compressibility>", "<clip_score>"]
+    for i, (text, expanded) in enumerate(zip(rollout.trajectory.prompts, rollout.expanded_prompts)):
+        assert text == f"{identifiers[(i // 2) % 2]}, {expanded}"
+        assert expanded == rollout.expanded_prompts[i - i % 2]  # the N images of a group share ĉ
+    assert rollout.trajectory.conditioning.weights == (3.0,) and rollout.trajectory.original_prompts is None
+    assert trainer.guidance.weights == (2.0, 2.0)  # prompt-centred guidance is for inference only
+    values, selected = trainer.last_advantages.values, trainer.last_advantages.selected
+    own = rollout.own_reward
+    assert own.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
+    assert torch.all(values[torch.arange(8), 1 - own] == 0)  # the other reward's column is always 0
+    assert torch.all(values[~selected] == 0)
+    for group in range(4):  # P is taken per group: every group keeps at least one image
+        assert selected[2 * group : 2 * group + 2].any()
+
+
+def test_rwr_iteration_trains_the_lora_on_base_samples(tmp_path):
+    trainer = ParrotTrainer(load_train_config(quick_args(tmp_path, "--t2i.estimator", "rwr", "--t2i.inner_epochs", "1",
+                                                         "--selection.mode", "weighted", "--iterations", "1")))  # fmt: skip
+    before = {k: v.detach().clone() for k, v in trainer.trainable_state()["t2i"].items()}
+    metrics = trainer.run_iteration(0)
+    assert math.isfinite(metrics["t2i/loss"]) and metrics["t2i/loss"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in trainer.trainable_state()["t2i"].items())
