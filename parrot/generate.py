@@ -39,7 +39,8 @@ from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
 from parrot.checkpoint import latest_checkpoint, read_json
-from parrot.config import parse_config
+from parrot_base.cli import run_cli
+from parrot_base.config import parse_config
 from parrot.identifiers import IdentifierConfig, with_identifiers
 from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.sample import prepare_output_dir
@@ -332,7 +333,6 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(GenerateConfig, argv)
     rows = run_generation(config)
     for row in rows:
@@ -343,4 +343,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -53,7 +53,8 @@ from parrot.checkpoint import (
     save_tensors,
     write_json,
 )
-from parrot.config import config_to_dict
+from parrot_base.cli import run_cli
+from parrot_base.config import config_to_dict
 from parrot.identifiers import evaluation_identifiers, with_identifiers
 from parrot.losses import gaussian_kl, t2i_policy_loss
 from parrot.selection import Advantages, PerPromptStatTracker, compute_advantages, parse_selection
@@ -694,10 +695,9 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_train_config(argv)
     ParrotTrainer(config).train()
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

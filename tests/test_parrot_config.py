@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from parrot.config import ConfigError, config_to_dict, parse_config
+from parrot_base.config import ConfigError, config_to_dict, parse_config
 
 
 @dataclass
