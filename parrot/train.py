@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from parrot.checkpoint import (
     atomic_checkpoint_dir,
-    latest_checkpoint,
+    latest_valid_checkpoint,
     load_tensors,
     optimizer_state_from_files,
     optimizer_state_to_files,
@@ -610,7 +610,7 @@ class ParrotTrainer:
         if acc.is_main_process:
             sys.stdout.write(f"parrot.train: {self.derived.describe()}; selection {cfg.selection.mode}, mode {cfg.mode}\n")
         if cfg.resume:
-            path = latest_checkpoint(cfg.output_dir / "checkpoints")
+            path = latest_valid_checkpoint(cfg.output_dir / "checkpoints")  # damaged ones skipped, with a warning
             if path is None:
                 logger.warning("resume: no checkpoint in %s; starting from scratch", cfg.output_dir / "checkpoints")
             else:
