@@ -57,6 +57,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, ValueError, OSError,
 #: the project's own loggers, which stay at INFO when third-party ones are quieted
 PROJECT_PACKAGES = ("parrot", "parrot_base", "t2i", "rewards", "prompt_expander", "shapes", "benchmarks", "__main__")
 
+# third-party loggers that would otherwise inherit the level of a root logger set up elsewhere
+_QUIETED_LOGGERS = ("accelerate", "torch", "PIL", "matplotlib", "urllib3", "filelock", "tensorboard")
+
 # third-party warnings that say nothing a user of the CLI can act on (shown again with --verbose)
 _NOISY_WARNINGS = (
     r".*fan_in_fan_out.*",
@@ -80,9 +83,11 @@ def configure_output(verbose: bool) -> None:
     for name in PROJECT_PACKAGES:
         logging.getLogger(name).setLevel(logging.INFO)
     if verbose:
+        for name in _QUIETED_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
         return
     _quiet_before_imports()
-    for name in ("accelerate", "torch", "PIL", "matplotlib", "urllib3", "filelock", "tensorboard"):
+    for name in _QUIETED_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     _quiet_hf_libraries()
 

@@ -126,7 +126,8 @@ def config_from_dict(cls: type[C], values: dict[str, Any], prefix: str = "") -> 
     except (TypeError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from err
+        where = prefix.rstrip(".")  # a top-level message names its own field
+        raise ConfigError(f"{where}: {err}" if where else str(err)) from err
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
