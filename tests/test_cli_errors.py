@@ -32,23 +32,8 @@ def one_error_line(err: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def restore_output_settings(monkeypatch):
-    """run_cli quiets loggers, warnings, environment and the HF libraries; give later tests theirs back."""
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
-
-    for name, value in list(os.environ.items()):
-        monkeypatch.setenv(name, value)  # restored, with anything added removed, after the test
-    levels = {name: logging.getLogger(name).level for name in ("", "accelerate", "torch", "PIL", "matplotlib")}
-    verbosity = (transformers_logging.get_verbosity(), diffusers_logging.get_verbosity())
-    with warnings.catch_warnings():
-        yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    transformers_logging.set_verbosity(verbosity[0])
-    diffusers_logging.set_verbosity(verbosity[1])
-    transformers_logging.enable_progress_bar()
-    diffusers_logging.enable_progress_bar()
+def _restored(restore_output_settings):
+    """run_cli changes process-wide output settings; conftest's fixture restores them."""
 
 
 def bad_yaml(tmp_path):
