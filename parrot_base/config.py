@@ -5,7 +5,8 @@ text in ``field(metadata={"help": ...})``. ``parse_config(Config, argv)`` builds
 line from it: a nested field ``train.lr`` becomes ``--train.lr``; ``--config FILE.yaml``
 loads a YAML mapping of the same shape first. Unknown keys, values of the wrong type, a
 non-finite float (``nan``, ``inf``) and a file that is not YAML are refused with the field's
-dotted name (or the file and line) in a one-line :class:`ConfigError`.
+dotted name (or the file and line) in a one-line :class:`ConfigError`; so is an unknown
+``--option`` (with the closest known one suggested) and any other refusal of argparse.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -22,7 +24,15 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["parse_config", "config_from_dict", "config_to_dict", "merge_values", "read_yaml", "ConfigError"]
+__all__ = [
+    "parse_config",
+    "config_from_dict",
+    "config_to_dict",
+    "merge_values",
+    "read_yaml",
+    "ConfigError",
+    "OneLineArgumentParser",
+]
 
 # the options parrot_base.cli.run_cli takes off the command line before the parser sees it
 RUNNER_OPTIONS_HELP = "--debug: show the traceback of an error; --verbose: show third-party logs, warnings and progress bars"
@@ -45,6 +55,22 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(f"{what} {path}: not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{what} {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose refusals are a ConfigError (one line) instead of the usage text and exit."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (--help lists every option)")
+
+
+def _refuse_unknown(unknown: list[str], options: list[str]) -> None:
+    flag = next((arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")), None)
+    if flag is None:
+        raise ConfigError(f"unexpected value(s) {' '.join(unknown)!r}: give each value after its --option")
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ConfigError(f"unknown option {flag}{hint} (--help lists every option)")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -188,8 +214,9 @@ def parse_config(
     Precedence, lowest first: the dataclass defaults, ``defaults`` (a nested mapping, e.g. a
     preset), the YAML file, the command line.
     """
-    parser = argparse.ArgumentParser(
-        description=description or (cls.__doc__ or "").strip().split("\n")[0], epilog=RUNNER_OPTIONS_HELP
+    parser = OneLineArgumentParser(  # exact names only: an abbreviation would hide a typo of a longer field
+        description=description or (cls.__doc__ or "").strip().split("\n")[0], epilog=RUNNER_OPTIONS_HELP,
+        allow_abbrev=False,
     )
     parser.add_argument("--config", type=Path, help="YAML file with values for any of the fields below")
     for dotted, f, tp in _leaf_fields(cls):
@@ -208,7 +235,10 @@ def parse_config(
             metavar="VALUE",
             help=f"{help_text} [default: {default}]",
         )
-    args = vars(parser.parse_args(argv))
+    known, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(unknown, [option for action in parser._actions for option in action.option_strings])
+    args = vars(known)
     values: dict[str, Any] = {}
     config_path = args.pop("config")
     if config_path is not None:

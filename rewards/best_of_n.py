@@ -23,7 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from parrot_base.cli import run_cli
-from parrot_base.config import RUNNER_OPTIONS_HELP
+from parrot_base.config import RUNNER_OPTIONS_HELP, OneLineArgumentParser
 from rewards.base import Reward, as_pil_images
 from rewards.registry import load_reward
 
@@ -113,7 +113,7 @@ def _parse_setting(text: str) -> tuple[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> BestOfN:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUNNER_OPTIONS_HELP
     )
     source = parser.add_mutually_exclusive_group(required=True)

@@ -55,6 +55,10 @@ def test_each_command_answers_a_mistake_in_one_line(tmp_path, capsys):
         (train.main, ["--preset", "tiny", "--rewards.names", "nope"],
          "error: unknown reward 'nope'; known rewards: caption_alignment, clip_score, hpsv2, imagereward, "
          "jpeg_compressibility, jpeg_incompressibility, laion_aesthetic, pickscore, preference, sentiment"),
+        (train.main, ["--preset", "tiny", "--sampling.etaa", "1"],
+         "error: unknown option --sampling.etaa; did you mean --sampling.eta? (--help lists every option)"),
+        (best_of_n.main, ["--tiny", "--prompt", "a circle"],
+         "error: the following arguments are required: --reward, --out (--help lists every option)"),
         (train.main, ["--preset", "tiny", "--config", str(bad_yaml(tmp_path))],
          f"error: --config {tmp_path / 'bad.yaml'}: not valid YAML at line 3, column 1: "
          "expected the node content, but found '<stream end>'"),
