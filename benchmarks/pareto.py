@@ -78,7 +78,7 @@ import numpy as np
 from scipy.stats import sem
 from tqdm.auto import tqdm
 
-from parrot.config import ConfigError
+from parrot_base.config import ConfigError
 from parrot.evaluation import (
     EvaluationSamples,
     front_hypervolume,

@@ -3,15 +3,25 @@
 A checkpoint is a directory ``checkpoint-{iteration:06d}`` written first under a hidden
 temporary name in the same folder, flushed, and then renamed in one ``os.rename`` — a
 reader never sees a half-written checkpoint, and a run killed mid-write leaves only a
-``.tmp-*`` folder that :func:`latest_checkpoint` ignores and the next save cleans up.
+``.tmp-*`` folder that :func:`latest_valid_checkpoint` ignores and the next save cleans up.
 
 Optimiser states (``torch.optim`` ``state_dict``) are split into tensors (safetensors) and
 their plain-Python remainder (JSON), so loading never unpickles anything.
+
+Every checkpoint carries ``manifest.json`` (written last, before the rename): each file's
+path relative to the checkpoint, its size and sha256. :func:`latest_valid_checkpoint` checks
+it newest first and, when a checkpoint is damaged (a truncated safetensors, a garbled
+state.json, a missing file), warns naming the bad file and falls back to the previous one. A
+write that fails (a full disk) removes its temporary folder, leaves every earlier checkpoint
+as it was and raises :class:`CheckpointWriteError`, whose message says what to do.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from parrot_base.cli import UsageError
 
 __all__ = [
     "save_tensors",
@@ -27,17 +40,42 @@ __all__ = [
     "optimizer_state_to_files",
     "optimizer_state_from_files",
     "atomic_checkpoint_dir",
-    "latest_checkpoint",
+    "CheckpointWriteError",
+    "NoValidCheckpointError",
+    "MANIFEST",
+    "write_manifest",
+    "checkpoint_problem",
+    "latest_valid_checkpoint",
     "prune_checkpoints",
     "write_json",
     "read_json",
 ]
 
+logger = logging.getLogger(__name__)
+
 _NAME = re.compile(r"^checkpoint-(\d{6,})$")
+MANIFEST = "manifest.json"
+_MANIFEST_VERSION = 1
+
+
+class CheckpointWriteError(UsageError):
+    """A checkpoint could not be written (e.g. the disk is full); the earlier ones are intact."""
+
+
+class NoValidCheckpointError(UsageError):
+    """``--resume`` found checkpoints, and every one of them is damaged."""
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    """Write ``path``; a failed write (full disk) is an OSError with its errno, as ``open`` would raise."""
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    except SafetensorError as err:  # safetensors reports I/O errors as "... (os error 28) ..."
+        found = re.search(r"os error (\d+)", str(err))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from err
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -95,20 +133,98 @@ class atomic_checkpoint_dir:
         self.root.mkdir(parents=True, exist_ok=True)
         for stale in self.root.glob(".tmp-checkpoint-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        for old in self.root.glob(".old-checkpoint-*"):  # a run killed while replacing a checkpoint
+            final = self.root / old.name[len(".old-") :].rsplit("-", 1)[0]
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(old, final)
         self.tmp.mkdir()
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
+        try:
+            if exc is None:
+                self._publish()
+                return
+        except OSError as err:
+            exc = err
+        except BaseException:
             shutil.rmtree(self.tmp, ignore_errors=True)
-            return
+            raise
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise CheckpointWriteError(_write_failure(self.final, exc)) from exc
+        # any other exception of the body propagates unchanged (a bug keeps its traceback)
+
+    def _publish(self) -> None:
+        """Manifest, fsync, then one rename; a checkpoint of the same iteration is replaced only then."""
+        write_manifest(self.tmp)
         for path in self.tmp.rglob("*"):
             if path.is_file():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
+        replaced = None
         if self.final.exists():  # a re-run of the same iteration after a resume
-            shutil.rmtree(self.final)
-        os.rename(self.tmp, self.final)
+            replaced = self.final.with_name(f".old-{self.final.name}-{os.getpid()}")
+            os.rename(self.final, replaced)
+        try:
+            os.rename(self.tmp, self.final)
+        except OSError:
+            if replaced is not None:
+                os.rename(replaced, self.final)
+            raise
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _write_failure(final: Path, err: OSError) -> str:
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    hint = "free disk space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the cause"
+    return (
+        f"could not write checkpoint {final} ({reason}); the earlier checkpoints are intact: "
+        f"{hint} and rerun with --resume true"
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path) -> None:
+    """``manifest.json``: {relative path: {size, sha256}} of every other file under ``directory``."""
+    files = sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {p.relative_to(directory).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    write_json({"version": _MANIFEST_VERSION, "files": entries}, Path(directory) / MANIFEST)
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What is wrong with checkpoint ``path`` (naming the file), or None when its manifest checks out.
+
+    A checkpoint without a manifest (written by an older version) is accepted, with a warning.
+    """
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():  # written before manifests existed: nothing to check against
+        logger.warning("checkpoint %s has no %s (an older version wrote it): not verified", path, MANIFEST)
+        return None
+    try:
+        entries = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+        entries = {str(name): (int(e["size"]), str(e["sha256"])) for name, e in entries.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"{MANIFEST} is unreadable ({type(err).__name__})"
+    for name, (size, sha256) in sorted(entries.items()):
+        file = Path(path) / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, the manifest says {size}"
+        if _sha256(file) != sha256:
+            return f"{name} does not match its sha256 in the manifest"
+    return None
 
 
 def _complete(root: Path) -> list[tuple[int, Path]]:
@@ -118,10 +234,27 @@ def _complete(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint under ``root`` (temporary folders are ignored), or None."""
+def latest_valid_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint under ``root`` whose manifest checks out, or None when there is none.
+
+    A damaged newer checkpoint is skipped with a warning naming its bad file; when checkpoints
+    exist but every one is damaged, :class:`NoValidCheckpointError` says so (starting over
+    silently would throw the run away).
+    """
     found = _complete(Path(root))
-    return found[-1][1] if found else None
+    problems = []
+    for _, path in reversed(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("checkpoint %s is damaged: %s; trying the one before it", path, problem)
+        problems.append(f"{path.name}: {problem}")
+    if found:
+        raise NoValidCheckpointError(
+            f"every checkpoint under {root} is damaged ({'; '.join(problems)}); "
+            "move them away to start over, or run without --resume"
+        )
+    return None
 
 
 def prune_checkpoints(root: Path, keep: int) -> list[Path]:

@@ -38,8 +38,9 @@ import torch
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
-from parrot.checkpoint import latest_checkpoint, read_json
-from parrot.config import parse_config
+from parrot.checkpoint import latest_valid_checkpoint, read_json
+from parrot_base.cli import run_cli
+from parrot_base.config import parse_config
 from parrot.identifiers import IdentifierConfig, with_identifiers
 from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.sample import prepare_output_dir
@@ -57,6 +58,7 @@ __all__ = [
     "training_identifiers",
     "load_generation_policy",
     "run_generation",
+    "warn_long_prompts",
     "main",
 ]
 
@@ -118,8 +120,10 @@ class GenerateConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_prompts < 0:
             raise ValueError(f"max_prompts={self.max_prompts} must be >= 0")
-        if bool(self.prompt) == bool(self.prompts_file):
-            raise ValueError("give exactly one of --prompt TEXT and --prompts_file FILE")
+        if self.prompt and self.prompts_file:
+            raise ValueError("give only one of --prompt TEXT and --prompts_file FILE")
+        if not self.prompts_file and not self.prompt.strip():
+            raise ValueError("--prompt is empty: give the text to draw (or --prompts_file FILE)")
         if self.best_of > 1 and not self.rank_by:
             raise ValueError(f"best_of={self.best_of} needs --rank_by REWARD to rank the candidates")
 
@@ -182,7 +186,7 @@ def training_config(lora_dir: str | Path) -> dict[str, Any] | None:
     lora_dir = Path(lora_dir)
     state = lora_dir.parent / "state.json"
     if not state.is_file():
-        checkpoint = latest_checkpoint(lora_dir.parent.parent / "checkpoints")
+        checkpoint = latest_valid_checkpoint(lora_dir.parent.parent / "checkpoints")
         state = checkpoint / "state.json" if checkpoint is not None else state
     if not state.is_file():
         return None
@@ -252,6 +256,17 @@ def guidance_of(config: GenerateConfig) -> Guidance:
     return Guidance.prompt_centred(config.w1, config.w2) if mode == "prompt_centred" else Guidance.cfg(config.guidance_scale)
 
 
+def warn_long_prompts(policy: StableDiffusionPolicy, prompts: list[str], weighted: bool) -> int:
+    """One warning per distinct prompt the text encoder cannot read whole; returns how many."""
+    warned = 0
+    for prompt in dict.fromkeys(prompts):
+        overflow = policy.prompt_overflow(plain_prompt(prompt) if weighted else prompt)
+        if overflow is not None:
+            logger.warning("%s", overflow.describe(prompt))
+            warned += 1
+    return warned
+
+
 # ----- generation -------------------------------------------------------------------------------
 def sample_images(
     policy: StableDiffusionPolicy, config: GenerateConfig, conditioned: list[str], originals: list[str], guidance: Guidance
@@ -312,6 +327,7 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
     expanded = expand_prompts(config, prompts)
     originals = [p for p in prompts for _ in range(config.images_per_prompt)]
     conditioned = [with_identifiers(e, identifiers, template) for e in expanded]
+    warn_long_prompts(policy, conditioned + (originals if len(guidance.weights) == 2 else []), config.prompt_weighting)
     images, extras = sample_images(policy, config, conditioned, originals, guidance)
     scored_prompts = [plain_prompt(p) for p in originals] if config.prompt_weighting else originals
     scores = score_images(config, names, images, scored_prompts, expanded)
@@ -332,7 +348,6 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(GenerateConfig, argv)
     rows = run_generation(config)
     for row in rows:
@@ -343,4 +358,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

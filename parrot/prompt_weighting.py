@@ -5,7 +5,8 @@ conditioning; it works with the project's diffusers 0.42 / transformers 5 withou
 so it is used as is rather than re-implemented. Each ``+`` multiplies a fragment's weight by
 1.1 and each ``-`` by 0.9; compel scales up-weighted token embeddings away from the empty
 prompt's, and realises down-weighting by blending with the prompt with those tokens masked out.
-A prompt without any weighting syntax encodes exactly as the stock pipeline encodes it; a prompt
+A prompt without any weighting syntax encodes exactly as the stock pipeline encodes it (it skips
+compel's parser, which takes seconds on a prompt of thousands of characters); a prompt
 compel cannot parse (unbalanced brackets or control characters, e.g. from an expander) is encoded
 as plain text, with a warning.
 """
@@ -22,9 +23,17 @@ from pyparsing import ParseException
 
 from t2i import StableDiffusionPolicy
 
-__all__ = ["WeightedPromptPolicy", "weighted_prompt_encoder", "plain_prompt"]
+__all__ = ["WeightedPromptPolicy", "weighted_prompt_encoder", "plain_prompt", "has_weighting"]
 
 logger = logging.getLogger(__name__)
+
+# every compel construct — (text)+, word--, (text)1.3, [text], .and(), .blend() — uses one of these
+_SYNTAX = re.compile(r"[()\[\]+\-]")
+
+
+def has_weighting(prompt: str) -> bool:
+    """Whether ``prompt`` may hold weighting syntax (False: it is plain text for certain)."""
+    return _SYNTAX.search(prompt) is not None
 
 
 def weighted_prompt_encoder(pipeline: StableDiffusionPipeline) -> Compel:
@@ -34,6 +43,8 @@ def weighted_prompt_encoder(pipeline: StableDiffusionPipeline) -> Compel:
 
 def plain_prompt(prompt: str) -> str:
     """The prompt's text without weighting syntax ("(oil on canvas)+++, x" → "oil on canvas, x"), for rewards."""
+    if not has_weighting(prompt):
+        return prompt
     try:
         parts = Compel.parse_prompt_string(prompt).prompts
     except ParseException:
@@ -53,6 +64,8 @@ class WeightedPromptPolicy(StableDiffusionPolicy):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict:
+        if not any(has_weighting(p) for p in prompts):
+            return super().encode_prompts(prompts)
         try:
             embeds = self.compel(list(prompts))
         except ParseException:

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parrot.config import parse_config
+from parrot_base.cli import UsageError, run_cli
+from parrot_base.config import parse_config
 from parrot.evaluation import CURVES_FILE, read_curves
 from parrot.plots import pairwise_front_plot
 
@@ -384,14 +385,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         argv = ["--run_dir", argv[0], *argv[1:]]
     config = parse_config(ReportConfig, argv)
     if config.run_dir is None:
-        raise SystemExit("parrot.report: give the run directory: python -m parrot.report RUN_DIR [--out PATH]")
-    try:
-        out = write_report(config.run_dir, config.out)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"parrot.report: {err}") from None
+        raise UsageError("give the run directory: python -m parrot.report RUN_DIR [--out PATH]")
+    out = write_report(config.run_dir, config.out)
     sys.stdout.write(f"wrote {out}\n")
     return out
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from parrot.config import parse_config
+from parrot_base.cli import run_cli
+from parrot_base.config import parse_config
 from rewards.base import as_pil_images
 from t2i import Guidance, StableDiffusionPolicy
 from t2i.tiny import build_tiny_pipeline
@@ -119,4 +120,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from parrot.checkpoint import (
     atomic_checkpoint_dir,
-    latest_checkpoint,
+    latest_valid_checkpoint,
     load_tensors,
     optimizer_state_from_files,
     optimizer_state_to_files,
@@ -64,7 +64,8 @@ from parrot.checkpoint import (
     save_tensors,
     write_json,
 )
-from parrot.config import config_to_dict
+from parrot_base.cli import run_cli
+from parrot_base.config import config_to_dict
 from parrot.evaluation import CURVES_FILE, EvaluationSamples, append_curve, evaluation_record, format_table, held_out_samples
 from parrot.identifiers import evaluation_identifiers, with_identifiers
 from parrot.layout import BatchLayout
@@ -671,7 +672,7 @@ class ParrotTrainer:
         if acc.is_main_process:
             sys.stdout.write(f"parrot.train: {self.derived.describe()}; selection {cfg.selection.mode}, mode {cfg.mode}\n")
         if cfg.resume:
-            path = latest_checkpoint(cfg.output_dir / "checkpoints")
+            path = latest_valid_checkpoint(cfg.output_dir / "checkpoints")  # damaged ones skipped, with a warning
             if path is None:
                 logger.warning("resume: no checkpoint in %s; starting from scratch", cfg.output_dir / "checkpoints")
             else:
@@ -770,10 +771,9 @@ def reward_scatter(rewards: torch.Tensor, selected: torch.Tensor, size: int = 25
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_train_config(argv)
     ParrotTrainer(config).train()
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -24,9 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from parrot.config import ConfigError, parse_config
+from parrot_base.config import ConfigError, parse_config, read_yaml
 from parrot.identifiers import IdentifierConfig
 from parrot.layout import BatchLayout
 from parrot.selection import SelectionConfig
@@ -433,7 +431,7 @@ def _preset_name(argv: Sequence[str]) -> str:
     if known.preset:
         return known.preset
     if known.config is not None and known.config.is_file():
-        loaded = yaml.safe_load(known.config.read_text()) or {}
+        loaded = read_yaml(known.config, "--config") or {}
         if isinstance(loaded, dict) and loaded.get("preset"):
             return str(loaded["preset"])
     return DEFAULT_PRESET

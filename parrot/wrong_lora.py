@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from parrot.config import config_to_dict, parse_config
+from parrot_base.cli import run_cli
+from parrot_base.config import config_to_dict, parse_config
 from parrot.generate import parse_reward_list, read_prompts
 from parrot.sample import prepare_output_dir
 from parrot.world import build_policy, resolve_reward_settings
@@ -187,4 +188,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -121,7 +121,7 @@ def load_pairs(source: str | os.PathLike | Dataset | DatasetDict, split: str = "
     """
     if isinstance(source, DatasetDict):
         if split not in source:
-            raise KeyError(f"split {split!r} not in the dataset; it has {sorted(source)}")
+            raise ValueError(f"split {split!r} not in the dataset; it has {sorted(source)}")
         dataset = source[split]
     elif isinstance(source, Dataset):
         dataset = source

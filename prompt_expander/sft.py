@@ -22,7 +22,8 @@ import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from parrot.config import parse_config
+from parrot_base.cli import run_cli
+from parrot_base.config import parse_config
 from prompt_expander.data import (
     DiffusionDBPairsConfig,
     build_diffusiondb_pairs,
@@ -210,4 +211,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

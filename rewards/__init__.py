@@ -6,6 +6,10 @@ Importing this package registers every built-in reward: ``jpeg_compressibility``
 and ``hpsv2`` and ``imagereward`` (their packages are installed by hand on GPU machines).
 """
 
+from parrot_base.cli import quiet_if_run_as_command
+
+quiet_if_run_as_command()  # before the imports below print anything (commands only)
+
 from rewards import aesthetic, caption, clip_rewards, external, jpeg, preference  # noqa: F401  (registration)
 from rewards.aesthetic import AestheticHead, AestheticHeadConfig, LaionAesthetic, fit_aesthetic_head
 from rewards.base import Reward, RewardConfig, as_image_tensor

@@ -22,6 +22,8 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from parrot_base.cli import run_cli
+from parrot_base.config import RUNNER_OPTIONS_HELP, OneLineArgumentParser
 from rewards.base import Reward, as_pil_images
 from rewards.registry import load_reward
 
@@ -111,7 +113,9 @@ def _parse_setting(text: str) -> tuple[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> BestOfN:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUNNER_OPTIONS_HELP
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pipeline", help="hub id or local diffusers Stable Diffusion pipeline directory")
     source.add_argument("--tiny", action="store_true", help="use the random tiny pipeline (t2i.tiny) for a smoke run")
@@ -127,7 +131,6 @@ def main(argv: Sequence[str] | None = None) -> BestOfN:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="output directory for the kept images and scores.json")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from t2i import Guidance, StableDiffusionPolicy
 
@@ -158,4 +161,4 @@ def main(argv: Sequence[str] | None = None) -> BestOfN:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -137,7 +137,7 @@ def load_linear_probe(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
     tensors = load_file(os.fspath(path))
     missing = {"weight", "bias"} - set(tensors)
     if missing:
-        raise KeyError(f"linear probe {os.fspath(path)!r} lacks tensor(s) {sorted(missing)}; it has {sorted(tensors)}")
+        raise ValueError(f"linear probe {os.fspath(path)!r} lacks tensor(s) {sorted(missing)}; it has {sorted(tensors)}")
     return tensors["weight"].reshape(-1), tensors["bias"].reshape(1)
 
 

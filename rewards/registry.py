@@ -51,7 +51,7 @@ def reward_names() -> list[str]:
 
 def _entry(name: str) -> RewardEntry:
     if name not in _REGISTRY:
-        raise KeyError(f"unknown reward {name!r}; known rewards: {', '.join(reward_names())}")
+        raise ValueError(f"unknown reward {name!r}; known rewards: {', '.join(reward_names())}")
     return _REGISTRY[name]
 
 
@@ -66,7 +66,7 @@ def build_reward_config(name: str, overrides: Mapping[str, Any] | None = None) -
     valid = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
-        raise TypeError(f"reward {name!r} has no setting(s) {unknown}; its settings are {sorted(valid)}")
+        raise ValueError(f"reward {name!r} has no setting(s) {unknown}; its settings are {sorted(valid)}")
     return config_class(**overrides)
 
 

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from parrot.config import parse_config
+from parrot_base.cli import run_cli
+from parrot_base.config import parse_config
 from rewards.base import as_image_tensor
 from rewards.preference import PreferenceScorer, PreferenceScorerConfig, freeze_fraction_of_backbone
 
@@ -220,7 +221,6 @@ def train_preference(
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, float]]:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = parse_config(TrainPreferenceConfig, argv, description="Train a preference reward model (Bradley–Terry)")
     _, history = train_preference(config)
     for record in history:
@@ -230,4 +230,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

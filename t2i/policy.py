@@ -32,7 +32,7 @@ from t2i.guidance import Guidance, combine_noise_predictions
 from t2i.lora import LoraSettings, add_lora, load_lora, save_lora
 from t2i.sources import resolve_model_source
 
-__all__ = ["Conditioning", "Trajectory", "DiffusionPolicy", "StableDiffusionPolicy"]
+__all__ = ["Conditioning", "Trajectory", "DiffusionPolicy", "StableDiffusionPolicy", "PromptOverflow"]
 
 Embeds = dict[str, torch.Tensor]
 
@@ -138,6 +138,24 @@ class Trajectory:
         )
 
 
+@dataclass(frozen=True)
+class PromptOverflow:
+    """A prompt longer than the text encoder's context: its token count and the text that is dropped."""
+
+    tokens: int  # with the start and end tokens
+    context: int  # the text encoder's context length (77 for CLIP)
+    dropped: str  # the words past the context, decoded
+
+    def describe(self, prompt: str, max_words: int = 20) -> str:
+        words = self.dropped.split()
+        shown = " ".join(words[:max_words]) + (f" … (+{len(words) - max_words} more words)" if len(words) > max_words else "")
+        head = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+        return (
+            f"prompt {head!r} has {self.tokens} tokens but the text encoder reads {self.context}; "
+            f"dropped: {shown!r}"
+        )
+
+
 def _check_prompts(name: str, prompts: str | Sequence[str]) -> list[str]:
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -193,6 +211,18 @@ class DiffusionPolicy(ABC):
     def dtype(self) -> torch.dtype:
         """Dtype of the UNet's weights (change it with ``policy.to(dtype=...)``)."""
         return self._dtype
+
+    def prompt_overflow(self, prompt: str) -> PromptOverflow | None:
+        """How ``prompt`` overflows the text encoder's context (diffusers truncates it), or None when it fits."""
+        tokenizer = getattr(self.pipeline, "tokenizer", None)
+        if tokenizer is None:
+            return None
+        context = int(tokenizer.model_max_length)
+        ids = tokenizer(prompt, add_special_tokens=False, truncation=False, verbose=False).input_ids
+        kept = context - 2  # the start and end tokens take two places
+        if len(ids) <= kept:
+            return None
+        return PromptOverflow(tokens=len(ids) + 2, context=context, dropped=tokenizer.decode(ids[kept:]).strip())
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DiffusionPolicy:
         self.pipeline.to(device, dtype)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from parrot.config import ConfigError
+from parrot_base.config import ConfigError
 from parrot.train_config import load_train_config
 from t2i import Guidance
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from parrot.config import ConfigError, config_to_dict, parse_config
+from parrot_base.config import ConfigError, config_to_dict, parse_config
 
 
 @dataclass
@@ -76,3 +76,21 @@ def test_mapping_fields_come_from_yaml_and_a_string_is_refused(tmp_path):
     assert parse_config(WithMapping, ["--config", str(path)]).settings == {"clip_score": {"model": "some/dir"}}
     with pytest.raises(ConfigError, match="settings: expected a mapping, got 'rewards.yaml'; set it in the --config YAML"):
         parse_config(WithMapping, ["--settings", "rewards.yaml"])
+
+
+def test_command_line_refusals_are_one_line_config_errors():
+    @dataclass
+    class Small:
+        learning_rate: float = field(default=0.1, metadata={"help": "step size"})
+        steps: int = field(default=1, metadata={"help": "steps"})
+
+    with pytest.raises(ConfigError) as refused:
+        parse_config(Small, ["--learning_rat", "0.2"])
+    assert str(refused.value) == "unknown option --learning_rat; did you mean --learning_rate? (--help lists every option)"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(Small, ["--steps"])
+    assert str(refused.value) == "argument --steps: expected one argument (--help lists every option)"
+    with pytest.raises(ConfigError, match="unexpected value\\(s\\) 'extra': give each value after its --option"):
+        parse_config(Small, ["--steps", "2", "extra"])
+    with pytest.raises(ConfigError, match="^unknown option --zzz \\(--help"):
+        parse_config(Small, ["--zzz=1"])

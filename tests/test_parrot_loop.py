@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from parrot.config import ConfigError
+from parrot_base.config import ConfigError
 from parrot.layout import BatchLayout
 from parrot.losses import reward_weighted_denoising_loss, rwr_weights
 from parrot.selection import SelectionConfig, compute_advantages, parse_selection

@@ -195,7 +195,7 @@ def test_a_missing_or_empty_run_dir_is_refused_by_name(tmp_path):
     missing = tmp_path / "no-such-run"
     with pytest.raises(FileNotFoundError, match=f"run directory '{missing}' does not exist"):
         report_html(missing)
-    with pytest.raises(SystemExit, match=f"parrot.report: run directory '{missing}' does not exist"):
+    with pytest.raises(FileNotFoundError, match=f"run directory '{missing}' does not exist"):
         main([str(missing)])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=f"'{tmp_path / 'empty'}' holds no run output"):

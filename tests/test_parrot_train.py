@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from parrot.config import ConfigError
+from parrot_base.config import ConfigError
 from parrot.train import _EVAL, ParrotTrainer, derived_seed
 from parrot.train_config import derived_quantities, load_train_config
 from rewards.base import Reward

@@ -3,8 +3,10 @@
 Every config in the project is a (possibly nested) dataclass whose fields carry their help
 text in ``field(metadata={"help": ...})``. ``parse_config(Config, argv)`` builds the command
 line from it: a nested field ``train.lr`` becomes ``--train.lr``; ``--config FILE.yaml``
-loads a YAML mapping of the same shape first. Unknown keys and values of the wrong type
-are refused with the field's dotted name in the message.
+loads a YAML mapping of the same shape first. Unknown keys, values of the wrong type, a
+non-finite float (``nan``, ``inf``) and a file that is not YAML are refused with the field's
+dotted name (or the file and line) in a one-line :class:`ConfigError`; so is an unknown
+``--option`` (with the closest known one suggested) and any other refusal of argparse.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -20,13 +24,53 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["parse_config", "config_from_dict", "config_to_dict", "merge_values", "ConfigError"]
+__all__ = [
+    "parse_config",
+    "config_from_dict",
+    "config_to_dict",
+    "merge_values",
+    "read_yaml",
+    "ConfigError",
+    "OneLineArgumentParser",
+]
+
+# the options parrot_base.cli.run_cli takes off the command line before the parser sees it
+RUNNER_OPTIONS_HELP = "--debug: show the traceback of an error; --verbose: show third-party logs, warnings and progress bars"
 
 C = TypeVar("C")
 
 
 class ConfigError(ValueError):
     """A config value or key that cannot be used; the message names the dotted field."""
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in ``path``; a file that is not YAML is refused naming the line to fix."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{what} {path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose refusals are a ConfigError (one line) instead of the usage text and exit."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (--help lists every option)")
+
+
+def _refuse_unknown(unknown: list[str], options: list[str]) -> None:
+    flag = next((arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")), None)
+    if flag is None:
+        raise ConfigError(f"unexpected value(s) {' '.join(unknown)!r}: give each value after its --option")
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ConfigError(f"unknown option {flag}{hint} (--help lists every option)")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -85,6 +129,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and value != number:
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        if tp is float and not math.isfinite(number):
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
         return number
     if tp is str:
         return str(value)
@@ -106,7 +152,8 @@ def config_from_dict(cls: type[C], values: dict[str, Any], prefix: str = "") -> 
     except (TypeError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from err
+        where = prefix.rstrip(".")  # a top-level message names its own field
+        raise ConfigError(f"{where}: {err}" if where else str(err)) from err
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -167,7 +214,10 @@ def parse_config(
     Precedence, lowest first: the dataclass defaults, ``defaults`` (a nested mapping, e.g. a
     preset), the YAML file, the command line.
     """
-    parser = argparse.ArgumentParser(description=description or (cls.__doc__ or "").strip().split("\n")[0])
+    parser = OneLineArgumentParser(  # exact names only: an abbreviation would hide a typo of a longer field
+        description=description or (cls.__doc__ or "").strip().split("\n")[0], epilog=RUNNER_OPTIONS_HELP,
+        allow_abbrev=False,
+    )
     parser.add_argument("--config", type=Path, help="YAML file with values for any of the fields below")
     for dotted, f, tp in _leaf_fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else "(computed)"
@@ -185,13 +235,16 @@ def parse_config(
             metavar="VALUE",
             help=f"{help_text} [default: {default}]",
         )
-    args = vars(parser.parse_args(argv))
+    known, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(unknown, [option for action in parser._actions for option in action.option_strings])
+    args = vars(known)
     values: dict[str, Any] = {}
     config_path = args.pop("config")
     if config_path is not None:
         if not config_path.is_file():
             raise ConfigError(f"--config {config_path}: no such file")
-        loaded = yaml.safe_load(config_path.read_text()) or {}
+        loaded = read_yaml(config_path, "--config") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {config_path}: expected a YAML mapping at the top level")
         values = loaded
