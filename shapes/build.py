@@ -44,6 +44,7 @@ from shapes.clip import (
     train_clip,
     train_tokenizer,
 )
+from parrot_base.cli import run_cli
 from rewards import load_reward
 from rewards.clip import ClipBackbone
 from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples
@@ -330,7 +331,7 @@ def _goal_rows(figures: dict[str, float]) -> list[str]:
         row("seeds explain ≥ 10% of sentiment variance", "card_seed_share_sentiment", lambda v: v >= 0.1),
     ]
     for name in ("laion_aesthetic", "preference"):
-        d, se = f(f"card_sft_delta_{name}"), f(f"card_sft_se_{name}")
+        se = f(f"card_sft_se_{name}")
         rows.append(row(f"SFT expander beats c on {name} by ≥ 3 paired SE (SE {se if se is None else round(se, 3)})",
                         f"card_sft_delta_{name}", lambda v, se=se: se is not None and v >= 3 * se))
     rows.append(row("SFT expander lowers CLIPScore to c (as Promptist)", "card_sft_delta_clip_score", lambda v: v < 0))
@@ -505,4 +506,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from parrot_base.cli import run_cli
 from rewards import load_reward
 from shapes.data import (
     BACKGROUNDS,
@@ -253,4 +254,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

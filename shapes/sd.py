@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from tqdm.auto import tqdm
-from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer, get_cosine_schedule_with_warmup
+from transformers import CLIPModel, CLIPTextModel, get_cosine_schedule_with_warmup
 
 from shapes.checker import check_prompt, read_quality
 from shapes.clip import images_to_tensor
@@ -46,7 +46,6 @@ __all__ = [
     "ShapesSDConfig",
     "build_unet",
     "build_vae",
-    "ddim_scheduler",
     "evaluate_pipeline",
     "quality_vocabulary",
     "text_encoder_from_clip",
