@@ -52,7 +52,7 @@ def test_each_command_answers_a_mistake_in_one_line(tmp_path, capsys):
     cases = [
         (train.main, ["--preset", "tiny", "--sampling.eta", "0"],
          "error: sampling: eta=0.0 must be > 0: training needs log-probs of stochastic steps"),
-        (train.main, ["--preset", "tiny", "--rewards.names", "nope"],
+        (train.main, ["--preset", "tiny", "--rewards.names", "nope", "jpeg_compressibility"],
          "error: unknown reward 'nope'; known rewards: caption_alignment, clip_score, hpsv2, imagereward, "
          "jpeg_compressibility, jpeg_incompressibility, laion_aesthetic, pickscore, preference, sentiment"),
         (train.main, ["--preset", "tiny", "--sampling.etaa", "1"],
