@@ -18,8 +18,10 @@ prompts × evaluation seeds (fixed noise). Methods (K rewards r_1..r_K of the pr
                         paper's T2I-only 0.3992 vs WS 0.3273); identifiers as the preset sets them;
 - ``parrot-expander``   Pareto selection, only the expander trained (``--mode expander``);
 - ``parrot``            Parrot joint (``--mode joint``);
-- ``parrot-no-pcg``     Parrot joint without original-prompt-centred guidance: w1 = 0 and w2 = the
-                        preset's CFG scale, i.e. plain CFG on ĉ (:mod:`t2i.guidance` drops zero weights);
+- ``parrot-no-pcg``     Parrot joint without original-prompt-centred guidance at inference: w1 = 0 and
+                        w2 = the preset's CFG scale, i.e. plain CFG on ĉ (:mod:`t2i.guidance` drops zero
+                        weights); training samples with CFG on "<k>, ĉ" in both, so the two rows differ
+                        only in how they are evaluated;
 - ``ws2+expander``      WS2's equal-weight sum, T2I and expander trained jointly;
 - ``dpok``              DPOK: KL-regularised policy gradient on the WS2 sum, T2I only
                         (``t2i.kl_weight`` = :data:`DPOK_KL_WEIGHT`);
@@ -54,7 +56,7 @@ Commands (from the repository root, ``OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONP
 
 ``--quick``: all methods, 1 training seed, 1 iteration of 2 prompts × 4 images, 8 DDIM steps,
 2 evaluation seeds (a smoke run, not a result). The full run: 3 training seeds, 12 iterations of
-the preset's batch for every trained method (shapes: 4 prompts × 4 images, 20 DDIM steps; a cell
+the preset's batch for every trained method (shapes: 1 prompt × 4 identifiers × 4 images, 20 DDIM steps; a cell
 ≈ 1–2 min on 2 cores), 8 evaluation seeds. ``--iterations 0`` takes the preset's own budget
 (shapes: 40 iterations, the ``make demo`` run; ≈ 5 min a cell). ``OUT`` receives ``table.md``,
 ``pareto.json``, ``fronts.png`` and ``hypervolume.png``. Wall times of the runs made: BENCHMARKS.md.

@@ -378,10 +378,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 _SHAPES_PROMPTS = tuple(short_prompt(colour, shape) for colour, shape in training_pairs())
 _SHAPES_HELD_OUT = tuple(short_prompt(colour, shape) for colour, shape in HELD_OUT_PAIRS)
 PRESETS["shapes"] = {
-    # The shapes world (python -m shapes.build): a trained tiny SD, its expander and the four
+    # The shapes world v4 (python -m shapes.build): a trained tiny SD, its expander and the four
     # rewards of the Parrot paper's loop, all loaded through the same classes as the real models.
-    # ~7 s an iteration on 2 idle CPU cores (identifiers off) when half the steps were trained; training
-    # all 20 steps doubles the update's UNet passes (not re-timed: the cores were shared when it changed).
     "iterations": 40,
     "checkpoint_every": 20,
     "output_dir": "runs/train-shapes",
@@ -396,27 +394,22 @@ PRESETS["shapes"] = {
         },
     },
     "prompts": {"train": list(_SHAPES_PROMPTS), "evaluation": list(_SHAPES_HELD_OUT)},
-    # 2 prompts × 2 expansions × 4 images = 16 images per iteration; training samples use CFG 4 on ĉ,
-    # the held-out table prompt-centred guidance w1 = w2 = 2
-    "sampling": {"prompts_per_process": 2, "expansions_per_prompt": 2, "images_per_prompt": 8, "num_steps": 20,
+    # 1 prompt × 4 identifiers (one ĉ each) × 4 images = 16 images per iteration; training samples use
+    # CFG 4 on "<k>, ĉ", the held-out table prompt-centred guidance w1 = w2 = 2 with all identifiers
+    "sampling": {"prompts_per_process": 1, "expansions_per_prompt": 1, "images_per_prompt": 16, "num_steps": 20,
                  "w1": 2.0, "w2": 2.0, "guidance_scale": 4.0},
-    # lr: at 3e-4 the T2I LoRA moved no held-out reward by more than 0.01 in 20 iterations; 1e-3
-    # raises aesthetic and preference (CLIPScore gives back ~0.01). At 1e-4 the expander's LoRA
-    # did not change a single sampled token in 6 iterations; 2e-3 lets it learn.
     # every denoising step is trained, as the paper accumulates the gradient over all of them
     "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 1.0},
+    # at 1e-4 the expander's LoRA changed no sampled token in 6 iterations on the v3 world; 2e-3 learns
     "expander": {"model": "{world}/expander", "lr": 2e-3, "lora_rank": 4,
-                 "sampling": {"max_new_tokens": 32}, "update": {"kl_weight": 0.05}},
-    # 3 held-out colour × shape pairs × 8 seeds: 24 images per before/after mean
+                 "sampling": {"max_new_tokens": 48}, "update": {"kl_weight": 0.05}},
+    # 3 held-out colour × shape pairs × 8 seeds: 24 images per column of the held-out table
     "evaluation": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7]},
     "logging": {"images_every": 10},
-    # Reward identifiers off on this world. Its CLIP reads 32 tokens, so they must be short (one
-    # letter per reward, "l p c s, …", the template kept for --identifiers.enabled true), and its
-    # small text tower was trained on shapes captions only: the four unseen letters in front of ĉ
-    # drag the untrained model's held-out aesthetic from 5.21 to 3.13 and CLIPScore from 0.70 to
-    # 0.44, a T2I LoRA trained with them did not transfer to prompts without them, and they cost 4
-    # UNet passes per update instead of 1 (BENCHMARKS.md, "Training").
-    "identifiers": {"enabled": False, "template": "{name:.1}"},
+    # Reward identifiers on, "<laion_aesthetic> <preference> <clip_score> <sentiment>, ĉ" at evaluation:
+    # the v4 world's text tower and UNet were trained with these tokens (and filler words) in front
+    # of ~30% of captions, so they start harmless (shapes/world/WORLD.md, identifier rows).
+    "identifiers": {"enabled": True, "template": "<{name}>"},
 }
 #: the committed shapes world (shapes/world); ``tiny`` is the random toy built in code.
 DEFAULT_PRESET = "shapes"

@@ -1,0 +1,98 @@
+"""Reward identifiers, the protocol of Parrot's Fig. 7: does identifier <k> ask for reward k?
+
+For a trained run, the held-out prompts are sampled (beam-decoded ĉ, the run's inference guidance,
+fixed noise per prompt × evaluation seed) once with each single identifier "<k>, ĉ" and scored by
+every reward. Identifier k "works" for reward k when r_k is highest under <k> among the single
+identifiers; the margin is r_k(<k>) − max_{j≠k} r_k(<j>) with the paired standard error of the
+per-image differences against that runner-up (``scipy.stats.sem``, ddof 1). Rows "all" (every
+identifier, as Parrot evaluates) and "none" (ĉ alone) are printed for reference.
+
+The run is rebuilt from its own command line (the training flags) and its newest valid
+checkpoint::
+
+    python benchmarks/identifiers.py -- --seed 0 --output_dir runs/v4-seed0
+    python benchmarks/identifiers.py --json runs/v4-seed0/identifiers.json -- --seed 0 --output_dir runs/v4-seed0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from parrot.checkpoint import latest_valid_checkpoint
+from parrot.evaluation import held_out_samples
+from parrot.train import ParrotTrainer
+from parrot.train_config import load_train_config
+
+__all__ = ["identifier_margins", "identifier_table", "main"]
+
+
+def identifier_margins(scores: dict[str, np.ndarray], reward_names: list[str]) -> dict[str, dict[str, float]]:
+    """Per reward k: r_k under <k>, the best other single identifier j, margin and its paired SE.
+
+    ``scores[label]`` is the (images, K) reward matrix sampled with identifier ``label`` (same noise
+    row by row for every label)."""
+    result = {}
+    for k, name in enumerate(reward_names):
+        own = scores[name][:, k]
+        others = {j: scores[j][:, k] for j in reward_names if j != name}
+        runner_up = max(others, key=lambda j: others[j].mean())
+        difference = own - others[runner_up]
+        result[name] = {
+            "own": float(own.mean()),
+            "runner_up": runner_up,
+            "runner_up_value": float(others[runner_up].mean()),
+            "margin": float(difference.mean()),
+            "paired_se": float(stats.sem(difference)),
+        }
+    return result
+
+
+def identifier_table(scores: dict[str, np.ndarray], reward_names: list[str]) -> str:
+    """Markdown: mean of each reward (columns) under each identifier setting (rows), then the margins."""
+    lines = ["| identifier | " + " | ".join(reward_names) + " |", "|---|" + "---:|" * len(reward_names)]
+    for label, matrix in scores.items():
+        lines.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in matrix.mean(0)) + " |")
+    lines += ["", "| reward k | r_k under <k> | best other | margin ± paired SE | ≥ 2 SE |", "|---|---:|---|---:|---|"]
+    for name, m in identifier_margins(scores, reward_names).items():
+        ok = m["margin"] >= 2 * m["paired_se"]
+        lines.append(
+            f"| {name} | {m['own']:.4f} | <{m['runner_up']}> {m['runner_up_value']:.4f} | "
+            f"{m['margin']:+.4f} ± {m['paired_se']:.4f} | {'yes' if ok else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default="", help="also write the scores and margins here")
+    args = parser.parse_args(argv[:split])
+    config = load_train_config(argv[split + 1 :])
+    if not config.identifiers.enabled:
+        raise SystemExit("error: the run trained without identifiers (identifiers.enabled false): nothing to compare")
+    trainer = ParrotTrainer(config)
+    checkpoint = latest_valid_checkpoint(Path(config.output_dir) / "checkpoints")
+    if checkpoint is None:
+        raise SystemExit(f"error: no checkpoint under {config.output_dir}/checkpoints: train the run first")
+    trainer.load_checkpoint(checkpoint)
+    names = list(trainer.reward_names)
+    scores = {}
+    for label, identifiers in [(n, [n]) for n in names] + [("all", names), ("none", [])]:
+        trainer.eval_identifiers = identifiers
+        scores[label] = held_out_samples(trainer, "trained").scores.numpy()
+    print(f"run {config.output_dir}, checkpoint {checkpoint.name}; {scores['all'].shape[0]} held-out images per row")
+    print(identifier_table(scores, names))
+    if args.json:
+        record = {"scores": {k: v.tolist() for k, v in scores.items()}, "margins": identifier_margins(scores, names)}
+        Path(args.json).write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
