@@ -9,6 +9,7 @@ then ``scipy.stats.sem`` of the P per-prompt differences, ddof 1) or an image (`
 both are :func:`parrot.evaluation.paired_deltas`.
 
     python benchmarks/training_seeds.py runs/headline3-seed0 runs/headline3-seed1 runs/headline3-seed2
+    python benchmarks/training_seeds.py --against plain_base --per image runs/v4-seed{0,1,2}
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ __all__ = ["SeedDelta", "paired_deltas", "seeds_table", "main"]
 SeedDelta = PairedDelta
 
 
-def paired_deltas(evaluation: dict, per: str = "prompt") -> dict[str, SeedDelta]:
-    """Per reward, the run's before mean and its paired Δ ± SE (refuses unpaired images and fewer than 2 units)."""
-    before = EvaluationSamples.from_json(evaluation["images"]["before"])
+def paired_deltas(evaluation: dict, per: str = "prompt", against: str = "before") -> dict[str, SeedDelta]:
+    """Per reward, the run's ``against`` mean ("before" = the untrained start, "plain_base" = the base
+    model with CFG on c) and the trained run's paired Δ ± SE (refuses unpaired images and fewer than 2 units)."""
+    if against not in evaluation["images"]:
+        raise ValueError(f"evaluation.json has no {against!r} images (an older run?); use --against before")
+    before = EvaluationSamples.from_json(evaluation["images"][against])
     after = EvaluationSamples.from_json(evaluation["images"]["after"])
     deltas = shared.paired_deltas(before, after, per)
     count = next(iter(deltas.values())).count
@@ -60,13 +64,15 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="training output directories holding evaluation.json")
     parser.add_argument("--per", choices=("prompt", "image"), default="prompt", help="pairing unit (default: %(default)s)")
+    parser.add_argument("--against", choices=("before", "plain_base"), default="before",
+                        help="compare the trained run with its untrained start or with the plain base model")
     args = parser.parse_args(argv)
     runs = {}
     for run in args.runs:
         path = run / "evaluation.json"
         if not path.is_file():
             raise SystemExit(f"{path}: not found; run python -m parrot.train with --output_dir {run} first")
-        runs[run.name] = paired_deltas(json.loads(path.read_text()), args.per)
+        runs[run.name] = paired_deltas(json.loads(path.read_text()), args.per, args.against)
     table = seeds_table(runs)
     sys.stdout.write(table + "\n")
     return table

@@ -406,10 +406,13 @@ PRESETS["shapes"] = {
     # 3 held-out colour × shape pairs × 8 seeds: 24 images per column of the held-out table
     "evaluation": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7]},
     "logging": {"images_every": 10},
-    # Reward identifiers on, "<laion_aesthetic> <preference> <clip_score> <sentiment>, ĉ" at evaluation:
-    # the v4 world's text tower and UNet were trained with these tokens (and filler words) in front
-    # of ~30% of captions, so they start harmless (shapes/world/WORLD.md, identifier rows).
-    "identifiers": {"enabled": True, "template": "<{name}>"},
+    # Reward identifiers on, one letter per reward ("l p c s, ĉ" at evaluation): the v4 world's text
+    # tower and UNet were trained with identifier tokens and filler words in front of ~30% of
+    # captions. Measured on the untrained model (48 held-out images, Δ ± paired SE against c alone):
+    # "l p c s" moves aesthetic +0.10 ± 0.11, preference −0.06 ± 0.04, CLIPScore −0.014 ± 0.008,
+    # sentiment −0.18 ± 0.04; the template "<{name}>" (46 tokens for all four) costs preference
+    # −0.60 ± 0.11 (shapes/world/WORLD.md, identifier rows).
+    "identifiers": {"enabled": True, "template": "{name:.1}"},
 }
 #: the committed shapes world (shapes/world); ``tiny`` is the random toy built in code.
 DEFAULT_PRESET = "shapes"

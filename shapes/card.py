@@ -19,7 +19,7 @@ Figures (``R`` = each reward: laion_aesthetic, preference, clip_score, sentiment
 - ``pcg_delta_clip_score`` (± se): prompt-centred guidance (w1 = w2 = scale/2) minus CFG on ĉ at the
   same total weight, CLIPScore to c;
 - ``identifier_text_cosine``: cosine of the world CLIP's pooled text features of
-  "<ids>, c" and c, all four identifiers, mean over prompts (short and detailed);
+  "l p c s, c" and c (the preset's four identifiers), mean over prompts;
   ``identifiers_delta_R`` (± se): rewards of "<ids>, c" minus c on the untrained model;
 - ``corr_R1_R2``: Pearson correlation of two rewards over the plain-prompt samples.
 """
@@ -60,8 +60,8 @@ from t2i import Guidance, StableDiffusionPolicy
 __all__ = ["CardSettings", "REWARDS", "best_expansion", "expected_rating", "load_world_rewards", "measure_card", "main"]
 
 REWARDS = ("laion_aesthetic", "preference", "clip_score", "sentiment")
-#: every identifier of the shapes preset (template ``<{name}>``), as training prepends them
-ALL_IDENTIFIERS = " ".join(IDENTIFIER_WORDS[:4])
+#: every identifier of the shapes preset (template ``{name:.1}``: l p c s), as evaluation prepends them
+ALL_IDENTIFIERS = " ".join(IDENTIFIER_WORDS[4:8])
 
 
 @dataclass

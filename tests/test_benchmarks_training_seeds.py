@@ -45,3 +45,16 @@ def test_refuses_unpaired_images_and_missing_runs(tmp_path):
         paired_deltas(evaluation([[0, 0]], [[1, 1]], ("a",), (0,)))
     with pytest.raises(SystemExit, match="evaluation.json: not found"):
         main([str(tmp_path / "nowhere")])
+
+
+def test_against_the_plain_base_model(tmp_path):
+    record = evaluation([[0, 1], [1, 1], [2, 1]], [[1, 1], [3, 1], [5, 4]])
+    images = record["images"]["before"] | {"scores": [[1, 0], [1, 0], [1, 0]]}
+    record["images"]["plain_base"] = images
+    # r1 against the plain base: differences 0, 2, 4 → mean 2, std 2, SE 2/√3; r2: 1, 1, 4 → mean 2, SE 1
+    deltas = paired_deltas(record, against="plain_base")
+    assert deltas["r1"].before == pytest.approx(1.0) and deltas["r1"].delta == pytest.approx(2.0)
+    assert deltas["r1"].paired_se == pytest.approx(2 / math.sqrt(3)) and deltas["r2"].paired_se == pytest.approx(1.0)
+    del record["images"]["plain_base"]
+    with pytest.raises(ValueError, match="no 'plain_base' images"):
+        paired_deltas(record, against="plain_base")
