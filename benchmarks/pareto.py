@@ -145,9 +145,12 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
     t2i_alone = ("--mode", "t2i", "--expander.model", "", "--identifiers.enabled", "false")
     ws2 = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k))
     pareto = ("--selection.mode", "pareto")  # reward identifiers as the preset sets them
+    # an expander without identifiers samples K expansions per prompt instead of one per identifier:
+    # the same images per prompt, and the expander's group-mean baseline still has expansions to compare
+    expander_no_ids = ("--identifiers.enabled", "false", "--sampling.expansions_per_prompt", str(k))
     methods = [
         Method("base", t2i_alone, "plain_base"),
-        Method("base+expander", ("--mode", "joint", "--identifiers.enabled", "false"), "untrained"),
+        Method("base+expander", ("--mode", "joint", *expander_no_ids), "untrained"),
         # diagnostic: the paper's evaluation prompt "<all ids>, ĉ" before any training
         Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true", "--identifiers.evaluation", "all"), "untrained"),
     ]
@@ -159,7 +162,7 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
         Method("parrot-expander", ("--mode", "expander", *pareto), "trained"),
         Method("parrot", ("--mode", "joint", *pareto), "trained"),
         Method("parrot-no-pcg", ("--mode", "joint", *pareto, "--sampling.w1", "0", "--sampling.w2", str(guidance_scale)), "trained"),
-        Method("ws2+expander", ("--mode", "joint", *ws2), "trained"),
+        Method("ws2+expander", ("--mode", "joint", *expander_no_ids, *ws2), "trained"),
         Method("dpok", (*t2i_alone, *ws2, "--t2i.kl_weight", str(DPOK_KL_WEIGHT)), "trained"),
         Method("rwr", (*t2i_alone, *ws2, "--t2i.estimator", "rwr"), "trained"),
     ]

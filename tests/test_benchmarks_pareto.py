@@ -81,6 +81,8 @@ def test_methods_are_the_issue_settings():
     assert parrot_t2i.mode == "t2i" and not parrot_t2i.expander.model and parrot_t2i.selection.mode == "pareto"
     ws2_joint = load_train_config([*common, *tiny["ws2+expander"].overrides])
     assert ws2_joint.mode == "joint" and ws2_joint.expander.model and ws2_joint.selection.weights == pytest.approx((1 / 3,) * 3)
+    # without identifiers an expander samples K expansions per prompt (the group-mean baseline compares them)
+    assert not ws2_joint.identifiers.enabled and ws2_joint.sampling.expansions_per_prompt == 3
     dpok = load_train_config([*common, *tiny["dpok"].overrides])
     assert dpok.t2i.kl_weight == pareto.DPOK_KL_WEIGHT > 0 and dpok.mode == "t2i" and dpok.selection.mode == "weighted"
     # without prompt-centred guidance: w1 = 0, so only ĉ's prediction is guided (CFG on ĉ at the base's scale)
