@@ -28,6 +28,7 @@ from parrot.checkpoint import latest_valid_checkpoint
 from parrot.evaluation import held_out_samples
 from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
+from parrot_base.cli import run_cli
 
 __all__ = ["identifier_margins", "identifier_table", "main"]
 
@@ -76,11 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv[:split])
     config = load_train_config(argv[split + 1 :])
     if not config.identifiers.enabled:
-        raise SystemExit("error: the run trained without identifiers (identifiers.enabled false): nothing to compare")
+        raise ValueError("the run trained without identifiers (identifiers.enabled false): nothing to compare")
     trainer = ParrotTrainer(config)
     checkpoint = latest_valid_checkpoint(Path(config.output_dir) / "checkpoints")
     if checkpoint is None:
-        raise SystemExit(f"error: no checkpoint under {config.output_dir}/checkpoints: train the run first")
+        raise FileNotFoundError(f"no checkpoint under {config.output_dir}/checkpoints: train the run first")
     trainer.load_checkpoint(checkpoint)
     names = list(trainer.reward_names)
     scores = {}
@@ -95,4 +96,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
