@@ -40,6 +40,7 @@ draws of an uninterrupted one, and a 1-process run with batch 2B draws the same 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 import json
 import logging
 import sys
@@ -361,6 +362,22 @@ class ParrotTrainer:
             p.grad = flat[offset : offset + size].view_as(p).to(p.dtype)
             offset += size
 
+    def minibatch_steps(self, trainable: torch.Tensor, stats: dict[str, float]) -> Iterator[torch.Tensor]:
+        """The T2I update's optimiser steps: for each inner epoch and minibatch of this process's images,
+        zero the gradients and yield the indices of the minibatch's ``trainable`` images (the caller
+        backpropagates their loss), then sum the gradients over processes, clip and step
+        (``stats["grad_norm"]``, the last step's norm)."""
+        cfg = self.config.t2i
+        per_mb = self.derived.images_per_minibatch
+        for _epoch in range(cfg.inner_epochs):
+            for mb in range(cfg.minibatches):
+                rows = torch.zeros_like(trainable)
+                rows[mb * per_mb : (mb + 1) * per_mb] = True
+                self.t2i_optimizer.zero_grad(set_to_none=True)
+                yield (trainable & rows).nonzero().flatten()
+                self.synchronise_gradients(self.t2i_params, "sum")
+                stats["grad_norm"] = self._clip_and_step(self.t2i_params, self.t2i_optimizer, cfg.max_grad_norm)
+
     def update_t2i(self, rollout: Rollout, advantages: torch.Tensor, normaliser: float, iteration: int) -> dict[str, float]:
         """Step 6 on this process's images: −(1/|P|) Σ_i A_i Σ_t log p_θ(x_{t−1}|x_t, "<k_i>, ĉ_i"), A_i = Σ_k A[i, k].
 
@@ -375,41 +392,32 @@ class ParrotTrainer:
         steps = self.trained_steps(rollout, iteration)
         per_image = advantages.to(self.device).sum(1)
         use_kl = cfg.kl_weight > 0
-        count = trajectory.batch_size
         need = (per_image != 0) | use_kl
         with torch.no_grad():
             old = self.old_log_probs(rollout, trajectory, steps, need) if cfg.estimator == "is" else None
             base_means = self._base_means(rollout, steps) if use_kl else None
-        per_mb = self.derived.images_per_minibatch
         total_images = self.derived.images_per_iteration
         stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
-        for _epoch in range(cfg.inner_epochs):
-            for mb in range(cfg.minibatches):
-                rows = torch.zeros(count, dtype=torch.bool, device=need.device)
-                rows[mb * per_mb : (mb + 1) * per_mb] = True
-                self.t2i_optimizer.zero_grad(set_to_none=True)
-                active = (need & rows).nonzero().flatten()
-                if active.numel():
-                    step = self.policy.recorded_steps(trajectory.select(active), steps[active])
-                    log_probs = step.log_prob.view(active.numel(), -1)
-                    policy = t2i_policy_loss(
-                        log_probs,
-                        per_image[active],
-                        normaliser / cfg.minibatches,
-                        old_log_probs=None if old is None else old[active],
-                        clip_range=cfg.clip_range if cfg.estimator == "is" else None,
-                    )
-                    loss = policy.loss
-                    if use_kl:
-                        kl = gaussian_kl(step.mean, base_means[active.repeat_interleave(steps.shape[1]), steps[active].flatten()], step.std)
-                        kl = kl.view(active.numel(), -1).sum(1).sum() / (total_images / cfg.minibatches)
-                        loss = loss + cfg.kl_weight * kl
-                        stats["kl"] += float(kl.detach()) / cfg.inner_epochs
-                    loss.backward()
-                    stats["loss"] += float(loss.detach()) / cfg.inner_epochs
-                    stats["clip_fraction"] += float(policy.clip_fraction) / (cfg.inner_epochs * cfg.minibatches)
-                self.synchronise_gradients(self.t2i_params, "sum")
-                stats["grad_norm"] = self._clip_and_step(self.t2i_params, self.t2i_optimizer, cfg.max_grad_norm)
+        for active in self.minibatch_steps(need, stats):
+            if active.numel():
+                step = self.policy.recorded_steps(trajectory.select(active), steps[active])
+                log_probs = step.log_prob.view(active.numel(), -1)
+                policy = t2i_policy_loss(
+                    log_probs,
+                    per_image[active],
+                    normaliser / cfg.minibatches,
+                    old_log_probs=None if old is None else old[active],
+                    clip_range=cfg.clip_range if cfg.estimator == "is" else None,
+                )
+                loss = policy.loss
+                if use_kl:
+                    kl = gaussian_kl(step.mean, base_means[active.repeat_interleave(steps.shape[1]), steps[active].flatten()], step.std)
+                    kl = kl.view(active.numel(), -1).sum(1).sum() / (total_images / cfg.minibatches)
+                    loss = loss + cfg.kl_weight * kl
+                    stats["kl"] += float(kl.detach()) / cfg.inner_epochs
+                loss.backward()
+                stats["loss"] += float(loss.detach()) / cfg.inner_epochs
+                stats["clip_fraction"] += float(policy.clip_fraction) / (cfg.inner_epochs * cfg.minibatches)
         return stats
 
     def update_t2i_rwr(self, rollout: Rollout, advantages: torch.Tensor, normaliser: float, iteration: int) -> dict[str, float]:
@@ -421,30 +429,22 @@ class ParrotTrainer:
         weights = rwr_weights(advantages.to(self.device).sum(1))
         noisy, target, t = self.noised_samples(rollout, steps, iteration)
         conditioning = self.policy.build_conditioning([trajectory.prompts], Guidance.cfg(1.0))  # ε(x_t, t, "<k>, ĉ")
-        count, per_step = trajectory.batch_size, steps.shape[1]
-        per_mb = self.derived.images_per_minibatch
+        per_step = steps.shape[1]
         stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
-        for _epoch in range(cfg.inner_epochs):
-            for mb in range(cfg.minibatches):
-                rows = torch.zeros(count, dtype=torch.bool, device=weights.device)
-                rows[mb * per_mb : (mb + 1) * per_mb] = True
-                self.t2i_optimizer.zero_grad(set_to_none=True)
-                active = ((weights > 0) & rows).nonzero().flatten()
-                if active.numel():
-                    samples = active.repeat_interleave(per_step)
-                    prediction = self.policy.predict_noise(
-                        noisy[active].flatten(0, 1), t[active].flatten(), conditioning, index=samples
-                    )
-                    loss = reward_weighted_denoising_loss(
-                        prediction.view(active.numel(), per_step, *prediction.shape[1:]),
-                        target[active],
-                        weights[active],
-                        normaliser / cfg.minibatches,
-                    )
-                    loss.backward()
-                    stats["loss"] += float(loss.detach()) / cfg.inner_epochs
-                self.synchronise_gradients(self.t2i_params, "sum")
-                stats["grad_norm"] = self._clip_and_step(self.t2i_params, self.t2i_optimizer, cfg.max_grad_norm)
+        for active in self.minibatch_steps(weights > 0, stats):
+            if active.numel():
+                samples = active.repeat_interleave(per_step)
+                prediction = self.policy.predict_noise(
+                    noisy[active].flatten(0, 1), t[active].flatten(), conditioning, index=samples
+                )
+                loss = reward_weighted_denoising_loss(
+                    prediction.view(active.numel(), per_step, *prediction.shape[1:]),
+                    target[active],
+                    weights[active],
+                    normaliser / cfg.minibatches,
+                )
+                loss.backward()
+                stats["loss"] += float(loss.detach()) / cfg.inner_epochs
         return stats
 
     def noised_samples(self, rollout: Rollout, steps: torch.Tensor, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
