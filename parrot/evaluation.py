@@ -329,10 +329,11 @@ def append_curve(run_dir: Path, iteration: int, metrics: Mapping[str, float]) ->
     """Append iteration ``iteration``'s training-batch reward statistics and |P| share to ``curves.jsonl``.
 
     One JSON object a line: ``{"iteration": n, "reward/<name>/mean": …, "reward/<name>/std": …,
-    "pareto/selected_fraction": …, "reward/nonfinite": …}``. A resumed run appends the iterations it
+    "pareto/selected_fraction": …, "reward/nonfinite": …, "time/iteration_s": …}`` (the last: wall seconds of
+    the iteration's stages, without logging and checkpoints). A resumed run appends the iterations it
     repeats again; :func:`read_curves` keeps the last line of each iteration.
     """
-    line = {"iteration": int(iteration)} | {k: float(v) for k, v in metrics.items() if k.startswith(("reward/", "pareto/"))}
+    line = {"iteration": int(iteration)} | {k: float(v) for k, v in metrics.items() if k.startswith(("reward/", "pareto/", "time/"))}
     with (Path(run_dir) / CURVES_FILE).open("a", encoding="utf-8") as file:
         file.write(json.dumps(line) + "\n")
 

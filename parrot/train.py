@@ -44,6 +44,7 @@ from collections.abc import Iterator
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -685,7 +686,9 @@ class ParrotTrainer:
         bar = tqdm(range(self.iteration, cfg.iterations), desc="parrot", disable=not acc.is_main_process,
                    initial=self.iteration, total=cfg.iterations)
         for iteration in bar:
+            started = time.perf_counter()
             metrics = self.run_iteration(iteration)
+            metrics["time/iteration_s"] = time.perf_counter() - started
             self.iteration = iteration + 1
             acc.log(metrics, step=self.iteration)
             if acc.is_main_process:

@@ -87,9 +87,9 @@ def test_record_and_the_three_column_table():
 
 def test_curves_keep_the_last_line_of_each_iteration(tmp_path):
     for iteration, value in ((1, 0.5), (2, 0.7), (2, 0.9)):  # iteration 2 repeated after a resume
-        append_curve(tmp_path, iteration, {"reward/r1/mean": value, "pareto/selected_fraction": 0.25, "t2i/loss": 3.0})
+        append_curve(tmp_path, iteration, {"reward/r1/mean": value, "pareto/selected_fraction": 0.25, "t2i/loss": 3.0, "time/iteration_s": 1.5})
     curves = read_curves(tmp_path)
-    assert set(curves) == {"reward/r1/mean", "pareto/selected_fraction"}
+    assert set(curves) == {"reward/r1/mean", "pareto/selected_fraction", "time/iteration_s"}
     steps, values = curves["reward/r1/mean"]
     assert steps.tolist() == [1, 2] and values.tolist() == [0.5, 0.9]
     assert read_curves(tmp_path / "nowhere") == {}

@@ -57,6 +57,7 @@ def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path, capsys):
     assert "| reward | plain base | untrained | trained | Δ vs untrained | Δ vs plain base |" in capsys.readouterr().out
     curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
     assert [c["iteration"] for c in curves] == [1, 2] and {"reward/clip_score/mean", "pareto/selected_fraction"} <= curves[0].keys()
+    assert all(c["time/iteration_s"] > 0 for c in curves)  # each iteration's wall seconds (benchmarks/sharing_cores.py)
     assert (out / "final" / "expander" / "config.json").is_file()
     # per-image held-out scores whose means are the table; a sample grid + record per checkpoint
     saved = json.loads((out / "evaluation.json").read_text())
