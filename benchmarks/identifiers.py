@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from parrot.checkpoint import latest_valid_checkpoint
-from parrot.evaluation import held_out_samples
+from parrot.run_dir import RunDir
 from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 from parrot_base.cli import run_cli
@@ -79,15 +79,15 @@ def main(argv: list[str] | None = None) -> None:
     if not config.identifiers.enabled:
         raise ValueError("the run trained without identifiers (identifiers.enabled false): nothing to compare")
     trainer = ParrotTrainer(config)
-    checkpoint = latest_valid_checkpoint(Path(config.output_dir) / "checkpoints")
+    checkpoint = latest_valid_checkpoint(RunDir(config.output_dir).checkpoints)
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint under {config.output_dir}/checkpoints: train the run first")
     trainer.load_checkpoint(checkpoint)
-    names = list(trainer.reward_names)
+    names = list(trainer.parts.reward_names)
     scores = {}
     for label, identifiers in [(n, [n]) for n in names] + [("all", names), ("none", [])]:
-        trainer.eval_identifiers = identifiers
-        scores[label] = held_out_samples(trainer, "trained").scores.numpy()
+        trainer.parts.eval_identifiers = identifiers
+        scores[label] = trainer.evaluation_samples("trained").scores.numpy()
     print(f"run {config.output_dir}, checkpoint {checkpoint.name}; {scores['all'].shape[0]} held-out images per row")
     print(identifier_table(scores, names))
     if args.json:

@@ -30,6 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from parrot.run_dir import open_run, read_curves
 from parrot_base.cli import run_cli
 
 COMPETITORS = {
@@ -40,8 +41,7 @@ COMPETITORS = {
 
 def iteration_seconds(run_dir: Path) -> list[float]:
     """Wall seconds of each iteration of a run, in order, from its ``curves.jsonl``."""
-    lines = (run_dir / "curves.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["time/iteration_s"] for line in lines if line.strip()]
+    return read_curves(open_run(run_dir))["time/iteration_s"][1].tolist()
 
 
 def demo_iteration_seconds(iterations: int, env: dict[str, str], extra: list[str]) -> list[float]:

@@ -50,8 +50,10 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages and b
     sys.path.insert(0, str(REPO))
 
 from benchmarks import rollout_overhead  # noqa: E402
-from benchmarks.peers.trl_ddpo import timed  # noqa: E402  (stdlib-only at import: the peer's stage timer)
 from benchmarks.rollout_overhead import time_once  # noqa: E402
+from parrot.credit import batch_advantages, gather_scores  # noqa: E402
+from parrot.rollout import chunk_bounds, draw_prompts, local_prompts, sample_and_score, sample_images, score  # noqa: E402
+from parrot.t2i_update import update_t2i  # noqa: E402
 from parrot.train import ParrotTrainer  # noqa: E402
 from parrot.train_config import load_train_config  # noqa: E402
 from rewards.tiny import TinyClipConfig, save_tiny_clip  # noqa: E402
@@ -100,35 +102,38 @@ def ddpo_args(output_dir: Path, pipeline: str, batch: int, steps: int, inner_epo
 
 
 @contextlib.contextmanager
-def stage_timer(trainer: ParrotTrainer, names: tuple[str, ...]):
-    """Wrap the trainer's stage methods ``names``; yields {name: seconds} and {"calls", "rows"} of the UNet."""
-    stages: dict[str, float] = {}
+def unet_counter(trainer: ParrotTrainer):
+    """Yields {"calls", "rows"} of the UNet's forward passes while the block runs."""
     unet = {"calls": 0, "rows": 0}
-
-    for name in names:
-        setattr(trainer, name, timed(stages, name, getattr(trainer, name)))
 
     def count(_module, inputs):
         unet["calls"] += 1
         unet["rows"] += int(inputs[0].shape[0])
 
-    handle = trainer.policy.unet.register_forward_pre_hook(count)
+    handle = trainer.parts.policy.unet.register_forward_pre_hook(count)
     try:
-        yield stages, unet
+        yield unet
     finally:
         handle.remove()
-        for name in names:
-            delattr(trainer, name)
 
 
-def time_our_epochs(trainer: ParrotTrainer, epochs: int, warmup: int, first: int = 0) -> dict:
-    """Seconds of ``epochs`` timed ``run_iteration`` calls after ``warmup`` untimed ones, with stage times."""
+#: the stages timed per epoch: their seconds as ``run_iteration`` records them in its metrics
+TIMED_STAGES = {"sample_and_score": "time/sample_and_score_s", "update_t2i": "time/update_t2i_s"}
+
+
+def time_our_epochs(trainer: ParrotTrainer, epochs: int, warmup: int, first: int = 0, recompute_old: bool = False) -> dict:
+    """Seconds of ``epochs`` timed ``run_iteration`` calls after ``warmup`` untimed ones, with stage times
+    (``recompute_old``: θ_old log-probs recomputed by an extra no-grad UNet pass, as before the fix)."""
     for i in range(warmup):
-        trainer.run_iteration(first + i)
-    seconds = []
-    with stage_timer(trainer, ("sample_and_score", "update_t2i")) as (stages, unet):
+        trainer.run_iteration(first + i, recompute_old)
+    seconds, stages = [], dict.fromkeys(TIMED_STAGES, 0.0)
+    with unet_counter(trainer) as unet:
         for i in range(epochs):
-            seconds.append(time_once(lambda: trainer.run_iteration(first + warmup + i)))
+            started = time.perf_counter()
+            metrics = trainer.run_iteration(first + warmup + i, recompute_old).metrics
+            seconds.append(time.perf_counter() - started)
+            for name, key in TIMED_STAGES.items():
+                stages[name] += metrics[key]
     return {
         "epoch_seconds": seconds,
         "stage_seconds_per_epoch": {k: v / epochs for k, v in stages.items()},
@@ -203,9 +208,7 @@ def trl_section(args: argparse.Namespace, work: Path) -> dict:
         ours_runs.append(time_our_epochs(trainer, args.epochs, warmup=1 if round_ == 0 else 0, first=first))
         peer_runs.append(run_peer(python, pipeline_dir, batch, steps, inner, fraction, args.epochs, 1, args.threads))
         if args.recompute_old:  # before the fix: θ_old log-probs recomputed by an extra no-grad UNet pass
-            trainer.old_log_probs = lambda rollout, trajectory, s, need: trainer._group_log_probs(trajectory, s, need)
-            recompute_runs.append(time_our_epochs(trainer, args.epochs, warmup=0, first=first + args.epochs + 1))
-            del trainer.old_log_probs
+            recompute_runs.append(time_our_epochs(trainer, args.epochs, warmup=0, first=first + args.epochs + 1, recompute_old=True))
     ours_sps = [batch / statistics.median(r["epoch_seconds"]) for r in ours_runs]
     peer_sps = [r["samples_per_second"] for r in peer_runs]
     extra = {}
@@ -216,7 +219,7 @@ def trl_section(args: argparse.Namespace, work: Path) -> dict:
                  "reuse_over_recompute": ratio_summary(ours_sps, recompute_sps)}  # fmt: skip
     return extra | {
         "settings": {"batch": batch, "steps": steps, "inner_epochs": inner, "timestep_fraction": fraction,
-                     "trained_steps": trainer.derived.trained_steps_per_image, "lora_rank": 4, "guidance_scale": 5.0,
+                     "trained_steps": trainer.parts.derived.trained_steps_per_image, "lora_rank": 4, "guidance_scale": 5.0,
                      "epochs_per_round": args.epochs, "rounds": args.rounds},  # fmt: skip
         "ours_samples_per_second": spread(ours_sps),
         "trl_samples_per_second": spread(peer_sps),
@@ -250,18 +253,17 @@ def overlap_trainer(args: argparse.Namespace, work: Path) -> ParrotTrainer:
 def measure_overlap(trainer: ParrotTrainer, repeats: int) -> dict:
     """t_sample (the chunked sampling alone), t_score (scoring every image alone), t_pipelined
     (``sample_and_score``) and the unchunked sample-then-score, interleaved per repeat."""
-    from parrot.train import chunk_bounds
-
-    prompts = trainer.local_prompts(trainer.draw_prompts(0))
-    bounds = chunk_bounds(len(prompts) * trainer.config.sampling.images_per_prompt, trainer.config.sampling.chunks)
-    rollout = trainer.sample_images(prompts, prompts, 0, 0)
-    trainer.score(rollout), trainer.sample_and_score(prompts, prompts, 0, 0)  # warm-up
+    parts = trainer.parts
+    prompts = local_prompts(parts, draw_prompts(parts, 0))
+    bounds = chunk_bounds(len(prompts) * parts.config.sampling.images_per_prompt, parts.config.sampling.chunks)
+    rollout = sample_images(parts, prompts, prompts, 0, 0)
+    score(parts, rollout), sample_and_score(parts, prompts, prompts, 0, 0)  # warm-up
     runs: dict[str, list[float]] = {"sample": [], "score": [], "pipelined": [], "unchunked": []}
     for _ in range(repeats):
-        runs["sample"].append(time_once(lambda: [trainer.sample_images(prompts, prompts, 0, 0, slice(a, b)) for a, b in bounds]))
-        runs["score"].append(time_once(lambda: trainer.score(rollout)))
-        runs["pipelined"].append(time_once(lambda: trainer.sample_and_score(prompts, prompts, 0, 0)))
-        runs["unchunked"].append(time_once(lambda: trainer.score(trainer.sample_images(prompts, prompts, 0, 0))))
+        runs["sample"].append(time_once(lambda: [sample_images(parts, prompts, prompts, 0, 0, slice(a, b)) for a, b in bounds]))
+        runs["score"].append(time_once(lambda: score(parts, rollout)))
+        runs["pipelined"].append(time_once(lambda: sample_and_score(parts, prompts, prompts, 0, 0)))
+        runs["unchunked"].append(time_once(lambda: score(parts, sample_images(parts, prompts, prompts, 0, 0))))
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {
         "torch_threads": torch.get_num_threads(),
@@ -286,7 +288,7 @@ def overlap_section(args: argparse.Namespace, work: Path) -> dict:
         "images": args.overlap_prompts * 4,
         "chunks": args.chunks,
         "steps": args.steps,
-        "rewards": list(trainer.reward_names),
+        "rewards": list(trainer.parts.reward_names),
         "clip": {"image_size": OVERLAP_CLIP.image_size, "patch_size": OVERLAP_CLIP.patch_size,
                  "hidden_size": OVERLAP_CLIP.hidden_size, "layers": OVERLAP_CLIP.layers},
         "by_threads": by_threads,
@@ -326,16 +328,16 @@ def memory_probe(pipeline_dir: str, batch: int, steps: int, trained: int, checkp
     fraction = trained / steps
     trainer = ParrotTrainer(load_train_config(ddpo_args(Path(output_dir), pipeline_dir, batch, steps, 1, fraction,
                                                         "--model.gradient_checkpointing", str(checkpointing).lower())))  # fmt: skip
-    assert trainer.derived.trained_steps_per_image == trained, (trainer.derived.trained_steps_per_image, trained)
-    prompts = trainer.local_prompts(trainer.draw_prompts(0))
-    rollout, scores = trainer.sample_and_score(prompts, prompts, 0, 0)
-    rewards, valid = trainer.gather_scores(scores)
-    advantages = trainer.advantages(rewards, valid, prompts)
+    parts = trainer.parts
+    assert parts.derived.trained_steps_per_image == trained, (parts.derived.trained_steps_per_image, trained)
+    prompts = local_prompts(parts, draw_prompts(parts, 0))
+    rollout, scores = sample_and_score(parts, prompts, prompts, 0, 0)
+    advantages = batch_advantages(parts, gather_scores(parts, scores), prompts)
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so the update's peak is new pages
     before = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
     start = time.perf_counter()
-    trainer.update_t2i(rollout, advantages.values, advantages.normaliser, 0)
+    update_t2i(parts, rollout, advantages, 0)
     seconds = time.perf_counter() - start
     return {"trained_steps": trained, "gradient_checkpointing": checkpointing, "rss_before_update_mib": before / 1024,
             "update_peak_growth_mib": (rss_kib("VmHWM") - before) / 1024, "update_s": seconds}  # fmt: skip

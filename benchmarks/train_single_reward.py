@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from parrot.train import ParrotTrainer, derived_seed
+from parrot.seeding import derived_seed
+from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 from rewards.base import Reward, RewardConfig
 from rewards.registry import register_reward
@@ -71,13 +72,14 @@ def base_args(out: Path, iterations: int, seed: int, reward: str, preset: str = 
 def final_latents(trainer: ParrotTrainer, base: bool) -> torch.Tensor:
     """x_0 of the held-out prompts × evaluation seeds, fixed noise, trained or base (LoRA off)."""
     outs = []
-    context = trainer.policy.adapters_disabled() if base else torch.no_grad()
+    parts = trainer.parts
+    context = parts.policy.adapters_disabled() if base else torch.no_grad()
     with context:
-        for seed in trainer.config.evaluation.seeds:
-            gens = [torch.Generator().manual_seed(derived_seed(seed, 99, i)) for i in range(len(trainer.eval_prompts))]
-            traj = trainer.policy.sample(
-                trainer.eval_prompts, guidance=trainer.guidance, num_inference_steps=trainer.config.sampling.num_steps,
-                eta=trainer.config.sampling.eta, generator=gens,
+        for seed in parts.config.evaluation.seeds:
+            gens = [torch.Generator().manual_seed(derived_seed(seed, 99, i)) for i in range(len(parts.eval_prompts))]
+            traj = parts.policy.sample(
+                parts.eval_prompts, guidance=parts.guidance, num_inference_steps=parts.config.sampling.num_steps,
+                eta=parts.config.sampling.eta, generator=gens,
             )  # fmt: skip
             outs.append(traj.latents[:, -1])
     return torch.cat(outs)

@@ -15,7 +15,6 @@ both are :func:`parrot.evaluation.paired_deltas`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from parrot import evaluation as shared
 from parrot.evaluation import EvaluationSamples, PairedDelta
+from parrot.run_dir import RunDir, open_run, read_evaluation_json
 
 __all__ = ["SeedDelta", "paired_deltas", "seeds_table", "main"]
 
@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     runs = {}
     for run in args.runs:
-        path = run / "evaluation.json"
-        if not path.is_file():
-            raise SystemExit(f"{path}: not found; run python -m parrot.train with --output_dir {run} first")
-        runs[run.name] = paired_deltas(json.loads(path.read_text()), args.per, args.against)
+        evaluation = read_evaluation_json(open_run(run)) if run.is_dir() else None
+        if evaluation is None:
+            raise SystemExit(f"{RunDir(run).evaluation}: not found; run python -m parrot.train with --output_dir {run} first")
+        runs[run.name] = paired_deltas(evaluation, args.per, args.against)
     table = seeds_table(runs)
     sys.stdout.write(table + "\n")
     return table

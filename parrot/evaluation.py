@@ -1,7 +1,7 @@
 """Held-out evaluation of a ``parrot.train`` run, and the statistics every table of the project uses.
 
 **Settings** (what is sampled; :data:`SETTINGS`). Every setting draws image j of evaluation seed s
-from the same initial noise (seeded by ``derived_seed(s, _EVAL, j)``), so rows of two settings pair:
+from the same initial noise (seeded by ``derived_seed(s, EVAL, j)``), so rows of two settings pair:
 
 - ``plain_base``  the T2I model alone: LoRA off, no expander (ĉ = c), no identifiers, classifier-free
   guidance on c at ``sampling.guidance_scale``;
@@ -33,10 +33,8 @@ of ``evaluation.num_beams`` beams, as Promptist evaluates, the same ĉ for every
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import moocore
@@ -45,13 +43,15 @@ import torch
 from scipy.stats import sem
 
 from parrot.identifiers import with_identifiers
+from parrot.rollout import expanded_texts
+from parrot.seeding import EVAL, derived_seed
 from parrot.selection import non_dominated_mask
 from parrot.world import expander_base
 from rewards.base import expansion_metadata
 from t2i import Guidance
 
 if TYPE_CHECKING:
-    from parrot.train import ParrotTrainer
+    from parrot.parts import TrainingParts
 
 __all__ = [
     "SETTINGS",
@@ -69,15 +69,10 @@ __all__ = [
     "table1_averages",
     "evaluation_record",
     "format_table",
-    "CURVES_FILE",
-    "append_curve",
-    "read_curves",
 ]
 
 #: setting → its key in evaluation.json (``before`` / ``after`` kept from the two-setting schema)
 SETTINGS = {"plain_base": "plain_base", "untrained": "before", "trained": "after"}
-#: the run's per-iteration training rewards, one JSON object a line (see :func:`append_curve`)
-CURVES_FILE = "curves.jsonl"
 
 
 @dataclass
@@ -115,54 +110,50 @@ class EvaluationSamples:
 
 
 # ----- sampling -----------------------------------------------------------------------------------
-def held_out_expansions(trainer: ParrotTrainer, seed: int) -> list[str]:
+def held_out_expansions(parts: TrainingParts, seed: int) -> list[str]:
     """ĉ per held-out prompt for evaluation seed ``seed`` (c itself without an expander)."""
-    from parrot.train import _EVAL, derived_seed  # parrot.train imports this module
-
-    config = trainer.config.evaluation
-    if trainer.expander is None:
-        return list(trainer.eval_prompts)
+    config = parts.config.evaluation
+    if parts.expander is None:
+        return list(parts.eval_prompts)
     if config.expansion_decoding == "beam":
-        expansions = trainer.expander.beam_search(trainer.eval_prompts, num_beams=config.num_beams)
+        expansions = parts.expander.beam_search(parts.eval_prompts, num_beams=config.num_beams)
     else:
-        expansions = trainer.expander.sample(
-            trainer.eval_prompts, temperature=config.expander_temperature or None, generator_seed=derived_seed(seed, _EVAL)
+        expansions = parts.expander.sample(
+            parts.eval_prompts, temperature=config.expander_temperature or None, generator_seed=derived_seed(seed, EVAL)
         )
-    return trainer.expanded_texts(trainer.eval_prompts, expansions)
+    return expanded_texts(parts.eval_prompts, expansions)
 
 
 @torch.no_grad()
-def held_out_samples(trainer: ParrotTrainer, setting: str) -> EvaluationSamples:
+def held_out_samples(parts: TrainingParts, setting: str) -> EvaluationSamples:
     """Every held-out image (prompt × evaluation seed, fixed noise) of ``setting`` with its rewards."""
-    from parrot.train import _EVAL, derived_seed
-
     if setting not in SETTINGS:
         raise ValueError(f"setting={setting!r}: use one of {', '.join(SETTINGS)}")
-    prompts = trainer.eval_prompts
+    prompts = parts.eval_prompts
     plain = setting == "plain_base"
-    lora = trainer.policy.adapters_disabled() if setting != "trained" else contextlib.nullcontext()
-    sft = expander_base(trainer.expander) if setting == "untrained" and trainer.expander is not None else contextlib.nullcontext()
-    guidance = Guidance.cfg(trainer.config.sampling.guidance_scale) if plain else trainer.guidance
-    originals = prompts if trainer.expander is not None and not plain else None
-    template = trainer.config.identifiers.template
+    lora = parts.policy.adapters_disabled() if setting != "trained" else contextlib.nullcontext()
+    sft = expander_base(parts.expander) if setting == "untrained" and parts.expander is not None else contextlib.nullcontext()
+    guidance = Guidance.cfg(parts.config.sampling.guidance_scale) if plain else parts.guidance
+    originals = prompts if parts.expander is not None and not plain else None
+    template = parts.config.identifiers.template
     columns, expanded_all, seeds, images = [], [], [], []
     with lora, sft:
         expanded = None
-        for seed in trainer.config.evaluation.seeds:
+        for seed in parts.config.evaluation.seeds:
             if plain:
                 expanded = list(prompts)
-            elif expanded is None or trainer.config.evaluation.expansion_decoding == "sample":
-                expanded = held_out_expansions(trainer, seed)  # beam: one ĉ per prompt for every seed
-            conditioning = expanded if plain else [with_identifiers(e, trainer.eval_identifiers, template) for e in expanded]
-            generators = [torch.Generator(trainer.device).manual_seed(derived_seed(seed, _EVAL, i)) for i in range(len(prompts))]
-            trajectory = trainer.sample_policy(conditioning, originals, generators, guidance)
-            columns.append(trainer.evaluator(trajectory.images, prompts, expansion_metadata(expanded)).scores)
+            elif expanded is None or parts.config.evaluation.expansion_decoding == "sample":
+                expanded = held_out_expansions(parts, seed)  # beam: one ĉ per prompt for every seed
+            conditioning = expanded if plain else [with_identifiers(e, parts.eval_identifiers, template) for e in expanded]
+            generators = [torch.Generator(parts.device).manual_seed(derived_seed(seed, EVAL, i)) for i in range(len(prompts))]
+            trajectory = parts.sample_policy(conditioning, originals, generators, guidance)
+            columns.append(parts.evaluator(trajectory.images, prompts, expansion_metadata(expanded)).scores)
             expanded_all += expanded
             seeds += [seed] * len(prompts)
             images.append(trajectory.images.cpu())
     return EvaluationSamples(
-        reward_names=list(trainer.reward_names),
-        prompts=[p for _ in trainer.config.evaluation.seeds for p in prompts],
+        reward_names=list(parts.reward_names),
+        prompts=[p for _ in parts.config.evaluation.seeds for p in prompts],
         expanded_prompts=expanded_all,
         seeds=seeds,
         scores=torch.cat(columns).cpu().double(),
@@ -322,35 +313,3 @@ def format_table(record: dict) -> str:
     if counts:
         lines.append(f"Δ ± paired standard error over {counts.pop()} held-out prompts (each prompt's mean over its seeds)")
     return "\n".join(lines)
-
-
-# ----- training-reward curves ---------------------------------------------------------------------------
-def append_curve(run_dir: Path, iteration: int, metrics: Mapping[str, float]) -> None:
-    """Append iteration ``iteration``'s training-batch reward statistics and |P| share to ``curves.jsonl``.
-
-    One JSON object a line: ``{"iteration": n, "reward/<name>/mean": …, "reward/<name>/std": …,
-    "pareto/selected_fraction": …, "reward/nonfinite": …, "time/iteration_s": …}`` (the last: wall seconds of
-    the iteration's stages, without logging and checkpoints). A resumed run appends the iterations it
-    repeats again; :func:`read_curves` keeps the last line of each iteration.
-    """
-    line = {"iteration": int(iteration)} | {k: float(v) for k, v in metrics.items() if k.startswith(("reward/", "pareto/", "time/"))}
-    with (Path(run_dir) / CURVES_FILE).open("a", encoding="utf-8") as file:
-        file.write(json.dumps(line) + "\n")
-
-
-def read_curves(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """tag → (iterations, values) from ``curves.jsonl`` (the last line of an iteration wins); {} when absent."""
-    path = Path(run_dir) / CURVES_FILE
-    if not path.is_file():
-        return {}
-    latest: dict[int, dict] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            latest[int(entry.pop("iteration"))] = entry
-    tags = sorted({tag for entry in latest.values() for tag in entry})
-    steps = sorted(latest)
-    return {
-        tag: (np.array([s for s in steps if tag in latest[s]]), np.array([latest[s][tag] for s in steps if tag in latest[s]], dtype=float))
-        for tag in tags
-    }

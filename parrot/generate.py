@@ -38,7 +38,7 @@ import torch
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
-from parrot.checkpoint import latest_valid_checkpoint, read_json
+from parrot.run_dir import lora_training_config
 from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
 from parrot.identifiers import IdentifierConfig, with_identifiers
@@ -181,21 +181,9 @@ def parse_reward_list(items: Sequence[str], option: str = "--rewards") -> list[s
     return names
 
 
-def training_config(lora_dir: str | Path) -> dict[str, Any] | None:
-    """The saved config of the training run a LoRA directory comes from (RUN/final/lora or a checkpoint's lora)."""
-    lora_dir = Path(lora_dir)
-    state = lora_dir.parent / "state.json"
-    if not state.is_file():
-        checkpoint = latest_valid_checkpoint(lora_dir.parent.parent / "checkpoints")
-        state = checkpoint / "state.json" if checkpoint is not None else state
-    if not state.is_file():
-        return None
-    return read_json(state).get("config")
-
-
 def training_identifiers(lora_dir: str | Path | None) -> tuple[list[str], str | None]:
     """(reward names, identifier template) the LoRA's training run used; ([], None) when unknown or off."""
-    config = training_config(lora_dir) if lora_dir else None
+    config = lora_training_config(lora_dir) if lora_dir else None
     if not config:
         return [], None
     ids = config.get("identifiers", {})

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from parrot.selection import non_dominated_mask  # noqa: E402
 
-__all__ = ["front_2d", "method_colours", "pairwise_front_plot", "seed_bar_plot"]
+__all__ = ["front_2d", "method_colours", "pairwise_front_plot", "seed_bar_plot", "reward_scatter"]
 
 
 def front_2d(points: np.ndarray) -> np.ndarray:
@@ -104,3 +104,22 @@ def _save(figure: plt.Figure, path: str | Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def reward_scatter(rewards: torch.Tensor, selected: torch.Tensor, size: int = 256) -> np.ndarray:
+    """A training batch's rewards 1 vs 2 (or reward 1 vs image index when K = 1), P in red, as an
+    (H, W, 3) uint8 image (drawn with PIL, for the trackers' image logs)."""
+    from PIL import Image, ImageDraw
+
+    x = rewards[:, 0].double()
+    y = rewards[:, 1].double() if rewards.shape[1] > 1 else torch.arange(len(x), dtype=torch.double)
+
+    def scaled(v: torch.Tensor) -> torch.Tensor:
+        span = (v.max() - v.min()).clamp(min=1e-12)
+        return 16 + (v - v.min()) / span * (size - 32)
+
+    canvas = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(canvas)
+    for xi, yi, chosen in zip(scaled(x).tolist(), scaled(y).tolist(), selected.tolist()):
+        draw.ellipse([xi - 3, size - yi - 3, xi + 3, size - yi + 3], fill="red" if chosen else "gray")
+    return np.asarray(canvas)

@@ -2,7 +2,7 @@
 
 The page (default ``RUN_DIR/report.html``) needs no server and loads nothing from outside: every
 figure is a PNG embedded as a ``data:image/png;base64`` URI, the style sheet is inline and there is
-no script. It reads what :class:`parrot.train.ParrotTrainer` writes under its ``output_dir``:
+no script. It reads what ``parrot.train`` writes under its ``output_dir`` (the layout: :mod:`parrot.run_dir`):
 
 1. training curves, from the TensorBoard event files of accelerate's tracker
    (``**/events.out.tfevents*``): per-reward batch mean of R[:, k] with a ±std band, |P|/N
@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ import numpy as np
 
 from parrot_base.cli import UsageError, run_cli
 from parrot_base.config import parse_config
-from parrot.evaluation import CURVES_FILE, read_curves
+from parrot.run_dir import CURVES_FILE, RunDir, open_run, read_curves, read_evaluation_json, sample_records
 from parrot.plots import pairwise_front_plot
 
 import matplotlib.pyplot as plt  # noqa: E402  (after parrot.plots, which selects the Agg backend)
@@ -106,13 +105,13 @@ def read_scalars(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return curves
 
 
-def read_evaluation(run_dir: Path) -> dict:
+def read_evaluation(run: RunDir) -> dict:
     """``evaluation.json`` with its per-image scores as (N, K) arrays, checked for shape."""
-    path = run_dir / "evaluation.json"
-    if not path.is_file():
-        raise Unavailable(f"no {path.name} in {run_dir}: the run is still training, or ran with --evaluation.enabled false")
+    path = run.evaluation
     try:
-        evaluation = json.loads(path.read_text(encoding="utf-8"))
+        evaluation = read_evaluation_json(run)
+        if evaluation is None:
+            raise Unavailable(f"no {path.name} in {run.root}: the run is still training, or ran with --evaluation.enabled false")
         for side in ("before", "after", *(["plain_base"] if "plain_base" in evaluation["images"] else [])):
             images = evaluation["images"][side]
             scores = np.asarray(images["scores"], dtype=float).reshape(len(images["prompts"]), len(images["reward_names"]))
@@ -122,18 +121,6 @@ def read_evaluation(run_dir: Path) -> dict:
     except (ValueError, KeyError, TypeError) as err:
         raise Unavailable(f"cannot read {path}: {type(err).__name__}: {err}") from None
     return evaluation
-
-
-def sample_records(run_dir: Path) -> list[tuple[Path, dict | None]]:
-    """(grid PNG, its record or None) per checkpoint, by iteration."""
-    return [(png, _json_or_none(png.with_suffix(".json"))) for png in sorted((run_dir / "samples").glob("iteration-*.png"))]
-
-
-def _json_or_none(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # ----- figures ----------------------------------------------------------------------------------------
@@ -327,14 +314,11 @@ def _section(title: str, build, *args) -> str:
 
 def report_html(run_dir: Path) -> str:
     """The whole page for ``run_dir``; refuses a directory that does not exist or holds no run output."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(
-            f"run directory {str(run_dir)!r} does not exist; pass the --output_dir of a python -m parrot.train run"
-        )
-    has_events = next(run_dir.rglob(EVENT_GLOB), None) is not None or (run_dir / CURVES_FILE).is_file()
-    records = sample_records(run_dir)
-    if not (has_events or (run_dir / "evaluation.json").is_file() or records):
+    run = open_run(run_dir)
+    run_dir = run.root
+    has_events = next(run_dir.rglob(EVENT_GLOB), None) is not None or run.curves.is_file()
+    records = sample_records(run)
+    if not (has_events or run.evaluation.is_file() or records):
         raise ValueError(
             f"{str(run_dir)!r} holds no run output (no {EVENT_GLOB} files, no evaluation.json, no samples/iteration-*.png); "
             "pass the --output_dir of a python -m parrot.train run"
@@ -344,13 +328,13 @@ def report_html(run_dir: Path) -> str:
         try:
             scalars = read_scalars(run_dir)
         except Unavailable as missing:  # logged without TensorBoard: the run's own curves.jsonl (rewards and |P|)
-            scalars = read_curves(run_dir)
+            scalars = read_curves(run)
             if not scalars:
                 raise Unavailable(f"{missing}; and no {CURVES_FILE}") from None
         return img_html(reward_curves_png(scalars), "training curves")
 
     def evaluation_part(build) -> str:
-        return build(read_evaluation(run_dir))
+        return build(read_evaluation(run))
 
     def pareto(evaluation: dict) -> str:
         return img_html(pareto_plot_png(evaluation), "Pareto plot of held-out scores, before vs after")

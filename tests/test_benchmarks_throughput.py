@@ -12,7 +12,10 @@ import torch
 
 from benchmarks.peers import trl_ddpo
 from benchmarks.throughput import overlap_share, ratio_summary, spread
-from parrot.train import ParrotTrainer, chunk_bounds
+from parrot.credit import batch_advantages, gather_scores
+from parrot.rollout import chunk_bounds, draw_prompts, expand, expanded_texts, local_prompts, sample_and_score
+from parrot.t2i_update import old_log_probs, recomputed_log_probs, trained_steps, update_t2i
+from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 from parrot.world import build_policy
 from rewards import RewardScores
@@ -36,12 +39,12 @@ def test_chunk_bounds_cover_every_image_once():
 @pytest.mark.parametrize("joint", [False, True])
 def test_chunked_sampling_and_scoring_equal_the_unchunked_path(tmp_path, joint):
     extra = ["--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--expander.sampling.max_new_tokens", "4"] if joint else []
-    trainer = ParrotTrainer(load_train_config(trainer_args(tmp_path, *extra)))
-    prompts = trainer.local_prompts(trainer.draw_prompts(3))
-    expanded = trainer.expanded_texts(prompts, trainer.expand(prompts, 3))
-    plain, plain_scores = trainer.sample_and_score(prompts, expanded, 3, 0)
-    trainer.config.sampling.chunks = 3  # parts of 1, 2 and 1 images
-    chunked, chunked_scores = trainer.sample_and_score(prompts, expanded, 3, 0)
+    parts = ParrotTrainer(load_train_config(trainer_args(tmp_path, *extra))).parts
+    prompts = local_prompts(parts, draw_prompts(parts, 3))
+    expanded = expanded_texts(prompts, expand(parts, prompts, 3))
+    plain, plain_scores = sample_and_score(parts, prompts, expanded, 3, 0)
+    parts.config.sampling.chunks = 3  # parts of 1, 2 and 1 images
+    chunked, chunked_scores = sample_and_score(parts, prompts, expanded, 3, 0)
     assert chunked.trajectory.batch_size == plain.trajectory.batch_size == 4
     # the same noise per image (x_T exactly); later values equal up to float32 rounding of kernels
     # whose reduction order depends on the batch size (~1e-5 after a few steps)
@@ -57,7 +60,7 @@ def test_chunked_sampling_and_scoring_equal_the_unchunked_path(tmp_path, joint):
     torch.testing.assert_close(chunked_scores.scores, plain_scores.scores, rtol=1e-4, atol=1e-4)
     assert torch.equal(chunked_scores.valid, plain_scores.valid)
     # a different seed draws different images (the comparison above could fail)
-    other, _ = trainer.sample_and_score(prompts, expanded, 4, 0)
+    other, _ = sample_and_score(parts, prompts, expanded, 4, 0)
     assert not torch.allclose(other.trajectory.latents, plain.trajectory.latents)
 
 
@@ -133,22 +136,21 @@ def test_peer_driver_arguments_and_json(tmp_path):
 def test_old_log_probs_reuse_the_sampled_ones_and_save_a_unet_pass(tmp_path):
     """Identifiers off: DDPO-IS's θ_old log-probs are the recorded ones (= a recomputation to float
     rounding), so an update of E inner epochs makes E UNet calls, not E + 1."""
-    trainer = ParrotTrainer(load_train_config(trainer_args(
+    parts = ParrotTrainer(load_train_config(trainer_args(
         tmp_path, "--identifiers.enabled", "false", "--rewards.names", "jpeg_compressibility",
-        "--selection.mode", "single:jpeg_compressibility", "--t2i.inner_epochs", "2", "--t2i.timestep_fraction", "0.67")))  # fmt: skip
-    prompts = trainer.local_prompts(trainer.draw_prompts(0))
-    rollout, scores = trainer.sample_and_score(prompts, prompts, 0, 0)
-    steps = trainer.trained_steps(rollout, 0)
+        "--selection.mode", "single:jpeg_compressibility", "--t2i.inner_epochs", "2", "--t2i.timestep_fraction", "0.67"))).parts  # fmt: skip
+    prompts = local_prompts(parts, draw_prompts(parts, 0))
+    rollout, scores = sample_and_score(parts, prompts, prompts, 0, 0)
+    steps = trained_steps(parts, rollout, 0)
     need = torch.tensor([True, False, True, True])
-    reused = trainer.old_log_probs(rollout, rollout.trajectory, steps, need)
+    reused = old_log_probs(parts, rollout.trajectory, steps, need)
     with torch.no_grad():
-        recomputed = trainer._group_log_probs(rollout.trajectory, steps, need)
+        recomputed = recomputed_log_probs(parts, rollout.trajectory, steps, need)
     assert steps.shape == (4, 2) and torch.all(reused[1] == 0)
     torch.testing.assert_close(reused, recomputed, rtol=0, atol=1e-5)
-    rewards, valid = trainer.gather_scores(scores)
-    advantages = trainer.advantages(rewards, valid, prompts)
+    advantages = batch_advantages(parts, gather_scores(parts, scores), prompts)
     calls = []
-    handle = trainer.policy.unet.register_forward_pre_hook(lambda *_: calls.append(1))
-    trainer.update_t2i(rollout, advantages.values, advantages.normaliser, 0)
+    handle = parts.policy.unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    update_t2i(parts, rollout, advantages, 0)
     handle.remove()
     assert len(calls) == 2

@@ -1,4 +1,4 @@
-"""parrot.evaluation: paired Δ ± SE, Table-1 average and per-prompt-mean hypervolume on hand-made numbers; curves; the table."""
+"""parrot.evaluation: paired Δ ± SE, Table-1 average and per-prompt-mean hypervolume on hand-made numbers; the table."""
 
 import json
 import math
@@ -9,14 +9,12 @@ import torch
 
 from parrot.evaluation import (
     EvaluationSamples,
-    append_curve,
     evaluation_record,
     format_table,
     front_hypervolume,
     paired_deltas,
     per_prompt_hypervolume,
     per_prompt_means,
-    read_curves,
     table1_averages,
 )
 
@@ -83,13 +81,3 @@ def test_record_and_the_three_column_table():
     assert table[6] == "Δ ± paired standard error over 2 held-out prompts (each prompt's mean over its seeds)"
     # the two-setting record of earlier runs still prints
     assert format_table({"before": {"r1": 1.0}, "after": {"r1": 1.5}}).splitlines()[2] == "| r1 | 1.0000 | 1.5000 | +0.5000 |"
-
-
-def test_curves_keep_the_last_line_of_each_iteration(tmp_path):
-    for iteration, value in ((1, 0.5), (2, 0.7), (2, 0.9)):  # iteration 2 repeated after a resume
-        append_curve(tmp_path, iteration, {"reward/r1/mean": value, "pareto/selected_fraction": 0.25, "t2i/loss": 3.0, "time/iteration_s": 1.5})
-    curves = read_curves(tmp_path)
-    assert set(curves) == {"reward/r1/mean", "pareto/selected_fraction", "time/iteration_s"}
-    steps, values = curves["reward/r1/mean"]
-    assert steps.tolist() == [1, 2] and values.tolist() == [0.5, 0.9]
-    assert read_curves(tmp_path / "nowhere") == {}

@@ -11,6 +11,7 @@ from parrot.checkpoint import write_json
 from parrot_base.config import config_to_dict
 from parrot.generate import main, read_prompts
 from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
+from parrot.run_dir import start_run
 from parrot.train_config import load_train_config
 from parrot.world import build_expander
 from prompt_expander.expander import ExpanderConfig
@@ -74,7 +75,8 @@ def test_w1_zero_equals_cfg_on_the_expansion(tmp_path):
 
 
 def fake_training_run(root):
-    """RUN/final/lora and RUN/checkpoints/checkpoint-000002/state.json as parrot.train writes them."""
+    """RUN/run.json, RUN/final/lora and RUN/checkpoints/checkpoint-000002/state.json as parrot.train writes them."""
+    start_run(root)
     policy = StableDiffusionPolicy(build_tiny_pipeline())
     policy.add_lora()
     policy.save_lora(root / "final" / "lora")

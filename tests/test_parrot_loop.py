@@ -2,6 +2,7 @@
 credit, the expander's group-mean baseline, DPOK's reward-weighted baseline, config errors. Numbers by hand."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,9 +11,13 @@ from parrot_base.config import ConfigError
 from parrot.layout import BatchLayout
 from parrot.losses import reward_weighted_denoising_loss, rwr_weights
 from parrot.selection import SelectionConfig, compute_advantages, parse_selection
-from parrot.train import ParrotTrainer, credited_group_rewards, expansion_rewards
+from parrot.credit import batch_advantages, gather_scores, reward_metrics
+from parrot.expander_update import credited_group_rewards, expansion_rewards, relative_rewards
+from parrot.rollout import draw_prompts, expand, expanded_texts, local_prompts, sample_and_score, sample_images, score
+from parrot.train import ParrotTrainer
 from parrot.train_config import batch_layout, derived_quantities, load_train_config
 from prompt_expander.rl import PolicyGradientConfig, advantages_from_rewards, policy_gradient_loss
+from rewards import RewardScores
 from test_parrot_train import quick_args
 
 NAMES = ["a", "b"]
@@ -103,19 +108,20 @@ def test_promptist_relative_reward_credits_own_rewards_on_paired_noise(tmp_path)
     args = quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--expander.sampling.max_new_tokens", "4",
                       "--expander.update.baseline", "original_prompt", "--iterations", "1")  # fmt: skip
     trainer = ParrotTrainer(load_train_config(args))
-    prompts = trainer.local_prompts(trainer.draw_prompts(0))
-    expanded = trainer.expanded_texts(prompts, trainer.expand(prompts, 0))
-    rollout, scores = trainer.sample_and_score(prompts, expanded, 0, 0)
-    plain = trainer.sample_images(prompts, prompts, 0, 0)
+    parts = trainer.parts
+    prompts = local_prompts(parts, draw_prompts(parts, 0))
+    expanded = expanded_texts(prompts, expand(parts, prompts, 0))
+    rollout, scores = sample_and_score(parts, prompts, expanded, 0, 0)
+    plain = sample_images(parts, prompts, prompts, 0, 0)
     assert torch.equal(plain.trajectory.latents[:, 0], rollout.trajectory.latents[:, 0])  # the same x_T per image
     assert plain.trajectory.prompts == ["<jpeg_compressibility>, " + prompts[0]] * 2 + ["<clip_score>, " + prompts[0]] * 2
-    relative = trainer.relative_rewards(prompts, scores, 0, 0)
-    own = trainer.layout.for_prompts(1).image_identifier()
-    plain_scores = trainer.score(plain).scores
+    relative = relative_rewards(parts, prompts, scores, 0, 0)
+    own = parts.layout.for_prompts(1).image_identifier()
+    plain_scores = score(parts, plain).scores
     expected = [(scores.scores[2 * g : 2 * g + 2, g] - plain_scores[2 * g : 2 * g + 2, g]).mean() for g in range(2)]
     torch.testing.assert_close(relative, torch.stack(expected).float(), rtol=1e-5, atol=1e-5)
     assert own.tolist() == [0, 0, 1, 1]
-    metrics = trainer.run_iteration(0)
+    metrics = trainer.run_iteration(0).metrics
     assert math.isfinite(metrics["expander/loss"])
 
 
@@ -163,8 +169,8 @@ def test_an_iteration_samples_groups_with_cfg_and_credits_each_identifier(tmp_pa
     args = quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--expander.sampling.max_new_tokens", "4",
                       "--sampling.expansions_per_prompt", "2", "--sampling.images_per_prompt", "8", "--iterations", "1")  # fmt: skip
     trainer = ParrotTrainer(load_train_config(args))
-    trainer.run_iteration(0)
-    rollout = trainer.last_rollout
+    result = trainer.run_iteration(0)
+    rollout = result.rollout
     # 1 prompt × 2 expansions × 2 identifiers × 2 images; one expansion per group, CFG on "<k>, ĉ"
     assert rollout.trajectory.batch_size == 8
     identifiers = ["<jpeg_compressibility>", "<clip_score>"]
@@ -172,8 +178,8 @@ def test_an_iteration_samples_groups_with_cfg_and_credits_each_identifier(tmp_pa
         assert text == f"{identifiers[(i // 2) % 2]}, {expanded}"
         assert expanded == rollout.expanded_prompts[i - i % 2]  # the N images of a group share ĉ
     assert rollout.trajectory.conditioning.weights == (3.0,) and rollout.trajectory.original_prompts is None
-    assert trainer.guidance.weights == (2.0, 2.0)  # prompt-centred guidance is for inference only
-    values, selected = trainer.last_advantages.values, trainer.last_advantages.selected
+    assert trainer.parts.guidance.weights == (2.0, 2.0)  # prompt-centred guidance is for inference only
+    values, selected = result.advantages.values, result.advantages.selected
     own = rollout.own_reward
     assert own.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
     assert torch.all(values[torch.arange(8), 1 - own] == 0)  # the other reward's column is always 0
@@ -185,7 +191,31 @@ def test_an_iteration_samples_groups_with_cfg_and_credits_each_identifier(tmp_pa
 def test_rwr_iteration_trains_the_lora_on_base_samples(tmp_path):
     trainer = ParrotTrainer(load_train_config(quick_args(tmp_path, "--t2i.estimator", "rwr", "--t2i.inner_epochs", "1",
                                                          "--selection.mode", "weighted", "--iterations", "1")))  # fmt: skip
-    before = {k: v.detach().clone() for k, v in trainer.trainable_state()["t2i"].items()}
-    metrics = trainer.run_iteration(0)
+    before = {k: v.detach().clone() for k, v in trainer.parts.trainable_state()["t2i"].items()}
+    metrics = trainer.run_iteration(0).metrics
     assert math.isfinite(metrics["t2i/loss"]) and metrics["t2i/loss"] > 0
-    assert any(not torch.equal(before[k], v) for k, v in trainer.trainable_state()["t2i"].items())
+    assert any(not torch.equal(before[k], v) for k, v in trainer.parts.trainable_state()["t2i"].items())
+
+
+def test_the_selection_stage_on_a_hand_made_batch():
+    """Stage 5 alone: R of 1 prompt × 2 identifiers × 2 images → P per group, each identifier's images credited by r_k."""
+    names = ["r1", "r2"]
+    selection = SelectionConfig()  # pareto over each group, raw rewards
+    parts = SimpleNamespace(
+        layout=BatchLayout(prompts=1, identifiers=2, images=2), reward_names=names, world=1, device=torch.device("cpu"),
+        config=SimpleNamespace(identifiers=SimpleNamespace(enabled=True), selection=selection),
+        selection=parse_selection(selection, names), tracker=None,
+    )  # fmt: skip
+    scores = torch.tensor([[1.0, 4.0], [2.0, 3.0], [1.0, 1.0], [2.0, float("nan")]])
+    gathered = gather_scores(parts, RewardScores(torch.nan_to_num(scores, nan=0.0), names, torch.isfinite(scores)))
+    assert gathered.valid.tolist() == [[True, True], [True, True], [True, True], [True, False]]
+    advantages = batch_advantages(parts, gathered, ["a circle"])
+    # group 0 (identifier r1): both images non-dominated, credited r1; group 1 (r2): image 3 dominates image 2,
+    # but its r2 is not finite, so its advantage is 0
+    assert advantages.selected.tolist() == [True, True, False, True]
+    assert advantages.values.tolist() == [[1.0, 0.0], [2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+    assert advantages.normaliser == 3.0
+    metrics = reward_metrics(names, gathered, advantages)
+    assert metrics["reward/r1/mean"] == 1.5 and metrics["pareto/selected_fraction"] == 0.75 and metrics["reward/nonfinite"] == 1.0
+    assert set(metrics) == {"reward/r1/mean", "reward/r2/mean", "reward/r1/std", "reward/r2/std", "pareto/selected_fraction",
+                            "reward/nonfinite"}  # fmt: skip

@@ -14,7 +14,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from parrot_base.config import ConfigError
-from parrot.train import _EVAL, ParrotTrainer, derived_seed
+from parrot.rollout import expanded_texts
+from parrot.seeding import EVAL, derived_seed
+from parrot.train import ParrotTrainer
 from parrot.train_config import derived_quantities, load_train_config
 from rewards.base import Reward
 
@@ -42,7 +44,7 @@ def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path, capsys):
                       "--checkpoint_every", "1", "--keep_checkpoints", "1", "--evaluation.enabled", "true",
                       "--evaluation.seeds", "0", "--expander.sampling.max_new_tokens", "6")  # fmt: skip
     trainer = ParrotTrainer(load_train_config(args))
-    initial = {k: v.detach().clone() for k, v in trainer.trainable_state()["t2i"].items()}
+    initial = {k: v.detach().clone() for k, v in trainer.parts.trainable_state()["t2i"].items()}
     results = trainer.train()
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert checkpoints == ["checkpoint-000002"]  # keep_checkpoints=1 pruned the first
@@ -77,7 +79,7 @@ def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path, capsys):
     resumed = ParrotTrainer(load_train_config(args[:-6] + ["--iterations", "3", "--resume", "--evaluation.enabled", "false"]))
     resumed.load_checkpoint(ckpt)
     assert resumed.iteration == 2
-    assert all(torch.equal(p, trained[k]) for k, p in resumed.trainable_state()["t2i"].items())
+    assert all(torch.equal(p, trained[k]) for k, p in resumed.parts.trainable_state()["t2i"].items())
     resumed.train()
     assert (out / "checkpoints" / "checkpoint-000003").is_dir()
     assert not (out / "checkpoints" / ".tmp-checkpoint-000009-1").exists()
@@ -126,10 +128,10 @@ def test_two_processes_select_the_global_p_and_stay_identical(tmp_path):
     rank1 = load_file(str(tmp_path / "multi" / "rank1.safetensors"))
     single = ParrotTrainer(load_train_config(quick_args(tmp_path / "single", "--iterations", "1",
                                                        "--sampling.prompts_per_process", "2")))  # fmt: skip
-    single.run_iteration(0)
-    assert torch.equal(rank0["selected"].bool(), single.last_advantages.selected)
+    result = single.run_iteration(0)
+    assert torch.equal(rank0["selected"].bool(), result.advantages.selected)
     assert torch.equal(rank0["selected"], rank1["selected"])
-    for name, param in single.trainable_state()["t2i"].items():
+    for name, param in single.parts.trainable_state()["t2i"].items():
         assert torch.equal(rank0[name], rank1[name]), name  # synchronised gradients: identical ranks
         # and equal to one process on the same data, up to float rounding: a batch of 4 vs 8 sums in another
         # order, and Adam's first steps turn that rounding of a near-zero gradient into a few 1e-6
@@ -151,11 +153,11 @@ class NanOnFirstImage(Reward):
 
 def test_nan_reward_never_reaches_the_gradient(tmp_path):
     trainer = ParrotTrainer(load_train_config(quick_args(tmp_path, "--iterations", "1", "--t2i.estimator", "sf", "--t2i.inner_epochs", "1")))
-    trainer.evaluator.rewards[0] = NanOnFirstImage(trainer.evaluator.rewards[0])
-    metrics = trainer.run_iteration(0)
-    assert metrics["reward/nonfinite"] == 1
-    assert trainer.last_advantages.values[0, 0] == 0
-    assert all(torch.isfinite(p).all() and torch.isfinite(p.grad).all() for p in trainer.t2i_params)
+    trainer.parts.evaluator.rewards[0] = NanOnFirstImage(trainer.parts.evaluator.rewards[0])
+    result = trainer.run_iteration(0)
+    assert result.metrics["reward/nonfinite"] == 1
+    assert result.advantages.values[0, 0] == 0
+    assert all(torch.isfinite(p).all() and torch.isfinite(p.grad).all() for p in trainer.parts.t2i_params)
 
 
 def test_config_errors_name_the_field(tmp_path):
@@ -204,10 +206,11 @@ def test_held_out_expansions_use_the_evaluation_temperature(tmp_path):
                       "--evaluation.expansion_decoding", "sample")  # fmt: skip
     trainer = ParrotTrainer(load_train_config(args))
     recorded = trainer.evaluation_samples("trained").expanded_prompts
-    expected = trainer.expander.sample(trainer.eval_prompts, temperature=0.25, generator_seed=derived_seed(3, _EVAL))
-    assert recorded == trainer.expanded_texts(trainer.eval_prompts, expected)
-    at_training_temperature = trainer.expander.sample(trainer.eval_prompts, generator_seed=derived_seed(3, _EVAL))
-    assert recorded != trainer.expanded_texts(trainer.eval_prompts, at_training_temperature)
+    parts = trainer.parts
+    expected = parts.expander.sample(parts.eval_prompts, temperature=0.25, generator_seed=derived_seed(3, EVAL))
+    assert recorded == expanded_texts(parts.eval_prompts, expected)
+    at_training_temperature = parts.expander.sample(parts.eval_prompts, generator_seed=derived_seed(3, EVAL))
+    assert recorded != expanded_texts(parts.eval_prompts, at_training_temperature)
 
 
 def test_held_out_beam_expansions_and_the_plain_base_setting(tmp_path):
@@ -219,7 +222,7 @@ def test_held_out_beam_expansions_and_the_plain_base_setting(tmp_path):
                                                        "--evaluation.seeds", "3", "4", "--evaluation.num_beams", "2",
                                                        "--expander.sampling.max_new_tokens", "6")))  # fmt: skip
     recorded = joint.evaluation_samples("trained")
-    beam = joint.expanded_texts(joint.eval_prompts, joint.expander.beam_search(joint.eval_prompts, num_beams=2))
+    beam = expanded_texts(joint.parts.eval_prompts, joint.parts.expander.beam_search(joint.parts.eval_prompts, num_beams=2))
     assert recorded.expanded_prompts == beam * 2  # the same near-greedy ĉ for both seeds
     plain = joint.evaluation_samples("plain_base")
     assert plain.expanded_prompts == plain.prompts and plain.seeds == recorded.seeds
@@ -233,9 +236,9 @@ def test_expander_only_mode_leaves_the_t2i_lora_alone(tmp_path):
     args = quick_args(tmp_path, "--mode", "expander", "--expander.model", "builtin:tiny_gpt2", "--iterations", "1",
                       "--expander.sampling.max_new_tokens", "4", "--expander.lr", "0.05")  # fmt: skip
     trainer = ParrotTrainer(load_train_config(args))
-    assert trainer.t2i_optimizer is None and not any(p.requires_grad for p in trainer.t2i_params)
-    before = {part: {k: v.detach().clone() for k, v in tensors.items()} for part, tensors in trainer.trainable_state().items()}
+    assert trainer.parts.t2i_optimizer is None and not any(p.requires_grad for p in trainer.parts.t2i_params)
+    before = {part: {k: v.detach().clone() for k, v in tensors.items()} for part, tensors in trainer.parts.trainable_state().items()}
     trainer.run_iteration(0)
-    after = trainer.trainable_state()
+    after = trainer.parts.trainable_state()
     assert all(torch.equal(before["t2i"][k], v) for k, v in after["t2i"].items())
     assert any(not torch.equal(before["expander"][k], v) for k, v in after["expander"].items())

@@ -202,6 +202,6 @@ def test_shapes_preset_trains_one_iteration_on_the_built_world(world, tmp_path):
     )  # fmt: skip
     assert config.model.pipeline == "{world}/sd"
     trainer = ParrotTrainer(config)
-    assert [r.name for r in trainer.evaluator.rewards] == ["laion_aesthetic", "preference", "clip_score", "sentiment"]
+    assert [r.name for r in trainer.parts.evaluator.rewards] == ["laion_aesthetic", "preference", "clip_score", "sentiment"]
     trainer.train()
     assert (tmp_path / "run" / "final" / "expander" / "config.json").is_file()

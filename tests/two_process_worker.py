@@ -20,11 +20,11 @@ from parrot.train_config import load_train_config  # noqa: E402
 def main(out_dir: str) -> None:
     torch.set_num_threads(1)
     trainer = ParrotTrainer(load_train_config(quick_args(out_dir, "--iterations", "1")))
-    trainer.run_iteration(0)
-    rank = trainer.accelerator.process_index
-    assert trainer.accelerator.num_processes == 2, "expected to run under torchrun with 2 processes"
-    params = {k: v.detach().contiguous() for k, v in trainer.trainable_state()["t2i"].items()}
-    selected = trainer.last_advantages.selected.to(torch.uint8)
+    result = trainer.run_iteration(0)
+    rank = trainer.parts.accelerator.process_index
+    assert trainer.parts.accelerator.num_processes == 2, "expected to run under torchrun with 2 processes"
+    params = {k: v.detach().contiguous() for k, v in trainer.parts.trainable_state()["t2i"].items()}
+    selected = result.advantages.selected.to(torch.uint8)
     save_file({**params, "selected": selected}, str(Path(out_dir) / f"rank{rank}.safetensors"))
 
 

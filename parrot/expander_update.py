@@ -1,0 +1,71 @@
+"""Stage 7 of Algorithm 1: the expander's policy-gradient update.
+
+−(r(ĉ) − b) log p_φ(ĉ|c) + β_φ·KL(p_φ‖p_SFT), r(ĉ) = mean over ĉ's images of Σ_k A[i, k]
+(:func:`expansion_rewards`), b the mean r over the expansions of the same c (``group_mean``), or
+Promptist's r(ĉ) − r(c) on the same noise (``original_prompt``, :func:`relative_rewards`).
+Gradients are averaged over processes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from parrot.gradients import clip_and_step, synchronise_gradients
+from parrot.layout import BatchLayout
+from parrot.parts import TrainingParts
+from parrot.rollout import Rollout, sample_images, score
+from parrot.selection import Advantages
+from prompt_expander.expander import Expansions
+from rewards import RewardScores
+
+__all__ = ["update_expander", "relative_rewards", "expansion_rewards", "credited_group_rewards"]
+
+
+def update_expander(
+    parts: TrainingParts, expansions: Expansions, rollout: Rollout, advantages: Advantages, relative: torch.Tensor | None = None
+) -> dict[str, float]:
+    """REINFORCE on ĉ with r(ĉ) from the rollout's rows of ``advantages`` (whole prompts), less the
+    baseline of ``expander.update.baseline``; ``relative`` (groups,) replaces r(ĉ) by Promptist's
+    r(ĉ) − r(c) (:func:`relative_rewards`). Returns loss, kl, grad_norm."""
+    layout = parts.layout.for_prompts(len(expansions) // parts.layout.groups_per_prompt)
+    rewards = expansion_rewards(advantages.values[rollout.rows], layout) if relative is None else relative
+    parts.expander_optimizer.zero_grad(set_to_none=True)
+    result = parts.expander.policy_gradient_loss(expansions, rewards, parts.config.expander.update, groups=layout.group_prompt())
+    result.loss.backward()
+    params = parts.expander.trainable_parameters()
+    synchronise_gradients(params, "mean", parts.world, parts.device)
+    norm = clip_and_step(params, parts.expander_optimizer, parts.config.expander.max_grad_norm)
+    return {"loss": float(result.loss.detach()), "kl": float(result.kl.detach()), "grad_norm": norm}
+
+
+def relative_rewards(parts: TrainingParts, prompts: list[str], scores: RewardScores, iteration: int, offset: int) -> torch.Tensor:
+    """Promptist's r(ĉ) − r(c) per group (``expander.update.baseline`` original_prompt): images of
+    "<k>, c" drawn with the generators of the group's images (the same noise), both sides scored
+    raw and credited as the T2I update is (:func:`credited_group_rewards`)."""
+    with torch.no_grad():
+        originals = sample_images(parts, prompts, prompts, iteration, offset)
+    plain = score(parts, originals)
+    layout = parts.layout.for_prompts(len(prompts))
+    own = layout.image_identifier() if parts.config.identifiers.enabled else None
+    expanded_r = credited_group_rewards(scores.scores, scores.valid & plain.valid, layout, own)
+    original_r = credited_group_rewards(plain.scores, scores.valid & plain.valid, layout, own)
+    return expanded_r - original_r
+
+
+def expansion_rewards(advantage_rows: torch.Tensor, layout: BatchLayout) -> torch.Tensor:
+    """r(ĉ) of every group (= sampled expansion): the mean over its N images of Σ_k A[i, k], (groups,)."""
+    if advantage_rows.shape[0] != layout.num_images:
+        raise ValueError(f"{advantage_rows.shape[0]} advantage rows for a layout of {layout.num_images} images")
+    return advantage_rows.sum(1).view(layout.num_groups, layout.images).mean(1)
+
+
+def credited_group_rewards(
+    rewards: torch.Tensor, valid: torch.Tensor, layout: BatchLayout, identifiers: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean over each group's images of Σ_k R[i, k] over the rewards credited to image i (its own k_i
+    with ``identifiers``, every reward without); non-finite scores count 0. (groups,)."""
+    credit = valid.to(torch.float64)
+    if identifiers is not None:
+        credit = credit * torch.nn.functional.one_hot(identifiers.long(), rewards.shape[1]).to(credit)
+    per_image = (torch.nan_to_num(rewards.double()) * credit).sum(1)
+    return per_image.view(layout.num_groups, layout.images).mean(1).float()
