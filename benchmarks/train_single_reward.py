@@ -91,7 +91,7 @@ def run(out: Path, iterations: int, seed: int, kl_weight: float, reward: str, ov
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    before, after = trainer.evaluate(base=True), trainer.evaluate(base=False)
+    before, after = trainer.evaluation_samples("untrained").means(), trainer.evaluation_samples("trained").means()
     drift = float(((final_latents(trainer, False) - final_latents(trainer, True)) ** 2).mean())
     return {
         "seed": seed, "kl_weight": kl_weight, "train_seconds": seconds,
