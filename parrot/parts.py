@@ -16,6 +16,7 @@ from accelerate import Accelerator
 
 from parrot.identifiers import evaluation_identifiers
 from parrot.layout import BatchLayout
+from parrot.run_dir import RunDir
 from parrot.selection import PerPromptStatTracker, Selection, parse_selection
 from parrot.train_config import DerivedQuantities, TrainConfig, batch_layout, derived_quantities
 from parrot.world import build_evaluator, build_expander, build_policy, resolve_reward_settings, resolve_world, with_world
@@ -137,7 +138,7 @@ def build_parts(
     policy.unet.eval()
     with accelerator.main_process_first():
         settings = resolve_reward_settings(
-            reward_names, with_world(config.rewards.settings, shapes_world), config.output_dir / "world", str(device),
+            reward_names, with_world(config.rewards.settings, shapes_world), RunDir(config.output_dir).world, str(device),
             accelerator.is_main_process,
         )  # fmt: skip
     evaluator = build_evaluator(settings)

@@ -60,6 +60,9 @@ def test_joint_two_iterations_checkpoint_table_and_resume(tmp_path, capsys):
     curves = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
     assert [c["iteration"] for c in curves] == [1, 2] and {"reward/clip_score/mean", "pareto/selected_fraction"} <= curves[0].keys()
     assert all(c["time/iteration_s"] > 0 for c in curves)  # each iteration's wall seconds (benchmarks/sharing_cores.py)
+    assert all(0 < c["time/sample_and_score_s"] + c["time/update_t2i_s"] + c["time/update_expander_s"] < c["time/iteration_s"]
+               for c in curves)  # the stages' seconds (benchmarks/throughput.py)  # fmt: skip
+    assert json.loads((out / "run.json").read_text()) == {"layout_version": 1, "writer": "parrot.train"}
     assert (out / "final" / "expander" / "config.json").is_file()
     # per-image held-out scores whose means are the table; a sample grid + record per checkpoint
     saved = json.loads((out / "evaluation.json").read_text())
