@@ -8,11 +8,12 @@ Every file of a run is named here and read or written only through this module, 
                                      lora/ (diffusers format), optimizer_{t2i,expander}.{safetensors,json},
                                      rng.safetensors, state.json {iteration, stat_tracker, config}, manifest.json
     RUN/curves.jsonl                 one line per iteration: {"iteration", "reward/<name>/{mean,std}",
-                                     "pareto/selected_fraction", "reward/nonfinite", "time/iteration_s"}
+                                     "pareto/selected_fraction", "reward/nonfinite", "time/iteration_s", "time/<stage>_s"}
     RUN/samples/iteration-NNNNNN.png / .json   the last batch before a checkpoint: a grid and its :class:`SampleRecord`
     RUN/evaluation.json              the held-out record (its content: :func:`parrot.evaluation.evaluation_record`)
     RUN/final/lora, RUN/final/expander   the trained LoRA (diffusers format) and expander
-    RUN/world/                       reward models built for the run; accelerate's tracker files (TensorBoard)
+    RUN/world/                       reward models built for the run
+    RUN/<logging.project>/           accelerate's tracker files (TensorBoard events; ``parrot.report`` reads them)
 
 :func:`open_run` is the one reader's entry: a directory with an unknown ``layout_version`` is
 refused with one line; a directory written before run records existed (no ``run.json``) but holding
@@ -159,9 +160,10 @@ def append_curve(run: RunDir, iteration: int, metrics: Mapping[str, float]) -> N
     """Append iteration ``iteration``'s training-batch reward statistics, |P| share and seconds to ``curves.jsonl``.
 
     One JSON object a line: ``{"iteration": n, "reward/<name>/mean": …, "reward/<name>/std": …,
-    "pareto/selected_fraction": …, "reward/nonfinite": …, "time/iteration_s": …}`` (the last: wall seconds of
-    the iteration's stages, without logging and checkpoints). A resumed run appends the iterations it
-    repeats again; :func:`read_curves` keeps the last line of each iteration.
+    "pareto/selected_fraction": …, "reward/nonfinite": …, "time/iteration_s": …}`` (wall seconds of the
+    iteration's stages, without logging and checkpoints) and the seconds of its stages that ran
+    (``time/sample_and_score_s``, ``time/update_t2i_s``, ``time/update_expander_s``). A resumed run
+    appends the iterations it repeats again; :func:`read_curves` keeps the last line of each iteration.
     """
     line = {"iteration": int(iteration)} | {k: float(v) for k, v in metrics.items() if k.startswith(("reward/", "pareto/", "time/"))}
     with run.curves.open("a", encoding="utf-8") as file:
