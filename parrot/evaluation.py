@@ -143,7 +143,6 @@ def held_out_samples(trainer: ParrotTrainer, setting: str) -> EvaluationSamples:
     lora = trainer.policy.adapters_disabled() if setting != "trained" else contextlib.nullcontext()
     sft = expander_base(trainer.expander) if setting == "untrained" and trainer.expander is not None else contextlib.nullcontext()
     guidance = Guidance.cfg(trainer.config.sampling.guidance_scale) if plain else trainer.guidance
-    originals = prompts if trainer.expander is not None and not plain else None
     template = trainer.config.identifiers.template
     columns, expanded_all, seeds, images = [], [], [], []
     with lora, sft:
@@ -155,7 +154,7 @@ def held_out_samples(trainer: ParrotTrainer, setting: str) -> EvaluationSamples:
                 expanded = held_out_expansions(trainer, seed)  # beam: one ĉ per prompt for every seed
             conditioning = expanded if plain else [with_identifiers(e, trainer.eval_identifiers, template) for e in expanded]
             generators = [torch.Generator(trainer.device).manual_seed(derived_seed(seed, _EVAL, i)) for i in range(len(prompts))]
-            trajectory = trainer.sample_policy(conditioning, originals, generators, guidance)
+            trajectory = trainer.sample_policy(conditioning, prompts, generators, guidance)
             columns.append(trainer.evaluator(trajectory.images, prompts, expansion_metadata(expanded)).scores)
             expanded_all += expanded
             seeds += [seed] * len(prompts)

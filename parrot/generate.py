@@ -272,14 +272,10 @@ def sample_images(
     policy: StableDiffusionPolicy, config: GenerateConfig, conditioned: list[str], originals: list[str], guidance: Guidance
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """One image per row; image j of each prompt from its own generator seeded with seed + j."""
-    centred = len(guidance.weights) == 2
     seeds = [config.seed + i % config.images_per_prompt for i in range(len(conditioned))]
     common = dict(guidance=guidance, negative_prompt=config.negative_prompt, num_inference_steps=config.steps, eta=config.eta)
     images, extra = [], []
     if config.best_of > 1:
-        # best_of_n scores against original_prompts only when it is given, so CFG with scale s runs as
-        # Guidance.prompt_centred(0, s), which is the same computation (zero weights are dropped)
-        common["guidance"] = guidance if centred else Guidance.prompt_centred(0.0, guidance.weights[0])
         result = best_of_n(
             policy, conditioned, config.rank_by, config.best_of, 1, original_prompts=originals, seed=config.seed,
             batch_size=config.batch_size, reward_settings=_reward_settings(config, [config.rank_by])[config.rank_by], **common,
@@ -293,7 +289,7 @@ def sample_images(
         chunk = slice(start, start + config.batch_size)
         generators = [torch.Generator(device=policy.device).manual_seed(s) for s in seeds[chunk]]
         trajectory = policy.sample(
-            conditioned[chunk], original_prompts=originals[chunk] if centred else None, generator=generators,
+            conditioned[chunk], original_prompts=originals[chunk], generator=generators,
             compute_log_probs=False, progress=len(conditioned) <= config.batch_size, **common,
         )
         images.append(trajectory.images.cpu())
@@ -327,12 +323,12 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
     expanded = expand_prompts(config, prompts)
     originals = [p for p in prompts for _ in range(config.images_per_prompt)]
     conditioned = [with_identifiers(e, identifiers, template) for e in expanded]
-    warn_long_prompts(policy, conditioned + (originals if len(guidance.weights) == 2 else []), config.prompt_weighting)
+    warn_long_prompts(policy, [p for condition in guidance.conditions(conditioned, originals) for p in condition], config.prompt_weighting)
     images, extras = sample_images(policy, config, conditioned, originals, guidance)
     scored_prompts = [plain_prompt(p) for p in originals] if config.prompt_weighting else originals
     scores = score_images(config, names, images, scored_prompts, expanded)
 
-    w1, w2 = (guidance.weights if len(guidance.weights) == 2 else (0.0, guidance.weights[0]))
+    w1, w2 = guidance.prompt_centred_weights
     pictures = as_pil_images(images)
     rows = []
     for i, picture in enumerate(pictures):

@@ -76,7 +76,7 @@ def run_sampling(config: SampleConfig) -> list[dict]:
     generator = torch.Generator(device=policy.device).manual_seed(config.seed)
     trajectory = policy.sample(
         list(config.prompt),
-        original_prompts=list(config.original_prompt) if centred else None,
+        original_prompts=list(config.original_prompt) or None,
         guidance=guidance,
         negative_prompt=config.negative_prompt,
         num_inference_steps=config.steps,
@@ -92,7 +92,7 @@ def run_sampling(config: SampleConfig) -> list[dict]:
         rows.append(
             {
                 "prompt": prompt,
-                "original_prompt": trajectory.original_prompts[i] if centred else None,
+                "original_prompt": trajectory.original_prompts[i] if trajectory.original_prompts else None,
                 "guidance_weights": list(guidance.weights),
                 "seed": config.seed,
                 "image": name,

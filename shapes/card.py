@@ -145,7 +145,7 @@ def _sample_scores(policy, rewards, texts: list[str], originals: list[str], guid
         chunk = slice(start, start + 64)
         trajectory = policy.sample(
             texts[chunk],
-            original_prompts=originals[chunk] if len(guidance.weights) == 2 else None,
+            original_prompts=originals[chunk],
             guidance=guidance,
             num_inference_steps=settings.steps,
             eta=1.0,

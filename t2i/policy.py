@@ -92,7 +92,7 @@ class Trajectory:
     prompts: list[str]
     eta: float
     num_inference_steps: int
-    original_prompts: list[str] | None = None
+    original_prompts: list[str] | None = None  # c of prompt-centred guidance; None under CFG
 
     @property
     def batch_size(self) -> int:
@@ -310,8 +310,8 @@ class DiffusionPolicy(ABC):
 
         Args:
             prompts: the prompts the images are generated from (ĉ in Parrot, c otherwise).
-            original_prompts: Parrot's original prompts c, required when ``guidance`` has two
-                weights (``Guidance.prompt_centred(w1, w2)``), one per prompt.
+            original_prompts: the original prompts c, one per prompt; prompt-centred guidance
+                (``Guidance.prompt_centred(w1, w2)``) needs them, CFG does not use them.
             guidance: weights of the conditions; default ``Guidance.cfg(7.5)`` as in SD.
             negative_prompt: the ∅ branch's prompt(s).
             num_inference_steps: T, the number of DDIM steps.
@@ -328,21 +328,9 @@ class DiffusionPolicy(ABC):
             raise ValueError("eta=0 makes DDIM deterministic, so it has no log-probs: use eta > 0 for training")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps={num_inference_steps} must be >= 1")
-        if len(guidance.weights) == 2:
-            if original_prompts is None:
-                raise ValueError("prompt-centred guidance needs original_prompts (c) alongside the expanded prompts")
+        if original_prompts is not None:
             original_prompts = _check_prompts("original_prompts", original_prompts)
-            if len(original_prompts) != len(prompts):
-                raise ValueError(
-                    f"original_prompts has {len(original_prompts)} prompts but prompts has {len(prompts)}"
-                )
-            conditions = [original_prompts, prompts]
-        elif len(guidance.weights) == 1:
-            if original_prompts is not None:
-                raise ValueError("original_prompts given, but guidance has one weight: use Guidance.prompt_centred(w1, w2)")
-            conditions = [prompts]
-        else:
-            raise ValueError(f"guidance has {len(guidance.weights)} weights; sample() takes 1 (CFG) or 2 (Parrot)")
+        conditions = guidance.conditions(prompts, original_prompts)  # [c, ĉ] or [prompts]: decided by the guidance
 
         batch = len(prompts)
         conditioning = self.build_conditioning(conditions, guidance, negative_prompt)
@@ -371,7 +359,7 @@ class DiffusionPolicy(ABC):
             images=self.decode(x),
             conditioning=conditioning,
             prompts=prompts,
-            original_prompts=None if len(conditions) == 1 else list(conditions[0]),
+            original_prompts=list(conditions[0]) if guidance.is_prompt_centred else None,
             eta=float(eta),
             num_inference_steps=num_inference_steps,
         )
