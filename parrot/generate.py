@@ -58,7 +58,6 @@ __all__ = [
     "training_identifiers",
     "load_generation_policy",
     "run_generation",
-    "warn_long_prompts",
     "main",
 ]
 
@@ -256,17 +255,6 @@ def guidance_of(config: GenerateConfig) -> Guidance:
     return Guidance.prompt_centred(config.w1, config.w2) if mode == "prompt_centred" else Guidance.cfg(config.guidance_scale)
 
 
-def warn_long_prompts(policy: StableDiffusionPolicy, prompts: list[str], weighted: bool) -> int:
-    """One warning per distinct prompt the text encoder cannot read whole; returns how many."""
-    warned = 0
-    for prompt in dict.fromkeys(prompts):
-        overflow = policy.prompt_overflow(plain_prompt(prompt) if weighted else prompt)
-        if overflow is not None:
-            logger.warning("%s", overflow.describe(prompt))
-            warned += 1
-    return warned
-
-
 # ----- generation -------------------------------------------------------------------------------
 def sample_images(
     policy: StableDiffusionPolicy, config: GenerateConfig, conditioned: list[str], originals: list[str], guidance: Guidance
@@ -323,7 +311,6 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
     expanded = expand_prompts(config, prompts)
     originals = [p for p in prompts for _ in range(config.images_per_prompt)]
     conditioned = [with_identifiers(e, identifiers, template) for e in expanded]
-    warn_long_prompts(policy, [p for condition in guidance.conditions(conditioned, originals) for p in condition], config.prompt_weighting)
     images, extras = sample_images(policy, config, conditioned, originals, guidance)
     scored_prompts = [plain_prompt(p) for p in originals] if config.prompt_weighting else originals
     scores = score_images(config, names, images, scored_prompts, expanded)

@@ -1,6 +1,7 @@
 """parrot.train end to end on the tiny world: runs, checkpoints, exact resume after SIGKILL, 2 processes, config errors."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -239,3 +240,14 @@ def test_expander_only_mode_leaves_the_t2i_lora_alone(tmp_path):
     after = trainer.trainable_state()
     assert all(torch.equal(before["t2i"][k], v) for k, v in after["t2i"].items())
     assert any(not torch.equal(before["expander"][k], v) for k, v in after["expander"].items())
+
+
+def test_a_long_training_prompt_is_warned_about_once_not_every_iteration(tmp_path, caplog):
+    long_prompt = "a red circle on a blue square " * 20  # 140 words: past CLIP's 77 tokens
+    args = quick_args(tmp_path / "run", "--iterations", "2", "--checkpoint_every", "0", "--identifiers.enabled", "false",
+                      "--sampling.prompts_per_process", "2", "--prompts.train", "a red circle", long_prompt)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="t2i.policy"):
+        ParrotTrainer(load_train_config(args)).train()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "t2i.policy"]
+    assert len(warnings) == 1, warnings  # two iterations sample it, one warning
+    assert "tokens but the text encoder reads 77; dropped: '" in warnings[0] and "a red circle on a blue" in warnings[0]
