@@ -25,7 +25,6 @@ per prompt).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import sys
@@ -42,6 +41,7 @@ from parrot.checkpoint import latest_valid_checkpoint, read_json
 from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
 from parrot.identifiers import IdentifierConfig, with_identifiers
+from parrot.prompts import read_prompts
 from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.sample import prepare_output_dir
 from parrot.world import build_evaluator, build_policy, resolve_reward_settings
@@ -53,7 +53,6 @@ from t2i import Guidance, StableDiffusionPolicy
 
 __all__ = [
     "GenerateConfig",
-    "read_prompts",
     "parse_reward_list",
     "training_identifiers",
     "load_generation_policy",
@@ -72,7 +71,7 @@ class GenerateConfig:
 
     prompt: str = field(default="", metadata={"help": "one prompt (or use --prompts_file)"})
     prompts_file: str = field(
-        default="", metadata={"help": "prompts: .txt (one per line), .tsv (a 'Prompt' column) or .jsonl ('prompt' key)"}
+        default="", metadata={"help": "prompt file: .txt (one per line), .tsv (a 'Prompt' column) or .jsonl ('prompt' key)"}
     )
     max_prompts: int = field(default=0, metadata={"help": "use only the first N prompts of the file (0: all)"})
     model: str = field(default="builtin:tiny", metadata={"help": "hub id or local SD-family pipeline directory, or 'builtin:tiny'"})
@@ -128,46 +127,6 @@ class GenerateConfig:
 
 
 # ----- inputs -----------------------------------------------------------------------------------
-def read_prompts(path: str | Path, limit: int = 0) -> list[str]:
-    """Prompts from a .txt (one per line), .tsv (column 'Prompt') or .jsonl ('prompt' key or a string per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts file {str(path)!r} does not exist or is not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read prompts file {str(path)!r} as UTF-8 text: {err}") from err
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        prompts = [line.strip() for line in text.splitlines()]
-    elif suffix == ".tsv":
-        rows = list(csv.DictReader(text.splitlines(), delimiter="\t"))
-        if not rows or "Prompt" not in rows[0]:
-            columns = list(rows[0]) if rows else []
-            raise ValueError(f"{str(path)!r} has no 'Prompt' column (columns: {columns}); name the prompt column 'Prompt'")
-        prompts = [(row["Prompt"] or "").strip() for row in rows]
-    elif suffix == ".jsonl":
-        prompts = [_jsonl_prompt(line, path, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    else:
-        raise ValueError(f"prompts file {str(path)!r}: unknown extension {suffix!r}; use .txt, .tsv or .jsonl")
-    prompts = [p for p in prompts if p]
-    if not prompts:
-        raise ValueError(f"prompts file {str(path)!r} contains no prompts")
-    return prompts[:limit] if limit else prompts
-
-
-def _jsonl_prompt(line: str, path: Path, number: int) -> str:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{str(path)!r} line {number} is not JSON: {err}") from err
-    if isinstance(value, dict) and isinstance(value.get("prompt"), str):
-        return value["prompt"].strip()
-    if isinstance(value, str):
-        return value.strip()
-    raise ValueError(f"{str(path)!r} line {number}: expected a string or an object with a 'prompt' string")
-
-
 def parse_reward_list(items: Sequence[str], option: str = "--rewards") -> list[str]:
     """Registered reward names from 'a,b,c' / ['a', 'b'] items; unknown names are refused by name."""
     names = [name.strip() for item in items for name in item.split(",") if name.strip()]

@@ -71,6 +71,7 @@ from parrot_base.config import config_to_dict
 from parrot.evaluation import CURVES_FILE, EvaluationSamples, append_curve, evaluation_record, format_table, held_out_samples
 from parrot.identifiers import evaluation_identifiers, with_identifiers
 from parrot.layout import BatchLayout
+from parrot.prompts import read_prompt_list
 from parrot.losses import gaussian_kl, reward_weighted_denoising_loss, rwr_weights, t2i_policy_loss
 from parrot.selection import Advantages, PerPromptStatTracker, compute_advantages, parse_selection
 from parrot.train_config import TrainConfig, batch_layout, derived_quantities, load_train_config
@@ -100,19 +101,6 @@ _PROMPTS, _IMAGES, _STEPS, _EXPANDER, _EVAL, _NOISE = range(6)
 def derived_seed(*parts: int) -> int:
     """A 63-bit seed from integers (numpy's SeedSequence hashing: independent streams per tuple)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def read_prompt_list(inline: tuple[str, ...], path: str, what: str) -> list[str]:
-    prompts = list(inline)
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"{what}: no prompt file at {path!r}")
-        prompts += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for i, p in enumerate(prompts):
-        if not p.strip():
-            raise ValueError(f"{what}[{i}] is an empty prompt")
-    return prompts
 
 
 @dataclass

@@ -95,9 +95,11 @@ class RewardsConfig:
 @dataclass
 class PromptsConfig:
     train: tuple[str, ...] = field(default=(), metadata={"help": "training prompts c (inline)"})
-    train_file: str = field(default="", metadata={"help": "text file of training prompts, one per line (adds to train)"})
+    train_file: str = field(
+        default="", metadata={"help": "prompt file of training prompts (adds to train): .txt (one per line), .tsv ('Prompt' column) or .jsonl ('prompt' key)"}
+    )
     evaluation: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts for the before/after table"})
-    evaluation_file: str = field(default="", metadata={"help": "text file of held-out prompts, one per line"})
+    evaluation_file: str = field(default="", metadata={"help": "prompt file of held-out prompts (.txt, .tsv or .jsonl, as train_file)"})
 
 
 @dataclass

@@ -9,7 +9,8 @@ from PIL import Image
 
 from parrot.checkpoint import write_json
 from parrot_base.config import config_to_dict
-from parrot.generate import main, read_prompts
+from parrot.generate import main
+from parrot.prompts import read_prompts
 from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.train_config import load_train_config
 from parrot.world import build_expander

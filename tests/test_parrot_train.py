@@ -251,3 +251,22 @@ def test_a_long_training_prompt_is_warned_about_once_not_every_iteration(tmp_pat
     warnings = [r.getMessage() for r in caplog.records if r.name == "t2i.policy"]
     assert len(warnings) == 1, warnings  # two iterations sample it, one warning
     assert "tokens but the text encoder reads 77; dropped: '" in warnings[0] and "a red circle on a blue" in warnings[0]
+
+
+def test_training_reads_prompt_files_with_the_generation_reader(tmp_path):
+    from parrot.prompts import read_prompt_list
+
+    (tmp_path / "train.tsv").write_text("Prompt\tCategory\na red circle\tshapes\n\t\na blue square\tshapes\n")
+    (tmp_path / "held.jsonl").write_text('{"prompt": "a green circle"}\n"a yellow star"\n')
+    assert read_prompt_list(("a purple triangle",), str(tmp_path / "train.tsv"), "prompts.train") == [
+        "a purple triangle", "a red circle", "a blue square"]
+    args = quick_args(tmp_path / "run", "--prompts.train_file", str(tmp_path / "train.tsv"),
+                      "--prompts.evaluation_file", str(tmp_path / "held.jsonl"))  # fmt: skip
+    trainer = ParrotTrainer(load_train_config(args))
+    assert trainer.train_prompts[-2:] == ["a red circle", "a blue square"]  # after the preset's inline prompts
+    assert trainer.eval_prompts[-2:] == ["a green circle", "a yellow star"]
+    with pytest.raises(FileNotFoundError, match=r"prompts.train_file: prompts file '.*nope.txt' does not exist"):
+        read_prompt_list((), str(tmp_path / "nope.txt"), "prompts.train")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match=r"prompts.evaluation_file: prompts file '.*empty.jsonl' contains no prompts"):
+        read_prompt_list((), str(tmp_path / "empty.jsonl"), "prompts.evaluation")
