@@ -46,7 +46,6 @@ from scipy.stats import sem
 
 from parrot.identifiers import with_identifiers
 from parrot.selection import non_dominated_mask
-from parrot.world import expander_base
 from rewards.base import expansion_metadata
 from t2i import Guidance
 
@@ -141,7 +140,7 @@ def held_out_samples(trainer: ParrotTrainer, setting: str) -> EvaluationSamples:
     prompts = trainer.eval_prompts
     plain = setting == "plain_base"
     lora = trainer.policy.adapters_disabled() if setting != "trained" else contextlib.nullcontext()
-    sft = expander_base(trainer.expander) if setting == "untrained" and trainer.expander is not None else contextlib.nullcontext()
+    sft = trainer.expander.using_reference() if setting == "untrained" and trainer.expander is not None else contextlib.nullcontext()
     guidance = Guidance.cfg(trainer.config.sampling.guidance_scale) if plain else trainer.guidance
     template = trainer.config.identifiers.template
     columns, expanded_all, seeds, images = [], [], [], []

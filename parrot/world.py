@@ -9,14 +9,11 @@ package; build one with ``python -m shapes.build --out DIR``).
 
 from __future__ import annotations
 
-import contextlib
-import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 
 from prompt_expander.expander import PromptExpander
 from prompt_expander.scratch import TinyGPT2Config, build_gpt2, train_bpe_tokenizer
@@ -28,7 +25,7 @@ from rewards.tiny import save_tiny_clip
 from t2i import LoraSettings, StableDiffusionPolicy
 from t2i.tiny import build_tiny_pipeline
 
-__all__ = ["WORLD_PLACEHOLDER", "committed_shapes_world", "resolve_world", "with_world", "build_policy", "resolve_reward_settings", "build_evaluator", "build_expander", "expander_base"]
+__all__ = ["WORLD_PLACEHOLDER", "committed_shapes_world", "resolve_world", "with_world", "build_policy", "resolve_reward_settings", "build_evaluator", "build_expander"]
 
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_TINY_CLIP = "builtin:tiny_clip"
@@ -134,18 +131,3 @@ def build_expander(
     if model.startswith("builtin:"):
         raise ValueError(f"expander.model={model!r}: the only built-in expander is {BUILTIN_TINY_GPT2!r}")
     return PromptExpander.from_pretrained(model, sampling_config, lora).to(device)
-
-
-@contextlib.contextmanager
-def expander_base(expander: PromptExpander) -> Iterator[None]:
-    """Sample from the expander's reference (SFT) weights: LoRA off, or the frozen copy swapped in."""
-    if isinstance(expander.model, PeftModel):
-        with expander.model.disable_adapter():
-            yield
-        return
-    trained = expander.model
-    expander.model = expander.reference_model or copy.deepcopy(trained)
-    try:
-        yield
-    finally:
-        expander.model = trained

@@ -439,6 +439,24 @@ class PromptExpander:
         else:
             yield self.reference_model
 
+    @contextlib.contextmanager
+    def using_reference(self) -> Iterator[None]:
+        """Everything inside (sampling, beam search, log-probs) uses the reference p_ref instead of p_φ.
+
+        With LoRA the adapters are switched off; otherwise the frozen copy taken at construction
+        stands in for the trained model until the block ends (also when it raises).
+        """
+        if isinstance(self.model, PeftModel):
+            with self.model.disable_adapter():
+                yield
+            return
+        trained = self.model
+        self.model = self.reference_model if self.reference_model is not None else copy.deepcopy(trained)
+        try:
+            yield
+        finally:
+            self.model = trained
+
     def kl_to_reference(self, expansions: Expansions) -> torch.Tensor:
         """Σ_t KL(p_φ(·|c, ĉ_<t) ‖ p_ref(·|c, ĉ_<t)) over each expansion's tokens, (N,), with grad.
 

@@ -275,3 +275,25 @@ def test_beam_search_is_deterministic_and_equals_transformers_generate(tokenizer
     assert greedy.texts == expander.beam_search(prompts[:1], num_beams=1).texts
     with pytest.raises(ValueError, match="num_beams=0 must be a positive integer"):
         expander.beam_search(prompts, num_beams=0)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_using_reference_samples_from_the_reference_weights_and_restores(tokenizer, lora):
+    expander = make_expander(tokenizer, lora=lora)
+    prompts = ["a cat", "a fox"]
+    before = expander.sample(prompts, n=2, generator_seed=3)
+    with torch.no_grad():  # move p_φ away from p_ref
+        for p in expander.trainable_parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 2.0)
+    trained = expander.model
+    changed = expander.sample(prompts, n=2, generator_seed=3)
+    assert changed.texts != before.texts
+    with expander.using_reference():
+        reference = expander.sample(prompts, n=2, generator_seed=3)
+        with torch.no_grad():
+            torch.testing.assert_close(expander.log_probs(before), before.log_probs, atol=1e-5, rtol=0)
+    assert reference.texts == before.texts
+    assert expander.model is trained and expander.sample(prompts, n=2, generator_seed=3).texts == changed.texts
+    with pytest.raises(RuntimeError, match="inside"), expander.using_reference():
+        raise RuntimeError("inside")
+    assert expander.model is trained  # restored after an error too
