@@ -9,7 +9,7 @@ LoRA was trained with), and the T2I model samples with original-prompt-centred g
 (``--guidance cfg``: plain classifier-free guidance with ``--guidance_scale`` on "<ids>, ĉ";
 w1 = 0 is the same thing). ∅ is ``--negative_prompt``. Prompts and negative prompts may use
 compel's weighting syntax, ``(oil on canvas)+++`` / ``(blurry)--`` (see
-:mod:`parrot.prompt_weighting`). ``--best_of N --rank_by REWARD`` keeps, for every image, the
+:mod:`t2i.prompt_weighting`). ``--best_of N --rank_by REWARD`` keeps, for every image, the
 best of N candidates (:func:`rewards.best_of_n.best_of_n`); ``--rewards a,b,c`` scores every
 kept image against the ORIGINAL prompt.
 
@@ -42,7 +42,6 @@ from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
 from parrot.identifiers import IdentifierConfig, with_identifiers
 from parrot.prompts import read_prompts
-from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.sample import prepare_output_dir
 from parrot.world import build_evaluator, build_policy, resolve_reward_settings
 from prompt_expander.expander import ExpanderConfig, PromptExpander
@@ -50,6 +49,7 @@ from rewards.base import as_pil_images, expansion_metadata
 from rewards.best_of_n import best_of_n
 from rewards.registry import reward_names
 from t2i import Guidance, StableDiffusionPolicy
+from t2i.prompt_weighting import WeightedPromptPolicy, plain_prompt
 
 __all__ = [
     "GenerateConfig",

@@ -11,12 +11,12 @@ from parrot.checkpoint import write_json
 from parrot_base.config import config_to_dict
 from parrot.generate import main
 from parrot.prompts import read_prompts
-from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from parrot.train_config import load_train_config
 from parrot.world import build_expander
 from prompt_expander.expander import ExpanderConfig
 from rewards import load_reward
 from t2i import Guidance, StableDiffusionPolicy
+from t2i.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from t2i.tiny import build_tiny_pipeline
 
 FAST = ["--steps", "2"]

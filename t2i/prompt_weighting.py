@@ -21,8 +21,7 @@ from compel import Compel
 from diffusers import StableDiffusionPipeline
 from pyparsing import ParseException
 
-from t2i import StableDiffusionPolicy
-from t2i.policy import PromptOverflow
+from t2i.policy import PromptOverflow, StableDiffusionPolicy
 
 __all__ = ["WeightedPromptPolicy", "weighted_prompt_encoder", "plain_prompt", "has_weighting"]
 
