@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from parrot.train_config import PRESETS
-from parrot.world import resolve_world
+from parrot.models import resolve_world
 from rewards import load_reward
 from rewards.best_of_n import best_of_n
 from t2i import Guidance, StableDiffusionPolicy

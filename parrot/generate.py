@@ -43,7 +43,7 @@ from parrot_base.config import parse_config
 from parrot.identifiers import IdentifierConfig, with_identifiers
 from parrot.prompts import read_prompts
 from parrot.sample import prepare_output_dir
-from parrot.world import build_evaluator, build_policy, resolve_reward_settings
+from parrot.models import build_evaluator, build_policy, resolve_reward_settings
 from prompt_expander.expander import ExpanderConfig, PromptExpander
 from rewards.base import as_pil_images, expansion_metadata
 from rewards.best_of_n import best_of_n
@@ -244,7 +244,7 @@ def sample_images(
 
 
 def _reward_settings(config: GenerateConfig, names: list[str]) -> dict[str, dict[str, Any]]:
-    return resolve_reward_settings(names, config.reward_settings, config.out / ".world", config.device, build=True)
+    return resolve_reward_settings(names, config.reward_settings, config.out / ".builtin", config.device, build=True)
 
 
 def score_images(config: GenerateConfig, names: list[str], images: torch.Tensor, originals: list[str], expanded: list[str]):

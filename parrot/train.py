@@ -75,7 +75,7 @@ from parrot.prompts import read_prompt_list
 from parrot.losses import gaussian_kl, reward_weighted_denoising_loss, rwr_weights, t2i_policy_loss
 from parrot.selection import Advantages, PerPromptStatTracker, compute_advantages, parse_selection
 from parrot.train_config import TrainConfig, batch_layout, derived_quantities, load_train_config
-from parrot.world import (
+from parrot.models import (
     build_evaluator,
     build_expander,
     build_policy,

@@ -32,7 +32,7 @@ from parrot_base.cli import run_cli
 from parrot_base.config import config_to_dict, parse_config
 from parrot.generate import parse_reward_list, read_prompts
 from parrot.sample import prepare_output_dir
-from parrot.world import build_policy, resolve_reward_settings
+from parrot.models import build_policy, resolve_reward_settings
 from rewards.base import as_pil_images
 from rewards.best_of_n import best_of_n
 from t2i import Guidance, LoraSettings, StableDiffusionPolicy
@@ -105,7 +105,7 @@ def bad_images(policy: StableDiffusionPolicy, config: WrongLoraConfig, prompts: 
     """(P·keep, 3, H, W) deliberately bad images in [0, 1]."""
     sampling = dict(guidance=Guidance.cfg(config.guidance_scale), num_inference_steps=config.sample_steps)
     if config.source == "lowest_reward":
-        settings = resolve_reward_settings([config.rank_by], config.reward_settings, config.out / ".world", config.device, True)
+        settings = resolve_reward_settings([config.rank_by], config.reward_settings, config.out / ".builtin", config.device, True)
         ranked = best_of_n(policy, prompts, config.rank_by, config.candidates, config.candidates, seed=config.seed,
                            reward_settings=settings[config.rank_by], **sampling)
         worst = ranked.kept_indices[:, -config.keep:]  # kept_indices are best first: the tail is the worst

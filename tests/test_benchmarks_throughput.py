@@ -14,7 +14,7 @@ from benchmarks.peers import trl_ddpo
 from benchmarks.throughput import overlap_share, ratio_summary, spread
 from parrot.train import ParrotTrainer, chunk_bounds
 from parrot.train_config import load_train_config
-from parrot.world import build_policy
+from parrot.models import build_policy
 from rewards import RewardScores
 from t2i import Guidance
 from test_parrot_train import quick_args

@@ -12,7 +12,7 @@ from parrot_base.config import config_to_dict
 from parrot.generate import main
 from parrot.prompts import read_prompts
 from parrot.train_config import load_train_config
-from parrot.world import build_expander
+from parrot.models import build_expander
 from prompt_expander.expander import ExpanderConfig
 from rewards import load_reward
 from t2i import Guidance, StableDiffusionPolicy

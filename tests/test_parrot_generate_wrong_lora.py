@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from parrot.generate import main as generate
-from parrot.world import build_policy
+from parrot.models import build_policy
 from parrot.wrong_lora import WrongLoraConfig, bad_images, degrade, main
 from rewards import load_reward
 from t2i import Guidance

@@ -1,14 +1,16 @@
-"""Build the models a training run names: the T2I policy, the rewards and the expander.
+"""Build the models a run names: the T2I policy, the rewards and the expander; and resolve its world.
 
 Real names load from the hub or a local directory; ``builtin:`` names are built in code
-(see :mod:`parrot.train_config`), so the default run needs no download. Any model path or
-reward setting may contain ``{world}``, which stands for the shapes world directory of the
-config's ``world`` field (default: the committed ``shapes/world`` next to the ``shapes``
-package; build one with ``python -m shapes.build --out DIR``).
+(see :mod:`parrot.train_config`), so the default run needs no download. Any model path, reward
+setting or prompt file may contain ``{world}``, which stands for the shapes world directory of
+the config's ``world`` field (default: the committed ``shapes/world`` next to the ``shapes``
+package; build one with ``python -m shapes.build --out DIR``). "World" means that directory
+and nothing else.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,11 @@ WORLD_PLACEHOLDER = "{world}"
 
 
 def committed_shapes_world() -> Path:
-    """``shapes/world`` beside the ``shapes`` package: where the built world is committed."""
-    import shapes
-
-    return Path(shapes.__file__).resolve().parent / "world"
+    """``shapes/world`` beside the ``shapes`` package: where the built world is committed (found without importing it)."""
+    spec = importlib.util.find_spec("shapes")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the shapes package is not installed, so there is no committed world: set world=DIR")
+    return Path(next(iter(spec.submodule_search_locations))).resolve() / "world"
 
 
 def resolve_world(world: str) -> Path:
@@ -84,20 +87,20 @@ def build_policy(
 
 
 def resolve_reward_settings(
-    names: Sequence[str], settings: dict[str, dict[str, Any]], world_dir: Path, device: str, build: bool
+    names: Sequence[str], settings: dict[str, dict[str, Any]], builtin_dir: Path, device: str, build: bool
 ) -> dict[str, dict[str, Any]]:
     """Per-reward settings with ``builtin:tiny_clip`` replaced by a saved toy CLIP's directory.
 
-    ``build`` says whether this process writes the toy CLIP (the main one; the others wait
-    and then read it). Rewards whose config has a ``device`` get this process's device
-    unless the settings name one.
+    The toy CLIP is saved under ``builtin_dir``; ``build`` says whether this process writes it
+    (the main one; the others wait and then read it). Rewards whose config has a ``device`` get
+    this process's device unless the settings name one.
     """
     resolved = {}
     for name in names:
         values = dict(settings.get(name, {}))
         for key, value in values.items():
             if value == BUILTIN_TINY_CLIP:
-                target = world_dir / "tiny_clip"
+                target = builtin_dir / "tiny_clip"
                 if build and not (target / "config.json").is_file():
                     save_tiny_clip(target)
                 values[key] = str(target)
