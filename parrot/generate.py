@@ -10,7 +10,7 @@ LoRA was trained with), and the T2I model samples with original-prompt-centred g
 w1 = 0 is the same thing). ∅ is ``--negative_prompt``. Prompts and negative prompts may use
 compel's weighting syntax, ``(oil on canvas)+++`` / ``(blurry)--`` (see
 :mod:`t2i.prompt_weighting`). ``--best_of N --rank_by REWARD`` keeps, for every image, the
-best of N candidates (:func:`rewards.best_of_n.best_of_n`); ``--rewards a,b,c`` scores every
+best of N candidates (:func:`parrot.best_of_n.best_of_n`); ``--rewards a,b,c`` scores every
 kept image against the ORIGINAL prompt.
 
 Outputs in ``--out DIR``: ``images/00000.png …``, ``results.jsonl`` (one row per image:
@@ -46,7 +46,7 @@ from parrot.sample import prepare_output_dir
 from parrot.models import build_evaluator, build_policy, resolve_reward_settings
 from prompt_expander.expander import ExpanderConfig, PromptExpander
 from rewards.base import as_pil_images, expansion_metadata
-from rewards.best_of_n import best_of_n
+from parrot.best_of_n import best_of_n
 from rewards.registry import reward_names
 from t2i import Guidance, StableDiffusionPolicy
 from t2i.prompt_weighting import WeightedPromptPolicy, plain_prompt

@@ -34,7 +34,7 @@ from parrot.generate import parse_reward_list, read_prompts
 from parrot.sample import prepare_output_dir
 from parrot.models import build_policy, resolve_reward_settings
 from rewards.base import as_pil_images
-from rewards.best_of_n import best_of_n
+from parrot.best_of_n import best_of_n
 from t2i import Guidance, LoraSettings, StableDiffusionPolicy
 
 __all__ = ["WrongLoraConfig", "bad_images", "degrade", "denoising_loss", "train_wrong_lora", "main"]

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from rewards import Reward, best_of_n
-from rewards.best_of_n import main
+from parrot.best_of_n import best_of_n, main
+from rewards import Reward
 from rewards.registry import register_reward, unregister_reward
 from t2i import StableDiffusionPolicy
 from t2i.tiny import build_tiny_pipeline
@@ -61,8 +61,8 @@ def test_best_of_n_refuses_bad_sizes(policy):
 
 def test_best_of_n_cli_writes_kept_images_and_scores(tmp_path):
     out = tmp_path / "bon"
-    result = main(["--tiny", "--reward", "jpeg_incompressibility", "--prompt", "a red circle", "--n", "3", "--k", "2",
-                   "--steps", "2", "--out", str(out)])
+    result = main(["--model", "builtin:tiny", "--reward", "jpeg_incompressibility", "--prompt", "a red circle", "--n", "3",
+                   "--k", "2", "--num_steps", "2", "--out", str(out)])
     record = json.loads((out / "scores.json").read_text())
     assert record["reward"] == "jpeg_incompressibility"
     scores = record["results"][0]["scores"]
