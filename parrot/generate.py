@@ -44,7 +44,7 @@ from parrot.identifiers import IdentifierConfig, with_identifiers
 from parrot.prompts import read_prompts
 from parrot.sample import prepare_output_dir
 from parrot.models import build_evaluator, build_policy, resolve_reward_settings
-from prompt_expander.expander import ExpanderConfig, PromptExpander
+from prompt_expander.expander import ExpanderSamplingConfig, PromptExpander
 from rewards.base import as_pil_images, expansion_metadata
 from parrot.best_of_n import best_of_n
 from rewards.registry import reward_names
@@ -98,7 +98,7 @@ class GenerateConfig:
     guidance_scale: float = field(default=7.5, metadata={"help": "CFG scale (guidance cfg)"})
     negative_prompt: str = field(default="", metadata={"help": "prompt of the ∅ branch, e.g. 'wrong' with a wrong LoRA"})
     prompt_weighting: bool = field(default=True, metadata={"help": "parse compel weighting syntax like '(red)++' in prompts"})
-    steps: int = field(default=50, metadata={"help": "DDIM steps"})
+    num_steps: int = field(default=50, metadata={"help": "DDIM steps", "formerly": "steps"})
     eta: float = field(default=0.0, metadata={"help": "DDIM η (0: deterministic)"})
     seed: int = field(default=0, metadata={"help": "image j of every prompt uses seed + j (best-of-N: one generator seeded with it)"})
     images_per_prompt: int = field(default=1, metadata={"help": "images per prompt"})
@@ -113,7 +113,7 @@ class GenerateConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output directory"})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "images_per_prompt", "batch_size", "best_of"):
+        for name in ("num_steps", "images_per_prompt", "batch_size", "best_of"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_prompts < 0:
@@ -202,7 +202,7 @@ def expand_prompts(config: GenerateConfig, prompts: list[str]) -> list[str]:
     repeated = [p for p in prompts for _ in range(config.images_per_prompt)]
     if not config.expander:
         return repeated
-    sampling = ExpanderConfig(temperature=config.expander_temperature, top_p=config.expander_top_p)
+    sampling = ExpanderSamplingConfig(temperature=config.expander_temperature, top_p=config.expander_top_p)
     expander = PromptExpander.from_pretrained(config.expander, sampling).to(config.device)
     return expander.sample(prompts, config.images_per_prompt, generator_seed=config.seed).texts
 
@@ -220,7 +220,7 @@ def sample_images(
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """One image per row; image j of each prompt from its own generator seeded with seed + j."""
     seeds = [config.seed + i % config.images_per_prompt for i in range(len(conditioned))]
-    common = dict(guidance=guidance, negative_prompt=config.negative_prompt, num_inference_steps=config.steps, eta=config.eta)
+    common = dict(guidance=guidance, negative_prompt=config.negative_prompt, num_inference_steps=config.num_steps, eta=config.eta)
     images, extra = [], []
     if config.best_of > 1:
         result = best_of_n(

@@ -31,7 +31,7 @@ from parrot.identifiers import IdentifierConfig
 from parrot.layout import BatchLayout
 from parrot.models import resolve_world, with_world
 from parrot.selection import SelectionConfig
-from prompt_expander.expander import ExpanderConfig
+from prompt_expander.expander import ExpanderSamplingConfig
 from prompt_expander.rl import PolicyGradientConfig
 from t2i.lora import LoraSettings
 
@@ -42,7 +42,7 @@ __all__ = [
     "PromptsConfig",
     "SamplingConfig",
     "T2IUpdateConfig",
-    "ExpanderSection",
+    "ExpanderTrainingConfig",
     "EvaluationConfig",
     "LoggingConfig",
     "DerivedQuantities",
@@ -187,7 +187,9 @@ class T2IUpdateConfig:
 
 
 @dataclass
-class ExpanderSection:
+class ExpanderTrainingConfig:
+    """The ``expander.*`` section: the expander p_φ, its LoRA and optimiser, how it samples ĉ, how it is updated."""
+
     model: str = field(
         default="", metadata={"help": "causal LM hub id / directory, 'builtin:tiny_gpt2', or '' for no expander (ĉ = c)"}
     )
@@ -195,7 +197,7 @@ class ExpanderSection:
     lora_target_modules: tuple[str, ...] = field(default=("c_attn", "c_proj"), metadata={"help": "expander LoRA modules"})
     lr: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the expander"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient norm clip; 0 = off"})
-    sampling: ExpanderConfig = field(default_factory=ExpanderConfig, metadata={"help": "expansion sampling"})
+    sampling: ExpanderSamplingConfig = field(default_factory=ExpanderSamplingConfig, metadata={"help": "expansion sampling"})
     update: PolicyGradientConfig = field(
         default_factory=PolicyGradientConfig,
         metadata={"help": "policy gradient (baseline 'group_mean': r(ĉ) − the mean over the expansions of the same c)"},
@@ -261,7 +263,7 @@ class TrainConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig, metadata={"help": "selection and advantages"})
     identifiers: IdentifierConfig = field(default_factory=IdentifierConfig, metadata={"help": "reward identifiers"})
     t2i: T2IUpdateConfig = field(default_factory=T2IUpdateConfig, metadata={"help": "T2I update"})
-    expander: ExpanderSection = field(default_factory=ExpanderSection, metadata={"help": "prompt expander"})
+    expander: ExpanderTrainingConfig = field(default_factory=ExpanderTrainingConfig, metadata={"help": "prompt expander"})
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={"help": "held-out evaluation"})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "logging"})
 

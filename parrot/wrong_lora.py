@@ -63,7 +63,7 @@ class WrongLoraConfig:
     keep: int = field(default=2, metadata={"help": "bad images kept per prompt"})
     blur_radius: float = field(default=2.0, metadata={"help": "Gaussian blur radius in pixels (degraded)"})
     noise_std: float = field(default=0.15, metadata={"help": "std of the added pixel noise, images in [0, 1] (degraded)"})
-    sample_steps: int = field(default=20, metadata={"help": "DDIM steps to draw the base samples"})
+    num_steps: int = field(default=20, metadata={"help": "DDIM steps to draw the base samples", "formerly": "sample_steps"})
     guidance_scale: float = field(default=7.5, metadata={"help": "CFG scale of the base samples"})
     trigger: str = field(default="wrong", metadata={"help": "trigger word; the caption of every bad image"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings"})
@@ -75,7 +75,7 @@ class WrongLoraConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output directory"})
 
     def __post_init__(self) -> None:
-        for name in ("candidates", "keep", "sample_steps", "train_steps", "train_batch_size"):
+        for name in ("candidates", "keep", "num_steps", "train_steps", "train_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.source == "lowest_reward" and self.keep > self.candidates:
@@ -103,7 +103,7 @@ def degrade(images: torch.Tensor, blur_radius: float, noise_std: float, generato
 
 def bad_images(policy: StableDiffusionPolicy, config: WrongLoraConfig, prompts: list[str]) -> torch.Tensor:
     """(P·keep, 3, H, W) deliberately bad images in [0, 1]."""
-    sampling = dict(guidance=Guidance.cfg(config.guidance_scale), num_inference_steps=config.sample_steps)
+    sampling = dict(guidance=Guidance.cfg(config.guidance_scale), num_inference_steps=config.num_steps)
     if config.source == "lowest_reward":
         settings = resolve_reward_settings([config.rank_by], config.reward_settings, config.out / ".builtin", config.device, True)
         ranked = best_of_n(policy, prompts, config.rank_by, config.candidates, config.candidates, seed=config.seed,

@@ -60,7 +60,7 @@ def blank(prompt: str) -> bool:
 def test_generate_gives_images_or_one_error_line(prompt, capsys, caplog, restore_output_settings):
     caplog.clear()
     with tempfile.TemporaryDirectory() as out:
-        argv = [f"--prompt={prompt}", "--steps", "2", "--rewards", "jpeg_compressibility", "--out", out]
+        argv = [f"--prompt={prompt}", "--num_steps", "2", "--rewards", "jpeg_compressibility", "--out", out]
         code, err = run_command(generate.main, argv, capsys)
         if blank(prompt):
             assert (code, err.strip()) == (2, "error: --prompt is empty: give the text to draw (or --prompts_file FILE)")
