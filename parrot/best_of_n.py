@@ -111,6 +111,11 @@ def best_of_n(
     return BestOfN(prompts, reward.name, images.view(len(prompts), n, *images.shape[1:]), scores, kept)
 
 
+#: options of the command's first home (rewards.best_of_n) → their names here
+_RENAMED = {"--pipeline": "--model", "--tiny": "--model builtin:tiny", "--steps": "--num_steps",
+            "--guidance-scale": "--guidance_scale", "--batch-size": "--batch_size", "--reward-setting": "--reward_setting"}
+
+
 def _parse_setting(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--reward_setting {text!r} must look like key=value")
@@ -120,7 +125,8 @@ def _parse_setting(text: str) -> tuple[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> BestOfN:
     parser = OneLineArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUNNER_OPTIONS_HELP
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUNNER_OPTIONS_HELP,
+        allow_abbrev=False, renamed=_RENAMED,
     )
     parser.add_argument("--model", default="builtin:tiny",
                         help="hub id or local diffusers Stable Diffusion pipeline directory, or 'builtin:tiny' (the random toy)")

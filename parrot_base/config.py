@@ -62,10 +62,24 @@ def read_yaml(path: Path, what: str) -> Any:
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse whose refusals are a ConfigError (one line) instead of the usage text and exit."""
+    """argparse whose refusals are a ConfigError (one line) instead of the usage text and exit.
+
+    An unknown option is answered like :func:`parse_config` answers it: with the closest known
+    option, or with its new name when ``renamed`` (old option → new option) lists it.
+    """
+
+    def __init__(self, *args: Any, renamed: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.renamed = dict(renamed or {})
 
     def error(self, message: str):
         raise ConfigError(f"{message} (--help lists every option)")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        known, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            _refuse_unknown(unknown, [option for action in self._actions for option in action.option_strings], self.renamed)
+        return known
 
 
 def _refuse_unknown(unknown: list[str], options: list[str], renamed: dict[str, str] | None = None) -> None:
