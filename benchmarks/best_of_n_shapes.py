@@ -1,6 +1,6 @@
 """Best-of-N on the shapes world: the top-1 of N by the preference model vs a random pick of the same N.
 
-For each held-out prompt and seed, N candidates are drawn once (`rewards.best_of_n`); "best" is
+For each held-out prompt and seed, N candidates are drawn once (`parrot.best_of_n`); "best" is
 the candidate the preference reward ranks first, "random" a uniformly drawn candidate of the
 same N (seeded). Both are then scored by the preference reward (the ranking reward itself) and
 by CLIPScore alignment against the prompt (a judge the ranking never saw).
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from parrot.train_config import PRESETS
-from parrot.world import resolve_world
+from parrot.best_of_n import best_of_n
+from parrot.models import resolve_world
+from parrot.prompts import read_prompts
 from rewards import load_reward
-from rewards.best_of_n import best_of_n
 from t2i import Guidance, StableDiffusionPolicy
 
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--world", default="", help="world directory (default: the committed shapes/world)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n", type=int, default=8, help="candidates per prompt")
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--num_steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     policy = StableDiffusionPolicy.from_pretrained(world / "sd")
     preference = load_reward("preference", path=str(world / "preference"))
     alignment = load_reward("clip_score", model=str(world / "clip"))
-    prompts = list(PRESETS["shapes"]["prompts"]["evaluation"])  # the held-out colour × shape pairs
+    prompts = read_prompts(world / "prompts" / "held_out.txt")  # the held-out colour × shape pairs
     rows = []
     for seed in args.seeds:
         result = best_of_n(policy, prompts, preference, n=args.n, k=1, seed=seed,
-                           num_inference_steps=args.steps, guidance=Guidance.cfg(4.0))
+                           num_inference_steps=args.num_steps, guidance=Guidance.cfg(4.0))
         pick = torch.randint(args.n, (len(prompts),), generator=torch.Generator().manual_seed(10_000 + seed))
         best = result.kept_images[:, 0]
         random = result.candidates[torch.arange(len(prompts)), pick]

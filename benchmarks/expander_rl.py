@@ -20,7 +20,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from prompt_expander import ExpanderConfig, Expansions, PolicyGradientConfig, PromptExpander
+from prompt_expander import ExpanderSamplingConfig, Expansions, PolicyGradientConfig, PromptExpander
 from prompt_expander.data import DiffusionDBPairsConfig, build_diffusiondb_pairs
 
 
@@ -46,7 +46,7 @@ def evaluate(expander: PromptExpander, prompts: list[str], args: argparse.Namesp
 
 def train_one(args: argparse.Namespace, kl_weight: float, train_prompts: list[str], eval_prompts: list[str]) -> dict:
     torch.manual_seed(args.seed)
-    expander = PromptExpander.from_pretrained(args.model, ExpanderConfig(max_new_tokens=args.max_new_tokens))
+    expander = PromptExpander.from_pretrained(args.model, ExpanderSamplingConfig(max_new_tokens=args.max_new_tokens))
     optimizer = torch.optim.Adam(expander.trainable_parameters(), lr=args.lr)
     config = PolicyGradientConfig(kl_weight=kl_weight, clip_range=args.clip_range)
     before = evaluate(expander, eval_prompts, args)

@@ -74,14 +74,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=4, help="images per call")
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--num_steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--repeats", type=int, default=9, help="timed calls of each kind (after one warm-up)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="write the first size's figures here, all sizes under 'sizes'")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = [measure(size, args.batch, args.steps, args.repeats) for size in args.sizes]
+    results = [measure(size, args.batch, args.num_steps, args.repeats) for size in args.sizes]
     for r in results:
         print(f"{r['size']:>6}: stock {r['plain_s']:.3f}s  policy {r['policy_s']:.3f}s  ratio {r['ratio']:.3f} "
               f"(batch {r['batch']}, {r['steps']} steps, median of {r['repeats']})")

@@ -30,7 +30,7 @@ class GatheredRewards:
 def gather_scores(parts: TrainingParts, scores: RewardScores) -> GatheredRewards:
     """R and its valid mask of all processes, (N, K) each, on the CPU."""
     packed = torch.cat([scores.scores.float(), scores.valid.float()], dim=1).to(parts.device)
-    gathered = parts.accelerator.gather(packed).cpu() if parts.world > 1 else packed.cpu()
+    gathered = parts.accelerator.gather(packed).cpu() if parts.num_processes > 1 else packed.cpu()
     k = len(parts.reward_names)
     return GatheredRewards(gathered[:, :k], gathered[:, k:] > 0.5)
 

@@ -46,7 +46,6 @@ from parrot.identifiers import with_identifiers
 from parrot.rollout import expanded_texts
 from parrot.seeding import EVAL, derived_seed
 from parrot.selection import non_dominated_mask
-from parrot.world import expander_base
 from rewards.base import expansion_metadata
 from t2i import Guidance
 
@@ -132,9 +131,8 @@ def held_out_samples(parts: TrainingParts, setting: str) -> EvaluationSamples:
     prompts = parts.eval_prompts
     plain = setting == "plain_base"
     lora = parts.policy.adapters_disabled() if setting != "trained" else contextlib.nullcontext()
-    sft = expander_base(parts.expander) if setting == "untrained" and parts.expander is not None else contextlib.nullcontext()
+    sft = parts.expander.using_reference() if setting == "untrained" and parts.expander is not None else contextlib.nullcontext()
     guidance = Guidance.cfg(parts.config.sampling.guidance_scale) if plain else parts.guidance
-    originals = prompts if parts.expander is not None and not plain else None
     template = parts.config.identifiers.template
     columns, expanded_all, seeds, images = [], [], [], []
     with lora, sft:
@@ -146,7 +144,7 @@ def held_out_samples(parts: TrainingParts, setting: str) -> EvaluationSamples:
                 expanded = held_out_expansions(parts, seed)  # beam: one ĉ per prompt for every seed
             conditioning = expanded if plain else [with_identifiers(e, parts.eval_identifiers, template) for e in expanded]
             generators = [torch.Generator(parts.device).manual_seed(derived_seed(seed, EVAL, i)) for i in range(len(prompts))]
-            trajectory = parts.sample_policy(conditioning, originals, generators, guidance)
+            trajectory = parts.sample_policy(conditioning, prompts, generators, guidance)
             columns.append(parts.evaluator(trajectory.images, prompts, expansion_metadata(expanded)).scores)
             expanded_all += expanded
             seeds += [seed] * len(prompts)

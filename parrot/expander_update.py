@@ -33,7 +33,7 @@ def update_expander(
     result = parts.expander.policy_gradient_loss(expansions, rewards, parts.config.expander.update, groups=layout.group_prompt())
     result.loss.backward()
     params = parts.expander.trainable_parameters()
-    synchronise_gradients(params, "mean", parts.world, parts.device)
+    synchronise_gradients(params, "mean", parts.num_processes, parts.device)
     norm = clip_and_step(params, parts.expander_optimizer, parts.config.expander.max_grad_norm)
     return {"loss": float(result.loss.detach()), "kl": float(result.kl.detach()), "grad_norm": norm}
 

@@ -9,8 +9,8 @@ LoRA was trained with), and the T2I model samples with original-prompt-centred g
 (``--guidance cfg``: plain classifier-free guidance with ``--guidance_scale`` on "<ids>, ĉ";
 w1 = 0 is the same thing). ∅ is ``--negative_prompt``. Prompts and negative prompts may use
 compel's weighting syntax, ``(oil on canvas)+++`` / ``(blurry)--`` (see
-:mod:`parrot.prompt_weighting`). ``--best_of N --rank_by REWARD`` keeps, for every image, the
-best of N candidates (:func:`rewards.best_of_n.best_of_n`); ``--rewards a,b,c`` scores every
+:mod:`t2i.prompt_weighting`). ``--best_of N --rank_by REWARD`` keeps, for every image, the
+best of N candidates (:func:`parrot.best_of_n.best_of_n`); ``--rewards a,b,c`` scores every
 kept image against the ORIGINAL prompt.
 
 Outputs in ``--out DIR``: ``images/00000.png …``, ``results.jsonl`` (one row per image:
@@ -25,7 +25,6 @@ per prompt).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import sys
@@ -42,23 +41,22 @@ from parrot.run_dir import lora_training_config
 from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
 from parrot.identifiers import IdentifierConfig, with_identifiers
-from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
+from parrot.prompts import read_prompts
 from parrot.sample import prepare_output_dir
-from parrot.world import build_evaluator, build_policy, resolve_reward_settings
-from prompt_expander.expander import ExpanderConfig, PromptExpander
+from parrot.models import build_evaluator, build_policy, resolve_reward_settings
+from prompt_expander.expander import ExpanderSamplingConfig, PromptExpander
 from rewards.base import as_pil_images, expansion_metadata
-from rewards.best_of_n import best_of_n
+from parrot.best_of_n import best_of_n
 from rewards.registry import reward_names
 from t2i import Guidance, StableDiffusionPolicy
+from t2i.prompt_weighting import WeightedPromptPolicy, plain_prompt
 
 __all__ = [
     "GenerateConfig",
-    "read_prompts",
     "parse_reward_list",
     "training_identifiers",
     "load_generation_policy",
     "run_generation",
-    "warn_long_prompts",
     "main",
 ]
 
@@ -73,7 +71,7 @@ class GenerateConfig:
 
     prompt: str = field(default="", metadata={"help": "one prompt (or use --prompts_file)"})
     prompts_file: str = field(
-        default="", metadata={"help": "prompts: .txt (one per line), .tsv (a 'Prompt' column) or .jsonl ('prompt' key)"}
+        default="", metadata={"help": "prompt file: .txt (one per line), .tsv (a 'Prompt' column) or .jsonl ('prompt' key)"}
     )
     max_prompts: int = field(default=0, metadata={"help": "use only the first N prompts of the file (0: all)"})
     model: str = field(default="builtin:tiny", metadata={"help": "hub id or local SD-family pipeline directory, or 'builtin:tiny'"})
@@ -100,7 +98,7 @@ class GenerateConfig:
     guidance_scale: float = field(default=7.5, metadata={"help": "CFG scale (guidance cfg)"})
     negative_prompt: str = field(default="", metadata={"help": "prompt of the ∅ branch, e.g. 'wrong' with a wrong LoRA"})
     prompt_weighting: bool = field(default=True, metadata={"help": "parse compel weighting syntax like '(red)++' in prompts"})
-    steps: int = field(default=50, metadata={"help": "DDIM steps"})
+    num_steps: int = field(default=50, metadata={"help": "DDIM steps", "formerly": "steps"})
     eta: float = field(default=0.0, metadata={"help": "DDIM η (0: deterministic)"})
     seed: int = field(default=0, metadata={"help": "image j of every prompt uses seed + j (best-of-N: one generator seeded with it)"})
     images_per_prompt: int = field(default=1, metadata={"help": "images per prompt"})
@@ -115,7 +113,7 @@ class GenerateConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output directory"})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "images_per_prompt", "batch_size", "best_of"):
+        for name in ("num_steps", "images_per_prompt", "batch_size", "best_of"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_prompts < 0:
@@ -129,46 +127,6 @@ class GenerateConfig:
 
 
 # ----- inputs -----------------------------------------------------------------------------------
-def read_prompts(path: str | Path, limit: int = 0) -> list[str]:
-    """Prompts from a .txt (one per line), .tsv (column 'Prompt') or .jsonl ('prompt' key or a string per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts file {str(path)!r} does not exist or is not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read prompts file {str(path)!r} as UTF-8 text: {err}") from err
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        prompts = [line.strip() for line in text.splitlines()]
-    elif suffix == ".tsv":
-        rows = list(csv.DictReader(text.splitlines(), delimiter="\t"))
-        if not rows or "Prompt" not in rows[0]:
-            columns = list(rows[0]) if rows else []
-            raise ValueError(f"{str(path)!r} has no 'Prompt' column (columns: {columns}); name the prompt column 'Prompt'")
-        prompts = [(row["Prompt"] or "").strip() for row in rows]
-    elif suffix == ".jsonl":
-        prompts = [_jsonl_prompt(line, path, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    else:
-        raise ValueError(f"prompts file {str(path)!r}: unknown extension {suffix!r}; use .txt, .tsv or .jsonl")
-    prompts = [p for p in prompts if p]
-    if not prompts:
-        raise ValueError(f"prompts file {str(path)!r} contains no prompts")
-    return prompts[:limit] if limit else prompts
-
-
-def _jsonl_prompt(line: str, path: Path, number: int) -> str:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{str(path)!r} line {number} is not JSON: {err}") from err
-    if isinstance(value, dict) and isinstance(value.get("prompt"), str):
-        return value["prompt"].strip()
-    if isinstance(value, str):
-        return value.strip()
-    raise ValueError(f"{str(path)!r} line {number}: expected a string or an object with a 'prompt' string")
-
-
 def parse_reward_list(items: Sequence[str], option: str = "--rewards") -> list[str]:
     """Registered reward names from 'a,b,c' / ['a', 'b'] items; unknown names are refused by name."""
     names = [name.strip() for item in items for name in item.split(",") if name.strip()]
@@ -232,7 +190,7 @@ def expand_prompts(config: GenerateConfig, prompts: list[str]) -> list[str]:
     repeated = [p for p in prompts for _ in range(config.images_per_prompt)]
     if not config.expander:
         return repeated
-    sampling = ExpanderConfig(temperature=config.expander_temperature, top_p=config.expander_top_p)
+    sampling = ExpanderSamplingConfig(temperature=config.expander_temperature, top_p=config.expander_top_p)
     expander = PromptExpander.from_pretrained(config.expander, sampling).to(config.device)
     return expander.sample(prompts, config.images_per_prompt, generator_seed=config.seed).texts
 
@@ -241,18 +199,7 @@ def guidance_of(config: GenerateConfig) -> Guidance:
     mode = config.guidance
     if mode == "auto":
         mode = "prompt_centred" if config.expander else "cfg"
-    return Guidance.prompt_centred(config.w1, config.w2) if mode == "prompt_centred" else Guidance.cfg(config.guidance_scale)
-
-
-def warn_long_prompts(policy: StableDiffusionPolicy, prompts: list[str], weighted: bool) -> int:
-    """One warning per distinct prompt the text encoder cannot read whole; returns how many."""
-    warned = 0
-    for prompt in dict.fromkeys(prompts):
-        overflow = policy.prompt_overflow(plain_prompt(prompt) if weighted else prompt)
-        if overflow is not None:
-            logger.warning("%s", overflow.describe(prompt))
-            warned += 1
-    return warned
+    return Guidance.choose(mode == "prompt_centred", config.w1, config.w2, config.guidance_scale)
 
 
 # ----- generation -------------------------------------------------------------------------------
@@ -260,14 +207,10 @@ def sample_images(
     policy: StableDiffusionPolicy, config: GenerateConfig, conditioned: list[str], originals: list[str], guidance: Guidance
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """One image per row; image j of each prompt from its own generator seeded with seed + j."""
-    centred = len(guidance.weights) == 2
     seeds = [config.seed + i % config.images_per_prompt for i in range(len(conditioned))]
-    common = dict(guidance=guidance, negative_prompt=config.negative_prompt, num_inference_steps=config.steps, eta=config.eta)
+    common = dict(guidance=guidance, negative_prompt=config.negative_prompt, num_inference_steps=config.num_steps, eta=config.eta)
     images, extra = [], []
     if config.best_of > 1:
-        # best_of_n scores against original_prompts only when it is given, so CFG with scale s runs as
-        # Guidance.prompt_centred(0, s), which is the same computation (zero weights are dropped)
-        common["guidance"] = guidance if centred else Guidance.prompt_centred(0.0, guidance.weights[0])
         result = best_of_n(
             policy, conditioned, config.rank_by, config.best_of, 1, original_prompts=originals, seed=config.seed,
             batch_size=config.batch_size, reward_settings=_reward_settings(config, [config.rank_by])[config.rank_by], **common,
@@ -281,7 +224,7 @@ def sample_images(
         chunk = slice(start, start + config.batch_size)
         generators = [torch.Generator(device=policy.device).manual_seed(s) for s in seeds[chunk]]
         trajectory = policy.sample(
-            conditioned[chunk], original_prompts=originals[chunk] if centred else None, generator=generators,
+            conditioned[chunk], original_prompts=originals[chunk], generator=generators,
             compute_log_probs=False, progress=len(conditioned) <= config.batch_size, **common,
         )
         images.append(trajectory.images.cpu())
@@ -289,7 +232,7 @@ def sample_images(
 
 
 def _reward_settings(config: GenerateConfig, names: list[str]) -> dict[str, dict[str, Any]]:
-    return resolve_reward_settings(names, config.reward_settings, config.out / ".world", config.device, build=True)
+    return resolve_reward_settings(names, config.reward_settings, config.out / ".builtin", config.device, build=True)
 
 
 def score_images(config: GenerateConfig, names: list[str], images: torch.Tensor, originals: list[str], expanded: list[str]):
@@ -315,12 +258,11 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
     expanded = expand_prompts(config, prompts)
     originals = [p for p in prompts for _ in range(config.images_per_prompt)]
     conditioned = [with_identifiers(e, identifiers, template) for e in expanded]
-    warn_long_prompts(policy, conditioned + (originals if len(guidance.weights) == 2 else []), config.prompt_weighting)
     images, extras = sample_images(policy, config, conditioned, originals, guidance)
     scored_prompts = [plain_prompt(p) for p in originals] if config.prompt_weighting else originals
     scores = score_images(config, names, images, scored_prompts, expanded)
 
-    w1, w2 = (guidance.weights if len(guidance.weights) == 2 else (0.0, guidance.weights[0]))
+    w1, w2 = guidance.prompt_centred_weights
     pictures = as_pil_images(images)
     rows = []
     for i, picture in enumerate(pictures):

@@ -19,7 +19,7 @@ from parrot.layout import BatchLayout
 from parrot.run_dir import RunDir
 from parrot.selection import PerPromptStatTracker, Selection, parse_selection
 from parrot.train_config import DerivedQuantities, TrainConfig, batch_layout, derived_quantities
-from parrot.world import build_evaluator, build_expander, build_policy, resolve_reward_settings, resolve_world, with_world
+from parrot.models import build_evaluator, build_expander, build_policy, resolve_reward_settings, resolve_world, with_world
 from prompt_expander.expander import PromptExpander
 from rewards import MultiRewardEvaluator
 from t2i import Guidance, StableDiffusionPolicy, Trajectory
@@ -58,7 +58,7 @@ class TrainingParts:
         return self.accelerator.process_index
 
     @property
-    def world(self) -> int:
+    def num_processes(self) -> int:
         return self.accelerator.num_processes
 
     @property
@@ -78,7 +78,7 @@ class TrainingParts:
         guidance = self.guidance if guidance is None else guidance
         return self.policy.sample(
             conditioning,
-            original_prompts=originals if len(guidance.weights) == 2 else None,
+            original_prompts=originals,  # the guidance decides whether c is used
             guidance=guidance,
             negative_prompt=sampling.negative_prompt,
             num_inference_steps=sampling.num_steps,
@@ -107,9 +107,8 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
 def _guidances(config: TrainConfig, has_expander: bool) -> tuple[Guidance, Guidance]:
     """(inference guidance, training guidance)."""
     sampling = config.sampling
-    centred = Guidance.prompt_centred(sampling.w1, sampling.w2)
-    inference = centred if has_expander else Guidance.cfg(sampling.guidance_scale)
-    training = centred if sampling.training_guidance == "prompt_centred" else Guidance.cfg(sampling.guidance_scale)
+    inference = Guidance.choose(has_expander, sampling.w1, sampling.w2, sampling.guidance_scale)
+    training = Guidance.choose(sampling.training_guidance == "prompt_centred", sampling.w1, sampling.w2, sampling.guidance_scale)
     return inference, training
 
 
@@ -117,12 +116,12 @@ def build_parts(
     config: TrainConfig, accelerator: Accelerator, train_prompts: list[str], eval_prompts: list[str]
 ) -> TrainingParts:
     """Load the models of ``config`` on this process (reward models: the main process first)."""
-    world = accelerator.num_processes
-    derived = derived_quantities(config, world)  # config mistakes are refused before any model loads
+    num_processes = accelerator.num_processes
+    derived = derived_quantities(config, num_processes)  # config mistakes are refused before any model loads
     reward_names = list(config.rewards.names)
     selection = parse_selection(config.selection, reward_names)
     eval_identifiers = evaluation_identifiers(config.identifiers, reward_names)
-    layout = batch_layout(config, world)
+    layout = batch_layout(config, num_processes)
     if config.selection.mode == "pareto" and config.selection.scope == "group" and layout.images == 1:
         logger.warning("selection.scope 'group' with 1 image per \"<k>, ĉ\": every image is in P (raise "
                        "sampling.images_per_prompt or use selection.scope 'batch')")
@@ -138,7 +137,7 @@ def build_parts(
     policy.unet.eval()
     with accelerator.main_process_first():
         settings = resolve_reward_settings(
-            reward_names, with_world(config.rewards.settings, shapes_world), RunDir(config.output_dir).world, str(device),
+            reward_names, with_world(config.rewards.settings, shapes_world), RunDir(config.output_dir).builtin_models, str(device),
             accelerator.is_main_process,
         )  # fmt: skip
     evaluator = build_evaluator(settings)

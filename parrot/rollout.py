@@ -47,7 +47,7 @@ class Rollout:
 def draw_prompts(parts: TrainingParts, iteration: int) -> list[str]:
     """The global batch of original prompts (uniform with replacement), identical on every process."""
     generator = torch.Generator().manual_seed(derived_seed(parts.config.seed, iteration, PROMPTS))
-    total = parts.config.sampling.prompts_per_process * parts.world
+    total = parts.config.sampling.prompts_per_process * parts.num_processes
     picks = torch.randint(len(parts.train_prompts), (total,), generator=generator).tolist()
     return [parts.train_prompts[i] for i in picks]
 

@@ -12,7 +12,7 @@ Every file of a run is named here and read or written only through this module, 
     RUN/samples/iteration-NNNNNN.png / .json   the last batch before a checkpoint: a grid and its :class:`SampleRecord`
     RUN/evaluation.json              the held-out record (its content: :func:`parrot.evaluation.evaluation_record`)
     RUN/final/lora, RUN/final/expander   the trained LoRA (diffusers format) and expander
-    RUN/world/                       reward models built for the run
+    RUN/builtin/                     the built-in toy reward models (``builtin:…``) built for the run
     RUN/<logging.project>/           accelerate's tracker files (TensorBoard events; ``parrot.report`` reads them)
 
 :func:`open_run` is the one reader's entry: a directory with an unknown ``layout_version`` is
@@ -101,8 +101,8 @@ class RunDir:
         return self.final / "expander"
 
     @property
-    def world(self) -> Path:
-        return self.root / "world"
+    def builtin_models(self) -> Path:
+        return self.root / "builtin"
 
     def sample_stem(self, iteration: int) -> Path:
         return self.samples / f"iteration-{iteration:06d}"

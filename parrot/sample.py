@@ -3,7 +3,7 @@
 Writes ``OUT/images/00000.png …``, ``OUT/trajectory.safetensors`` (latents x_T…x_0, timesteps,
 per-step log-probs) and ``OUT/samples.jsonl`` (one row per image: prompt, original prompt,
 guidance weights, seed, the trajectory's total log-prob). Useful to inspect RL rollouts; with
-``--tiny`` it runs a randomly initialised toy pipeline, offline.
+``--model builtin:tiny`` (the default) it runs a randomly initialised toy pipeline, offline.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from safetensors.torch import save_file
 from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
 from rewards.base import as_pil_images
+from parrot.models import build_policy
 from t2i import Guidance, StableDiffusionPolicy
-from t2i.tiny import build_tiny_pipeline
 
 __all__ = ["SampleConfig", "run_sampling", "main"]
 
@@ -30,8 +30,9 @@ __all__ = ["SampleConfig", "run_sampling", "main"]
 class SampleConfig:
     """Sample images with trajectory and log-prob recording."""
 
-    model: str = field(default="", metadata={"help": "hub id or local diffusers pipeline directory"})
-    tiny: bool = field(default=False, metadata={"help": "use a randomly initialised toy pipeline instead of --model"})
+    model: str = field(
+        default="builtin:tiny", metadata={"help": "hub id or local diffusers pipeline directory, or 'builtin:tiny' (a random toy)"}
+    )
     prompt: tuple[str, ...] = field(default=(), metadata={"help": "prompts (ĉ, the ones sampled from), one argument each"})
     original_prompt: tuple[str, ...] = field(
         default=(), metadata={"help": "original prompts c, one per prompt; switches to prompt-centred guidance"}
@@ -40,7 +41,7 @@ class SampleConfig:
     w1: float = field(default=5.0, metadata={"help": "Parrot weight of the original prompt c"})
     w2: float = field(default=5.0, metadata={"help": "Parrot weight of the expanded prompt ĉ"})
     negative_prompt: str = field(default="", metadata={"help": "prompt of the unconditional branch"})
-    steps: int = field(default=20, metadata={"help": "number of DDIM steps T"})
+    num_steps: int = field(default=20, metadata={"help": "number of DDIM steps T", "formerly": "steps"})
     eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0 records log-probs; 1 is DDPM-like)"})
     seed: int = field(default=0, metadata={"help": "random seed of the generator"})
     lora: str = field(default="", metadata={"help": "optional diffusers-format LoRA directory to load"})
@@ -58,9 +59,7 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
 
 
 def load_policy(config: SampleConfig) -> StableDiffusionPolicy:
-    if config.tiny == bool(config.model):
-        raise ValueError("give exactly one of --model PATH_OR_ID and --tiny")
-    policy = StableDiffusionPolicy(build_tiny_pipeline()) if config.tiny else StableDiffusionPolicy.from_pretrained(config.model)
+    policy = build_policy(config.model, "float32", "cpu")
     if config.lora:
         policy.load_lora(config.lora, trainable=False)
     return policy
@@ -71,15 +70,14 @@ def run_sampling(config: SampleConfig) -> list[dict]:
     if not config.prompt:
         raise ValueError("no prompts: pass --prompt 'a red circle' 'a blue square'")
     policy = load_policy(config)
-    centred = bool(config.original_prompt)
-    guidance = Guidance.prompt_centred(config.w1, config.w2) if centred else Guidance.cfg(config.guidance_scale)
+    guidance = Guidance.choose(bool(config.original_prompt), config.w1, config.w2, config.guidance_scale)
     generator = torch.Generator(device=policy.device).manual_seed(config.seed)
     trajectory = policy.sample(
         list(config.prompt),
-        original_prompts=list(config.original_prompt) if centred else None,
+        original_prompts=list(config.original_prompt) or None,
         guidance=guidance,
         negative_prompt=config.negative_prompt,
-        num_inference_steps=config.steps,
+        num_inference_steps=config.num_steps,
         eta=config.eta,
         generator=generator,
         progress=True,
@@ -92,7 +90,7 @@ def run_sampling(config: SampleConfig) -> list[dict]:
         rows.append(
             {
                 "prompt": prompt,
-                "original_prompt": trajectory.original_prompts[i] if centred else None,
+                "original_prompt": trajectory.original_prompts[i] if trajectory.original_prompts else None,
                 "guidance_weights": list(guidance.weights),
                 "seed": config.seed,
                 "image": name,

@@ -50,7 +50,7 @@ def minibatch_steps(parts: TrainingParts, trainable: torch.Tensor, stats: dict[s
             rows[mb * per_mb : (mb + 1) * per_mb] = True
             parts.t2i_optimizer.zero_grad(set_to_none=True)
             yield (trainable & rows).nonzero().flatten()
-            synchronise_gradients(parts.t2i_params, "sum", parts.world, parts.device)
+            synchronise_gradients(parts.t2i_params, "sum", parts.num_processes, parts.device)
             stats["grad_norm"] = clip_and_step(parts.t2i_params, parts.t2i_optimizer, cfg.max_grad_norm)
 
 

@@ -61,6 +61,7 @@ from parrot.credit import GatheredRewards, batch_advantages, gather_scores, rewa
 from parrot.evaluation import EvaluationSamples, evaluation_record, format_table, held_out_samples
 from parrot.expander_update import relative_rewards, update_expander
 from parrot.parts import TrainingParts, build_parts, make_accelerator
+from parrot.prompts import read_prompt_list
 from parrot.rollout import Rollout, draw_prompts, expand, expanded_texts, local_prompts, sample_and_score
 from parrot.run_dir import (
     CheckpointState,
@@ -84,19 +85,6 @@ from rewards import RewardScores
 __all__ = ["ParrotTrainer", "IterationResult", "read_prompt_list", "main"]
 
 logger = logging.getLogger(__name__)
-
-
-def read_prompt_list(inline: tuple[str, ...], path: str, what: str) -> list[str]:
-    prompts = list(inline)
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"{what}: no prompt file at {path!r}")
-        prompts += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for i, p in enumerate(prompts):
-        if not p.strip():
-            raise ValueError(f"{what}[{i}] is an empty prompt")
-    return prompts
 
 
 @dataclass

@@ -6,8 +6,10 @@ mapping in :data:`PRESETS`, chosen by ``--preset`` or a ``preset:`` key in the Y
 overrides. The ``tiny`` preset is a random toy world built in code (runs anywhere, offline);
 ``configs/sd15.yaml`` is SD 1.5 with real rewards (``preset: none``). The ``shapes`` preset (the default) runs
 on a built shapes world (``world=DIR``, default the committed ``shapes/world``): its SD
-pipeline, its expander and its four rewards (aesthetic, preference, CLIPScore alignment against
-the original prompt, sentiment), named through ``{world}`` paths (see :mod:`parrot.world`).
+pipeline, its expander, its four rewards (aesthetic, preference, CLIPScore alignment against
+the original prompt, sentiment) and its prompt files, named through ``{world}`` paths that
+:mod:`parrot.models` resolves (prompt files when the config is loaded, models when they are built);
+no preset imports the world's code.
 
 ``builtin:`` model names are built in code instead of loaded: ``builtin:tiny`` (the toy SD
 pipeline of :mod:`t2i.tiny`), ``builtin:tiny_clip`` (a reward setting: the toy CLIP of
@@ -27,10 +29,10 @@ from typing import Any
 from parrot_base.config import ConfigError, parse_config, read_yaml
 from parrot.identifiers import IdentifierConfig
 from parrot.layout import BatchLayout
+from parrot.models import resolve_world, with_world
 from parrot.selection import SelectionConfig
-from prompt_expander.expander import ExpanderConfig
+from prompt_expander.expander import ExpanderSamplingConfig
 from prompt_expander.rl import PolicyGradientConfig
-from shapes.data import HELD_OUT_PAIRS, short_prompt, training_pairs
 from t2i.lora import LoraSettings
 
 __all__ = [
@@ -40,7 +42,7 @@ __all__ = [
     "PromptsConfig",
     "SamplingConfig",
     "T2IUpdateConfig",
-    "ExpanderSection",
+    "ExpanderTrainingConfig",
     "EvaluationConfig",
     "LoggingConfig",
     "DerivedQuantities",
@@ -95,9 +97,11 @@ class RewardsConfig:
 @dataclass
 class PromptsConfig:
     train: tuple[str, ...] = field(default=(), metadata={"help": "training prompts c (inline)"})
-    train_file: str = field(default="", metadata={"help": "text file of training prompts, one per line (adds to train)"})
+    train_file: str = field(
+        default="", metadata={"help": "prompt file of training prompts (adds to train): .txt (one per line), .tsv ('Prompt' column) or .jsonl ('prompt' key)"}
+    )
     evaluation: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts for the before/after table"})
-    evaluation_file: str = field(default="", metadata={"help": "text file of held-out prompts, one per line"})
+    evaluation_file: str = field(default="", metadata={"help": "prompt file of held-out prompts (.txt, .tsv or .jsonl, as train_file)"})
 
 
 @dataclass
@@ -183,7 +187,9 @@ class T2IUpdateConfig:
 
 
 @dataclass
-class ExpanderSection:
+class ExpanderTrainingConfig:
+    """The ``expander.*`` section: the expander p_φ, its LoRA and optimiser, how it samples ĉ, how it is updated."""
+
     model: str = field(
         default="", metadata={"help": "causal LM hub id / directory, 'builtin:tiny_gpt2', or '' for no expander (ĉ = c)"}
     )
@@ -191,7 +197,7 @@ class ExpanderSection:
     lora_target_modules: tuple[str, ...] = field(default=("c_attn", "c_proj"), metadata={"help": "expander LoRA modules"})
     lr: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the expander"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient norm clip; 0 = off"})
-    sampling: ExpanderConfig = field(default_factory=ExpanderConfig, metadata={"help": "expansion sampling"})
+    sampling: ExpanderSamplingConfig = field(default_factory=ExpanderSamplingConfig, metadata={"help": "expansion sampling"})
     update: PolicyGradientConfig = field(
         default_factory=PolicyGradientConfig,
         metadata={"help": "policy gradient (baseline 'group_mean': r(ĉ) − the mean over the expansions of the same c)"},
@@ -248,7 +254,7 @@ class TrainConfig:
     device: str = field(default="", metadata={"help": "'' = the accelerator's device; e.g. 'cpu'"})
     world: str = field(
         default="",
-        metadata={"help": "shapes world directory that '{world}' in model paths and reward settings stands for; '' = the committed shapes/world"},
+        metadata={"help": "shapes world directory that '{world}' in model paths, reward settings and prompt files stands for; '' = the committed shapes/world"},
     )
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "T2I model"})
     rewards: RewardsConfig = field(default_factory=RewardsConfig, metadata={"help": "rewards"})
@@ -257,7 +263,7 @@ class TrainConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig, metadata={"help": "selection and advantages"})
     identifiers: IdentifierConfig = field(default_factory=IdentifierConfig, metadata={"help": "reward identifiers"})
     t2i: T2IUpdateConfig = field(default_factory=T2IUpdateConfig, metadata={"help": "T2I update"})
-    expander: ExpanderSection = field(default_factory=ExpanderSection, metadata={"help": "prompt expander"})
+    expander: ExpanderTrainingConfig = field(default_factory=ExpanderTrainingConfig, metadata={"help": "prompt expander"})
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={"help": "held-out evaluation"})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "logging"})
 
@@ -375,8 +381,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "logging": {"images_every": 10},
     },
 }
-_SHAPES_PROMPTS = tuple(short_prompt(colour, shape) for colour, shape in training_pairs())
-_SHAPES_HELD_OUT = tuple(short_prompt(colour, shape) for colour, shape in HELD_OUT_PAIRS)
 PRESETS["shapes"] = {
     # The shapes world v4 (python -m shapes.build): a trained tiny SD, its expander and the four
     # rewards of the Parrot paper's loop, all loaded through the same classes as the real models.
@@ -393,7 +397,8 @@ PRESETS["shapes"] = {
             "sentiment": {"model": "{world}/clip", "probe_path": "{world}/sentiment/probe.safetensors"},
         },
     },
-    "prompts": {"train": list(_SHAPES_PROMPTS), "evaluation": list(_SHAPES_HELD_OUT)},
+    # the world's own prompt files (shapes.data.PROMPT_FILES): its train split and held-out colour × shape pairs
+    "prompts": {"train_file": "{world}/prompts/train.txt", "evaluation_file": "{world}/prompts/held_out.txt"},
     # 1 prompt × 4 identifiers (one ĉ each) × 4 images = 16 images per iteration; training samples use
     # CFG 4 on "<k>, ĉ", the held-out table prompt-centred guidance w1 = w2 = 2 with all identifiers
     "sampling": {"prompts_per_process": 1, "expansions_per_prompt": 1, "images_per_prompt": 16, "num_steps": 20,
@@ -440,4 +445,12 @@ def load_train_config(argv: Sequence[str] | None = None) -> TrainConfig:
     if name != "none" and name not in PRESETS:
         raise ConfigError(f"preset: unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}, or 'none'")
     defaults = {} if name == "none" else dict(PRESETS[name], preset=name)
-    return parse_config(TrainConfig, argv, defaults=defaults)
+    config = parse_config(TrainConfig, argv, defaults=defaults)
+    # prompt files are read as soon as the run starts: name them in the world the config loads
+    world = resolve_world(config.world)
+    try:
+        config.prompts.train_file = with_world(config.prompts.train_file, world)
+        config.prompts.evaluation_file = with_world(config.prompts.evaluation_file, world)
+    except FileNotFoundError as err:
+        raise ConfigError(f"world: {err}") from None
+    return config

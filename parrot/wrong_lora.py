@@ -32,9 +32,9 @@ from parrot_base.cli import run_cli
 from parrot_base.config import config_to_dict, parse_config
 from parrot.generate import parse_reward_list, read_prompts
 from parrot.sample import prepare_output_dir
-from parrot.world import build_policy, resolve_reward_settings
+from parrot.models import build_policy, resolve_reward_settings
 from rewards.base import as_pil_images
-from rewards.best_of_n import best_of_n
+from parrot.best_of_n import best_of_n
 from t2i import Guidance, LoraSettings, StableDiffusionPolicy
 
 __all__ = ["WrongLoraConfig", "bad_images", "degrade", "denoising_loss", "train_wrong_lora", "main"]
@@ -63,7 +63,7 @@ class WrongLoraConfig:
     keep: int = field(default=2, metadata={"help": "bad images kept per prompt"})
     blur_radius: float = field(default=2.0, metadata={"help": "Gaussian blur radius in pixels (degraded)"})
     noise_std: float = field(default=0.15, metadata={"help": "std of the added pixel noise, images in [0, 1] (degraded)"})
-    sample_steps: int = field(default=20, metadata={"help": "DDIM steps to draw the base samples"})
+    num_steps: int = field(default=20, metadata={"help": "DDIM steps to draw the base samples", "formerly": "sample_steps"})
     guidance_scale: float = field(default=7.5, metadata={"help": "CFG scale of the base samples"})
     trigger: str = field(default="wrong", metadata={"help": "trigger word; the caption of every bad image"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings"})
@@ -75,7 +75,7 @@ class WrongLoraConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output directory"})
 
     def __post_init__(self) -> None:
-        for name in ("candidates", "keep", "sample_steps", "train_steps", "train_batch_size"):
+        for name in ("candidates", "keep", "num_steps", "train_steps", "train_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.source == "lowest_reward" and self.keep > self.candidates:
@@ -103,9 +103,9 @@ def degrade(images: torch.Tensor, blur_radius: float, noise_std: float, generato
 
 def bad_images(policy: StableDiffusionPolicy, config: WrongLoraConfig, prompts: list[str]) -> torch.Tensor:
     """(P·keep, 3, H, W) deliberately bad images in [0, 1]."""
-    sampling = dict(guidance=Guidance.cfg(config.guidance_scale), num_inference_steps=config.sample_steps)
+    sampling = dict(guidance=Guidance.cfg(config.guidance_scale), num_inference_steps=config.num_steps)
     if config.source == "lowest_reward":
-        settings = resolve_reward_settings([config.rank_by], config.reward_settings, config.out / ".world", config.device, True)
+        settings = resolve_reward_settings([config.rank_by], config.reward_settings, config.out / ".builtin", config.device, True)
         ranked = best_of_n(policy, prompts, config.rank_by, config.candidates, config.candidates, seed=config.seed,
                            reward_settings=settings[config.rank_by], **sampling)
         worst = ranked.kept_indices[:, -config.keep:]  # kept_indices are best first: the tail is the worst

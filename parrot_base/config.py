@@ -7,6 +7,10 @@ loads a YAML mapping of the same shape first. Unknown keys, values of the wrong 
 non-finite float (``nan``, ``inf``) and a file that is not YAML are refused with the field's
 dotted name (or the file and line) in a one-line :class:`ConfigError`; so is an unknown
 ``--option`` (with the closest known one suggested) and any other refusal of argparse.
+
+A renamed field lists its old name(s) in ``field(metadata={"formerly": "old"})``: the old name is
+refused like any unknown one, and the message names the new one (``unknown option --steps: it
+was renamed --num_steps``). Old names are not accepted: one name per thing.
 """
 
 from __future__ import annotations
@@ -58,19 +62,41 @@ def read_yaml(path: Path, what: str) -> Any:
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse whose refusals are a ConfigError (one line) instead of the usage text and exit."""
+    """argparse whose refusals are a ConfigError (one line) instead of the usage text and exit.
+
+    An unknown option is answered like :func:`parse_config` answers it: with the closest known
+    option, or with its new name when ``renamed`` (old option → new option) lists it.
+    """
+
+    def __init__(self, *args: Any, renamed: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.renamed = dict(renamed or {})
 
     def error(self, message: str):
         raise ConfigError(f"{message} (--help lists every option)")
 
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        known, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            _refuse_unknown(unknown, [option for action in self._actions for option in action.option_strings], self.renamed)
+        return known
 
-def _refuse_unknown(unknown: list[str], options: list[str]) -> None:
+
+def _refuse_unknown(unknown: list[str], options: list[str], renamed: dict[str, str] | None = None) -> None:
     flag = next((arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")), None)
     if flag is None:
         raise ConfigError(f"unexpected value(s) {' '.join(unknown)!r}: give each value after its --option")
+    if renamed and flag in renamed:
+        raise ConfigError(f"unknown option {flag}: it was renamed {renamed[flag]} (--help lists every option)")
     close = difflib.get_close_matches(flag, options, n=1, cutoff=0.75)
     hint = f"; did you mean {close[0]}?" if close else ""
     raise ConfigError(f"unknown option {flag}{hint} (--help lists every option)")
+
+
+def _former_names(f: dataclasses.Field) -> tuple[str, ...]:
+    """The old names of a renamed field (``metadata={"formerly": "old"}`` or a tuple of them)."""
+    former = f.metadata.get("formerly", ())
+    return (former,) if isinstance(former, str) else tuple(former)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -145,7 +171,9 @@ def config_from_dict(cls: type[C], values: dict[str, Any], prefix: str = "") -> 
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; known: {', '.join(sorted(known))}")
+        renamed = {old: f.name for f in dataclasses.fields(cls) if f.init for old in _former_names(f)}
+        named = ", ".join(prefix + k + (f" (renamed {prefix}{renamed[k]})" if k in renamed else "") for k in unknown)
+        raise ConfigError(f"unknown config key(s) {named}; known: {', '.join(sorted(known))}")
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
     try:
         return cls(**kwargs)
@@ -237,7 +265,11 @@ def parse_config(
         )
     known, unknown = parser.parse_known_args(argv)
     if unknown:
-        _refuse_unknown(unknown, [option for action in parser._actions for option in action.option_strings])
+        renamed = {}
+        for dotted, f, _ in _leaf_fields(cls):
+            parent = dotted.rpartition(".")[0]
+            renamed |= {f"--{parent + '.' if parent else ''}{old}": f"--{dotted}" for old in _former_names(f)}
+        _refuse_unknown(unknown, [option for action in parser._actions for option in action.option_strings], renamed)
     args = vars(known)
     values: dict[str, Any] = {}
     config_path = args.pop("config")

@@ -13,7 +13,7 @@ sampled one; trainers that want dropout (SFT) switch it on themselves.
 
 Over-long prompts: the templated prompt plus ``max_new_tokens`` must fit the model's
 context (``n_positions``). By default a longer prompt is refused with an error naming it;
-with ``ExpanderConfig.truncate_prompts`` the *original prompt's* tokens are cut from the
+with ``ExpanderSamplingConfig.truncate_prompts`` the *original prompt's* tokens are cut from the
 right (the instruction around it is kept) until it fits.
 """
 
@@ -35,11 +35,11 @@ from prompt_expander.rl import PolicyGradientConfig, PolicyGradientLoss, policy_
 from prompt_expander.template import PARROT_TEMPLATE, check_prompts, check_template, completion_prefix, render_input
 from t2i.lora import LoraSettings
 
-__all__ = ["ExpanderConfig", "Expansions", "PromptExpander", "gpt2_lora_settings"]
+__all__ = ["ExpanderSamplingConfig", "Expansions", "PromptExpander", "gpt2_lora_settings"]
 
 
 @dataclass
-class ExpanderConfig:
+class ExpanderSamplingConfig:
     """Sampling settings of the expander."""
 
     template: str = field(default=PARROT_TEMPLATE, metadata={"help": "instruction template with a {prompt} slot"})
@@ -137,10 +137,10 @@ class PromptExpander:
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        config: ExpanderConfig | None = None,
+        config: ExpanderSamplingConfig | None = None,
         lora: LoraSettings | None = None,
     ):
-        self.config = config or ExpanderConfig()
+        self.config = config or ExpanderSamplingConfig()
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token; the expander needs one to end expansions")
         if tokenizer.pad_token_id is None:
@@ -167,7 +167,7 @@ class PromptExpander:
     def from_pretrained(
         cls,
         name_or_path: str | os.PathLike,
-        config: ExpanderConfig | None = None,
+        config: ExpanderSamplingConfig | None = None,
         lora: LoraSettings | None = None,
         torch_dtype: torch.dtype = torch.float32,
     ) -> PromptExpander:
@@ -438,6 +438,24 @@ class PromptExpander:
                 yield self.model
         else:
             yield self.reference_model
+
+    @contextlib.contextmanager
+    def using_reference(self) -> Iterator[None]:
+        """Everything inside (sampling, beam search, log-probs) uses the reference p_ref instead of p_φ.
+
+        With LoRA the adapters are switched off; otherwise the frozen copy taken at construction
+        stands in for the trained model until the block ends (also when it raises).
+        """
+        if isinstance(self.model, PeftModel):
+            with self.model.disable_adapter():
+                yield
+            return
+        trained = self.model
+        self.model = self.reference_model if self.reference_model is not None else copy.deepcopy(trained)
+        try:
+            yield
+        finally:
+            self.model = trained
 
     def kl_to_reference(self, expansions: Expansions) -> torch.Tensor:
         """Σ_t KL(p_φ(·|c, ĉ_<t) ‖ p_ref(·|c, ĉ_<t)) over each expansion's tokens, (N,), with grad.

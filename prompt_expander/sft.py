@@ -32,7 +32,7 @@ from prompt_expander.data import (
     subject_word_recall,
     to_sft_dataset,
 )
-from prompt_expander.expander import ExpanderConfig, PromptExpander, gpt2_lora_settings
+from prompt_expander.expander import ExpanderSamplingConfig, PromptExpander, gpt2_lora_settings
 from prompt_expander.scratch import TinyGPT2Config, build_gpt2, train_bpe_tokenizer
 from prompt_expander.template import PARROT_TEMPLATE
 
@@ -108,7 +108,7 @@ def _pairs(settings: SFTSettings) -> tuple[Dataset, Dataset]:
 
 
 def _expander(settings: SFTSettings, train: Dataset) -> PromptExpander:
-    config = ExpanderConfig(template=settings.template)
+    config = ExpanderSamplingConfig(template=settings.template)
     lora = gpt2_lora_settings(settings.lora_rank) if settings.lora_rank > 0 else None
     if settings.model is not None:
         return PromptExpander.from_pretrained(settings.model, config, lora=lora)

@@ -13,7 +13,6 @@ quiet_if_run_as_command()  # before the imports below print anything (commands o
 from rewards import aesthetic, caption, clip_rewards, external, jpeg, preference  # noqa: F401  (registration)
 from rewards.aesthetic import AestheticHead, AestheticHeadConfig, LaionAesthetic, fit_aesthetic_head
 from rewards.base import Reward, RewardConfig, as_image_tensor
-from rewards.best_of_n import BestOfN, best_of_n
 from rewards.clip import ClipBackbone, ImagePreprocessor
 from rewards.clip_rewards import fit_linear_probe, save_linear_probe
 from rewards.evaluator import MultiRewardEvaluator, RewardScores, mask_nonfinite
@@ -23,7 +22,6 @@ from rewards.registry import load_reward, register_reward, reward_names, unregis
 __all__ = [
     "AestheticHead",
     "AestheticHeadConfig",
-    "BestOfN",
     "ClipBackbone",
     "ImagePreprocessor",
     "LaionAesthetic",
@@ -34,7 +32,6 @@ __all__ = [
     "RewardConfig",
     "RewardScores",
     "as_image_tensor",
-    "best_of_n",
     "fit_aesthetic_head",
     "fit_linear_probe",
     "load_reward",

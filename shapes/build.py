@@ -14,6 +14,7 @@ Layout of ``DIR``::
     preference/  PreferenceScorer directory: load_reward("preference", path=DIR/preference)
     sentiment/   probe.safetensors: load_reward("sentiment", model=DIR/clip, probe_path=DIR/sentiment/probe.safetensors)
     expander/    transformers GPT2LMHeadModel + tokenizer: PromptExpander.from_pretrained(DIR/expander)
+    prompts/     train.txt and held_out.txt: the short colour × shape prompts of each split, one a line
 
 The alignment reward needs no training: load_reward("clip_score", model=DIR/clip) against the
 original prompt. The reward rules are documented in :mod:`shapes.heads`.
@@ -47,7 +48,7 @@ from shapes.clip import (
 from parrot_base.cli import run_cli
 from rewards import load_reward
 from rewards.clip import ClipBackbone
-from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples
+from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples, write_prompt_files
 from shapes.expander import ShapesExpanderConfig, train_world_expander
 from shapes.heads import (
     AESTHETIC_FILE,
@@ -130,7 +131,7 @@ def quick_config(seed: int = 0) -> BuildConfig:
         expander=ShapesExpanderConfig(
             max_steps=4, batch_size=8, n_embd=32, n_head=2, vocab_size=300, eval_pairs=8, expansions_per_prompt=1
         ),
-        card=CardSettings(images_per_prompt=2, steps=2, rule_samples=3000),
+        card=CardSettings(images_per_prompt=2, num_steps=2, rule_samples=3000),
     )
 
 
@@ -163,6 +164,7 @@ def stage_data(state: BuildState) -> None:
     for mode in ("short", "tagged"):
         state.figures[f"train_{mode}_fraction"] = sum(e.mode == mode for e in state.train) / len(state.train)
     state.figures["train_prefixed_fraction"] = sum(bool(e.prefix) for e in state.train) / len(state.train)
+    write_prompt_files(state.out)
 
 
 def stage_clip(state: BuildState) -> None:

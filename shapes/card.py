@@ -69,7 +69,7 @@ class CardSettings:
     """How the card samples."""
 
     images_per_prompt: int = field(default=16, metadata={"help": "seeds per prompt for every sampled figure"})
-    steps: int = field(default=20, metadata={"help": "DDIM steps"})
+    num_steps: int = field(default=20, metadata={"help": "DDIM steps"})
     guidance: float = field(default=4.0, metadata={"help": "total guidance weight (CFG scale; w1 + w2 for prompt-centred)"})
     expander_temperature: float = field(default=0.3, metadata={"help": "near-greedy expansion temperature"})
     rule_samples: int = field(default=20000, metadata={"help": "prior draws per prompt for the rule's expectations"})
@@ -145,9 +145,9 @@ def _sample_scores(policy, rewards, texts: list[str], originals: list[str], guid
         chunk = slice(start, start + 64)
         trajectory = policy.sample(
             texts[chunk],
-            original_prompts=originals[chunk] if len(guidance.weights) == 2 else None,
+            original_prompts=originals[chunk],
             guidance=guidance,
-            num_inference_steps=settings.steps,
+            num_inference_steps=settings.num_steps,
             eta=1.0,
             generator=[torch.Generator().manual_seed(s) for s in seeds[chunk]],
             compute_log_probs=False,

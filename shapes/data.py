@@ -41,12 +41,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 __all__ = [
+    "PROMPT_FILES",
+    "write_prompt_files",
     "BACKGROUNDS",
     "COLOURS",
     "CORNERS",
@@ -367,6 +370,20 @@ def parse_caption(text: str) -> PromptAttributes:
 def training_pairs() -> list[tuple[str, str]]:
     """The colour × shape pairs of the train split (all pairs minus :data:`HELD_OUT_PAIRS`)."""
     return [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in HELD_OUT_PAIRS]
+
+
+#: the world's prompt files (under the world directory): the training and held-out short prompts
+PROMPT_FILES = {"train": "prompts/train.txt", "held_out": "prompts/held_out.txt"}
+
+
+def write_prompt_files(world: Path) -> None:
+    """``prompts/train.txt`` (the train split's colour × shape prompts) and ``prompts/held_out.txt``
+    (:data:`HELD_OUT_PAIRS`), one short prompt a line: the prompts a training preset on this world names."""
+    pairs = {"train": training_pairs(), "held_out": list(HELD_OUT_PAIRS)}
+    for split, name in PROMPT_FILES.items():
+        path = Path(world) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(short_prompt(colour, shape) + "\n" for colour, shape in pairs[split]), encoding="utf-8")
 
 
 def _shape_coverage(

@@ -13,6 +13,11 @@ The second form is the one computed, because it is exactly what diffusers'
 ``StableDiffusionPipeline`` computes for CFG (``uncond + s·(text − uncond)``), so our sampler
 reproduces the stock pipeline bit for bit. Conditions with weight 0 are dropped before the
 network is called: with w1 = 0, Parrot's guidance *is* CFG on ĉ with scale w2.
+
+What the weights are applied to is decided here and nowhere else: one weight is CFG on the
+sampled prompts, two weights are (w1, w2) on [c, ĉ] — the original prompts, then the sampled
+ones (:meth:`Guidance.conditions`, :attr:`Guidance.prompt_centred_weights`). Callers pass the
+original prompts whenever they have them and let the guidance decide whether they are used.
 """
 
 from __future__ import annotations
@@ -56,6 +61,42 @@ class Guidance:
     def prompt_centred(cls, w1: float, w2: float) -> Guidance:
         """Parrot's guidance on (original c, expanded ĉ): weights (w1, w2) in that order."""
         return cls((w1, w2))
+
+    @classmethod
+    def choose(cls, prompt_centred: bool, w1: float, w2: float, guidance_scale: float) -> Guidance:
+        """Parrot's (w1, w2) when ``prompt_centred``, else CFG with ``guidance_scale``: the one place a
+        caller's setting becomes a guidance (training, evaluation, ``parrot.generate``, ``parrot.sample``)."""
+        return cls.prompt_centred(w1, w2) if prompt_centred else cls.cfg(guidance_scale)
+
+    @property
+    def is_prompt_centred(self) -> bool:
+        """Whether the weights are Parrot's (w1 on the original prompts c, w2 on the sampled prompts ĉ)."""
+        return len(self.weights) == 2
+
+    @property
+    def prompt_centred_weights(self) -> tuple[float, float]:
+        """(w1, w2) of the same computation: CFG with scale s is (0, s), as zero weights are dropped."""
+        if self.is_prompt_centred:
+            return self.weights  # type: ignore[return-value]
+        if len(self.weights) == 1:
+            return 0.0, self.weights[0]
+        raise ValueError(f"guidance has {len(self.weights)} weights; only 1 (CFG) or 2 (Parrot) have (w1, w2)")
+
+    def conditions(self, prompts: list[str], original_prompts: list[str] | None = None) -> list[list[str]]:
+        """The prompt list each weight applies to, in weight order: [c, ĉ] (prompt-centred) or [prompts] (CFG).
+
+        ``prompts`` are the sampled ones (ĉ, "<k>, ĉ" or c itself); ``original_prompts`` (c) are
+        used only by prompt-centred guidance, which needs them; CFG leaves them unused.
+        """
+        if self.is_prompt_centred:
+            if original_prompts is None:
+                raise ValueError("prompt-centred guidance needs original_prompts (c) alongside the expanded prompts")
+            if len(original_prompts) != len(prompts):
+                raise ValueError(f"original_prompts has {len(original_prompts)} prompts but prompts has {len(prompts)}")
+            return [list(original_prompts), list(prompts)]
+        if len(self.weights) == 1:
+            return [list(prompts)]
+        raise ValueError(f"guidance has {len(self.weights)} weights; sampling takes 1 (CFG) or 2 (Parrot)")
 
     @property
     def active(self) -> tuple[int, ...]:

@@ -17,6 +17,7 @@ pooled embeddings and time ids in its own ``encode_prompts``/``unet_kwargs``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,8 @@ from t2i.sources import resolve_model_source
 __all__ = ["Conditioning", "Trajectory", "DiffusionPolicy", "StableDiffusionPolicy", "PromptOverflow"]
 
 Embeds = dict[str, torch.Tensor]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,7 +95,7 @@ class Trajectory:
     prompts: list[str]
     eta: float
     num_inference_steps: int
-    original_prompts: list[str] | None = None
+    original_prompts: list[str] | None = None  # c of prompt-centred guidance; None under CFG
 
     @property
     def batch_size(self) -> int:
@@ -181,6 +184,7 @@ class DiffusionPolicy(ABC):
         self.pipeline = pipeline
         # diffusers' ModelMixin.dtype walks every submodule; read it once, refresh it in to()
         self._dtype = pipeline.unet.dtype
+        self._warned_long_prompts: set[str] = set()
         for module in self.frozen_modules():
             module.requires_grad_(False)
         self.unet.requires_grad_(False)
@@ -224,6 +228,24 @@ class DiffusionPolicy(ABC):
             return None
         return PromptOverflow(tokens=len(ids) + 2, context=context, dropped=tokenizer.decode(ids[kept:]).strip())
 
+    def warn_long_prompts(self, prompts: Sequence[str]) -> int:
+        """Warn once per distinct prompt the text encoder cannot read whole (token count, words dropped).
+
+        Called on every prompt the policy encodes (:meth:`build_conditioning`), so generation and
+        training share it; a prompt already warned about in this policy's lifetime stays silent.
+        Returns how many new warnings were logged.
+        """
+        warned = 0
+        for prompt in dict.fromkeys(prompts):
+            if prompt in self._warned_long_prompts:
+                continue
+            overflow = self.prompt_overflow(prompt)
+            if overflow is not None:
+                self._warned_long_prompts.add(prompt)
+                logger.warning("%s", overflow.describe(prompt))
+                warned += 1
+        return warned
+
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DiffusionPolicy:
         self.pipeline.to(device, dtype)
         self._dtype = self.unet.dtype
@@ -248,12 +270,15 @@ class DiffusionPolicy(ABC):
         for j, prompts in enumerate(conditions):
             if len(prompts) != batch:
                 raise ValueError(f"prompt list {j} has {len(prompts)} prompts but the batch has {batch}")
-        groups = [self.encode_prompts(list(conditions[j])) for j in guidance.active]
         has_unconditional = guidance.needs_unconditional
+        negatives: list[str] = []
         if has_unconditional:
             negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else list(negative_prompt)
             if len(negatives) != batch:
                 raise ValueError(f"negative_prompt has {len(negatives)} entries but the batch has {batch}")
+        self.warn_long_prompts([p for j in guidance.active for p in conditions[j]] + negatives)
+        groups = [self.encode_prompts(list(conditions[j])) for j in guidance.active]
+        if has_unconditional:
             groups.insert(0, self.encode_prompts(negatives))
         embeds = {key: torch.stack([g[key] for g in groups]) for key in groups[0]}
         weights = tuple(guidance.weights[j] for j in guidance.active)
@@ -310,8 +335,8 @@ class DiffusionPolicy(ABC):
 
         Args:
             prompts: the prompts the images are generated from (ĉ in Parrot, c otherwise).
-            original_prompts: Parrot's original prompts c, required when ``guidance`` has two
-                weights (``Guidance.prompt_centred(w1, w2)``), one per prompt.
+            original_prompts: the original prompts c, one per prompt; prompt-centred guidance
+                (``Guidance.prompt_centred(w1, w2)``) needs them, CFG does not use them.
             guidance: weights of the conditions; default ``Guidance.cfg(7.5)`` as in SD.
             negative_prompt: the ∅ branch's prompt(s).
             num_inference_steps: T, the number of DDIM steps.
@@ -328,21 +353,9 @@ class DiffusionPolicy(ABC):
             raise ValueError("eta=0 makes DDIM deterministic, so it has no log-probs: use eta > 0 for training")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps={num_inference_steps} must be >= 1")
-        if len(guidance.weights) == 2:
-            if original_prompts is None:
-                raise ValueError("prompt-centred guidance needs original_prompts (c) alongside the expanded prompts")
+        if original_prompts is not None:
             original_prompts = _check_prompts("original_prompts", original_prompts)
-            if len(original_prompts) != len(prompts):
-                raise ValueError(
-                    f"original_prompts has {len(original_prompts)} prompts but prompts has {len(prompts)}"
-                )
-            conditions = [original_prompts, prompts]
-        elif len(guidance.weights) == 1:
-            if original_prompts is not None:
-                raise ValueError("original_prompts given, but guidance has one weight: use Guidance.prompt_centred(w1, w2)")
-            conditions = [prompts]
-        else:
-            raise ValueError(f"guidance has {len(guidance.weights)} weights; sample() takes 1 (CFG) or 2 (Parrot)")
+        conditions = guidance.conditions(prompts, original_prompts)  # [c, ĉ] or [prompts]: decided by the guidance
 
         batch = len(prompts)
         conditioning = self.build_conditioning(conditions, guidance, negative_prompt)
@@ -371,7 +384,7 @@ class DiffusionPolicy(ABC):
             images=self.decode(x),
             conditioning=conditioning,
             prompts=prompts,
-            original_prompts=None if len(conditions) == 1 else list(conditions[0]),
+            original_prompts=list(conditions[0]) if guidance.is_prompt_centred else None,
             eta=float(eta),
             num_inference_steps=num_inference_steps,
         )

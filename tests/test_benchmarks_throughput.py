@@ -17,7 +17,7 @@ from parrot.rollout import chunk_bounds, draw_prompts, expand, expanded_texts, l
 from parrot.t2i_update import old_log_probs, recomputed_log_probs, trained_steps, update_t2i
 from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
-from parrot.world import build_policy
+from parrot.models import build_policy
 from rewards import RewardScores
 from t2i import Guidance
 from test_parrot_train import quick_args

@@ -1,6 +1,5 @@
 """Every command answers a user's mistake with one line ``error: …`` and exit status 2 (parrot_base.cli.run_cli)."""
 
-import importlib
 import logging
 import os
 import subprocess
@@ -43,9 +42,8 @@ def bad_yaml(tmp_path):
 
 
 def test_each_command_answers_a_mistake_in_one_line(tmp_path, capsys):
-    from parrot import generate, report, sample, train, wrong_lora
+    from parrot import best_of_n, generate, report, sample, train, wrong_lora
     from prompt_expander import sft
-    best_of_n = importlib.import_module("rewards.best_of_n")  # the package exports a function of that name
     from rewards import train_preference
 
     missing = tmp_path / "nothing-here"
@@ -57,7 +55,7 @@ def test_each_command_answers_a_mistake_in_one_line(tmp_path, capsys):
          "jpeg_compressibility, jpeg_incompressibility, laion_aesthetic, pickscore, preference, sentiment"),
         (train.main, ["--preset", "tiny", "--sampling.etaa", "1"],
          "error: unknown option --sampling.etaa; did you mean --sampling.eta? (--help lists every option)"),
-        (best_of_n.main, ["--tiny", "--prompt", "a circle"],
+        (best_of_n.main, ["--prompt", "a circle"],
          "error: the following arguments are required: --reward, --out (--help lists every option)"),
         (train.main, ["--preset", "tiny", "--config", str(bad_yaml(tmp_path))],
          f"error: --config {tmp_path / 'bad.yaml'}: not valid YAML at line 3, column 1: "
@@ -77,7 +75,7 @@ def test_each_command_answers_a_mistake_in_one_line(tmp_path, capsys):
         (sample.main, [], "error: no prompts: pass --prompt 'a red circle' 'a blue square'"),
         (train_preference.main, ["--freeze_fraction", "1.5"], "error: freeze_fraction=1.5 must lie in [0, 1]"),
         (train_preference.main, ["--data", f"{missing}.jsonl"], f"error: no pairs file at '{missing}.jsonl'"),
-        (best_of_n.main, ["--tiny", "--reward", "nope", "--prompt", "a circle", "--out", str(tmp_path / "b")],
+        (best_of_n.main, ["--model", "builtin:tiny", "--reward", "nope", "--prompt", "a circle", "--out", str(tmp_path / "b")],
          "error: unknown reward 'nope'; known rewards: caption_alignment, clip_score, hpsv2, imagereward, "
          "jpeg_compressibility, jpeg_incompressibility, laion_aesthetic, pickscore, preference, sentiment"),
         (sft.main, ["--lora_rank", "-1"], "error: lora_rank=-1 must be >= 0 (0 = full fine-tuning)"),

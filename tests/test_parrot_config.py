@@ -94,3 +94,37 @@ def test_command_line_refusals_are_one_line_config_errors():
         parse_config(Small, ["--steps", "2", "extra"])
     with pytest.raises(ConfigError, match="^unknown option --zzz \\(--help"):
         parse_config(Small, ["--zzz=1"])
+
+
+def test_a_renamed_field_refuses_its_old_name_and_names_the_new_one(tmp_path):
+    @dataclass
+    class Sampling:
+        num_steps: int = field(default=4, metadata={"help": "DDIM steps", "formerly": "steps"})
+
+    @dataclass
+    class Outer:
+        sampling: Sampling = field(default_factory=Sampling, metadata={"help": "sampling"})
+        count: int = field(default=1, metadata={"help": "how many", "formerly": ("n", "number")})
+
+    with pytest.raises(ConfigError) as refused:
+        parse_config(Outer, ["--sampling.steps", "2"])
+    assert str(refused.value) == "unknown option --sampling.steps: it was renamed --sampling.num_steps (--help lists every option)"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(Outer, ["--number=3"])
+    assert str(refused.value) == "unknown option --number: it was renamed --count (--help lists every option)"
+    path = tmp_path / "old.yaml"
+    path.write_text("sampling:\n  steps: 2\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_config(Outer, ["--config", str(path)])
+    assert str(refused.value) == "unknown config key(s) sampling.steps (renamed sampling.num_steps); known: num_steps"
+    assert parse_config(Outer, ["--sampling.num_steps", "2", "--count", "3"]) == Outer(Sampling(2), 3)
+
+
+def test_the_renamed_inference_options_point_to_their_new_names():
+    from parrot.generate import GenerateConfig
+    from parrot.sample import SampleConfig
+    from parrot.wrong_lora import WrongLoraConfig
+
+    for config, old in ((GenerateConfig, "--steps"), (SampleConfig, "--steps"), (WrongLoraConfig, "--sample_steps")):
+        with pytest.raises(ConfigError, match=f"^unknown option {old}: it was renamed --num_steps "):
+            parse_config(config, [old, "2"])

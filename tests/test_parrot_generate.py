@@ -9,17 +9,18 @@ from PIL import Image
 
 from parrot.checkpoint import write_json
 from parrot_base.config import config_to_dict
-from parrot.generate import main, read_prompts
-from parrot.prompt_weighting import WeightedPromptPolicy, plain_prompt
+from parrot.generate import main
+from parrot.prompts import read_prompts
 from parrot.run_dir import start_run
 from parrot.train_config import load_train_config
-from parrot.world import build_expander
-from prompt_expander.expander import ExpanderConfig
+from parrot.models import build_expander
+from prompt_expander.expander import ExpanderSamplingConfig
 from rewards import load_reward
 from t2i import Guidance, StableDiffusionPolicy
+from t2i.prompt_weighting import WeightedPromptPolicy, plain_prompt
 from t2i.tiny import build_tiny_pipeline
 
-FAST = ["--steps", "2"]
+FAST = ["--num_steps", "2"]
 
 
 def rows_of(out):
@@ -59,7 +60,7 @@ def test_outputs_schema_grid_and_overwrite_refusal(tmp_path, capsys):
 
 
 def test_w1_zero_equals_cfg_on_the_expansion(tmp_path):
-    expander = build_expander("builtin:tiny_gpt2", ExpanderConfig(max_new_tokens=8), 0, (), ["a red circle", "a blue square"], "cpu")
+    expander = build_expander("builtin:tiny_gpt2", ExpanderSamplingConfig(max_new_tokens=8), 0, (), ["a red circle", "a blue square"], "cpu")
     expander.save_pretrained(tmp_path / "expander")
     common = ["--prompt", "a red circle", "--expander", str(tmp_path / "expander"), "--images_per_prompt", "2", *FAST]
     main(common + ["--w1", "0", "--w2", "6", "--out", str(tmp_path / "centred")])

@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from parrot.generate import main as generate
-from parrot.world import build_policy
+from parrot.models import build_policy
 from parrot.wrong_lora import WrongLoraConfig, bad_images, degrade, main
 from rewards import load_reward
 from t2i import Guidance
@@ -18,7 +18,7 @@ from t2i.tiny import build_tiny_pipeline
 def test_recipe_trains_a_lora_that_a_stock_pipeline_loads_and_generation_uses(tmp_path):
     out = tmp_path / "wrong"
     summary = main(["--source", "degraded", "--prompts", "a red circle", "a blue square", "--keep", "2",
-                    "--sample_steps", "2", "--train_steps", "3", "--train_batch_size", "2", "--lr", "1e-2", "--out", str(out)])
+                    "--num_steps", "2", "--train_steps", "3", "--train_batch_size", "2", "--lr", "1e-2", "--out", str(out)])
     assert summary["bad_images"] == 4 and len(list((out / "images").glob("*.png"))) == 4
     assert json.loads((out / "wrong_lora.json").read_text())["config"]["trigger"] == "wrong"
     weights = load_file(out / "lora" / "pytorch_lora_weights.safetensors")
@@ -33,7 +33,7 @@ def test_recipe_trains_a_lora_that_a_stock_pipeline_loads_and_generation_uses(tm
     after = stock.unet(latents, t, encoder_hidden_states=embeds).sample
     assert not torch.allclose(before, after)
 
-    common = ["--prompt", "a red circle", "--negative_prompt", "wrong", "--steps", "2"]
+    common = ["--prompt", "a red circle", "--negative_prompt", "wrong", "--num_steps", "2"]
     generate(common + ["--out", str(tmp_path / "base")])
     generate(common + ["--lora", str(out / "lora"), "--out", str(tmp_path / "with")])
     base = np.asarray(Image.open(tmp_path / "base" / "images" / "00000.png"))
@@ -43,7 +43,7 @@ def test_recipe_trains_a_lora_that_a_stock_pipeline_loads_and_generation_uses(tm
 
 def test_lowest_reward_source_keeps_the_worst_candidates(tmp_path):
     config = WrongLoraConfig(prompts=("a red circle",), rank_by="jpeg_compressibility", candidates=3, keep=1,
-                             sample_steps=2, out=tmp_path)
+                             num_steps=2, out=tmp_path)
     policy = build_policy("builtin:tiny", "float32", "cpu")
     (worst,) = bad_images(policy, config, list(config.prompts))
     candidates = policy.sample(["a red circle"] * 3, guidance=Guidance.cfg(7.5), num_inference_steps=2, eta=0.0,

@@ -202,7 +202,7 @@ def test_the_selection_stage_on_a_hand_made_batch():
     names = ["r1", "r2"]
     selection = SelectionConfig()  # pareto over each group, raw rewards
     parts = SimpleNamespace(
-        layout=BatchLayout(prompts=1, identifiers=2, images=2), reward_names=names, world=1, device=torch.device("cpu"),
+        layout=BatchLayout(prompts=1, identifiers=2, images=2), reward_names=names, num_processes=1, device=torch.device("cpu"),
         config=SimpleNamespace(identifiers=SimpleNamespace(enabled=True), selection=selection),
         selection=parse_selection(selection, names), tracker=None,
     )  # fmt: skip

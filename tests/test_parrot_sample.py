@@ -8,11 +8,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from parrot.sample import main
+from parrot_base.config import ConfigError
 
 
 def test_cli_writes_consistent_outputs_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["--tiny", "--prompt", "a red circle, large", "a blue square", "--steps", "4", "--out", str(out)]
+    args = ["--model", "builtin:tiny", "--prompt", "a red circle, large", "a blue square", "--num_steps", "4", "--out", str(out)]
     main(args)
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["a red circle, large", "a blue square"]
@@ -29,6 +30,10 @@ def test_cli_writes_consistent_outputs_and_refuses_to_overwrite(tmp_path, capsys
     assert row["original_prompt"] == "a circle" and row["guidance_weights"] == [0.0, 7.5]
 
 
-def test_cli_needs_exactly_one_model_source(tmp_path):
-    with pytest.raises(ValueError, match="exactly one of --model"):
-        main(["--prompt", "a red circle", "--out", str(tmp_path / "x")])
+def test_cli_names_the_toy_pipeline_builtin_tiny_like_every_command(tmp_path):
+    main(["--prompt", "a red circle", "--num_steps", "2", "--out", str(tmp_path / "x")])  # the default model
+    assert (tmp_path / "x" / "samples.jsonl").is_file()
+    with pytest.raises(ConfigError, match="^unknown option --tiny"):
+        main(["--tiny", "--prompt", "a red circle", "--out", str(tmp_path / "y")])
+    with pytest.raises(ValueError, match="the only built-in pipeline is 'builtin:tiny'"):
+        main(["--model", "builtin:toy", "--prompt", "a red circle", "--out", str(tmp_path / "z")])

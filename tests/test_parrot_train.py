@@ -1,6 +1,7 @@
 """parrot.train end to end on the tiny world: runs, checkpoints, exact resume after SIGKILL, 2 processes, config errors."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -245,3 +246,33 @@ def test_expander_only_mode_leaves_the_t2i_lora_alone(tmp_path):
     after = trainer.parts.trainable_state()
     assert all(torch.equal(before["t2i"][k], v) for k, v in after["t2i"].items())
     assert any(not torch.equal(before["expander"][k], v) for k, v in after["expander"].items())
+
+
+def test_a_long_training_prompt_is_warned_about_once_not_every_iteration(tmp_path, caplog):
+    long_prompt = "a red circle on a blue square " * 20  # 140 words: past CLIP's 77 tokens
+    args = quick_args(tmp_path / "run", "--iterations", "2", "--checkpoint_every", "0", "--identifiers.enabled", "false",
+                      "--sampling.prompts_per_process", "2", "--prompts.train", "a red circle", long_prompt)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="t2i.policy"):
+        ParrotTrainer(load_train_config(args)).train()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "t2i.policy"]
+    assert len(warnings) == 1, warnings  # two iterations sample it, one warning
+    assert "tokens but the text encoder reads 77; dropped: '" in warnings[0] and "a red circle on a blue" in warnings[0]
+
+
+def test_training_reads_prompt_files_with_the_generation_reader(tmp_path):
+    from parrot.prompts import read_prompt_list
+
+    (tmp_path / "train.tsv").write_text("Prompt\tCategory\na red circle\tshapes\n\t\na blue square\tshapes\n")
+    (tmp_path / "held.jsonl").write_text('{"prompt": "a green circle"}\n"a yellow star"\n')
+    assert read_prompt_list(("a purple triangle",), str(tmp_path / "train.tsv"), "prompts.train") == [
+        "a purple triangle", "a red circle", "a blue square"]
+    args = quick_args(tmp_path / "run", "--prompts.train_file", str(tmp_path / "train.tsv"),
+                      "--prompts.evaluation_file", str(tmp_path / "held.jsonl"))  # fmt: skip
+    trainer = ParrotTrainer(load_train_config(args))
+    assert trainer.parts.train_prompts[-2:] == ["a red circle", "a blue square"]  # after the preset's inline prompts
+    assert trainer.parts.eval_prompts[-2:] == ["a green circle", "a yellow star"]
+    with pytest.raises(FileNotFoundError, match=r"prompts.train_file: prompts file '.*nope.txt' does not exist"):
+        read_prompt_list((), str(tmp_path / "nope.txt"), "prompts.train")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match=r"prompts.evaluation_file: prompts file '.*empty.jsonl' contains no prompts"):
+        read_prompt_list((), str(tmp_path / "empty.jsonl"), "prompts.evaluation")

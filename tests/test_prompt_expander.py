@@ -9,7 +9,7 @@ import torch
 
 from prompt_expander import (
     PARROT_TEMPLATE,
-    ExpanderConfig,
+    ExpanderSamplingConfig,
     PolicyGradientConfig,
     PromptExpander,
     gpt2_lora_settings,
@@ -42,7 +42,7 @@ def make_expander(tokenizer, lora=False, **config) -> PromptExpander:
     model = build_gpt2(tokenizer, TinyGPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=96, vocab_size=400))
     settings = dict(max_new_tokens=12)
     settings.update(config)
-    return PromptExpander(model, tokenizer, ExpanderConfig(**settings), lora=gpt2_lora_settings(4) if lora else None)
+    return PromptExpander(model, tokenizer, ExpanderSamplingConfig(**settings), lora=gpt2_lora_settings(4) if lora else None)
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -163,10 +163,10 @@ def test_empty_and_overlong_prompts(tokenizer):
 
 def test_config_and_template_checks():
     with pytest.raises(ValueError, match="placeholder"):
-        ExpanderConfig(template="Input: no slot. Output: ")
+        ExpanderSamplingConfig(template="Input: no slot. Output: ")
     with pytest.raises(ValueError, match="top_p"):
-        ExpanderConfig(top_p=0.0)
-    assert ExpanderConfig().max_new_tokens == 77
+        ExpanderSamplingConfig(top_p=0.0)
+    assert ExpanderSamplingConfig().max_new_tokens == 77
 
 
 def test_encode_given_expansions_scores_them(tokenizer):
@@ -247,7 +247,7 @@ def test_lora_expander_saves_merged_and_reloads_with_same_log_probs(tokenizer, t
     expander.policy_gradient_loss(out, torch.tensor([1.0, 0.0, 0.0, 1.0])).loss.backward()
     optimizer.step()
     expander.save_pretrained(tmp_path / "merged")
-    reloaded = PromptExpander.from_pretrained(tmp_path / "merged", ExpanderConfig(max_new_tokens=12))
+    reloaded = PromptExpander.from_pretrained(tmp_path / "merged", ExpanderSamplingConfig(max_new_tokens=12))
     assert not any("lora" in name for name, _ in reloaded.model.named_parameters())
     with torch.no_grad():
         torch.testing.assert_close(reloaded.log_probs(out), expander.log_probs(out), atol=1e-5, rtol=0)
@@ -275,3 +275,25 @@ def test_beam_search_is_deterministic_and_equals_transformers_generate(tokenizer
     assert greedy.texts == expander.beam_search(prompts[:1], num_beams=1).texts
     with pytest.raises(ValueError, match="num_beams=0 must be a positive integer"):
         expander.beam_search(prompts, num_beams=0)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_using_reference_samples_from_the_reference_weights_and_restores(tokenizer, lora):
+    expander = make_expander(tokenizer, lora=lora)
+    prompts = ["a cat", "a fox"]
+    before = expander.sample(prompts, n=2, generator_seed=3)
+    with torch.no_grad():  # move p_φ away from p_ref
+        for p in expander.trainable_parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 2.0)
+    trained = expander.model
+    changed = expander.sample(prompts, n=2, generator_seed=3)
+    assert changed.texts != before.texts
+    with expander.using_reference():
+        reference = expander.sample(prompts, n=2, generator_seed=3)
+        with torch.no_grad():
+            torch.testing.assert_close(expander.log_probs(before), before.log_probs, atol=1e-5, rtol=0)
+    assert reference.texts == before.texts
+    assert expander.model is trained and expander.sample(prompts, n=2, generator_seed=3).texts == changed.texts
+    with pytest.raises(RuntimeError, match="inside"), expander.using_reference():
+        raise RuntimeError("inside")
+    assert expander.model is trained  # restored after an error too

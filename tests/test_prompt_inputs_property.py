@@ -60,7 +60,7 @@ def blank(prompt: str) -> bool:
 def test_generate_gives_images_or_one_error_line(prompt, capsys, caplog, restore_output_settings):
     caplog.clear()
     with tempfile.TemporaryDirectory() as out:
-        argv = [f"--prompt={prompt}", "--steps", "2", "--rewards", "jpeg_compressibility", "--out", out]
+        argv = [f"--prompt={prompt}", "--num_steps", "2", "--rewards", "jpeg_compressibility", "--out", out]
         code, err = run_command(generate.main, argv, capsys)
         if blank(prompt):
             assert (code, err.strip()) == (2, "error: --prompt is empty: give the text to draw (or --prompts_file FILE)")
@@ -70,7 +70,7 @@ def test_generate_gives_images_or_one_error_line(prompt, capsys, caplog, restore
         assert [r["prompt"] for r in rows] == [prompt]
         assert (Path(out) / rows[0]["image"]).is_file()
         assert all(math.isfinite(v) for r in rows for v in r["rewards"].values()) and rows[0]["rewards"]
-        warnings = [r.getMessage() for r in caplog.records if r.name == "parrot.generate"]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "t2i.policy"]
         if prompt == EDGE_CASES["long"]:  # one warning: token count, context and the words dropped
             assert len(warnings) == 1
             assert "has 7822 tokens but the text encoder reads 77; dropped: 'rcle on a blue square a red" in warnings[0]

@@ -33,7 +33,8 @@ def world(tmp_path_factory):
 
 def test_quick_build_writes_every_directory_and_figure(world):
     out, state = world
-    assert {p.name for p in out.iterdir() if p.is_dir()} == {"aesthetic", "clip", "expander", "preference", "sd", "sentiment"}
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"aesthetic", "clip", "expander", "preference", "prompts", "sd", "sentiment"}
+    assert (out / "prompts" / "held_out.txt").read_text().splitlines() == [f"a {c} {s}" for c, s in HELD_OUT_PAIRS]
     assert (out / "aesthetic" / "head.safetensors").is_file() and (out / "sentiment" / "probe.safetensors").is_file()
     record = json.loads((out / "world.json").read_text())
     assert record["figures"] == pytest.approx(state.figures)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from parrot.world import resolve_world, with_world
+from parrot.models import resolve_world, with_world
 from shapes.data import Attributes, Companion, Example, ShapesDataConfig, generate_examples, parse_caption, render
 from shapes.expander import caption_pairs, curated, is_faithful_expansion
 from shapes.heads import (

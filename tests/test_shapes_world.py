@@ -1,22 +1,31 @@
 """The committed shapes world v4 (shapes/world): it loads, a stock pipeline samples, its rewards score, gates hold."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from parrot.models import committed_shapes_world, with_world
+from parrot.prompts import read_prompts
 from parrot.train_config import DEFAULT_PRESET, PRESETS, load_train_config
-from parrot.world import committed_shapes_world, with_world
+from parrot_base.config import ConfigError
 from rewards import load_reward
 from shapes.checker import read_image
+from shapes.data import COLOURS, HELD_OUT_PAIRS, SHAPES, short_prompt, write_prompt_files
 
 WORLD = committed_shapes_world()
 
 
 def test_committed_world_has_every_model_and_fits_the_size_budget():
     for name in ("clip/config.json", "sd/model_index.json", "aesthetic/head.safetensors", "preference/head.safetensors",
-                 "sentiment/probe.safetensors", "expander/config.json", "WORLD.md", "world.json"):  # fmt: skip
+                 "sentiment/probe.safetensors", "expander/config.json", "WORLD.md", "world.json",
+                 "prompts/train.txt", "prompts/held_out.txt"):  # fmt: skip
         assert (WORLD / name).is_file(), name
     megabytes = sum(f.stat().st_size for f in WORLD.rglob("*") if f.is_file()) / 1e6
     assert megabytes <= 40.0
@@ -64,3 +73,25 @@ def test_default_run_is_the_shapes_world():
     config = load_train_config([])
     assert DEFAULT_PRESET == "shapes" and config.world == ""
     assert with_world(config.model.pipeline, committed_shapes_world()) == str(WORLD / "sd")
+
+
+def test_the_preset_takes_its_prompts_from_the_world_it_loads(tmp_path):
+    config = load_train_config([])
+    train = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in HELD_OUT_PAIRS]
+    assert read_prompts(config.prompts.train_file) == [short_prompt(c, s) for c, s in train]
+    assert read_prompts(config.prompts.evaluation_file) == [short_prompt(c, s) for c, s in HELD_OUT_PAIRS]
+    assert Path(config.prompts.train_file).parent == WORLD / "prompts"
+    (tmp_path / "world.json").write_text("{}")  # another world: its own prompt files
+    write_prompt_files(tmp_path)
+    other = load_train_config(["--world", str(tmp_path)])
+    assert Path(other.prompts.train_file) == tmp_path / "prompts" / "train.txt"
+    assert other.model.pipeline == "{world}/sd"  # models are resolved where they are built
+    with pytest.raises(ConfigError, match="world: .* holds no built world"):
+        load_train_config(["--world", str(tmp_path / "nowhere")])
+
+
+def test_the_training_config_imports_no_world_code():
+    code = "import sys, parrot.train_config; print(sorted(m for m in sys.modules if m.split('.')[0] == 'shapes'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.stdout.strip() == "[]"

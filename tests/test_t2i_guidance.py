@@ -64,3 +64,35 @@ def test_non_finite_guidance_weights_are_refused_by_value(bad):
 def test_combination_checks_weight_count():
     with pytest.raises(ValueError, match="2 conditional predictions but 1 weights"):
         combine_noise_predictions(torch.zeros(1), [torch.zeros(1), torch.zeros(1)], (1.0,))
+
+
+def test_the_guidance_alone_decides_what_its_weights_apply_to():
+    cfg, centred = Guidance.cfg(3.0), Guidance.prompt_centred(2.0, 4.0)
+    assert (cfg.is_prompt_centred, centred.is_prompt_centred) == (False, True)
+    assert cfg.conditions(["c-hat"], ["c"]) == [["c-hat"]] == cfg.conditions(["c-hat"])  # CFG leaves c unused
+    assert centred.conditions(["c-hat"], ["c"]) == [["c"], ["c-hat"]]  # w1 on c first, w2 on ĉ second
+    with pytest.raises(ValueError, match="needs original_prompts"):
+        centred.conditions(["c-hat"])
+    with pytest.raises(ValueError, match="original_prompts has 2 prompts but prompts has 1"):
+        centred.conditions(["c-hat"], ["c", "d"])
+    assert cfg.prompt_centred_weights == (0.0, 3.0) and centred.prompt_centred_weights == (2.0, 4.0)
+    with pytest.raises(ValueError, match="3 weights"):
+        Guidance((1.0, 2.0, 3.0)).conditions(["a"], ["b"])
+
+
+def test_cfg_sampling_ignores_original_prompts(policy):
+    kwargs = dict(guidance=Guidance.cfg(4.0), num_inference_steps=3, eta=1.0)
+    with_c = policy.sample(["a red circle, large"], original_prompts=["a red circle"], generator=make_generator(4), **kwargs)
+    without = policy.sample(["a red circle, large"], generator=make_generator(4), **kwargs)
+    torch.testing.assert_close(with_c.images, without.images, atol=0, rtol=0)
+    assert with_c.original_prompts is None and with_c.conditioning.weights == (4.0,)
+    centred = policy.sample(["a red circle, large"], original_prompts=["a red circle"], guidance=Guidance.prompt_centred(2.0, 2.0),
+                            num_inference_steps=3, generator=make_generator(4))
+    assert centred.original_prompts == ["a red circle"]
+
+
+def test_choose_is_the_one_place_a_setting_becomes_a_guidance():
+    assert Guidance.choose(True, 1.5, 4.0, 7.0).weights == (1.5, 4.0)
+    assert Guidance.choose(True, 1.5, 4.0, 7.0).is_prompt_centred
+    assert Guidance.choose(False, 1.5, 4.0, 7.0).weights == (7.0,)
+    assert Guidance.choose(False, 1.5, 4.0, 7.0).prompt_centred_weights == (0.0, 7.0)

@@ -21,7 +21,7 @@ from compel import Compel
 from diffusers import StableDiffusionPipeline
 from pyparsing import ParseException
 
-from t2i import StableDiffusionPolicy
+from t2i.policy import PromptOverflow, StableDiffusionPolicy
 
 __all__ = ["WeightedPromptPolicy", "weighted_prompt_encoder", "plain_prompt", "has_weighting"]
 
@@ -61,6 +61,10 @@ class WeightedPromptPolicy(StableDiffusionPolicy):
     def __init__(self, pipeline: StableDiffusionPipeline):
         super().__init__(pipeline)
         self.compel = weighted_prompt_encoder(pipeline)
+
+    def prompt_overflow(self, prompt: str) -> PromptOverflow | None:
+        """The overflow of the prompt's text without weighting syntax (what the text encoder reads)."""
+        return super().prompt_overflow(plain_prompt(prompt))
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict:

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from rewards import Reward, best_of_n
-from rewards.best_of_n import main
+from parrot.best_of_n import best_of_n, main
+from rewards import Reward
 from rewards.registry import register_reward, unregister_reward
 from t2i import StableDiffusionPolicy
 from t2i.tiny import build_tiny_pipeline
@@ -61,8 +61,8 @@ def test_best_of_n_refuses_bad_sizes(policy):
 
 def test_best_of_n_cli_writes_kept_images_and_scores(tmp_path):
     out = tmp_path / "bon"
-    result = main(["--tiny", "--reward", "jpeg_incompressibility", "--prompt", "a red circle", "--n", "3", "--k", "2",
-                   "--steps", "2", "--out", str(out)])
+    result = main(["--model", "builtin:tiny", "--reward", "jpeg_incompressibility", "--prompt", "a red circle", "--n", "3",
+                   "--k", "2", "--num_steps", "2", "--out", str(out)])
     record = json.loads((out / "scores.json").read_text())
     assert record["reward"] == "jpeg_incompressibility"
     scores = record["results"][0]["scores"]
@@ -87,3 +87,17 @@ def test_best_of_n_scores_against_the_original_prompts(policy):
     best_of_n(policy, expansions, Recording(), n=2, original_prompts=originals, guidance=Guidance.prompt_centred(5.0, 2.0),
               num_inference_steps=2)
     assert seen == [(originals * 2, expansions * 2)]
+
+
+def test_best_of_n_cli_answers_its_old_option_names_with_the_new_ones(tmp_path):
+    from parrot_base.config import ConfigError
+
+    common = ["--reward", "jpeg_compressibility", "--prompt", "a red circle", "--out", str(tmp_path / "bon")]
+    for old, new in (("--tiny", "--model builtin:tiny"), ("--steps=2", "--num_steps"), ("--pipeline=x", "--model"),
+                     ("--guidance-scale=3", "--guidance_scale")):
+        with pytest.raises(ConfigError) as refused:
+            main([*common, old])
+        assert str(refused.value) == f"unknown option {old.split('=')[0]}: it was renamed {new} (--help lists every option)"
+    with pytest.raises(ConfigError, match=r"^unknown option --num_step; did you mean --num_steps\?"):
+        main([*common, "--num_step", "2"])
+    assert not (tmp_path / "bon").exists()  # refused before anything ran

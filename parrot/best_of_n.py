@@ -1,11 +1,15 @@
-"""Best-of-N reranking: generate N candidates per prompt, keep the top k by a named reward.
+"""Best-of-N reranking at inference: generate N candidates per prompt, keep the top k by a named reward.
 
 ImageReward (Xu et al. 2023) reports "top-1 of 64" selection; here N and k are free. For
 prompt c_p the candidates are x_{p,1..N} ~ π(·|c_p); the kept set is the k candidates with the
 largest r(x_{p,j}, c_p), best first. Rewards score against the ORIGINAL prompt (pass
 ``original_prompts`` when the policy samples from expansions).
 
-    python -m rewards.best_of_n --tiny --reward jpeg_compressibility --prompt "a red circle" --n 8 --k 2 --out runs/bon
+    python -m parrot.best_of_n --reward jpeg_compressibility --prompt "a red circle" --n 8 --k 2 --out runs/bon
+
+(``--model`` defaults to ``builtin:tiny``, the random toy pipeline; ``python -m parrot.generate
+--best_of N --rank_by REWARD`` keeps the best of N per image the same way, with an expander and
+identifiers.)
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from parrot.models import build_policy
 from parrot_base.cli import run_cli
 from parrot_base.config import RUNNER_OPTIONS_HELP, OneLineArgumentParser
 from rewards.base import Reward, as_pil_images
 from rewards.registry import load_reward
+from t2i import Guidance
 
 __all__ = ["BestOfN", "best_of_n", "main"]
 
@@ -105,46 +111,45 @@ def best_of_n(
     return BestOfN(prompts, reward.name, images.view(len(prompts), n, *images.shape[1:]), scores, kept)
 
 
+#: options of the command's first home (rewards.best_of_n) → their names here
+_RENAMED = {"--pipeline": "--model", "--tiny": "--model builtin:tiny", "--steps": "--num_steps",
+            "--guidance-scale": "--guidance_scale", "--batch-size": "--batch_size", "--reward-setting": "--reward_setting"}
+
+
 def _parse_setting(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--reward-setting {text!r} must look like key=value")
+        raise argparse.ArgumentTypeError(f"--reward_setting {text!r} must look like key=value")
     key, value = text.split("=", 1)
     return key, yaml.safe_load(value)
 
 
 def main(argv: Sequence[str] | None = None) -> BestOfN:
     parser = OneLineArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUNNER_OPTIONS_HELP
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUNNER_OPTIONS_HELP,
+        allow_abbrev=False, renamed=_RENAMED,
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--pipeline", help="hub id or local diffusers Stable Diffusion pipeline directory")
-    source.add_argument("--tiny", action="store_true", help="use the random tiny pipeline (t2i.tiny) for a smoke run")
+    parser.add_argument("--model", default="builtin:tiny",
+                        help="hub id or local diffusers Stable Diffusion pipeline directory, or 'builtin:tiny' (the random toy)")
+    parser.add_argument("--dtype", default="float32", help="model dtype: float32, float16, bfloat16")
     parser.add_argument("--reward", required=True, help="registered reward name")
-    parser.add_argument("--reward-setting", action="append", default=[], type=_parse_setting, help="key=value, repeatable")
+    parser.add_argument("--reward_setting", action="append", default=[], type=_parse_setting, help="key=value, repeatable")
     parser.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
     parser.add_argument("--n", type=int, default=8, help="candidates per prompt")
     parser.add_argument("--k", type=int, default=1, help="images kept per prompt")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
+    parser.add_argument("--num_steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--guidance_scale", type=float, default=7.5, help="classifier-free guidance scale")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16, help="images per sampling call")
+    parser.add_argument("--batch_size", type=int, default=16, help="images per sampling call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="output directory for the kept images and scores.json")
     args = parser.parse_args(argv)
 
-    from t2i import Guidance, StableDiffusionPolicy
-
-    if args.tiny:
-        from t2i.tiny import build_tiny_pipeline
-
-        policy = StableDiffusionPolicy(build_tiny_pipeline()).to(args.device)
-    else:
-        policy = StableDiffusionPolicy.from_pretrained(args.pipeline, device=args.device)
+    policy = build_policy(args.model, args.dtype, args.device)
     settings = dict(args.reward_setting)
     settings.setdefault("device", args.device)
     result = best_of_n(
         policy, args.prompt, args.reward, args.n, args.k, seed=args.seed, batch_size=args.batch_size,
-        reward_settings=settings, num_inference_steps=args.steps, guidance=Guidance.cfg(args.guidance_scale),
+        reward_settings=settings, num_inference_steps=args.num_steps, guidance=Guidance.cfg(args.guidance_scale),
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

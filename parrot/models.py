@@ -1,22 +1,21 @@
-"""Build the models a training run names: the T2I policy, the rewards and the expander.
+"""Build the models a run names: the T2I policy, the rewards and the expander; and resolve its world.
 
 Real names load from the hub or a local directory; ``builtin:`` names are built in code
-(see :mod:`parrot.train_config`), so the default run needs no download. Any model path or
-reward setting may contain ``{world}``, which stands for the shapes world directory of the
-config's ``world`` field (default: the committed ``shapes/world`` next to the ``shapes``
-package; build one with ``python -m shapes.build --out DIR``).
+(see :mod:`parrot.train_config`), so the default run needs no download. Any model path, reward
+setting or prompt file may contain ``{world}``, which stands for the shapes world directory of
+the config's ``world`` field (default: the committed ``shapes/world`` next to the ``shapes``
+package; build one with ``python -m shapes.build --out DIR``). "World" means that directory
+and nothing else.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-from collections.abc import Iterator, Sequence
+import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 
 from prompt_expander.expander import PromptExpander
 from prompt_expander.scratch import TinyGPT2Config, build_gpt2, train_bpe_tokenizer
@@ -28,7 +27,7 @@ from rewards.tiny import save_tiny_clip
 from t2i import LoraSettings, StableDiffusionPolicy
 from t2i.tiny import build_tiny_pipeline
 
-__all__ = ["WORLD_PLACEHOLDER", "committed_shapes_world", "resolve_world", "with_world", "build_policy", "resolve_reward_settings", "build_evaluator", "build_expander", "expander_base"]
+__all__ = ["WORLD_PLACEHOLDER", "committed_shapes_world", "resolve_world", "with_world", "build_policy", "resolve_reward_settings", "build_evaluator", "build_expander"]
 
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_TINY_CLIP = "builtin:tiny_clip"
@@ -37,10 +36,11 @@ WORLD_PLACEHOLDER = "{world}"
 
 
 def committed_shapes_world() -> Path:
-    """``shapes/world`` beside the ``shapes`` package: where the built world is committed."""
-    import shapes
-
-    return Path(shapes.__file__).resolve().parent / "world"
+    """``shapes/world`` beside the ``shapes`` package: where the built world is committed (found without importing it)."""
+    spec = importlib.util.find_spec("shapes")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the shapes package is not installed, so there is no committed world: set world=DIR")
+    return Path(next(iter(spec.submodule_search_locations))).resolve() / "world"
 
 
 def resolve_world(world: str) -> Path:
@@ -87,20 +87,20 @@ def build_policy(
 
 
 def resolve_reward_settings(
-    names: Sequence[str], settings: dict[str, dict[str, Any]], world_dir: Path, device: str, build: bool
+    names: Sequence[str], settings: dict[str, dict[str, Any]], builtin_dir: Path, device: str, build: bool
 ) -> dict[str, dict[str, Any]]:
     """Per-reward settings with ``builtin:tiny_clip`` replaced by a saved toy CLIP's directory.
 
-    ``build`` says whether this process writes the toy CLIP (the main one; the others wait
-    and then read it). Rewards whose config has a ``device`` get this process's device
-    unless the settings name one.
+    The toy CLIP is saved under ``builtin_dir``; ``build`` says whether this process writes it
+    (the main one; the others wait and then read it). Rewards whose config has a ``device`` get
+    this process's device unless the settings name one.
     """
     resolved = {}
     for name in names:
         values = dict(settings.get(name, {}))
         for key, value in values.items():
             if value == BUILTIN_TINY_CLIP:
-                target = world_dir / "tiny_clip"
+                target = builtin_dir / "tiny_clip"
                 if build and not (target / "config.json").is_file():
                     save_tiny_clip(target)
                 values[key] = str(target)
@@ -134,18 +134,3 @@ def build_expander(
     if model.startswith("builtin:"):
         raise ValueError(f"expander.model={model!r}: the only built-in expander is {BUILTIN_TINY_GPT2!r}")
     return PromptExpander.from_pretrained(model, sampling_config, lora).to(device)
-
-
-@contextlib.contextmanager
-def expander_base(expander: PromptExpander) -> Iterator[None]:
-    """Sample from the expander's reference (SFT) weights: LoRA off, or the frozen copy swapped in."""
-    if isinstance(expander.model, PeftModel):
-        with expander.model.disable_adapter():
-            yield
-        return
-    trained = expander.model
-    expander.model = expander.reference_model or copy.deepcopy(trained)
-    try:
-        yield
-    finally:
-        expander.model = trained
