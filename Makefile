@@ -27,7 +27,10 @@ chromium:
 	  then echo "chromium: apt-get could not install it (not root? offline?); the report rendering test will skip"; fi; }
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
+# ruff (configured in pyproject.toml) checks the format and the lint rules before the tests run.
 test: setup chromium
+	$(PY) -m ruff format --check --quiet . || { echo "ruff format: run '$(PY) -m ruff format .'"; exit 1; }
+	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:

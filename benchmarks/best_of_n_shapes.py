@@ -40,22 +40,23 @@ def main(argv: list[str] | None = None) -> None:
     prompts = read_prompts(world / "prompts" / "held_out.txt")  # the held-out colour × shape pairs
     rows = []
     for seed in args.seeds:
-        result = best_of_n(policy, prompts, preference, n=args.n, k=1, seed=seed,
-                           num_inference_steps=args.num_steps, guidance=Guidance.cfg(4.0))
+        result = best_of_n(
+            policy, prompts, preference, n=args.n, k=1, seed=seed, num_inference_steps=args.num_steps, guidance=Guidance.cfg(4.0)
+        )
         pick = torch.randint(args.n, (len(prompts),), generator=torch.Generator().manual_seed(10_000 + seed))
         best = result.kept_images[:, 0]
         random = result.candidates[torch.arange(len(prompts)), pick]
-        rows.append({
-            "seed": seed,
-            "preference_best": preference(best, prompts).mean().item(),
-            "preference_random": preference(random, prompts).mean().item(),
-            "alignment_best": alignment(best, prompts).mean().item(),
-            "alignment_random": alignment(random, prompts).mean().item(),
-        })
-    summary = {key: (statistics.mean(r[key] for r in rows), statistics.pstdev(r[key] for r in rows))
-               for key in rows[0] if key != "seed"}
-    print(f"held-out prompts {prompts}, best-of-{args.n} by preference vs a random pick of the same {args.n}, "
-          f"seeds {args.seeds}")
+        rows.append(
+            {
+                "seed": seed,
+                "preference_best": preference(best, prompts).mean().item(),
+                "preference_random": preference(random, prompts).mean().item(),
+                "alignment_best": alignment(best, prompts).mean().item(),
+                "alignment_random": alignment(random, prompts).mean().item(),
+            }
+        )
+    summary = {key: (statistics.mean(r[key] for r in rows), statistics.pstdev(r[key] for r in rows)) for key in rows[0] if key != "seed"}
+    print(f"held-out prompts {prompts}, best-of-{args.n} by preference vs a random pick of the same {args.n}, seeds {args.seeds}")
     print("| judge | best-of-N | random of N |\n|---|---|---|")
     for judge in ("preference", "alignment"):
         b, r = summary[f"{judge}_best"], summary[f"{judge}_random"]

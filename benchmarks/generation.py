@@ -71,10 +71,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--num_steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--guidance_scale", type=float, default=7.5, help="CFG scale of the wrong_lora rows")
-    parser.add_argument("--pairs", type=lambda s: tuple(float(x) for x in s.split(",")), nargs="+",
-                        default=[(0.0, 5.0), (5.0, 5.0)], help="(w1, w2) pairs as w1,w2")
-    parser.add_argument("--experiments", nargs="+", default=["wrong_lora", "guidance", "identifiers"],
-                        choices=["wrong_lora", "guidance", "identifiers"])
+    parser.add_argument(
+        "--pairs",
+        type=lambda s: tuple(float(x) for x in s.split(",")),
+        nargs="+",
+        default=[(0.0, 5.0), (5.0, 5.0)],
+        help="(w1, w2) pairs as w1,w2",
+    )
+    parser.add_argument(
+        "--experiments", nargs="+", default=["wrong_lora", "guidance", "identifiers"], choices=["wrong_lora", "guidance", "identifiers"]
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench_generation"))
     args = parser.parse_args()
     needs = {"wrong_lora": ["wrong_lora"], "guidance": ["lora", "expander"], "identifiers": ["lora", "expander"]}
@@ -83,8 +89,12 @@ def main() -> None:
         if missing:
             parser.error(f"experiment {experiment} needs {' '.join(missing)}")
     base = {
-        "model": args.model, "prompts_file": args.prompts_file, "max_prompts": args.max_prompts,
-        "rewards": tuple(parse_reward_list([args.rewards])), "num_steps": args.num_steps, "guidance_scale": args.guidance_scale,
+        "model": args.model,
+        "prompts_file": args.prompts_file,
+        "max_prompts": args.max_prompts,
+        "rewards": tuple(parse_reward_list([args.rewards])),
+        "num_steps": args.num_steps,
+        "guidance_scale": args.guidance_scale,
         "reward_settings": yaml.safe_load(args.reward_settings.read_text()) if args.reward_settings else {},
     }
     results = {}

@@ -80,7 +80,6 @@ import numpy as np
 from scipy.stats import sem
 from tqdm.auto import tqdm
 
-from parrot_base.config import ConfigError
 from parrot.evaluation import (
     EvaluationSamples,
     front_hypervolume,
@@ -94,6 +93,7 @@ from parrot.evaluation import (
 from parrot.plots import pairwise_front_plot, seed_bar_plot
 from parrot.train import ParrotTrainer, read_prompt_list
 from parrot.train_config import DEFAULT_PRESET, TrainConfig, derived_quantities, load_train_config
+from parrot_base.config import ConfigError
 
 __all__ = [
     "Method",
@@ -189,8 +189,11 @@ def method_config(flags: list[str], method: Method, output_dir: Path) -> TrainCo
     try:
         return load_train_config([*flags, "--output_dir", str(output_dir)])
     except ConfigError as err:
-        needs = " (DPOK's supervised fine-tuning on reward-weighted base-model samples; not in this parrot.train yet)" \
-            if method.name == "rwr" else ""
+        needs = (
+            " (DPOK's supervised fine-tuning on reward-weighted base-model samples; not in this parrot.train yet)"
+            if method.name == "rwr"
+            else ""
+        )
         raise SystemExit(f"method {method.name!r}{needs}: parrot.train refuses its flags: {err}; "
                          f"leave it out with --skip {method.name}") from None  # fmt: skip
 
@@ -287,7 +290,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
         f"{derived_quantities(probe, 1).images_per_iteration} images (same for every trained method); evaluation {len(held_out)} held-out "
         f"prompts × {len(probe.evaluation.seeds)} seeds; {probe.sampling.num_steps} DDIM steps; cells in {args.out / 'cells'}\n"
     )
-    with (tempfile.TemporaryDirectory(prefix="pareto-runs-") if not args.runs_dir else contextlib.nullcontext(args.runs_dir)) as work:
+    with tempfile.TemporaryDirectory(prefix="pareto-runs-") if not args.runs_dir else contextlib.nullcontext(args.runs_dir) as work:
         cells, (iters, per_iteration) = run_cells(common, methods, seeds, args.out / "cells", Path(work))
 
     samples = {key: EvaluationSamples.from_json(cell["samples"]) for key, cell in cells.items()}
@@ -377,14 +380,18 @@ def markdown_table(result: dict) -> str:
     for method, entry in result["methods"].items():
         s = entry["summary"]
         cells = [method, *(_mean_se(s["means"][r]) for r in names)]
-        cells += [_mean_se(s["average_normalised"]), _mean_se(s["hypervolume"]), f"{s['hypervolume_gain']:+.4f}",
-                  f"{s['front_size'][0]:.1f}", f"{np.mean([r['wall_s'] for r in entry['seeds'].values()]):.0f}"]
+        cells += [
+            _mean_se(s["average_normalised"]),
+            _mean_se(s["hypervolume"]),
+            f"{s['hypervolume_gain']:+.4f}",
+            f"{s['front_size'][0]:.1f}",
+            f"{np.mean([r['wall_s'] for r in entry['seeds'].values()]):.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     ratio = result["gain_ratio_parrot_over_ws2"]
     if "parrot" in result["methods"] and "ws2" in result["methods"]:
         gains = {m: result["methods"][m]["summary"]["hypervolume_gain"] for m in ("parrot", "ws2")}
-        verdict = (f"= {ratio:.2f} (goal ≥ 1.3)" if ratio is not None
-                   else "undefined: ws2 does not gain hypervolume over base")
+        verdict = f"= {ratio:.2f} (goal ≥ 1.3)" if ratio is not None else "undefined: ws2 does not gain hypervolume over base"
         lines += ["", f"HV gain of parrot ({gains['parrot']:+.4f}) ÷ HV gain of ws2 ({gains['ws2']:+.4f}) {verdict}"]
     return "\n".join(lines)
 
@@ -394,10 +401,16 @@ def write_plots(result: dict, out: Path) -> dict[str, str]:
     means = {m: np.array([v for r in e["seeds"].values() for v in r["per_prompt_means"].values()]) for m, e in result["methods"].items()}
     budget = result["budget"]
     title = f"per-prompt mean held-out rewards (every training seed); {budget['images_per_run']} training images per run"
-    paths = {"hypervolume": str(seed_bar_plot(
-        {m: [r["hypervolume"] for r in e["seeds"].values()] for m, e in result["methods"].items()},
-        out / "hypervolume.png", "hypervolume (min-max normalised)", "hypervolume of the per-prompt means per training seed",
-    ))}
+    paths = {
+        "hypervolume": str(
+            seed_bar_plot(
+                {m: [r["hypervolume"] for r in e["seeds"].values()] for m, e in result["methods"].items()},
+                out / "hypervolume.png",
+                "hypervolume (min-max normalised)",
+                "hypervolume of the per-prompt means per training seed",
+            )
+        )
+    }
     if len(names) >= 2:
         paths["fronts"] = str(pairwise_front_plot(means, names, out / "fronts.png", title))
     return paths
@@ -412,7 +425,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip", nargs="+", default=[], help="methods to leave out (e.g. rwr where parrot.train lacks its estimator)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     parser.add_argument(
-        "--iterations", type=int, default=FULL_RUN_ITERATIONS,
+        "--iterations",
+        type=int,
+        default=FULL_RUN_ITERATIONS,
         help="training iterations of every trained method (default %(default)s; 0 = the preset's)",
     )
     parser.add_argument("--eval-seeds", type=int, default=8, help="evaluation seeds per held-out prompt")

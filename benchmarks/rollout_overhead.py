@@ -45,12 +45,19 @@ def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: flo
 
     def plain():
         with torch.no_grad():
-            pipeline(prompts, num_inference_steps=steps, eta=1.0, guidance_scale=guidance_scale,
-                     generator=torch.Generator().manual_seed(0), output_type="pt")
+            pipeline(
+                prompts,
+                num_inference_steps=steps,
+                eta=1.0,
+                guidance_scale=guidance_scale,
+                generator=torch.Generator().manual_seed(0),
+                output_type="pt",
+            )
 
     def recorded():
-        policy.sample(prompts, num_inference_steps=steps, eta=1.0, guidance=Guidance.cfg(guidance_scale),
-                      generator=torch.Generator().manual_seed(0))
+        policy.sample(
+            prompts, num_inference_steps=steps, eta=1.0, guidance=Guidance.cfg(guidance_scale), generator=torch.Generator().manual_seed(0)
+        )
 
     plain(), recorded()  # warm-up
     plain_s, policy_s = [], []
@@ -83,8 +90,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     results = [measure(size, args.batch, args.num_steps, args.repeats) for size in args.sizes]
     for r in results:
-        print(f"{r['size']:>6}: stock {r['plain_s']:.3f}s  policy {r['policy_s']:.3f}s  ratio {r['ratio']:.3f} "
-              f"(batch {r['batch']}, {r['steps']} steps, median of {r['repeats']})")
+        print(
+            f"{r['size']:>6}: stock {r['plain_s']:.3f}s  policy {r['policy_s']:.3f}s  ratio {r['ratio']:.3f} "
+            f"(batch {r['batch']}, {r['steps']} steps, median of {r['repeats']})"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         first = results[0]

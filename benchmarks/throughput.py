@@ -61,7 +61,6 @@ from rewards.tiny import TinyClipConfig, save_tiny_clip  # noqa: E402
 from t2i.tiny import TinyPipelineConfig, build_tiny_pipeline  # noqa: E402
 
 
-
 # ----- arithmetic -----------------------------------------------------------------------------
 def overlap_share(t_sample: float, t_score: float, t_pipelined: float) -> float:
     """Share of the scoring time hidden behind sampling: (t_sample + t_score − t_pipelined) / t_score."""
@@ -161,9 +160,17 @@ def trl_section(args: argparse.Namespace, work: Path) -> dict:
                  "recompute_old_ratio": ratio_summary(recompute_sps, peer_sps),
                  "reuse_over_recompute": ratio_summary(ours_sps, recompute_sps)}  # fmt: skip
     return extra | {
-        "settings": {"batch": batch, "steps": steps, "inner_epochs": inner, "timestep_fraction": fraction,
-                     "trained_steps": trainer.parts.derived.trained_steps_per_image, "lora_rank": 4, "guidance_scale": 5.0,
-                     "epochs_per_round": args.epochs, "rounds": args.rounds},  # fmt: skip
+        "settings": {
+            "batch": batch,
+            "steps": steps,
+            "inner_epochs": inner,
+            "timestep_fraction": fraction,
+            "trained_steps": trainer.parts.derived.trained_steps_per_image,
+            "lora_rank": 4,
+            "guidance_scale": 5.0,
+            "epochs_per_round": args.epochs,
+            "rounds": args.rounds,
+        },  # fmt: skip
         "ours_samples_per_second": spread(ours_sps),
         "trl_samples_per_second": spread(peer_sps),
         "ratio": ratio_summary(ours_sps, peer_sps),
@@ -232,8 +239,12 @@ def overlap_section(args: argparse.Namespace, work: Path) -> dict:
         "chunks": args.chunks,
         "steps": args.steps,
         "rewards": list(trainer.parts.reward_names),
-        "clip": {"image_size": OVERLAP_CLIP.image_size, "patch_size": OVERLAP_CLIP.patch_size,
-                 "hidden_size": OVERLAP_CLIP.hidden_size, "layers": OVERLAP_CLIP.layers},
+        "clip": {
+            "image_size": OVERLAP_CLIP.image_size,
+            "patch_size": OVERLAP_CLIP.patch_size,
+            "hidden_size": OVERLAP_CLIP.hidden_size,
+            "layers": OVERLAP_CLIP.layers,
+        },
         "by_threads": by_threads,
     }
 
@@ -323,8 +334,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke use, ≤ 3 min)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads of ours and the peer (0: torch default)")
-    parser.add_argument("--recompute_old", action="store_true",
-                        help="trl section: also time ours recomputing θ_old log-probs (the code before reusing the sampled ones)")
+    parser.add_argument(
+        "--recompute_old",
+        action="store_true",
+        help="trl section: also time ours recomputing θ_old log-probs (the code before reusing the sampled ones)",
+    )
     parser.add_argument("--peer_env", type=Path, default=None, help="TRL 0.23.1 venv (default $PARROT_BENCH_CACHE/trl-0.23.1)")
     args = parser.parse_args(argv)
     if not any(getattr(args, n) for n in ("rollout", "trl", "overlap", "scaling")):
@@ -362,26 +376,38 @@ def main(argv: list[str] | None = None) -> dict:
         if args.trl:
             results["trl"] = trl_section(args, work)
             t = results["trl"]
-            print(f"training: ours {t['ours_samples_per_second']['median']:.2f} samples/s, TRL {t['trl_samples_per_second']['median']:.2f} "
-                  f"samples/s; ours ÷ TRL = {t['ratio']['ratio_of_medians']:.2f} (per round {[round(x, 2) for x in t['ratio']['per_repeat']]})")
+            print(
+                f"training: ours {t['ours_samples_per_second']['median']:.2f} samples/s, TRL {t['trl_samples_per_second']['median']:.2f} "
+                f"samples/s; ours ÷ TRL = {t['ratio']['ratio_of_medians']:.2f} "
+                f"(per round {[round(x, 2) for x in t['ratio']['per_repeat']]})"
+            )
             if "recompute_old_ratio" in t:
-                print(f"training, θ_old recomputed (before): {t['recompute_old_samples_per_second']['median']:.2f} samples/s; ÷ TRL = "
-                      f"{t['recompute_old_ratio']['ratio_of_medians']:.2f}; reuse ÷ recompute = {t['reuse_over_recompute']['ratio_of_medians']:.2f}")
+                print(
+                    f"training, θ_old recomputed (before): {t['recompute_old_samples_per_second']['median']:.2f} samples/s; ÷ TRL = "
+                    f"{t['recompute_old_ratio']['ratio_of_medians']:.2f}; "
+                    f"reuse ÷ recompute = {t['reuse_over_recompute']['ratio_of_medians']:.2f}"
+                )
         if args.overlap:
             results["overlap"] = o = overlap_section(args, work)
             for m in o["by_threads"]:
-                print(f"overlap ({m['torch_threads']} torch threads): {o['chunks']} chunks of {o['images']} images: sample "
-                      f"{m['t_sample_s']['median']:.3f}s, score {m['t_score_s']['median']:.3f}s, pipelined "
-                      f"{m['t_pipelined_s']['median']:.3f}s → share hidden {m['overlap_share']:.2f}; pipelined ÷ unchunked "
-                      f"{m['pipelined_over_unchunked']:.3f} (unchunked {m['t_unchunked_s']['median']:.3f}s)")
+                print(
+                    f"overlap ({m['torch_threads']} torch threads): {o['chunks']} chunks of {o['images']} images: sample "
+                    f"{m['t_sample_s']['median']:.3f}s, score {m['t_score_s']['median']:.3f}s, pipelined "
+                    f"{m['t_pipelined_s']['median']:.3f}s → share hidden {m['overlap_share']:.2f}; pipelined ÷ unchunked "
+                    f"{m['pipelined_over_unchunked']:.3f} (unchunked {m['t_unchunked_s']['median']:.3f}s)"
+                )
         if args.scaling:
             results["scaling"] = {"batch": batch_scaling(args, work), "memory": memory_scaling(args, work)}
             for row in results["scaling"]["batch"]["rows"]:
-                print(f"scaling: batch {row['batch']}: {row['iteration_s']['median']:.2f}s/iteration, time/image ÷ batch "
-                      f"{args.batches[0]}'s = {row['time_per_image_vs_first']:.3f}")
+                print(
+                    f"scaling: batch {row['batch']}: {row['iteration_s']['median']:.2f}s/iteration, time/image ÷ batch "
+                    f"{args.batches[0]}'s = {row['time_per_image_vs_first']:.3f}"
+                )
             for row in results["scaling"]["memory"]["rows"]:
-                print(f"memory: S={row['trained_steps']} checkpointing={row['gradient_checkpointing']}: update peak "
-                      f"+{row['update_peak_growth_mib']:.0f} MiB ({row['update_s']:.2f}s)")
+                print(
+                    f"memory: S={row['trained_steps']} checkpointing={row['gradient_checkpointing']}: update peak "
+                    f"+{row['update_peak_growth_mib']:.0f} MiB ({row['update_s']:.2f}s)"
+                )
     results["load_average_at_end"] = os.getloadavg()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="training output directories holding evaluation.json")
     parser.add_argument("--per", choices=("prompt", "image"), default="prompt", help="pairing unit (default: %(default)s)")
-    parser.add_argument("--against", choices=("before", "plain_base"), default="before",
-                        help="compare the trained run with its untrained start or with the plain base model")
+    parser.add_argument(
+        "--against",
+        choices=("before", "plain_base"),
+        default="before",
+        help="compare the trained run with its untrained start or with the plain base model",
+    )
     args = parser.parse_args(argv)
     runs = {}
     for run in args.runs:

@@ -112,8 +112,14 @@ def best_of_n(
 
 
 #: options of the command's first home (rewards.best_of_n) → their names here
-_RENAMED = {"--pipeline": "--model", "--tiny": "--model builtin:tiny", "--steps": "--num_steps",
-            "--guidance-scale": "--guidance_scale", "--batch-size": "--batch_size", "--reward-setting": "--reward_setting"}
+_RENAMED = {
+    "--pipeline": "--model",
+    "--tiny": "--model builtin:tiny",
+    "--steps": "--num_steps",
+    "--guidance-scale": "--guidance_scale",
+    "--batch-size": "--batch_size",
+    "--reward-setting": "--reward_setting",
+}
 
 
 def _parse_setting(text: str) -> tuple[str, Any]:
@@ -125,11 +131,17 @@ def _parse_setting(text: str) -> tuple[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> BestOfN:
     parser = OneLineArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUNNER_OPTIONS_HELP,
-        allow_abbrev=False, renamed=_RENAMED,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=RUNNER_OPTIONS_HELP,
+        allow_abbrev=False,
+        renamed=_RENAMED,
     )
-    parser.add_argument("--model", default="builtin:tiny",
-                        help="hub id or local diffusers Stable Diffusion pipeline directory, or 'builtin:tiny' (the random toy)")
+    parser.add_argument(
+        "--model",
+        default="builtin:tiny",
+        help="hub id or local diffusers Stable Diffusion pipeline directory, or 'builtin:tiny' (the random toy)",
+    )
     parser.add_argument("--dtype", default="float32", help="model dtype: float32, float16, bfloat16")
     parser.add_argument("--reward", required=True, help="registered reward name")
     parser.add_argument("--reward_setting", action="append", default=[], type=_parse_setting, help="key=value, repeatable")
@@ -148,8 +160,16 @@ def main(argv: Sequence[str] | None = None) -> BestOfN:
     settings = dict(args.reward_setting)
     settings.setdefault("device", args.device)
     result = best_of_n(
-        policy, args.prompt, args.reward, args.n, args.k, seed=args.seed, batch_size=args.batch_size,
-        reward_settings=settings, num_inference_steps=args.num_steps, guidance=Guidance.cfg(args.guidance_scale),
+        policy,
+        args.prompt,
+        args.reward,
+        args.n,
+        args.k,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        reward_settings=settings,
+        num_inference_steps=args.num_steps,
+        guidance=Guidance.cfg(args.guidance_scale),
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

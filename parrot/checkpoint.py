@@ -181,10 +181,7 @@ class atomic_checkpoint_dir:
 def _write_failure(final: Path, err: OSError) -> str:
     reason = os.strerror(err.errno) if err.errno else str(err)
     hint = "free disk space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the cause"
-    return (
-        f"could not write checkpoint {final} ({reason}); the earlier checkpoints are intact: "
-        f"{hint} and rerun with --resume true"
-    )
+    return f"could not write checkpoint {final} ({reason}); the earlier checkpoints are intact: {hint} and rerun with --resume true"
 
 
 def _sha256(path: Path) -> str:
@@ -251,8 +248,7 @@ def latest_valid_checkpoint(root: Path) -> Path | None:
         problems.append(f"{path.name}: {problem}")
     if found:
         raise NoValidCheckpointError(
-            f"every checkpoint under {root} is damaged ({'; '.join(problems)}); "
-            "move them away to start over, or run without --resume"
+            f"every checkpoint under {root} is damaged ({'; '.join(problems)}); move them away to start over, or run without --resume"
         )
     return None
 

@@ -194,8 +194,13 @@ def paired_deltas(before: EvaluationSamples, after: EvaluationSamples, per: str 
         raise ValueError(f"per={per!r}: use 'image' or 'prompt'")
     d = a - b
     return {
-        name: PairedDelta(float(b[:, k].mean()), float(a[:, k].mean()), float(d[:, k].mean()),
-                          float(sem(d[:, k])) if len(d) > 1 else float("nan"), int(len(d)))  # fmt: skip
+        name: PairedDelta(
+            float(b[:, k].mean()),
+            float(a[:, k].mean()),
+            float(d[:, k].mean()),
+            float(sem(d[:, k])) if len(d) > 1 else float("nan"),
+            int(len(d)),
+        )  # fmt: skip
         for k, name in enumerate(before.reward_names)
     }
 

@@ -37,16 +37,16 @@ import torch
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
+from parrot.best_of_n import best_of_n
+from parrot.identifiers import IdentifierConfig, with_identifiers
+from parrot.models import build_evaluator, build_policy, resolve_reward_settings
+from parrot.prompts import read_prompts
 from parrot.run_dir import lora_training_config
+from parrot.sample import prepare_output_dir
 from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
-from parrot.identifiers import IdentifierConfig, with_identifiers
-from parrot.prompts import read_prompts
-from parrot.sample import prepare_output_dir
-from parrot.models import build_evaluator, build_policy, resolve_reward_settings
 from prompt_expander.expander import ExpanderSamplingConfig, PromptExpander
 from rewards.base import as_pil_images, expansion_metadata
-from parrot.best_of_n import best_of_n
 from rewards.registry import reward_names
 from t2i import Guidance, StableDiffusionPolicy
 from t2i.prompt_weighting import WeightedPromptPolicy, plain_prompt
@@ -107,7 +107,8 @@ class GenerateConfig:
     rank_by: str = field(default="", metadata={"help": "reward that ranks best-of-N candidates"})
     rewards: tuple[str, ...] = field(default=(), metadata={"help": "rewards scoring every image, 'a,b,c' or 'a b c'"})
     reward_settings: dict[str, dict[str, Any]] = field(
-        default_factory=dict, metadata={"help": "per-reward settings {name: {key: value}} (YAML only); 'builtin:tiny_clip' builds a toy CLIP"}
+        default_factory=dict,
+        metadata={"help": "per-reward settings {name: {key: value}} (YAML only); 'builtin:tiny_clip' builds a toy CLIP"},
     )
     out: Path = field(default=Path("runs/generate"), metadata={"help": "output directory"})
     overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output directory"})
@@ -212,20 +213,38 @@ def sample_images(
     images, extra = [], []
     if config.best_of > 1:
         result = best_of_n(
-            policy, conditioned, config.rank_by, config.best_of, 1, original_prompts=originals, seed=config.seed,
-            batch_size=config.batch_size, reward_settings=_reward_settings(config, [config.rank_by])[config.rank_by], **common,
+            policy,
+            conditioned,
+            config.rank_by,
+            config.best_of,
+            1,
+            original_prompts=originals,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            reward_settings=_reward_settings(config, [config.rank_by])[config.rank_by],
+            **common,
         )
         kept = result.kept_indices[:, 0]
         for row, index in enumerate(kept.tolist()):
-            extra.append({"seed": config.seed, "best_of": config.best_of, "candidate": index,
-                          "rank_by": {config.rank_by: float(result.scores[row, index])}})
+            extra.append(
+                {
+                    "seed": config.seed,
+                    "best_of": config.best_of,
+                    "candidate": index,
+                    "rank_by": {config.rank_by: float(result.scores[row, index])},
+                }
+            )
         return result.kept_images[:, 0], extra
     for start in tqdm(range(0, len(conditioned), config.batch_size), desc="generating", disable=len(conditioned) <= config.batch_size):
         chunk = slice(start, start + config.batch_size)
         generators = [torch.Generator(device=policy.device).manual_seed(s) for s in seeds[chunk]]
         trajectory = policy.sample(
-            conditioned[chunk], original_prompts=originals[chunk], generator=generators,
-            compute_log_probs=False, progress=len(conditioned) <= config.batch_size, **common,
+            conditioned[chunk],
+            original_prompts=originals[chunk],
+            generator=generators,
+            compute_log_probs=False,
+            progress=len(conditioned) <= config.batch_size,
+            **common,
         )
         images.append(trajectory.images.cpu())
     return torch.cat(images), [{"seed": s} for s in seeds]
@@ -268,9 +287,19 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
     for i, picture in enumerate(pictures):
         name = f"images/{i:05d}.png"
         picture.save(config.out / name)
-        rows.append({"prompt": originals[i], "expanded_prompt": expanded[i], "identifiers": identifiers,
-                     "conditioned_prompt": conditioned[i], "w1": w1, "w2": w2, "image": name,
-                     "rewards": scores[i]} | extras[i])
+        rows.append(
+            {
+                "prompt": originals[i],
+                "expanded_prompt": expanded[i],
+                "identifiers": identifiers,
+                "conditioned_prompt": conditioned[i],
+                "w1": w1,
+                "w2": w2,
+                "image": name,
+                "rewards": scores[i],
+            }
+            | extras[i]
+        )
     (config.out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     grid = make_image_grid(pictures, rows=len(prompts), cols=config.images_per_prompt)
     grid.save(config.out / "grid.png")

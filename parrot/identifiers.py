@@ -48,7 +48,7 @@ def identifier(template: str, name: str) -> str:
 
 
 def with_identifiers(prompt: str, names: Sequence[str], template: str) -> str:
-    """"<a> <b>, prompt" (the prompt unchanged when ``names`` is empty)."""
+    """ "<a> <b>, prompt" (the prompt unchanged when ``names`` is empty)."""
     if not names:
         return prompt
     return " ".join(identifier(template, n) for n in names) + ", " + prompt

@@ -27,7 +27,16 @@ from rewards.tiny import save_tiny_clip
 from t2i import LoraSettings, StableDiffusionPolicy
 from t2i.tiny import build_tiny_pipeline
 
-__all__ = ["WORLD_PLACEHOLDER", "committed_shapes_world", "resolve_world", "with_world", "build_policy", "resolve_reward_settings", "build_evaluator", "build_expander"]
+__all__ = [
+    "WORLD_PLACEHOLDER",
+    "committed_shapes_world",
+    "resolve_world",
+    "with_world",
+    "build_policy",
+    "resolve_reward_settings",
+    "build_evaluator",
+    "build_expander",
+]
 
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_TINY_CLIP = "builtin:tiny_clip"
@@ -67,9 +76,7 @@ def with_world(value: Any, world: Path) -> Any:
     return value
 
 
-def build_policy(
-    pipeline: str, dtype: str, device: torch.device | str, gradient_checkpointing: bool = False
-) -> StableDiffusionPolicy:
+def build_policy(pipeline: str, dtype: str, device: torch.device | str, gradient_checkpointing: bool = False) -> StableDiffusionPolicy:
     """The T2I policy π_θ from a hub id, a local pipeline directory or ``builtin:tiny``.
 
     ``gradient_checkpointing`` turns on diffusers' UNet activation checkpointing (used only

@@ -16,10 +16,10 @@ from accelerate import Accelerator
 
 from parrot.identifiers import evaluation_identifiers
 from parrot.layout import BatchLayout
+from parrot.models import build_evaluator, build_expander, build_policy, resolve_reward_settings, resolve_world, with_world
 from parrot.run_dir import RunDir
 from parrot.selection import PerPromptStatTracker, Selection, parse_selection
 from parrot.train_config import DerivedQuantities, TrainConfig, batch_layout, derived_quantities
-from parrot.models import build_evaluator, build_expander, build_policy, resolve_reward_settings, resolve_world, with_world
 from prompt_expander.expander import PromptExpander
 from rewards import MultiRewardEvaluator
 from t2i import Guidance, StableDiffusionPolicy, Trajectory
@@ -112,9 +112,7 @@ def _guidances(config: TrainConfig, has_expander: bool) -> tuple[Guidance, Guida
     return inference, training
 
 
-def build_parts(
-    config: TrainConfig, accelerator: Accelerator, train_prompts: list[str], eval_prompts: list[str]
-) -> TrainingParts:
+def build_parts(config: TrainConfig, accelerator: Accelerator, train_prompts: list[str], eval_prompts: list[str]) -> TrainingParts:
     """Load the models of ``config`` on this process (reward models: the main process first)."""
     num_processes = accelerator.num_processes
     derived = derived_quantities(config, num_processes)  # config mistakes are refused before any model loads
@@ -123,8 +121,10 @@ def build_parts(
     eval_identifiers = evaluation_identifiers(config.identifiers, reward_names)
     layout = batch_layout(config, num_processes)
     if config.selection.mode == "pareto" and config.selection.scope == "group" and layout.images == 1:
-        logger.warning("selection.scope 'group' with 1 image per \"<k>, ĉ\": every image is in P (raise "
-                       "sampling.images_per_prompt or use selection.scope 'batch')")
+        logger.warning(
+            "selection.scope 'group' with 1 image per \"<k>, ĉ\": every image is in P (raise "
+            "sampling.images_per_prompt or use selection.scope 'batch')"
+        )
     device = accelerator.device if not config.device else torch.device(config.device)
     trains_t2i = config.mode in ("joint", "t2i")
     torch.manual_seed(config.seed)

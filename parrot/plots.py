@@ -46,9 +46,7 @@ def method_colours(count: int) -> list[tuple[float, ...]]:
     return [palette[i % len(palette)] for i in range(count)]
 
 
-def pairwise_front_plot(
-    methods: Mapping[str, np.ndarray], reward_names: Sequence[str], path: str | Path, title: str = ""
-) -> Path:
+def pairwise_front_plot(methods: Mapping[str, np.ndarray], reward_names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """One panel per reward pair: every method's points (faint) and its 2-D front (staircase)."""
     names = list(reward_names)
     if len(names) < 2:
@@ -71,7 +69,7 @@ def pairwise_front_plot(
             panel.scatter(front[:, 0], front[:, 1], s=18, color=colour)
         panel.set_xlabel(names[a])
         panel.set_ylabel(names[b])
-    for panel in list(axes.flat)[len(pairs):]:
+    for panel in list(axes.flat)[len(pairs) :]:
         panel.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small")
@@ -86,7 +84,7 @@ def seed_bar_plot(values: Mapping[str, Sequence[float]], path: str | Path, ylabe
     if not values:
         raise ValueError("no methods to plot")
     figure, axis = plt.subplots(figsize=(max(5.0, 0.8 * len(values) + 2), 4))
-    for i, (method, per_seed) in enumerate(values.items()):
+    for i, per_seed in enumerate(values.values()):
         per_seed = np.asarray(per_seed, dtype=float)
         axis.bar(i, per_seed.mean(), yerr=per_seed.std() if len(per_seed) > 1 else 0, capsize=3, color="tab:blue", alpha=0.7)
         axis.scatter(np.full(len(per_seed), i), per_seed, color="black", s=10, zorder=3)

@@ -32,15 +32,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # noqa: E402  (after parrot.plots, which selects the Agg backend)
 import numpy as np
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from parrot.plots import pairwise_front_plot
+from parrot.run_dir import CURVES_FILE, RunDir, open_run, read_curves, read_evaluation_json, sample_records
 from parrot_base.cli import UsageError, run_cli
 from parrot_base.config import parse_config
-from parrot.run_dir import CURVES_FILE, RunDir, open_run, read_curves, read_evaluation_json, sample_records
-from parrot.plots import pairwise_front_plot
-
-import matplotlib.pyplot as plt  # noqa: E402  (after parrot.plots, which selects the Agg backend)
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = [
     "ReportConfig",
@@ -84,8 +83,7 @@ def read_scalars(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     files = sorted(run_dir.rglob(EVENT_GLOB))
     if not files:
         raise Unavailable(
-            f"no TensorBoard event files ({EVENT_GLOB}) under {run_dir}: the run logged with --logging.log_with none, "
-            "or has not started"
+            f"no TensorBoard event files ({EVENT_GLOB}) under {run_dir}: the run logged with --logging.log_with none, or has not started"
         )
     latest: dict[str, dict[int, tuple[float, float]]] = {}
     for file in files:
@@ -234,9 +232,7 @@ def per_image_table_html(evaluation: dict) -> str:
     head = "".join(f"<th>{text(n)}<br>before → after</th>" for n in names)
     rows = []
     for j, (prompt, seed) in enumerate(zip(before["prompts"], before["seeds"])):
-        scores = "".join(
-            f"<td>{before['scores'][j, k]:.4f} → {after['scores'][j, k]:.4f}</td>" for k in range(len(names))
-        )
+        scores = "".join(f"<td>{before['scores'][j, k]:.4f} → {after['scores'][j, k]:.4f}</td>" for k in range(len(names)))
         rows.append(
             f'<tr><td class="prompt">{text(prompt)}</td><td>{seed}</td>'
             f'<td class="prompt">{text(before["expanded_prompts"][j])}</td>'
@@ -286,7 +282,7 @@ def sample_grids_html(records: Sequence[tuple[Path, dict | None]]) -> str:
             title = f"iteration {record.get('iteration', png.stem)}"
         parts.append(
             f'<figure class="grid"><figcaption><h3>{text(title)}</h3></figcaption>'
-            f'{img_html(png.read_bytes(), f"samples of {title}", "grid")}{caption}</figure>'
+            f"{img_html(png.read_bytes(), f'samples of {title}', 'grid')}{caption}</figure>"
         )
     return "".join(parts)
 

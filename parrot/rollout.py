@@ -87,7 +87,7 @@ def group_texts(parts: TrainingParts, prompts: list[str], expanded: list[str]) -
 
 # ----- 3. images -------------------------------------------------------------------------------------
 def conditioning_prompts(parts: TrainingParts, expanded: list[str], reward_index: torch.Tensor | None) -> list[str]:
-    """"<k>, ĉ" per image (ĉ alone when identifiers are off or ``reward_index`` is None)."""
+    """ "<k>, ĉ" per image (ĉ alone when identifiers are off or ``reward_index`` is None)."""
     identifiers = parts.config.identifiers
     if not identifiers.enabled or reward_index is None:
         return list(expanded)
@@ -140,9 +140,7 @@ def sample_and_score(
     pieces, pending = [], []
     for start, stop in bounds:
         piece = sample_images(parts, prompts, expanded, iteration, offset, slice(start, stop))
-        pending.append(
-            parts.evaluator.submit(piece.trajectory.images, piece.original_prompts, expansion_metadata(piece.expanded_prompts))
-        )
+        pending.append(parts.evaluator.submit(piece.trajectory.images, piece.original_prompts, expansion_metadata(piece.expanded_prompts)))
         pieces.append(piece)
     rollout = Rollout(
         Trajectory.concatenate([p.trajectory for p in pieces]),

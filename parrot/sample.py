@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from parrot.models import build_policy
 from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
 from rewards.base import as_pil_images
-from parrot.models import build_policy
 from t2i import Guidance, StableDiffusionPolicy
 
 __all__ = ["SampleConfig", "run_sampling", "main"]

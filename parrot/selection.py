@@ -83,8 +83,10 @@ class SelectionConfig:
     )
     scope: str = field(
         default="group",
-        metadata={"help": "where the non-dominated set P is taken: 'group' (the N images of one prompt, expansion and "
-                          "identifier, as the paper) or 'batch' (the whole global batch of mixed prompts)"},
+        metadata={
+            "help": "where the non-dominated set P is taken: 'group' (the N images of one prompt, expansion and "
+            "identifier, as the paper) or 'batch' (the whole global batch of mixed prompts)"
+        },
     )
     reward_weighting: str = field(
         default="raw",
@@ -92,13 +94,13 @@ class SelectionConfig:
     )
     gradient_normalisation: str = field(
         default="batch",
-        metadata={"help": "R̃ of reward_weighting 'normalised': 'batch' (z-score per reward), 'group' (z-score within each "
-                          "group), 'per_prompt' (DDPO stat tracker) or 'none'"},
+        metadata={
+            "help": "R̃ of reward_weighting 'normalised': 'batch' (z-score per reward), 'group' (z-score within each "
+            "group), 'per_prompt' (DDPO stat tracker) or 'none'"
+        },
     )
     stat_buffer_size: int = field(default=32, metadata={"help": "per_prompt: scores kept per prompt and reward"})
-    stat_min_count: int = field(
-        default=4, metadata={"help": "per_prompt: scores needed before a prompt's own statistics are used"}
-    )
+    stat_min_count: int = field(default=4, metadata={"help": "per_prompt: scores needed before a prompt's own statistics are used"})
     advantage_clip: float = field(default=5.0, metadata={"help": "clip advantages to [-c, c] (DDPO: 5)"})
 
     def __post_init__(self) -> None:
@@ -117,9 +119,7 @@ class SelectionConfig:
         if self.weights and sum(self.weights) <= 0:
             raise ValueError(f"weights={self.weights!r} sum to 0; give at least one positive weight")
         if self.stat_buffer_size < 1 or self.stat_min_count < 1:
-            raise ValueError(
-                f"stat_buffer_size={self.stat_buffer_size} and stat_min_count={self.stat_min_count} must be >= 1"
-            )
+            raise ValueError(f"stat_buffer_size={self.stat_buffer_size} and stat_min_count={self.stat_min_count} must be >= 1")
         if not self.advantage_clip > 0:
             raise ValueError(f"advantage_clip={self.advantage_clip!r} must be > 0")
 
@@ -143,9 +143,7 @@ def parse_selection(config: SelectionConfig, reward_names: Sequence[str]) -> Sel
     if config.mode == "weighted":
         weights = config.weights or tuple(1.0 / len(names) for _ in names)
         if len(weights) != len(names):
-            raise ValueError(
-                f"selection.weights has {len(weights)} value(s) {weights} but there are {len(names)} rewards {names}"
-            )
+            raise ValueError(f"selection.weights has {len(weights)} value(s) {weights} but there are {len(names)} rewards {names}")
         return Selection("weighted", tuple(float(w) for w in weights))
     if config.weights:
         raise ValueError(f"selection.weights={config.weights} is only used with selection.mode 'weighted'")
@@ -240,9 +238,7 @@ class PerPromptStatTracker:
         return {prompt: [list(q) for q in queues] for prompt, queues in self.history.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.history = {
-            prompt: [deque(values, maxlen=self.buffer_size) for values in queues] for prompt, queues in state.items()
-        }
+        self.history = {prompt: [deque(values, maxlen=self.buffer_size) for values in queues] for prompt, queues in state.items()}
 
 
 @dataclass

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parrot_base.config import ConfigError, parse_config, read_yaml
 from parrot.identifiers import IdentifierConfig
 from parrot.layout import BatchLayout
 from parrot.models import resolve_world, with_world
 from parrot.selection import SelectionConfig
+from parrot_base.config import ConfigError, parse_config, read_yaml
 from prompt_expander.expander import ExpanderSamplingConfig
 from prompt_expander.rl import PolicyGradientConfig
 from t2i.lora import LoraSettings
@@ -69,8 +69,10 @@ class ModelConfig:
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})
     gradient_checkpointing: bool = field(
         default=False,
-        metadata={"help": "recompute UNet activations in the backward pass (UNet.enable_gradient_checkpointing): "
-                          "less memory per trained step, ~1 extra forward pass of time; same gradients"},
+        metadata={
+            "help": "recompute UNet activations in the backward pass (UNet.enable_gradient_checkpointing): "
+            "less memory per trained step, ~1 extra forward pass of time; same gradients"
+        },
     )
 
 
@@ -82,7 +84,10 @@ class RewardsConfig:
     )
     settings: dict[str, dict[str, Any]] = field(
         default_factory=dict,
-        metadata={"help": "per-reward settings {name: {key: value}} (YAML only; entries for rewards not in names are unused); 'builtin:tiny_clip' builds a toy CLIP"},
+        metadata={
+            "help": "per-reward settings {name: {key: value}} (YAML only; entries for rewards not in names are unused); "
+            "'builtin:tiny_clip' builds a toy CLIP"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -98,7 +103,10 @@ class RewardsConfig:
 class PromptsConfig:
     train: tuple[str, ...] = field(default=(), metadata={"help": "training prompts c (inline)"})
     train_file: str = field(
-        default="", metadata={"help": "prompt file of training prompts (adds to train): .txt (one per line), .tsv ('Prompt' column) or .jsonl ('prompt' key)"}
+        default="",
+        metadata={
+            "help": "prompt file of training prompts (adds to train): .txt (one per line), .tsv ('Prompt' column) or .jsonl ('prompt' key)"
+        },
     )
     evaluation: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts for the before/after table"})
     evaluation_file: str = field(default="", metadata={"help": "prompt file of held-out prompts (.txt, .tsv or .jsonl, as train_file)"})
@@ -109,38 +117,48 @@ class SamplingConfig:
     prompts_per_process: int = field(default=4, metadata={"help": "original prompts c per process per iteration"})
     expansions_per_prompt: int = field(
         default=1,
-        metadata={"help": "E: expansions ĉ sampled per prompt c (per identifier when identifiers are on); >= 2 gives the "
-                          "expander's group_mean baseline several expansions of the same c to compare"},
+        metadata={
+            "help": "E: expansions ĉ sampled per prompt c (per identifier when identifiers are on); >= 2 gives the "
+            "expander's group_mean baseline several expansions of the same c to compare"
+        },
     )
     images_per_prompt: int = field(
         default=4,
-        metadata={"help": "images per original prompt c, split evenly over its E × (K identifiers or 1) conditioning "
-                          "texts \"<k>, ĉ\": N = images_per_prompt / (E·K) images per group of the non-dominated selection"},
+        metadata={
+            "help": "images per original prompt c, split evenly over its E × (K identifiers or 1) conditioning "
+            'texts "<k>, ĉ": N = images_per_prompt / (E·K) images per group of the non-dominated selection'
+        },
     )
     num_steps: int = field(default=50, metadata={"help": "DDIM steps T"})
     eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0)"})
     training_guidance: str = field(
         default="cfg",
-        metadata={"help": "guidance of the training samples: 'cfg' (the paper: CFG with guidance_scale on \"<k>, ĉ\") or "
-                          "'prompt_centred' (w1 on c, w2 on \"<k>, ĉ\"; needs an expander)"},
+        metadata={
+            "help": "guidance of the training samples: 'cfg' (the paper: CFG with guidance_scale on \"<k>, ĉ\") or "
+            "'prompt_centred' (w1 on c, w2 on \"<k>, ĉ\"; needs an expander)"
+        },
     )
     guidance_scale: float = field(
         default=7.5, metadata={"help": "CFG scale of training samples, and of held-out samples when there is no expander"}
     )
     w1: float = field(
         default=5.0,
-        metadata={"help": "Parrot's prompt-centred guidance weight of the original prompt c at inference (held-out "
-                          "evaluation, with an expander; §4.3), and in training with training_guidance 'prompt_centred'"},
+        metadata={
+            "help": "Parrot's prompt-centred guidance weight of the original prompt c at inference (held-out "
+            "evaluation, with an expander; §4.3), and in training with training_guidance 'prompt_centred'"
+        },
     )
-    w2: float = field(default=5.0, metadata={"help": "prompt-centred guidance weight of \"<ids>, ĉ\" (see w1)"})
+    w2: float = field(default=5.0, metadata={"help": 'prompt-centred guidance weight of "<ids>, ĉ" (see w1)'})
     negative_prompt: str = field(default="", metadata={"help": "prompt of the unconditional branch"})
     resolution: int = field(default=0, metadata={"help": "image side in pixels; 0 = the pipeline's default"})
     chunks: int = field(
         default=1,
-        metadata={"help": "sample each process's images in this many parts, scoring part j on the reward thread while "
-                          "part j+1 samples (same images and scores for any value); 1 = sample all, then score. "
-                          "Pays off when rewards run on other hardware than sampling (e.g. a GPU UNet and CPU JPEG/PIL "
-                          "rewards, or rewards on a second GPU); on a CPU-only machine both contend for the same cores"},
+        metadata={
+            "help": "sample each process's images in this many parts, scoring part j on the reward thread while "
+            "part j+1 samples (same images and scores for any value); 1 = sample all, then score. "
+            "Pays off when rewards run on other hardware than sampling (e.g. a GPU UNet and CPU JPEG/PIL "
+            "rewards, or rewards on a second GPU); on a CPU-only machine both contend for the same cores"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -157,8 +175,10 @@ class SamplingConfig:
 class T2IUpdateConfig:
     estimator: str = field(
         default="is",
-        metadata={"help": "'sf' (DDPO-SF, REINFORCE), 'is' (DDPO-IS, PPO clipping) or 'rwr' (DPOK's supervised baseline: "
-                          "images from the base model, denoising loss weighted by the advantage clipped at 0)"},
+        metadata={
+            "help": "'sf' (DDPO-SF, REINFORCE), 'is' (DDPO-IS, PPO clipping) or 'rwr' (DPOK's supervised baseline: "
+            "images from the base model, denoising loss weighted by the advantage clipped at 0)"
+        },
     )
     clip_range: float = field(default=1e-4, metadata={"help": "PPO ε of DDPO-IS (DDPO: 1e-4)"})
     inner_epochs: int = field(default=1, metadata={"help": "passes over each batch (DDPO-IS may reuse a batch)"})
@@ -190,9 +210,7 @@ class T2IUpdateConfig:
 class ExpanderTrainingConfig:
     """The ``expander.*`` section: the expander p_φ, its LoRA and optimiser, how it samples ĉ, how it is updated."""
 
-    model: str = field(
-        default="", metadata={"help": "causal LM hub id / directory, 'builtin:tiny_gpt2', or '' for no expander (ĉ = c)"}
-    )
+    model: str = field(default="", metadata={"help": "causal LM hub id / directory, 'builtin:tiny_gpt2', or '' for no expander (ĉ = c)"})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank on the expander (0 = train all weights)"})
     lora_target_modules: tuple[str, ...] = field(default=("c_attn", "c_proj"), metadata={"help": "expander LoRA modules"})
     lr: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the expander"})
@@ -212,14 +230,15 @@ class EvaluationConfig:
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "sampling seeds of the held-out table"})
     expansion_decoding: str = field(
         default="beam",
-        metadata={"help": "held-out expansions: 'beam' (near-greedy, the best of evaluation.num_beams beams, as Promptist "
-                          "evaluates; one ĉ per prompt) or 'sample' (one draw per seed at evaluation.expander_temperature)"},
+        metadata={
+            "help": "held-out expansions: 'beam' (near-greedy, the best of evaluation.num_beams beams, as Promptist "
+            "evaluates; one ĉ per prompt) or 'sample' (one draw per seed at evaluation.expander_temperature)"
+        },
     )
     num_beams: int = field(default=4, metadata={"help": "beams of 'beam' decoding (1 = greedy)"})
     expander_temperature: float = field(
         default=0.0,
-        metadata={"help": "expander temperature of 'sample' decoding; 0 = expander.sampling.temperature (the one "
-                  "trained with)"},
+        metadata={"help": "expander temperature of 'sample' decoding; 0 = expander.sampling.temperature (the one trained with)"},
     )
     enabled: bool = field(default=True, metadata={"help": "write evaluation.json and print the held-out table at the end"})
 
@@ -243,7 +262,9 @@ class LoggingConfig:
 class TrainConfig:
     """Parrot multi-reward RL of a text-to-image model (and its baselines) in one loop."""
 
-    preset: str = field(default="", metadata={"help": "preset applied under the config file: a name in parrot.train_config.PRESETS, or 'none'"})
+    preset: str = field(
+        default="", metadata={"help": "preset applied under the config file: a name in parrot.train_config.PRESETS, or 'none'"}
+    )
     mode: str = field(default="joint", metadata={"help": "what trains: 'joint' (T2I + expander), 't2i' or 'expander'"})
     iterations: int = field(default=100, metadata={"help": "training iterations (Alg. 1 loop)"})
     seed: int = field(default=0, metadata={"help": "seed of every random draw (derived per iteration/image)"})
@@ -254,7 +275,10 @@ class TrainConfig:
     device: str = field(default="", metadata={"help": "'' = the accelerator's device; e.g. 'cpu'"})
     world: str = field(
         default="",
-        metadata={"help": "shapes world directory that '{world}' in model paths, reward settings and prompt files stands for; '' = the committed shapes/world"},
+        metadata={
+            "help": "shapes world directory that '{world}' in model paths, reward settings and prompt files stands for; "
+            "'' = the committed shapes/world"
+        },
     )
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "T2I model"})
     rewards: RewardsConfig = field(default_factory=RewardsConfig, metadata={"help": "rewards"})
@@ -283,7 +307,7 @@ class TrainConfig:
             raise ValueError(
                 f"sampling.images_per_prompt={self.sampling.images_per_prompt} must be a multiple of the {groups} "
                 f"expansions × identifiers of a prompt (sampling.expansions_per_prompt × rewards when identifiers are "
-                f"on): each \"<k>, ĉ\" gets the same number of images"
+                f'on): each "<k>, ĉ" gets the same number of images'
             )
         if self.sampling.training_guidance == "prompt_centred" and not self.expander.model:
             raise ValueError("sampling.training_guidance='prompt_centred' needs an expander (expander.model); use 'cfg'")
@@ -294,8 +318,10 @@ class TrainConfig:
                 "set sampling.expansions_per_prompt >= 2 (or turn identifiers on), or use baseline 'mean'"
             )
         if self.selection.gradient_normalisation == "group" and self.sampling.images_per_prompt < 2 * groups:
-            raise ValueError("selection.gradient_normalisation='group' z-scores the images of a group: set "
-                             f"sampling.images_per_prompt >= 2 × the {groups} expansions × identifiers of a prompt")
+            raise ValueError(
+                "selection.gradient_normalisation='group' z-scores the images of a group: set "
+                f"sampling.images_per_prompt >= 2 × the {groups} expansions × identifiers of a prompt"
+            )
         if not self.prompts.train and not self.prompts.train_file:
             raise ValueError("prompts.train and prompts.train_file are both empty: give training prompts")
 
@@ -353,8 +379,14 @@ def derived_quantities(config: TrainConfig, num_processes: int) -> DerivedQuanti
 
 
 _TINY_PROMPTS = (
-    "a red circle", "a blue square", "a green triangle", "a yellow star",
-    "two red squares", "a small blue circle", "a big green square", "a purple triangle",
+    "a red circle",
+    "a blue square",
+    "a green triangle",
+    "a yellow star",
+    "two red squares",
+    "a small blue circle",
+    "a big green square",
+    "a purple triangle",
 )
 _TINY_HELD_OUT = ("a red square", "a blue triangle", "a green circle", "a yellow square")
 
@@ -372,12 +404,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "prompts": {"train": list(_TINY_PROMPTS), "evaluation": list(_TINY_HELD_OUT)},
         # 2 prompts × 3 identifiers (one expansion each) × 2 images = 12 images per process
-        "sampling": {"prompts_per_process": 2, "images_per_prompt": 6, "num_steps": 10, "w1": 2.0, "w2": 2.0,
-                     "guidance_scale": 3.0},
+        "sampling": {"prompts_per_process": 2, "images_per_prompt": 6, "num_steps": 10, "w1": 2.0, "w2": 2.0, "guidance_scale": 3.0},
         # every denoising step is trained, as the paper accumulates the gradient over all of them
         "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 1.0},
-        "expander": {"model": "builtin:tiny_gpt2", "lr": 1e-3, "lora_rank": 4,
-                     "sampling": {"max_new_tokens": 12}, "update": {"kl_weight": 0.05}},
+        "expander": {
+            "model": "builtin:tiny_gpt2",
+            "lr": 1e-3,
+            "lora_rank": 4,
+            "sampling": {"max_new_tokens": 12},
+            "update": {"kl_weight": 0.05},
+        },
         "logging": {"images_every": 10},
     },
 }
@@ -401,13 +437,25 @@ PRESETS["shapes"] = {
     "prompts": {"train_file": "{world}/prompts/train.txt", "evaluation_file": "{world}/prompts/held_out.txt"},
     # 1 prompt × 4 identifiers (one ĉ each) × 4 images = 16 images per iteration; training samples use
     # CFG 4 on "<k>, ĉ", the held-out table prompt-centred guidance w1 = w2 = 2 with all identifiers
-    "sampling": {"prompts_per_process": 1, "expansions_per_prompt": 1, "images_per_prompt": 16, "num_steps": 20,
-                 "w1": 2.0, "w2": 2.0, "guidance_scale": 4.0},
+    "sampling": {
+        "prompts_per_process": 1,
+        "expansions_per_prompt": 1,
+        "images_per_prompt": 16,
+        "num_steps": 20,
+        "w1": 2.0,
+        "w2": 2.0,
+        "guidance_scale": 4.0,
+    },
     # every denoising step is trained, as the paper accumulates the gradient over all of them
     "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 1.0},
     # at 1e-4 the expander's LoRA changed no sampled token in 6 iterations on the v3 world; 2e-3 learns
-    "expander": {"model": "{world}/expander", "lr": 2e-3, "lora_rank": 4,
-                 "sampling": {"max_new_tokens": 48}, "update": {"kl_weight": 0.05}},
+    "expander": {
+        "model": "{world}/expander",
+        "lr": 2e-3,
+        "lora_rank": 4,
+        "sampling": {"max_new_tokens": 48},
+        "update": {"kl_weight": 0.05},
+    },
     # 3 held-out colour × shape pairs × 8 seeds: 24 images per column of the held-out table
     "evaluation": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7]},
     "logging": {"images_every": 10},

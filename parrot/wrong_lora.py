@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from parrot.best_of_n import best_of_n
+from parrot.generate import parse_reward_list, read_prompts
+from parrot.models import build_policy, resolve_reward_settings
+from parrot.sample import prepare_output_dir
 from parrot_base.cli import run_cli
 from parrot_base.config import config_to_dict, parse_config
-from parrot.generate import parse_reward_list, read_prompts
-from parrot.sample import prepare_output_dir
-from parrot.models import build_policy, resolve_reward_settings
 from rewards.base import as_pil_images
-from parrot.best_of_n import best_of_n
 from t2i import Guidance, LoraSettings, StableDiffusionPolicy
 
 __all__ = ["WrongLoraConfig", "bad_images", "degrade", "denoising_loss", "train_wrong_lora", "main"]
@@ -106,9 +106,17 @@ def bad_images(policy: StableDiffusionPolicy, config: WrongLoraConfig, prompts: 
     sampling = dict(guidance=Guidance.cfg(config.guidance_scale), num_inference_steps=config.num_steps)
     if config.source == "lowest_reward":
         settings = resolve_reward_settings([config.rank_by], config.reward_settings, config.out / ".builtin", config.device, True)
-        ranked = best_of_n(policy, prompts, config.rank_by, config.candidates, config.candidates, seed=config.seed,
-                           reward_settings=settings[config.rank_by], **sampling)
-        worst = ranked.kept_indices[:, -config.keep:]  # kept_indices are best first: the tail is the worst
+        ranked = best_of_n(
+            policy,
+            prompts,
+            config.rank_by,
+            config.candidates,
+            config.candidates,
+            seed=config.seed,
+            reward_settings=settings[config.rank_by],
+            **sampling,
+        )
+        worst = ranked.kept_indices[:, -config.keep :]  # kept_indices are best first: the tail is the worst
         return torch.cat([ranked.candidates[p, idx] for p, idx in enumerate(worst)])
     generator = torch.Generator(device=policy.device).manual_seed(config.seed)
     repeated = [p for p in prompts for _ in range(config.keep)]

@@ -243,7 +243,8 @@ def parse_config(
     preset), the YAML file, the command line.
     """
     parser = OneLineArgumentParser(  # exact names only: an abbreviation would hide a typo of a longer field
-        description=description or (cls.__doc__ or "").strip().split("\n")[0], epilog=RUNNER_OPTIONS_HELP,
+        description=description or (cls.__doc__ or "").strip().split("\n")[0],
+        epilog=RUNNER_OPTIONS_HELP,
         allow_abbrev=False,
     )
     parser.add_argument("--config", type=Path, help="YAML file with values for any of the fields below")

@@ -66,9 +66,7 @@ class DiffusionDBPairsConfig:
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction={self.test_fraction!r} must be in (0, 1)")
         if self.min_subject_words < 1 or self.max_subject_words < self.min_subject_words:
-            raise ValueError(
-                f"need 1 <= min_subject_words ({self.min_subject_words}) <= max_subject_words ({self.max_subject_words})"
-            )
+            raise ValueError(f"need 1 <= min_subject_words ({self.min_subject_words}) <= max_subject_words ({self.max_subject_words})")
 
 
 def subject_of(prompt: str) -> str:
@@ -89,10 +87,7 @@ def build_diffusiondb_pairs(config: DiffusionDBPairsConfig | None = None) -> Dat
     config = config or DiffusionDBPairsConfig()
     path = Path(config.path) if config.path is not None else default_diffusiondb_path()
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no DiffusionDB prompt file at {str(path)!r}; pass DiffusionDBPairsConfig(path=...) "
-            "(one prompt per line)"
-        )
+        raise FileNotFoundError(f"no DiffusionDB prompt file at {str(path)!r}; pass DiffusionDBPairsConfig(path=...) (one prompt per line)")
     splits: dict[str, dict[str, list[str]]] = {s: {"prompt": [], "completion": []} for s in ("train", "test")}
     kept = 0
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -129,9 +124,7 @@ def load_pairs(source: str | os.PathLike | Dataset | DatasetDict, split: str = "
         dataset = _load_pairs_source(os.fspath(source), split)
     missing = {"prompt", "completion"} - set(dataset.column_names)
     if missing:
-        raise ValueError(
-            f"pairs need columns 'prompt' and 'completion'; missing {sorted(missing)} in {dataset.column_names}"
-        )
+        raise ValueError(f"pairs need columns 'prompt' and 'completion'; missing {sorted(missing)} in {dataset.column_names}")
     dataset = dataset.select_columns(["prompt", "completion"])
     for i, row in enumerate(dataset.select(range(min(len(dataset), 1000)))):
         if not isinstance(row["prompt"], str) or not isinstance(row["completion"], str):

@@ -278,10 +278,7 @@ class PromptExpander:
         return Expansions(list(prompts), [t.strip() for t in texts], prompt_ids, prompt_mask, token_ids, attention_mask)
 
     def decode(self, token_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
-        return [
-            self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip()
-            for ids, mask in zip(token_ids, attention_mask)
-        ]
+        return [self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip() for ids, mask in zip(token_ids, attention_mask)]
 
     # ----- sampling --------------------------------------------------------------------------
     @torch.no_grad()
@@ -305,11 +302,7 @@ class PromptExpander:
             raise ValueError(f"n={n!r} must be a positive integer")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be >= 1")
-        overrides = {
-            k: v
-            for k, v in dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens).items()
-            if v is not None
-        }
+        overrides = {k: v for k, v in dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens).items() if v is not None}
         with self._config_override(overrides):
             if generator_seed is not None:
                 torch.manual_seed(generator_seed)
@@ -507,9 +500,7 @@ def _concat(chunks: list[Expansions], pad_id: int) -> Expansions:
 
     def cat(tensors: list[torch.Tensor], left: bool, value: int | float) -> torch.Tensor:
         width = max(t.shape[1] for t in tensors)
-        padded = [
-            F.pad(t, (width - t.shape[1], 0) if left else (0, width - t.shape[1]), value=value) for t in tensors
-        ]
+        padded = [F.pad(t, (width - t.shape[1], 0) if left else (0, width - t.shape[1]), value=value) for t in tensors]
         return torch.cat(padded, 0)
 
     return Expansions(

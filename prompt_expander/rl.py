@@ -2,7 +2,8 @@
 
 Notation: the expander is the policy p_φ(ĉ | c) over expansions ĉ of an original prompt c;
 ``log_probs[i, t]`` is log p_φ(ĉ_{i,t} | c_i, ĉ_{i,<t}) and Σ_t of it is log p_φ(ĉ_i | c_i).
-r_i is the reward of sample i, b a baseline, A_i = r_i − b its advantage, and β (``kl_weight``) the weight of the KL to the reference p_ref (the SFT model).
+r_i is the reward of sample i, b a baseline, A_i = r_i − b its advantage, and β (``kl_weight``) the weight of
+the KL to the reference p_ref (the SFT model).
 
 REINFORCE:       L = −(1/N) Σ_i A_i · Σ_t log p_φ(ĉ_{i,t} | …) + β · (1/N) Σ_i KL_i
 PPO-style clip:  L = −(1/N) Σ_i Σ_t min(ρ_{i,t} A_i, clip(ρ_{i,t}, 1−ε, 1+ε) A_i) + β · KL
@@ -37,16 +38,14 @@ class PolicyGradientConfig:
 
     baseline: str = field(
         default="group_mean",
-        metadata={"help": "baseline b subtracted from rewards: 'group_mean' (mean over the expansions of the same "
-                          "prompt c, GRPO-style; the batch mean when no groups are given), 'mean' (batch mean), "
-                          "'none' (b = 0), 'original_prompt' (Promptist: the caller passes r(ĉ) − r(c); b = 0 here)"},
+        metadata={
+            "help": "baseline b subtracted from rewards: 'group_mean' (mean over the expansions of the same "
+            "prompt c, GRPO-style; the batch mean when no groups are given), 'mean' (batch mean), "
+            "'none' (b = 0), 'original_prompt' (Promptist: the caller passes r(ĉ) − r(c); b = 0 here)"
+        },
     )
-    normalize_advantages: bool = field(
-        default=False, metadata={"help": "divide advantages by the batch reward std (+1e-8)"}
-    )
-    clip_range: float | None = field(
-        default=None, metadata={"help": "PPO clip ε on per-token ratios; None is plain REINFORCE"}
-    )
+    normalize_advantages: bool = field(default=False, metadata={"help": "divide advantages by the batch reward std (+1e-8)"})
+    clip_range: float | None = field(default=None, metadata={"help": "PPO clip ε on per-token ratios; None is plain REINFORCE"})
     kl_weight: float = field(default=0.1, metadata={"help": "β, weight of the KL to the reference (SFT) model"})
 
     def __post_init__(self) -> None:
@@ -78,9 +77,7 @@ def group_means(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     return (sums / counts)[inverse]
 
 
-def advantages_from_rewards(
-    rewards: torch.Tensor, config: PolicyGradientConfig, groups: torch.Tensor | None = None
-) -> torch.Tensor:
+def advantages_from_rewards(rewards: torch.Tensor, config: PolicyGradientConfig, groups: torch.Tensor | None = None) -> torch.Tensor:
     """A_i = r_i − b, optionally divided by the reward std (``groups`` (N,) for the ``group_mean`` baseline)."""
     if rewards.ndim != 1:
         raise ValueError(f"rewards must have shape (N,), got {tuple(rewards.shape)}")

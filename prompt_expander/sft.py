@@ -44,9 +44,7 @@ class SFTSettings:
     """Settings of one SFT run (every field is also a CLI flag)."""
 
     output_dir: str = field(default="runs/expander_sft", metadata={"help": "where the model directory is written"})
-    model: str | None = field(
-        default=None, metadata={"help": "hub id or local dir of a causal LM; None = GPT-2 from scratch"}
-    )
+    model: str | None = field(default=None, metadata={"help": "hub id or local dir of a causal LM; None = GPT-2 from scratch"})
     train_data: str | None = field(
         default=None, metadata={"help": "pairs file (.jsonl/.csv/.tsv), dataset dir or hub name; None = DiffusionDB"}
     )

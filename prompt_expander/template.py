@@ -18,9 +18,7 @@ from collections.abc import Sequence
 
 __all__ = ["PARROT_TEMPLATE", "check_template", "render_input", "completion_prefix", "check_prompts"]
 
-PARROT_TEMPLATE = (
-    "Input: {prompt}. This is a text input for image generation. Expand prompt for improving image quality. Output: "
-)
+PARROT_TEMPLATE = "Input: {prompt}. This is a text input for image generation. Expand prompt for improving image quality. Output: "
 
 
 def check_template(template: str) -> None:

@@ -164,9 +164,7 @@ def fit_aesthetic_head(
 @dataclass
 class LaionAestheticConfig(RewardConfig):
     clip_model: str = field(default="openai/clip-vit-large-patch14", metadata={"help": "hub id or local dir of the CLIP model"})
-    head_path: str = field(
-        default="", metadata={"help": "local file of the head: .safetensors, or LAION's public .pth (tensors only)"}
-    )
+    head_path: str = field(default="", metadata={"help": "local file of the head: .safetensors, or LAION's public .pth (tensors only)"})
 
 
 class LaionAesthetic(Reward):
@@ -177,9 +175,7 @@ class LaionAesthetic(Reward):
     def __init__(self, config: LaionAestheticConfig, backbone: ClipBackbone, head: AestheticHead):
         super().__init__(config)
         if head.config.input_dim != backbone.embed_dim:
-            raise ValueError(
-                f"aesthetic head takes {head.config.input_dim}-d embeddings but the CLIP model gives {backbone.embed_dim}-d"
-            )
+            raise ValueError(f"aesthetic head takes {head.config.input_dim}-d embeddings but the CLIP model gives {backbone.embed_dim}-d")
         self.backbone = backbone
         self.head = head.to(backbone.device).eval()
 

@@ -21,7 +21,13 @@ import torch
 from PIL import Image
 
 __all__ = [
-    "Reward", "RewardConfig", "as_image_tensor", "as_pil_images", "check_reward_inputs", "expansion_metadata", "resolve_dtype",
+    "Reward",
+    "RewardConfig",
+    "as_image_tensor",
+    "as_pil_images",
+    "check_reward_inputs",
+    "expansion_metadata",
+    "resolve_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -33,6 +39,7 @@ ImageBatch = torch.Tensor | Sequence[Image.Image]
 def expansion_metadata(expanded_prompts: Sequence[str]) -> list[dict[str, Any]]:
     """One metadata dict per image carrying its expansion ĉ under the key rewards read."""
     return [{"expanded_prompt": e} for e in expanded_prompts]
+
 
 # Float images may overshoot [0, 1] by rounding noise; anything beyond this is a caller bug
 # (typically images still in [-1, 1]).
@@ -142,9 +149,7 @@ class Reward(ABC):
     def score_batch(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> torch.Tensor:
         """Scores (b,) of at most ``batch_size`` images (float32 CPU, in [0, 1])."""
 
-    def __call__(
-        self, images: ImageBatch, prompts: Sequence[str] | None = None, metadata: Metadata | None = None
-    ) -> torch.Tensor:
+    def __call__(self, images: ImageBatch, prompts: Sequence[str] | None = None, metadata: Metadata | None = None) -> torch.Tensor:
         if self.needs_prompts and prompts is None:
             raise ValueError(f"reward {self.name!r} compares images with prompts: pass the original prompts")
         tensor, prompts, metadata = check_reward_inputs(self.name, images, prompts, metadata)

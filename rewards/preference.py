@@ -42,9 +42,7 @@ class PreferenceScorerConfig:
     hidden_dims: tuple[int, ...] = field(
         default=(1024, 128, 64, 16), metadata={"help": "hidden widths of the MLP head h (ImageReward's sizes)"}
     )
-    dropouts: tuple[float, ...] = field(
-        default=(0.2, 0.2, 0.1, 0.0), metadata={"help": "dropout after each hidden layer of h"}
-    )
+    dropouts: tuple[float, ...] = field(default=(0.2, 0.2, 0.1, 0.0), metadata={"help": "dropout after each hidden layer of h"})
 
     def head_config(self, embed_dim: int) -> AestheticHeadConfig:
         return AestheticHeadConfig(input_dim=3 * embed_dim, hidden_dims=tuple(self.hidden_dims), dropouts=tuple(self.dropouts))
@@ -109,9 +107,7 @@ class PreferenceScorer(torch.nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(
-        cls, directory: str | os.PathLike, device: str = "cpu", dtype: torch.dtype = torch.float32
-    ) -> PreferenceScorer:
+    def from_pretrained(cls, directory: str | os.PathLike, device: str = "cpu", dtype: torch.dtype = torch.float32) -> PreferenceScorer:
         directory = Path(directory)
         missing = [name for name in (SCORER_CONFIG, HEAD_FILE, BACKBONE_DIR) if not (directory / name).exists()]
         if missing:

@@ -82,7 +82,7 @@ def save_tiny_clip(directory: str | os.PathLike, config: TinyClipConfig | None =
 
 def save_tiny_captioner(directory: str | os.PathLike, image_size: int = 32, seed: int = 0) -> Path:
     """A random ViT→GPT-2 ``VisionEncoderDecoderModel`` captioner with a byte-level tokenizer, saved by path."""
-    from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTModel, VisionEncoderDecoderModel
+    from transformers import GPT2Config, GPT2LMHeadModel, VisionEncoderDecoderModel, ViTConfig, ViTModel
 
     torch.manual_seed(seed)
     tokenizer = byte_level_clip_tokenizer()
@@ -92,8 +92,14 @@ def save_tiny_captioner(directory: str | os.PathLike, image_size: int = 32, seed
     encoder = ViTModel(vision)
     decoder = GPT2LMHeadModel(
         GPT2Config(
-            vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=64, add_cross_attention=True,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=len(tokenizer),
+            n_embd=32,
+            n_layer=1,
+            n_head=2,
+            n_positions=64,
+            add_cross_attention=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
     )
     model = VisionEncoderDecoderModel(encoder=encoder, decoder=decoder)
@@ -107,7 +113,13 @@ def save_tiny_captioner(directory: str | os.PathLike, image_size: int = 32, seed
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     (directory / "preprocessor_config.json").write_text(
-        json.dumps({"size": {"height": image_size, "width": image_size}, "do_center_crop": False,
-                    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]})
+        json.dumps(
+            {
+                "size": {"height": image_size, "width": image_size},
+                "do_center_crop": False,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+            }
+        )
     )
     return directory

@@ -36,6 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from parrot_base.cli import run_cli
+from rewards import load_reward
+from rewards.clip import ClipBackbone
 from shapes.card import CardSettings, measure_card
 from shapes.clip import (
     ShapesClipConfig,
@@ -45,9 +48,6 @@ from shapes.clip import (
     train_clip,
     train_tokenizer,
 )
-from parrot_base.cli import run_cli
-from rewards import load_reward
-from rewards.clip import ClipBackbone
 from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples, write_prompt_files
 from shapes.expander import ShapesExpanderConfig, train_world_expander
 from shapes.heads import (
@@ -89,9 +89,7 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         if self.train_examples < self.clip.batch_size:
-            raise ValueError(
-                f"train_examples={self.train_examples} is smaller than clip.batch_size={self.clip.batch_size}"
-            )
+            raise ValueError(f"train_examples={self.train_examples} is smaller than clip.batch_size={self.clip.batch_size}")
         if self.eval_examples < 1:
             raise ValueError(f"eval_examples={self.eval_examples} must be >= 1")
 
@@ -253,9 +251,7 @@ def stage_aesthetic(state: BuildState) -> None:
 def stage_preference(state: BuildState) -> None:
     cfg = state.config
     _record(state, "preference", train_world_preference(state.out / "clip", cfg.heads, cfg.data, state.out / "preference", cfg.seed))
-    state.steps["preference"] = cfg.heads.preference_epochs * -(
-        -int(cfg.heads.preference_pairs) // cfg.heads.preference_batch_size
-    )
+    state.steps["preference"] = cfg.heads.preference_epochs * -(-int(cfg.heads.preference_pairs) // cfg.heads.preference_batch_size)
 
 
 def stage_sentiment(state: BuildState) -> None:
@@ -325,26 +321,41 @@ def _goal_rows(figures: dict[str, float]) -> list[str]:
     rows = [
         row("plain prompt mediocre: rule headroom ≥ 1.5 on every held-out prompt", "card_headroom_rule_min", lambda v: v >= 1.5),
         row("… and measured on samples (best expansion − c, aesthetic)", "card_headroom_sampled_delta_laion_aesthetic", lambda v: v >= 1.5),
-        row("\"sharp\" gives crisper edges than \"blurry\"", "t2i_word_sharp_edge", lambda v: v > f("t2i_word_blurry_edge", v)),
-        row("\"vivid\" gives more chroma than \"faded\"", "t2i_word_vivid_chroma", lambda v: v > f("t2i_word_faded_chroma", v)),
-        row("\"clean\" gives fewer specks than \"cluttered\"", "t2i_word_clean_specks", lambda v: v < f("t2i_word_cluttered_specks", v)),
+        row('"sharp" gives crisper edges than "blurry"', "t2i_word_sharp_edge", lambda v: v > f("t2i_word_blurry_edge", v)),
+        row('"vivid" gives more chroma than "faded"', "t2i_word_vivid_chroma", lambda v: v > f("t2i_word_faded_chroma", v)),
+        row('"clean" gives fewer specks than "cluttered"', "t2i_word_clean_specks", lambda v: v < f("t2i_word_cluttered_specks", v)),
         row("seeds explain ≥ 30% of aesthetic variance (plain prompt)", "card_seed_share_laion_aesthetic", lambda v: v >= 0.3),
         row("seeds explain ≥ 30% of preference variance", "card_seed_share_preference", lambda v: v >= 0.3),
         row("seeds explain ≥ 10% of sentiment variance", "card_seed_share_sentiment", lambda v: v >= 0.1),
     ]
     for name in ("laion_aesthetic", "preference"):
         se = f(f"card_sft_se_{name}")
-        rows.append(row(f"SFT expander beats c on {name} by ≥ 3 paired SE (SE {se if se is None else round(se, 3)})",
-                        f"card_sft_delta_{name}", lambda v, se=se: se is not None and v >= 3 * se))
+        rows.append(
+            row(
+                f"SFT expander beats c on {name} by ≥ 3 paired SE (SE {se if se is None else round(se, 3)})",
+                f"card_sft_delta_{name}",
+                lambda v, se=se: se is not None and v >= 3 * se,
+            )
+        )
     rows.append(row("SFT expander lowers CLIPScore to c (as Promptist)", "card_sft_delta_clip_score", lambda v: v < 0))
     se = f("card_pcg_se_clip_score")
-    rows.append(row(f"prompt-centred guidance beats CFG on ĉ on CLIPScore by ≥ 2 SE (SE {se if se is None else round(se, 3)})",
-                    "card_pcg_delta_clip_score", lambda v: se is not None and v >= 2 * se))
+    rows.append(
+        row(
+            f"prompt-centred guidance beats CFG on ĉ on CLIPScore by ≥ 2 SE (SE {se if se is None else round(se, 3)})",
+            "card_pcg_delta_clip_score",
+            lambda v: se is not None and v >= 2 * se,
+        )
+    )
     rows.append(row("text features with all identifiers: cosine ≥ 0.95", "card_identifier_text_cosine", lambda v: v >= 0.95))
     for name in ("laion_aesthetic", "preference", "clip_score", "sentiment"):
         se = f(f"card_identifiers_se_{name}")
-        rows.append(row(f"identifiers move {name} by < 1 SE (SE {se if se is None else round(se, 3)})",
-                        f"card_identifiers_delta_{name}", lambda v, se=se: se is not None and abs(v) < se))
+        rows.append(
+            row(
+                f"identifiers move {name} by < 1 SE (SE {se if se is None else round(se, 3)})",
+                f"card_identifiers_delta_{name}",
+                lambda v, se=se: se is not None and abs(v) < se,
+            )
+        )
     correlations = {k: v for k, v in figures.items() if k.startswith("card_corr_")}
     if correlations:
         worst = min(correlations, key=correlations.get)
@@ -372,9 +383,7 @@ def _world_card(state: BuildState, command: str, load_at_start: tuple[float, flo
     ]
     for name, _ in STAGES:
         if name in state.seconds:
-            lines.append(
-                f"| {name} | {state.seconds[name]:.1f} | {state.steps.get(name, '')} | {state.parameters.get(name, '')} |"
-            )
+            lines.append(f"| {name} | {state.seconds[name]:.1f} | {state.steps.get(name, '')} | {state.parameters.get(name, '')} |")
     lines += ["", "## Sizes on disk", "", "| directory | MB |", "|---|---:|"]
     for child in sorted(p for p in state.out.iterdir() if p.is_dir()):
         lines.append(f"| {child.name}/ | {_directory_megabytes(child):.2f} |")
@@ -390,7 +399,7 @@ def _world_card(state: BuildState, command: str, load_at_start: tuple[float, flo
         "detailed captions (records from the world's prior) honouring each stated attribute; `t2i_plain_*`,",
         "`t2i_word_<word>_<reading>`, `t2i_positive_*`, `t2i_negative_*` = pixel readings",
         "(`shapes.checker.read_quality`: edge crispness, clutter specks, subject chroma, |log aspect|, tint)",
-        "of \"c\", \"c, <word>\", \"c, <all positive words>, masterpiece\" and \"c, <all negative words>\" over the",
+        'of "c", "c, <word>", "c, <all positive words>, masterpiece" and "c, <all negative words>" over the',
         f"training pairs. Sampling: DDIM {cfg.sd.eval_steps} steps, guidance {cfg.sd.eval_guidance}.",
         "`card_*` figures: `python -m shapes.card --world DIR` (definitions in `shapes/card.py`), "
         f"{cfg.card.images_per_prompt} seeds per prompt, paired noise, ± = paired SE.",
@@ -406,16 +415,16 @@ def _world_card(state: BuildState, command: str, load_at_start: tuple[float, flo
         "",
         "## Rewards (rules in `shapes/heads.py`)",
         "",
-        "- aesthetic: `load_reward(\"laion_aesthetic\", clip_model=WORLD/clip, "
+        '- aesthetic: `load_reward("laion_aesthetic", clip_model=WORLD/clip, '
         f"head_path=WORLD/aesthetic/{AESTHETIC_FILE})`, the LAION MLP head regressed on",
         "  a(x) = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity + 2.5·contrast + 1·centred",
         "  + 0.5·[companion]; `aesthetic_held_out_r2` on fresh images.",
-        "- preference: `load_reward(\"preference\", path=WORLD/preference)`, Bradley–Terry on comparisons drawn with",
+        '- preference: `load_reward("preference", path=WORLD/preference)`, Bradley–Terry on comparisons drawn with',
         "  P[a ≻ b | c] = σ(u_a − u_b), u = 4·(share of the prompt's attributes the checker reads back) + 0.3·a(x)",
         "  + 0.8·[large]; `preference_held_out_accuracy` against the sampled (noisy) labels, `_bayes_accuracy` its ceiling.",
-        "- alignment: `load_reward(\"clip_score\", model=WORLD/clip)` against the ORIGINAL prompt (no training);",
+        '- alignment: `load_reward("clip_score", model=WORLD/clip)` against the ORIGINAL prompt (no training);',
         "  `alignment_*` = mean cosine with the right / a wrong short caption and how often the right one scores higher.",
-        "- sentiment: `load_reward(\"sentiment\", model=WORLD/clip, "
+        '- sentiment: `load_reward("sentiment", model=WORLD/clip, '
         f"probe_path=WORLD/sentiment/{SENTIMENT_FILE})`, a linear probe on the label",
         "  warmth(shape) + warmth(background) + tint ≥ 0 (red, yellow +1; white +0.5; green, gray −0.5; blue, black −1;",
         "  tint ∈ [−1, 1] the seed's warm or cold light).",
@@ -450,8 +459,7 @@ def build_world(out: str | os.PathLike, config: BuildConfig, progress: bool = Tr
     return state
 
 
-def redo_stages(out: str | os.PathLike, config: BuildConfig, names: list[str], progress: bool = True,
-                command: str = "") -> BuildState:
+def redo_stages(out: str | os.PathLike, config: BuildConfig, names: list[str], progress: bool = True, command: str = "") -> BuildState:
     """Re-run the named stages on the built world in ``out`` (the training data is regenerated from
     the seed), keeping every other stage's products and figures; rewrites WORLD.md and world.json."""
     out = Path(out)
@@ -478,8 +486,13 @@ def redo_stages(out: str | os.PathLike, config: BuildConfig, names: list[str], p
 
 def _write_card(state: BuildState, command: str, load: tuple[float, float, float]) -> None:
     (state.out / "WORLD.md").write_text(_world_card(state, command, load))
-    record = {"figures": state.figures, "seconds": state.seconds, "steps": state.steps, "parameters": state.parameters,
-              "sft_expansions": state.expansions}
+    record = {
+        "figures": state.figures,
+        "seconds": state.seconds,
+        "steps": state.steps,
+        "parameters": state.parameters,
+        "sft_expansions": state.expansions,
+    }
     (state.out / "world.json").write_text(json.dumps(record, indent=1))
 
 
@@ -490,14 +503,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="toy sizes: runs end to end in seconds")
     parser.add_argument("--overwrite", action="store_true", help="delete --out first if it exists")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("--redo", nargs="+", default=[], metavar="STAGE",
-                        help="re-run only these stages on the built world in --out (e.g. expander card)")
+    parser.add_argument(
+        "--redo", nargs="+", default=[], metavar="STAGE", help="re-run only these stages on the built world in --out (e.g. expander card)"
+    )
     args = parser.parse_args(argv)
     config = quick_config(args.seed) if args.quick else BuildConfig(seed=args.seed)
     command = "python -m shapes.build --out DIR" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
     if args.redo:
-        state = redo_stages(args.out, config, args.redo, progress=not args.no_progress,
-                            command=command + " --redo " + " ".join(args.redo))
+        state = redo_stages(args.out, config, args.redo, progress=not args.no_progress, command=command + " --redo " + " ".join(args.redo))
         print(json.dumps({k: state.figures[k] for k in sorted(state.figures)}, indent=1))
         return
     if args.overwrite and Path(args.out).exists():

@@ -79,16 +79,26 @@ class CardSettings:
 def load_world_rewards(world: Path) -> dict[str, object]:
     """The world's four rewards, as the shapes preset loads them."""
     return {
-        "laion_aesthetic": load_reward("laion_aesthetic", clip_model=str(world / "clip"), head_path=str(world / "aesthetic" / "head.safetensors")),
+        "laion_aesthetic": load_reward(
+            "laion_aesthetic", clip_model=str(world / "clip"), head_path=str(world / "aesthetic" / "head.safetensors")
+        ),
         "preference": load_reward("preference", path=str(world / "preference")),
         "clip_score": load_reward("clip_score", model=str(world / "clip")),
         "sentiment": load_reward("sentiment", model=str(world / "clip"), probe_path=str(world / "sentiment" / "probe.safetensors")),
     }
 
 
-def expected_rating(colour: str, shape: str, *, size: str | None = None, background: str | None = None,
-                    companion: bool | None = None, words: tuple[str, ...] = (), samples: int = 20000,
-                    seed: int = 0) -> float:
+def expected_rating(
+    colour: str,
+    shape: str,
+    *,
+    size: str | None = None,
+    background: str | None = None,
+    companion: bool | None = None,
+    words: tuple[str, ...] = (),
+    samples: int = 20000,
+    seed: int = 0,
+) -> float:
     """E[a(x) | the caption] under the world's prior, rendering assumed perfect: records of the pair
     drawn from the prior and kept when the caption describes them (stated scene, and every word
     true of the record)."""
@@ -125,10 +135,8 @@ def best_expansion(colour: str, shape: str, samples: int, seed: int) -> tuple[st
     companion_colour = next(c for c in COLOURS if c not in (colour, background))
     companion_shape = next(s for s in SHAPES if s != shape)
     size = SIZES[1]
-    text = (f"a {size} {colour} {shape} on a {background} background with a small {companion_colour} "
-            f"{companion_shape}, " + ", ".join(words))
-    value = expected_rating(colour, shape, size=size, background=background, companion=True, words=words,
-                            samples=samples, seed=seed)
+    text = f"a {size} {colour} {shape} on a {background} background with a small {companion_colour} {companion_shape}, " + ", ".join(words)
+    value = expected_rating(colour, shape, size=size, background=background, companion=True, words=words, samples=samples, seed=seed)
     return text, value
 
 
@@ -137,8 +145,9 @@ def _generators(seed: int, n: int) -> list[torch.Generator]:
 
 
 @torch.no_grad()
-def _sample_scores(policy, rewards, texts: list[str], originals: list[str], guidance: Guidance, settings: CardSettings,
-                   seeds: list[int]) -> dict[str, np.ndarray]:
+def _sample_scores(
+    policy, rewards, texts: list[str], originals: list[str], guidance: Guidance, settings: CardSettings, seeds: list[int]
+) -> dict[str, np.ndarray]:
     """Scores (per reward, one per image) of images of ``texts`` scored against ``originals``."""
     images = []
     for start in range(0, len(texts), 64):

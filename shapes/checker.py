@@ -33,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from scipy.ndimage import binary_dilation, label
 
 from shapes.data import BACKGROUNDS, COLOURS, HALF_EXTENT, PromptAttributes, parse_caption

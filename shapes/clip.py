@@ -61,7 +61,9 @@ BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 class ShapesClipConfig:
     """Sizes and training settings of the tiny CLIP."""
 
-    max_length: int = field(default=77, metadata={"help": "text context in tokens (77 as SD's CLIP; prefixed detailed captions take up to ~45)"})
+    max_length: int = field(
+        default=77, metadata={"help": "text context in tokens (77 as SD's CLIP; prefixed detailed captions take up to ~45)"}
+    )
     bpe_vocab_size: int = field(default=400, metadata={"help": "BPE vocabulary size learned on the captions"})
     hidden_size: int = field(default=64, metadata={"help": "width of both towers"})
     layers: int = field(default=2, metadata={"help": "transformer layers per tower"})
@@ -72,7 +74,8 @@ class ShapesClipConfig:
     batch_size: int = field(default=64, metadata={"help": "image/caption pairs per step"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (warm-up, then cosine decay)"})
     short_caption_probability: float = field(
-        default=0.5, metadata={"help": "probability that a pair uses the example's own caption (short/tagged/detailed) instead of the detailed one"}
+        default=0.5,
+        metadata={"help": "probability that a pair uses the example's own caption (short/tagged/detailed) instead of the detailed one"},
     )
 
     def __post_init__(self) -> None:
@@ -132,9 +135,7 @@ def build_clip(tokenizer: CLIPTokenizer, config: ShapesClipConfig, image_size: i
         **common,
     )
     vision = CLIPVisionConfig(image_size=image_size, patch_size=config.patch_size, num_channels=3, **common)
-    return CLIPModel(
-        CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=config.projection_dim)
-    )
+    return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=config.projection_dim))
 
 
 def clip_image_processor(image_size: int = 32):
@@ -171,9 +172,7 @@ def _describes(prompt: PromptAttributes, image: Attributes) -> bool:
     """True iff every attribute, the companion and every modifier word ``prompt`` states is true of ``image``."""
     if any(getattr(image, k) != v for k, v in prompt.stated().items()):
         return False
-    if prompt.companion is not None and (
-        image.companion is None or (image.companion.colour, image.companion.shape) != prompt.companion
-    ):
+    if prompt.companion is not None and (image.companion is None or (image.companion.colour, image.companion.shape) != prompt.companion):
         return False
     return all(qualifies(image, w) for w in prompt.words)
 

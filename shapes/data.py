@@ -261,9 +261,7 @@ class ShapesDataConfig:
         if self.supersample < 1:
             raise ValueError(f"supersample={self.supersample} must be >= 1")
         if self.short_fraction + self.tagged_fraction > 1.0:
-            raise ValueError(
-                f"short_fraction={self.short_fraction} + tagged_fraction={self.tagged_fraction} must not exceed 1"
-            )
+            raise ValueError(f"short_fraction={self.short_fraction} + tagged_fraction={self.tagged_fraction} must not exceed 1")
         for name in ("short_fraction", "tagged_fraction", "word_probability", "companion_probability", "min_chroma", "prefix_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -386,9 +384,7 @@ def write_prompt_files(world: Path) -> None:
         path.write_text("".join(short_prompt(colour, shape) + "\n" for colour, shape in pairs[split]), encoding="utf-8")
 
 
-def _shape_coverage(
-    shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, hx: float, hy: float
-) -> np.ndarray:
+def _shape_coverage(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, hx: float, hy: float) -> np.ndarray:
     """Boolean mask of sample points inside the shape of half-extents (hx, hy) centred at (cx, cy)."""
     u, v = (xs - cx) / hx, (ys - cy) / hy
     if shape == "circle":
@@ -444,9 +440,7 @@ def _clip01(x: float) -> float:
     return float(min(1.0, max(0.0, x)))
 
 
-def sample_attributes(
-    rng: np.random.Generator, pairs: list[tuple[str, str]], config: ShapesDataConfig
-) -> Attributes:
+def sample_attributes(rng: np.random.Generator, pairs: list[tuple[str, str]], config: ShapesDataConfig) -> Attributes:
     """One record from the world's prior (the same prior for short and detailed captions)."""
     colour, shape = pairs[rng.integers(len(pairs))]
     backgrounds = tuple(b for b in BACKGROUNDS if b != colour)

@@ -92,7 +92,9 @@ def train_world_expander(
     train: list[Example], config: ShapesExpanderConfig, data: ShapesDataConfig, out: Path, seed: int
 ) -> dict[str, float]:
     """SFT the expander into ``out`` (a stock transformers directory); its figures."""
-    held_out = curated(generate_examples(round(config.eval_pairs / config.curated_fraction), seed + 20, "held_out", data), config.curated_fraction)
+    held_out = curated(
+        generate_examples(round(config.eval_pairs / config.curated_fraction), seed + 20, "held_out", data), config.curated_fraction
+    )
     with tempfile.TemporaryDirectory() as scratch:
         train_file, eval_file = Path(scratch) / "train.jsonl", Path(scratch) / "eval.jsonl"
         _write_jsonl(train_file, caption_pairs(curated(train, config.curated_fraction)))

@@ -156,9 +156,7 @@ def _images(examples: list[Example]) -> torch.Tensor:
 @torch.no_grad()
 def image_embeddings(backbone: ClipBackbone, examples: list[Example], batch_size: int = 256) -> torch.Tensor:
     """e_x of every example's image through the reward backbone (the same preprocessing the rewards use)."""
-    return torch.cat(
-        [backbone.image_embeds(_images(examples[i : i + batch_size])) for i in range(0, len(examples), batch_size)]
-    )
+    return torch.cat([backbone.image_embeds(_images(examples[i : i + batch_size])) for i in range(0, len(examples), batch_size)])
 
 
 def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
@@ -174,9 +172,7 @@ def fit_world_aesthetic(
     """Fit the LAION-style head to a(x); save ``out/head.safetensors``; held-out R² and MSE."""
     torch.manual_seed(seed)
     head = AestheticHead(
-        AestheticHeadConfig(
-            input_dim=backbone.embed_dim, hidden_dims=config.aesthetic_hidden_dims, dropouts=config.aesthetic_dropouts
-        )
+        AestheticHeadConfig(input_dim=backbone.embed_dim, hidden_dims=config.aesthetic_hidden_dims, dropouts=config.aesthetic_dropouts)
     )
     ratings = torch.tensor([aesthetic_rating(e.attributes) for e in train])
     losses = fit_aesthetic_head(
@@ -226,8 +222,8 @@ def _candidate(rng: np.random.Generator, scene: Attributes, keep: float, data: S
     shape = scene.shape if rng.random() < keep else str(("circle", "square", "triangle")[rng.integers(3)])
     size = scene.size if rng.random() < keep else str(SIZES[rng.integers(len(SIZES))])
     backgrounds = tuple(b for b in BACKGROUNDS if b != colour)
-    background = scene.background if scene.background in backgrounds and rng.random() < keep else str(
-        backgrounds[rng.integers(len(backgrounds))]
+    background = (
+        scene.background if scene.background in backgrounds and rng.random() < keep else str(backgrounds[rng.integers(len(backgrounds))])
     )
     if rng.random() >= keep:
         choices = tuple(c for c in COLOURS if c != background)
@@ -238,9 +234,7 @@ def _candidate(rng: np.random.Generator, scene: Attributes, keep: float, data: S
     return replace(fresh, colour=colour, shape=shape, size=size, background=background, companion=companion, words=())
 
 
-def preference_pairs(
-    n: int, seed: int, config: ShapesHeadsConfig, data: ShapesDataConfig
-) -> tuple[datasets.Dataset, float]:
+def preference_pairs(n: int, seed: int, config: ShapesHeadsConfig, data: ShapesDataConfig) -> tuple[datasets.Dataset, float]:
     """``n`` comparisons (prompt, image_a, image_b, preferred) drawn from the module's utility model.
 
     Prompts are the captions (short or detailed, by the example's mode) of fresh scenes from
@@ -273,9 +267,7 @@ def preference_pairs(
     return datasets.Dataset.from_dict(rows, features=features), bayes / n
 
 
-def train_world_preference(
-    clip_dir: Path, config: ShapesHeadsConfig, data: ShapesDataConfig, out: Path, seed: int
-) -> dict[str, float]:
+def train_world_preference(clip_dir: Path, config: ShapesHeadsConfig, data: ShapesDataConfig, out: Path, seed: int) -> dict[str, float]:
     """Train the Bradley–Terry scorer on the world CLIP with ``rewards.train_preference``; save to ``out``."""
     train_pairs, _ = preference_pairs(config.preference_pairs, seed + 10, config, data)
     eval_pairs, bayes = preference_pairs(config.preference_eval_pairs, seed + 11, config, data)

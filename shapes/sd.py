@@ -9,8 +9,8 @@ Notation (DDPM, Ho et al. 2020; LDM, Rombach et al. 2022): z = s·E(x) is the sc
 (s = ``vae.config.scaling_factor``, chosen so that z has unit standard deviation), ᾱ_t the
 cumulative signal rate, z_t = √ᾱ_t·z + √(1−ᾱ_t)·ε, and the UNet ε_θ(z_t, t, c) is trained with
 ‖ε − ε_θ‖², where ε carries offset noise (a per-channel constant, Guttenberg 2023) so that the model can
-set the image's mean colour, i.e. the background, from the prompt. Captions are dropped to "" with probability ``uncond_probability`` so that
-classifier-free guidance works.
+set the image's mean colour, i.e. the background, from the prompt. Captions are dropped to "" with probability
+``uncond_probability`` so that classifier-free guidance works.
 
 Each training image is captioned with its mode's caption (see :mod:`shapes.data`): short,
 tagged (short + modifier words) or detailed, ~30% of them behind an identifier/filler prefix.
@@ -69,9 +69,7 @@ class ShapesSDConfig:
     vae_batch_size: int = field(default=16, metadata={"help": "VAE images per step"})
     vae_learning_rate: float = field(default=2e-3, metadata={"help": "VAE AdamW peak learning rate"})
     initial_logvar: float = field(default=-8.0, metadata={"help": "starting log-variance of the VAE posterior"})
-    foreground_weight: float = field(
-        default=10.0, metadata={"help": "VAE loss weight of shape pixels against background pixels (1)"}
-    )
+    foreground_weight: float = field(default=10.0, metadata={"help": "VAE loss weight of shape pixels against background pixels (1)"})
     kl_weight: float = field(default=1e-4, metadata={"help": "weight of the mean KL term against the mean squared error"})
     unet_channels: tuple[int, ...] = field(default=(32, 64, 64), metadata={"help": "UNet channels per level"})
     unet_cross_attention: tuple[bool, ...] = field(
@@ -100,13 +98,11 @@ class ShapesSDConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if len(self.vae_channels) < 1 or len(self.unet_channels) < 2:
             raise ValueError(
-                f"need >= 1 VAE level and >= 2 UNet levels, got vae_channels={self.vae_channels}, "
-                f"unet_channels={self.unet_channels}"
+                f"need >= 1 VAE level and >= 2 UNet levels, got vae_channels={self.vae_channels}, unet_channels={self.unet_channels}"
             )
         if len(self.unet_cross_attention) != len(self.unet_channels):
             raise ValueError(
-                f"unet_cross_attention={self.unet_cross_attention} needs one entry per level of "
-                f"unet_channels={self.unet_channels}"
+                f"unet_cross_attention={self.unet_cross_attention} needs one entry per level of unet_channels={self.unet_channels}"
             )
         if not any(self.unet_cross_attention):
             raise ValueError("unet_cross_attention has no True level: the UNet could not read the prompt")
@@ -216,9 +212,7 @@ def vae_checker_agreement(vae: AutoencoderKL, examples: list[Example]) -> float:
     The ceiling of what the T2I model can reach through this VAE.
     """
     images = _vae_inputs(examples)
-    reconstructions = torch.cat(
-        [vae.decode(vae.encode(images[i : i + 256]).latent_dist.mean).sample for i in range(0, len(images), 256)]
-    )
+    reconstructions = torch.cat([vae.decode(vae.encode(images[i : i + 256]).latent_dist.mean).sample for i in range(0, len(images), 256)])
     reconstructions = (reconstructions.clamp(-1, 1) + 1) / 2
     return float(np.mean([check_prompt(r, e.detailed_caption).all_correct for r, e in zip(reconstructions, examples)]))
 
@@ -230,9 +224,10 @@ def train_unet(
     generator = torch.Generator().manual_seed(seed)
     vae, unet = pipeline.vae, pipeline.unet
     with torch.no_grad():
-        latents = torch.cat(
-            [vae.encode(_vae_inputs(examples[i : i + 256])).latent_dist.mean for i in range(0, len(examples), 256)]
-        ) * vae.config.scaling_factor
+        latents = (
+            torch.cat([vae.encode(_vae_inputs(examples[i : i + 256])).latent_dist.mean for i in range(0, len(examples), 256)])
+            * vae.config.scaling_factor
+        )
     captions = [e.caption for e in examples]
     noise_scheduler = DDPMScheduler.from_config(sd_ddim_scheduler().config)  # the same ᾱ schedule
     optimiser = torch.optim.AdamW(unet.parameters(), lr=config.unet_learning_rate, weight_decay=0.01)
@@ -290,8 +285,16 @@ def _readings_mean(pipeline, prompts: list[str], config: ShapesSDConfig, seed: i
 
 #: word → (pixel reading it claims, the reading's direction): "sharp" raises edge crispness, ...
 WORD_READINGS = {
-    "sharp": "edge", "blurry": "edge", "clean": "specks", "cluttered": "specks", "vivid": "chroma",
-    "faded": "chroma", "well-formed": "aspect", "distorted": "aspect", "warm light": "tint", "cold light": "tint",
+    "sharp": "edge",
+    "blurry": "edge",
+    "clean": "specks",
+    "cluttered": "specks",
+    "vivid": "chroma",
+    "faded": "chroma",
+    "well-formed": "aspect",
+    "distorted": "aspect",
+    "warm light": "tint",
+    "cold light": "tint",
 }
 
 

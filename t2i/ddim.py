@@ -98,9 +98,7 @@ def ddim_step_with_log_prob(
         generator: torch generator(s) for the noise.
     """
     if not eta > 0:
-        raise ValueError(
-            f"eta={eta!r}: log-probabilities need a stochastic step, use eta > 0 (eta=1 is DDPM-like)"
-        )
+        raise ValueError(f"eta={eta!r}: log-probabilities need a stochastic step, use eta > 0 (eta=1 is DDPM-like)")
     if scheduler.config.thresholding:
         raise ValueError("dynamic thresholding is not supported for log-prob sampling; set thresholding=False")
     out_dtype = torch.float32

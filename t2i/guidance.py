@@ -111,9 +111,7 @@ class Guidance:
         return not (len(active) == 1 and self.weights[active[0]] == 1.0)
 
 
-def combine_noise_predictions(
-    eps_uncond: torch.Tensor | None, eps_conds: list[torch.Tensor], weights: tuple[float, ...]
-) -> torch.Tensor:
+def combine_noise_predictions(eps_uncond: torch.Tensor | None, eps_conds: list[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor:
     """ε(∅) + Σ_j w_j·(ε(c_j) − ε(∅)); with ``eps_uncond`` None, the single ε(c) itself."""
     if len(eps_conds) != len(weights):
         raise ValueError(f"{len(eps_conds)} conditional predictions but {len(weights)} weights")

@@ -56,9 +56,7 @@ def add_lora(unet: torch.nn.Module, settings: LoraSettings) -> list[torch.nn.Par
     return [p for p in unet.parameters() if p.requires_grad]
 
 
-def save_lora(
-    pipeline_class: type[DiffusionPipeline], unet: torch.nn.Module, directory: str | os.PathLike, adapter_name: str
-) -> Path:
+def save_lora(pipeline_class: type[DiffusionPipeline], unet: torch.nn.Module, directory: str | os.PathLike, adapter_name: str) -> Path:
     """Write ``directory/pytorch_lora_weights.safetensors`` in diffusers' LoRA format."""
     if adapter_name not in getattr(unet, "peft_config", {}):
         raise ValueError(f"the UNet has no LoRA adapter named {adapter_name!r}; add_lora() or load_lora() first")

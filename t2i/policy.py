@@ -153,10 +153,7 @@ class PromptOverflow:
         words = self.dropped.split()
         shown = " ".join(words[:max_words]) + (f" … (+{len(words) - max_words} more words)" if len(words) > max_words else "")
         head = prompt if len(prompt) <= 60 else prompt[:57] + "..."
-        return (
-            f"prompt {head!r} has {self.tokens} tokens but the text encoder reads {self.context}; "
-            f"dropped: {shown!r}"
-        )
+        return f"prompt {head!r} has {self.tokens} tokens but the text encoder reads {self.context}; dropped: {shown!r}"
 
 
 def _check_prompts(name: str, prompts: str | Sequence[str]) -> list[str]:
@@ -403,9 +400,7 @@ class DiffusionPolicy(ABC):
         pipe = self.pipeline
         default = self.unet.config.sample_size * pipe.vae_scale_factor
         height, width = height or default, width or default
-        return pipe.prepare_latents(
-            batch, self.unet.config.in_channels, height, width, torch.float32, self.device, generator, latents
-        )
+        return pipe.prepare_latents(batch, self.unet.config.in_channels, height, width, torch.float32, self.device, generator, latents)
 
     def log_probs(self, trajectory: Trajectory, step_indices: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """log p_θ(x_{t-1} | x_t, c) of recorded steps under the *current* weights.

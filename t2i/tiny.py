@@ -23,9 +23,7 @@ class TinyPipelineConfig:
     """Sizes of the toy pipeline (defaults run a 10-step batch of 4 in well under a second on CPU)."""
 
     seed: int = 0
-    block_out_channels: tuple[int, ...] = field(
-        default=(32, 64), metadata={"help": "UNet channels per resolution level"}
-    )
+    block_out_channels: tuple[int, ...] = field(default=(32, 64), metadata={"help": "UNet channels per resolution level"})
     latent_size: int = field(default=8, metadata={"help": "latent side; the image side is 2× for the tiny VAE"})
     latent_channels: int = field(default=4, metadata={"help": "VAE latent channels (SD uses 4)"})
     text_hidden_size: int = field(default=32, metadata={"help": "CLIP text width = UNet cross-attention dim"})

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from parrot_base.config import ConfigError
 from parrot.train_config import load_train_config
+from parrot_base.config import ConfigError
 from t2i import Guidance
 
 _SPEC = importlib.util.spec_from_file_location("pareto_benchmark", Path(__file__).parents[1] / "benchmarks" / "pareto.py")
@@ -64,8 +64,21 @@ def test_minmax_normalisation_over_the_union():
 def test_methods_are_the_issue_settings():
     names = ["laion_aesthetic", "preference", "clip_score", "sentiment"]
     catalogue = pareto.method_catalogue(names, 4.0)
-    assert list(catalogue) == ["base", "base+expander", "base+expander+ids", *(f"ddpo:{r}" for r in names), "ws1", "ws2",
-                               "parrot-t2i", "parrot-expander", "parrot", "parrot-no-pcg", "ws2+expander", "dpok", "rwr"]
+    assert list(catalogue) == [
+        "base",
+        "base+expander",
+        "base+expander+ids",
+        *(f"ddpo:{r}" for r in names),
+        "ws1",
+        "ws2",
+        "parrot-t2i",
+        "parrot-expander",
+        "parrot",
+        "parrot-no-pcg",
+        "ws2+expander",
+        "dpok",
+        "rwr",
+    ]
     assert [m.setting for m in catalogue.values()][:4] == ["plain_base", "untrained", "untrained", "trained"]
     assert pareto.ws1_weights(4) == pytest.approx([0.7, 0.1, 0.1, 0.1])
     common = ["--preset", "tiny", "--logging.log_with", "none"]
@@ -112,7 +125,7 @@ def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells
     assert saved["budget"]["images_per_run"] == 1 * 4 * 3  # tiny: 4 prompts × 3 images, 1 iteration
     assert list(saved["methods"]["base"]["seeds"]) == ["none"] and list(saved["methods"]["ws2"]["seeds"]) == ["0"]
     lo, hi = np.array(saved["normalisation"]["low"]), np.array(saved["normalisation"]["high"])
-    for method, entry in saved["methods"].items():
+    for entry in saved["methods"].values():
         run = next(iter(entry["seeds"].values()))
         scores = np.array(run["scores"])
         assert scores.shape == (8, 3)  # 4 held-out prompts × 2 evaluation seeds, 3 rewards

@@ -15,7 +15,7 @@ def test_growth_compares_the_medians_of_the_window_after_warm_up_and_the_last_wi
     samples = [(i, 500.0) for i in range(10)] + [(i, 100.0 + (i % 3)) for i in range(10, 20)]
     samples += [(i, 120.0) for i in range(20, 30)] + [(i, 104.0) for i in range(30, 40)]
     result = growth(samples, warmup=10, window=10, iterations=40)
-    assert result["rss_after_warmup_mib"] == 101.0   # median of three 100s, four 101s, three 102s
+    assert result["rss_after_warmup_mib"] == 101.0  # median of three 100s, four 101s, three 102s
     assert result["rss_end_mib"] == 104.0
     assert result["growth"] == pytest.approx(3.0 / 101.0)
     assert result["rss_peak_mib"] == 500.0

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_parrot_train import quick_args
 
 from benchmarks.peers import trl_ddpo
 from benchmarks.throughput import overlap_share, ratio_summary, spread
 from parrot.credit import batch_advantages, gather_scores
+from parrot.models import build_policy
 from parrot.rollout import chunk_bounds, draw_prompts, expand, expanded_texts, local_prompts, sample_and_score
 from parrot.t2i_update import old_log_probs, recomputed_log_probs, trained_steps, update_t2i
 from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
-from parrot.models import build_policy
 from rewards import RewardScores
 from t2i import Guidance
-from test_parrot_train import quick_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,9 +136,9 @@ def test_peer_driver_arguments_and_json(tmp_path):
 def test_old_log_probs_reuse_the_sampled_ones_and_save_a_unet_pass(tmp_path):
     """Identifiers off: DDPO-IS's θ_old log-probs are the recorded ones (= a recomputation to float
     rounding), so an update of E inner epochs makes E UNet calls, not E + 1."""
-    parts = ParrotTrainer(load_train_config(trainer_args(
-        tmp_path, "--identifiers.enabled", "false", "--rewards.names", "jpeg_compressibility",
-        "--selection.mode", "single:jpeg_compressibility", "--t2i.inner_epochs", "2", "--t2i.timestep_fraction", "0.67"))).parts  # fmt: skip
+    flags = ("--identifiers.enabled", "false", "--rewards.names", "jpeg_compressibility", "--selection.mode",
+             "single:jpeg_compressibility", "--t2i.inner_epochs", "2", "--t2i.timestep_fraction", "0.67")  # fmt: skip
+    parts = ParrotTrainer(load_train_config(trainer_args(tmp_path, *flags))).parts
     prompts = local_prompts(parts, draw_prompts(parts, 0))
     rollout, scores = sample_and_score(parts, prompts, prompts, 0, 0)
     steps = trained_steps(parts, rollout, 0)

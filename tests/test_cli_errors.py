@@ -118,9 +118,9 @@ def test_quiet_output_hides_third_party_logs_and_warnings_unless_verbose(caplog)
     logging.getLogger("accelerate.state").warning("third-party chatter")
     logging.getLogger("parrot.train").info("our progress")
     with warnings.catch_warnings(record=True) as shown:
-        warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)
-        warnings.warn("fan_in_fan_out is set to False but the target module is `Conv1D`", UserWarning)
-        warnings.warn("the reward is NaN", UserWarning)  # not a known third-party notice: kept
+        warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning, stacklevel=1)
+        warnings.warn("fan_in_fan_out is set to False but the target module is `Conv1D`", UserWarning, stacklevel=1)
+        warnings.warn("the reward is NaN", UserWarning, stacklevel=1)  # not a known third-party notice: kept
     assert [str(w.message) for w in shown] == ["the reward is NaN"]
     assert [r.getMessage() for r in caplog.records] == ["our progress"]
     assert transformers_logging.get_verbosity() == logging.ERROR

@@ -61,8 +61,24 @@ def test_best_of_n_refuses_bad_sizes(policy):
 
 def test_best_of_n_cli_writes_kept_images_and_scores(tmp_path):
     out = tmp_path / "bon"
-    result = main(["--model", "builtin:tiny", "--reward", "jpeg_incompressibility", "--prompt", "a red circle", "--n", "3",
-                   "--k", "2", "--num_steps", "2", "--out", str(out)])
+    result = main(
+        [
+            "--model",
+            "builtin:tiny",
+            "--reward",
+            "jpeg_incompressibility",
+            "--prompt",
+            "a red circle",
+            "--n",
+            "3",
+            "--k",
+            "2",
+            "--num_steps",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     record = json.loads((out / "scores.json").read_text())
     assert record["reward"] == "jpeg_incompressibility"
     scores = record["results"][0]["scores"]
@@ -84,8 +100,9 @@ def test_best_of_n_scores_against_the_original_prompts(policy):
             return super().score_batch(images, prompts, metadata)
 
     expansions, originals = ["a red circle, highly detailed"], ["a red circle"]
-    best_of_n(policy, expansions, Recording(), n=2, original_prompts=originals, guidance=Guidance.prompt_centred(5.0, 2.0),
-              num_inference_steps=2)
+    best_of_n(
+        policy, expansions, Recording(), n=2, original_prompts=originals, guidance=Guidance.prompt_centred(5.0, 2.0), num_inference_steps=2
+    )
     assert seen == [(originals * 2, expansions * 2)]
 
 
@@ -93,8 +110,12 @@ def test_best_of_n_cli_answers_its_old_option_names_with_the_new_ones(tmp_path):
     from parrot_base.config import ConfigError
 
     common = ["--reward", "jpeg_compressibility", "--prompt", "a red circle", "--out", str(tmp_path / "bon")]
-    for old, new in (("--tiny", "--model builtin:tiny"), ("--steps=2", "--num_steps"), ("--pipeline=x", "--model"),
-                     ("--guidance-scale=3", "--guidance_scale")):
+    for old, new in (
+        ("--tiny", "--model builtin:tiny"),
+        ("--steps=2", "--num_steps"),
+        ("--pipeline=x", "--model"),
+        ("--guidance-scale=3", "--guidance_scale"),
+    ):
         with pytest.raises(ConfigError) as refused:
             main([*common, old])
         assert str(refused.value) == f"unknown option {old.split('=')[0]}: it was renamed {new} (--help lists every option)"

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_parrot_train import quick_args
 
 from parrot import checkpoint as ckpt
 from parrot.checkpoint import (
@@ -22,7 +23,6 @@ from parrot.checkpoint import (
 from parrot.train import ParrotTrainer, main
 from parrot.train_config import load_train_config
 from parrot_base.cli import run_cli
-from test_parrot_train import quick_args
 
 
 def write_checkpoint(root, iteration):

@@ -1,7 +1,6 @@
 """Dataclass configs from YAML and dotted CLI overrides."""
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 

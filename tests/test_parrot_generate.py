@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from parrot.checkpoint import write_json
-from parrot_base.config import config_to_dict
 from parrot.generate import main
+from parrot.models import build_expander
 from parrot.prompts import read_prompts
 from parrot.run_dir import start_run
 from parrot.train_config import load_train_config
-from parrot.models import build_expander
+from parrot_base.config import config_to_dict
 from prompt_expander.expander import ExpanderSamplingConfig
 from rewards import load_reward
 from t2i import Guidance, StableDiffusionPolicy
@@ -35,8 +35,19 @@ def test_outputs_schema_grid_and_overwrite_refusal(tmp_path, capsys):
     prompts = tmp_path / "p.tsv"
     prompts.write_text("Prompt\tCategory\na red circle\tx\n\t\na blue square\ty\n")
     out = tmp_path / "run"
-    args = ["--prompts_file", str(prompts), "--images_per_prompt", "2", "--seed", "7",
-            "--rewards", "jpeg_compressibility,jpeg_incompressibility", "--out", str(out), *FAST]
+    args = [
+        "--prompts_file",
+        str(prompts),
+        "--images_per_prompt",
+        "2",
+        "--seed",
+        "7",
+        "--rewards",
+        "jpeg_compressibility,jpeg_incompressibility",
+        "--out",
+        str(out),
+        *FAST,
+    ]
     main(args)
     rows = rows_of(out)
     assert [r["prompt"] for r in rows] == ["a red circle"] * 2 + ["a blue square"] * 2
@@ -60,7 +71,9 @@ def test_outputs_schema_grid_and_overwrite_refusal(tmp_path, capsys):
 
 
 def test_w1_zero_equals_cfg_on_the_expansion(tmp_path):
-    expander = build_expander("builtin:tiny_gpt2", ExpanderSamplingConfig(max_new_tokens=8), 0, (), ["a red circle", "a blue square"], "cpu")
+    expander = build_expander(
+        "builtin:tiny_gpt2", ExpanderSamplingConfig(max_new_tokens=8), 0, (), ["a red circle", "a blue square"], "cpu"
+    )
     expander.save_pretrained(tmp_path / "expander")
     common = ["--prompt", "a red circle", "--expander", str(tmp_path / "expander"), "--images_per_prompt", "2", *FAST]
     main(common + ["--w1", "0", "--w2", "6", "--out", str(tmp_path / "centred")])
@@ -81,7 +94,9 @@ def fake_training_run(root):
     policy = StableDiffusionPolicy(build_tiny_pipeline())
     policy.add_lora()
     policy.save_lora(root / "final" / "lora")
-    config = load_train_config(["--preset", "tiny", "--rewards.names", "jpeg_compressibility", "clip_score", "--sampling.images_per_prompt", "2"])
+    config = load_train_config(
+        ["--preset", "tiny", "--rewards.names", "jpeg_compressibility", "clip_score", "--sampling.images_per_prompt", "2"]
+    )
     state = root / "checkpoints" / "checkpoint-000002"
     state.mkdir(parents=True)
     write_json({"iteration": 2, "config": config_to_dict(config)}, state / "state.json")
@@ -106,13 +121,36 @@ def test_identifiers_default_to_the_training_runs_and_can_be_chosen(tmp_path):
 
 def test_best_of_n_keeps_the_argmax_of_the_named_reward(tmp_path):
     out = tmp_path / "bon"
-    main(["--prompt", "a red circle", "--best_of", "4", "--rank_by", "jpeg_incompressibility", "--seed", "3",
-          "--eta", "0", "--prompt_weighting", "false", "--out", str(out), *FAST])
+    main(
+        [
+            "--prompt",
+            "a red circle",
+            "--best_of",
+            "4",
+            "--rank_by",
+            "jpeg_incompressibility",
+            "--seed",
+            "3",
+            "--eta",
+            "0",
+            "--prompt_weighting",
+            "false",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     (row,) = rows_of(out)
     # the same 4 candidates, drawn independently: one generator seeded 3, one batch, deterministic DDIM
     policy = StableDiffusionPolicy(build_tiny_pipeline())
-    candidates = policy.sample(["a red circle"] * 4, guidance=Guidance.cfg(7.5), num_inference_steps=2, eta=0.0,
-                               compute_log_probs=False, generator=torch.Generator().manual_seed(3)).images
+    candidates = policy.sample(
+        ["a red circle"] * 4,
+        guidance=Guidance.cfg(7.5),
+        num_inference_steps=2,
+        eta=0.0,
+        compute_log_probs=False,
+        generator=torch.Generator().manual_seed(3),
+    ).images
     scores = load_reward("jpeg_incompressibility")(candidates, ["a red circle"] * 4)
     assert int((scores == scores.max()).sum()) == 1 and int(scores.argmax()) != 0  # a unique best, not the first
     assert row["candidate"] == int(scores.argmax()) and row["best_of"] == 4
@@ -138,7 +176,7 @@ def test_weighting_syntax_moves_the_weighted_tokens_only():
     assert torch.all(distance_to_empty["+++"] > distance_to_empty["+"]) and torch.all(distance_to_empty["+"] > base)
     assert torch.all(distance_to_empty["---"] < distance_to_empty["-"]) and torch.all(distance_to_empty["-"] < base)
     # unparsable text falls back to plain encoding, alone and within a batch
-    broken = "a red circle \x0c\""  # what a random expander wrote; compel cannot parse it
+    broken = 'a red circle \x0c"'  # what a random expander wrote; compel cannot parse it
     batch = policy.encode_prompts(["a (red)+++ circle", broken])["encoder_hidden_states"]
     torch.testing.assert_close(batch[1], stock.encode_prompts([broken])["encoder_hidden_states"][0])
     assert plain_prompt(broken) == broken

@@ -17,8 +17,27 @@ from t2i.tiny import build_tiny_pipeline
 
 def test_recipe_trains_a_lora_that_a_stock_pipeline_loads_and_generation_uses(tmp_path):
     out = tmp_path / "wrong"
-    summary = main(["--source", "degraded", "--prompts", "a red circle", "a blue square", "--keep", "2",
-                    "--num_steps", "2", "--train_steps", "3", "--train_batch_size", "2", "--lr", "1e-2", "--out", str(out)])
+    summary = main(
+        [
+            "--source",
+            "degraded",
+            "--prompts",
+            "a red circle",
+            "a blue square",
+            "--keep",
+            "2",
+            "--num_steps",
+            "2",
+            "--train_steps",
+            "3",
+            "--train_batch_size",
+            "2",
+            "--lr",
+            "1e-2",
+            "--out",
+            str(out),
+        ]
+    )
     assert summary["bad_images"] == 4 and len(list((out / "images").glob("*.png"))) == 4
     assert json.loads((out / "wrong_lora.json").read_text())["config"]["trigger"] == "wrong"
     weights = load_file(out / "lora" / "pytorch_lora_weights.safetensors")
@@ -42,12 +61,17 @@ def test_recipe_trains_a_lora_that_a_stock_pipeline_loads_and_generation_uses(tm
 
 
 def test_lowest_reward_source_keeps_the_worst_candidates(tmp_path):
-    config = WrongLoraConfig(prompts=("a red circle",), rank_by="jpeg_compressibility", candidates=3, keep=1,
-                             num_steps=2, out=tmp_path)
+    config = WrongLoraConfig(prompts=("a red circle",), rank_by="jpeg_compressibility", candidates=3, keep=1, num_steps=2, out=tmp_path)
     policy = build_policy("builtin:tiny", "float32", "cpu")
     (worst,) = bad_images(policy, config, list(config.prompts))
-    candidates = policy.sample(["a red circle"] * 3, guidance=Guidance.cfg(7.5), num_inference_steps=2, eta=0.0,
-                               compute_log_probs=False, generator=torch.Generator().manual_seed(0)).images
+    candidates = policy.sample(
+        ["a red circle"] * 3,
+        guidance=Guidance.cfg(7.5),
+        num_inference_steps=2,
+        eta=0.0,
+        compute_log_probs=False,
+        generator=torch.Generator().manual_seed(0),
+    ).images
     scores = load_reward("jpeg_compressibility")(candidates, ["a red circle"] * 3)
     torch.testing.assert_close(worst, candidates[int(scores.argmin())])
 

@@ -6,19 +6,19 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_parrot_train import quick_args
 
-from parrot_base.config import ConfigError
-from parrot.layout import BatchLayout
-from parrot.losses import reward_weighted_denoising_loss, rwr_weights
-from parrot.selection import SelectionConfig, compute_advantages, parse_selection
 from parrot.credit import batch_advantages, gather_scores, reward_metrics
 from parrot.expander_update import credited_group_rewards, expansion_rewards, relative_rewards
+from parrot.layout import BatchLayout
+from parrot.losses import reward_weighted_denoising_loss, rwr_weights
 from parrot.rollout import draw_prompts, expand, expanded_texts, local_prompts, sample_and_score, sample_images, score
+from parrot.selection import SelectionConfig, compute_advantages, parse_selection
 from parrot.train import ParrotTrainer
 from parrot.train_config import batch_layout, derived_quantities, load_train_config
+from parrot_base.config import ConfigError
 from prompt_expander.rl import PolicyGradientConfig, advantages_from_rewards, policy_gradient_loss
 from rewards import RewardScores
-from test_parrot_train import quick_args
 
 NAMES = ["a", "b"]
 # two groups of two images: in group 0, (2, 2) dominates (1, 1); in group 1, (0, .5) and (.5, 0) trade off.

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_parrot_train import quick_args
 
 from parrot.report import main, read_scalars, report_html, text, write_report
 from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
-from test_parrot_train import quick_args
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PNG_URI = "data:image/png;base64,"
@@ -78,9 +78,7 @@ def rendered_dom(page: Path, profile: Path) -> str:
     return done.stdout
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium binary on PATH (make test installs Debian's chromium with apt-get where it can)"
-)
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (make test installs Debian's chromium with apt-get where it can)")
 def test_report_renders_curves_grids_tables_and_pareto_plot_in_chromium(run_dir, tmp_path):
     out = main([str(run_dir), "--out", str(tmp_path / "page" / "report.html")])
     assert out == tmp_path / "page" / "report.html"

@@ -98,7 +98,9 @@ def test_a_checkpoint_round_trips_tensors_optimiser_rng_and_state(tmp_path):
     optimizer.step()
     rng = torch.get_rng_state()
     state = CheckpointState(5, {"buffers": {"c": [1.0]}}, {"seed": 7})
-    path = write_checkpoint(run, state, {"t2i": dict(layer.named_parameters())}, lambda d: d.mkdir(), {"t2i": optimizer, "expander": None}, 2)
+    path = write_checkpoint(
+        run, state, {"t2i": dict(layer.named_parameters())}, lambda d: d.mkdir(), {"t2i": optimizer, "expander": None}, 2
+    )
     assert path == tmp_path / "checkpoints" / "checkpoint-000005" and (path / "lora").is_dir()
     assert not (path / "optimizer_expander.json").exists()
     fresh = torch.nn.Linear(3, 2)

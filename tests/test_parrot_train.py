@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from parrot_base.config import ConfigError
 from parrot.rollout import expanded_texts
 from parrot.seeding import EVAL, derived_seed
 from parrot.train import ParrotTrainer
 from parrot.train_config import derived_quantities, load_train_config
+from parrot_base.config import ConfigError
 from rewards.base import Reward
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +156,9 @@ class NanOnFirstImage(Reward):
 
 
 def test_nan_reward_never_reaches_the_gradient(tmp_path):
-    trainer = ParrotTrainer(load_train_config(quick_args(tmp_path, "--iterations", "1", "--t2i.estimator", "sf", "--t2i.inner_epochs", "1")))
+    trainer = ParrotTrainer(
+        load_train_config(quick_args(tmp_path, "--iterations", "1", "--t2i.estimator", "sf", "--t2i.inner_epochs", "1"))
+    )
     trainer.parts.evaluator.rewards[0] = NanOnFirstImage(trainer.parts.evaluator.rewards[0])
     result = trainer.run_iteration(0)
     assert result.metrics["reward/nonfinite"] == 1
@@ -265,7 +267,10 @@ def test_training_reads_prompt_files_with_the_generation_reader(tmp_path):
     (tmp_path / "train.tsv").write_text("Prompt\tCategory\na red circle\tshapes\n\t\na blue square\tshapes\n")
     (tmp_path / "held.jsonl").write_text('{"prompt": "a green circle"}\n"a yellow star"\n')
     assert read_prompt_list(("a purple triangle",), str(tmp_path / "train.tsv"), "prompts.train") == [
-        "a purple triangle", "a red circle", "a blue square"]
+        "a purple triangle",
+        "a red circle",
+        "a blue square",
+    ]
     args = quick_args(tmp_path / "run", "--prompts.train_file", str(tmp_path / "train.tsv"),
                       "--prompts.evaluation_file", str(tmp_path / "held.jsonl"))  # fmt: skip
     trainer = ParrotTrainer(load_train_config(args))

@@ -221,7 +221,7 @@ def test_real_diffusiondb_file_gives_pairs():
 def test_load_pairs_from_files(tmp_path):
     rows = [{"prompt": "a cat", "completion": "a cat, artstation"}, {"prompt": "a fox", "completion": "a fox, 8 k"}]
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    (tmp_path / "p.csv").write_text("prompt,completion,extra\na cat,\"a cat, artstation\",1\na fox,\"a fox, 8 k\",2\n")
+    (tmp_path / "p.csv").write_text('prompt,completion,extra\na cat,"a cat, artstation",1\na fox,"a fox, 8 k",2\n')
     (tmp_path / "p.tsv").write_text("prompt\tcompletion\na cat\ta cat, artstation\na fox\ta fox, 8 k\n")
     for name in ("p.jsonl", "p.csv", "p.tsv"):
         loaded = load_pairs(tmp_path / name)

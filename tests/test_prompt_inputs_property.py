@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from test_parrot_train import quick_args
 
 from parrot import generate, train
 from parrot_base.cli import run_cli
-from test_parrot_train import quick_args
 
 EDGE_CASES = {
     "empty": "",

@@ -301,8 +301,16 @@ def test_public_pth_head_loads_tensors_only_and_converts(tmp_path):
 
 def test_every_builtin_reward_is_registered():
     assert set(rewards.reward_names()) >= {
-        "jpeg_compressibility", "jpeg_incompressibility", "laion_aesthetic", "clip_score", "pickscore",
-        "hpsv2", "imagereward", "sentiment", "caption_alignment", "preference",
+        "jpeg_compressibility",
+        "jpeg_incompressibility",
+        "laion_aesthetic",
+        "clip_score",
+        "pickscore",
+        "hpsv2",
+        "imagereward",
+        "sentiment",
+        "caption_alignment",
+        "preference",
     }
 
 

@@ -124,8 +124,9 @@ def test_cli_trains_from_jsonl_with_yaml_config_and_overrides(clip_dir, tmp_path
     data = write_jsonl_pairs(tmp_path)
     (tmp_path / "train.yaml").write_text(f"backbone: {clip_dir}\nepochs: 3\nhidden_dims: [8]\ndropouts: [0.0]\n")
     out = tmp_path / "out"
-    history = main(["--config", str(tmp_path / "train.yaml"), "--data", data, "--epochs", "1",
-                    "--eval_fraction", "0.34", "--output_dir", str(out)])
+    history = main(
+        ["--config", str(tmp_path / "train.yaml"), "--data", data, "--epochs", "1", "--eval_fraction", "0.34", "--output_dir", str(out)]
+    )
     assert len(history) == 1 and 0.0 <= history[0]["eval_accuracy"] <= 1.0
     assert '"eval_accuracy"' in capsys.readouterr().out
     assert (out / "head.safetensors").is_file() and (out / "backbone" / "model.safetensors").is_file()
@@ -147,8 +148,20 @@ def test_pair_loading_errors_name_the_problem(clip_dir, tmp_path):
         json.dumps({"prompt": "p", "image_a": "images/1a.png", "image_b": "images/1b.png", "preferred": "c"}) + "\n"
     )
     with pytest.raises(ValueError, match="pair 0: preferred='c'; use 'a' or 'b'"):
-        main(["--data", str(tmp_path / "bad_choice.jsonl"), "--eval_data", str(tmp_path / "bad_choice.jsonl"),
-              "--backbone", clip_dir, "--output_dir", str(tmp_path / "o"), "--epochs", "1"])
+        main(
+            [
+                "--data",
+                str(tmp_path / "bad_choice.jsonl"),
+                "--eval_data",
+                str(tmp_path / "bad_choice.jsonl"),
+                "--backbone",
+                clip_dir,
+                "--output_dir",
+                str(tmp_path / "o"),
+                "--epochs",
+                "1",
+            ]
+        )
     with pytest.raises(FileNotFoundError, match="no pairs file"):
         load_pairs(str(tmp_path / "none.jsonl"))
     with pytest.raises(FileNotFoundError, match="not a preference scorer directory"):

@@ -140,7 +140,9 @@ def test_stock_pipeline_samples_from_the_saved_directory(world):
         output_type="np",
     ).images
     assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
-    torch.testing.assert_close(pipeline.text_encoder.embeddings.token_embedding.weight, state.clip.text_model.embeddings.token_embedding.weight)
+    torch.testing.assert_close(
+        pipeline.text_encoder.embeddings.token_embedding.weight, state.clip.text_model.embeddings.token_embedding.weight
+    )
 
 
 def test_build_refuses_a_non_empty_directory(tmp_path):
@@ -170,7 +172,9 @@ def test_every_reward_reloads_through_the_registry_and_scores(world):
     images = torch.rand(3, 3, 32, 32)
     prompts = ["a red circle", "a blue square", "l p, a small green triangle on a black background, vivid"]
     rewards = {
-        "laion_aesthetic": load_reward("laion_aesthetic", clip_model=str(out / "clip"), head_path=str(out / "aesthetic" / "head.safetensors")),
+        "laion_aesthetic": load_reward(
+            "laion_aesthetic", clip_model=str(out / "clip"), head_path=str(out / "aesthetic" / "head.safetensors")
+        ),
         "preference": load_reward("preference", path=str(out / "preference")),
         "clip_score": load_reward("clip_score", model=str(out / "clip")),
         "sentiment": load_reward("sentiment", model=str(out / "clip"), probe_path=str(out / "sentiment" / "probe.safetensors")),

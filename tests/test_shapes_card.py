@@ -40,7 +40,9 @@ def test_words_condition_the_prior_draws():
     direct = monte_carlo("blue", "circle", 600, 2, lambda r: qualifies(r, "sharp") and qualifies(r, "clean"))
     assert rated == pytest.approx(direct, rel=1e-12)
     assert rated > expected_rating("blue", "circle", samples=600, seed=2) + 1.0
-    assert expected_rating("blue", "circle", words=("blurry",), samples=600, seed=2) < expected_rating("blue", "circle", samples=600, seed=2)
+    assert expected_rating("blue", "circle", words=("blurry",), samples=600, seed=2) < expected_rating(
+        "blue", "circle", samples=600, seed=2
+    )
     with_companion = expected_rating("blue", "circle", companion=True, samples=2000, seed=2)
     without = expected_rating("blue", "circle", companion=False, samples=2000, seed=2)
     assert with_companion - without == pytest.approx(0.5, abs=0.25)  # the companion's 0.5, up to sampling noise

@@ -10,9 +10,9 @@ from shapes.clip import (
     ShapesClipConfig,
     build_clip,
     caption_matches,
+    images_to_tensor,
     multi_positive_clip_loss,
     normalise_pixels,
-    images_to_tensor,
     train_clip,
     train_tokenizer,
 )

@@ -81,7 +81,8 @@ def test_caption_text_prefix_and_partial_parse():
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "a purple circle", "a red circle at the left", "red circle", "a red circle, shiny", "photo, a red circle with a blue square"]
+    "bad",
+    ["", "a purple circle", "a red circle at the left", "red circle", "a red circle, shiny", "photo, a red circle with a blue square"],
 )
 def test_unparseable_caption_is_refused_with_the_text(bad):
     with pytest.raises(ValueError, match="cannot parse caption"):

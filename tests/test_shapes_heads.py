@@ -68,9 +68,7 @@ def test_utility_rewards_adherence_read_by_the_checker():
         4.0 + 0.3 * aesthetic_rating(scene) + 0.8
     )
     wrong_colour = Attributes("red", "square", "large", "white")
-    assert utility(render(wrong_colour), wrong_colour, prompt) == pytest.approx(
-        4.0 * 3 / 4 + 0.3 * (7.5 + 2.5 * RED_ON_WHITE) + 0.8
-    )
+    assert utility(render(wrong_colour), wrong_colour, prompt) == pytest.approx(4.0 * 3 / 4 + 0.3 * (7.5 + 2.5 * RED_ON_WHITE) + 0.8)
     small = Attributes("blue", "square", "small", "white")
     assert utility(render(small), small, "a blue square") == pytest.approx(4.0 + 0.3 * aesthetic_rating(small))
 
@@ -129,7 +127,13 @@ def test_r_squared_by_hand():
 
 def example(colour, background, sharpness, caption_size="large"):
     record = Attributes(colour, "circle", caption_size, background, sharpness=sharpness)
-    return Example(np.zeros((32, 32, 3), np.uint8), record, f"a {colour} circle", f"a {caption_size} {colour} circle on a {background} background", "short")
+    return Example(
+        np.zeros((32, 32, 3), np.uint8),
+        record,
+        f"a {colour} circle",
+        f"a {caption_size} {colour} circle on a {background} background",
+        "short",
+    )
 
 
 def test_curated_keeps_exactly_the_top_fraction_by_aesthetic_rating():

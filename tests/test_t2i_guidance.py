@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import make_generator
+
 from t2i import Guidance, combine_noise_predictions
 
 
@@ -34,11 +34,15 @@ def test_prompt_centred_with_w1_zero_is_cfg_on_the_expansion(policy):
     expanded = ["a red circle, large, centred", "a blue square on white"]
     original = ["a red circle", "a blue square"]
     kwargs = dict(num_inference_steps=5, eta=1.0)
-    parrot = policy.sample(expanded, original_prompts=original, guidance=Guidance.prompt_centred(0.0, 7.5), generator=make_generator(2), **kwargs)
+    parrot = policy.sample(
+        expanded, original_prompts=original, guidance=Guidance.prompt_centred(0.0, 7.5), generator=make_generator(2), **kwargs
+    )
     cfg = policy.sample(expanded, guidance=Guidance.cfg(7.5), generator=make_generator(2), **kwargs)
     torch.testing.assert_close(parrot.images, cfg.images, atol=1e-6, rtol=0)
     torch.testing.assert_close(parrot.log_probs, cfg.log_probs, atol=1e-6, rtol=0)
-    centred = policy.sample(expanded, original_prompts=original, guidance=Guidance.prompt_centred(5.0, 5.0), generator=make_generator(2), **kwargs)
+    centred = policy.sample(
+        expanded, original_prompts=original, guidance=Guidance.prompt_centred(5.0, 5.0), generator=make_generator(2), **kwargs
+    )
     assert (centred.images - cfg.images).abs().max() > 1e-3
 
 
@@ -46,7 +50,13 @@ def test_one_batched_unet_call_per_step_for_all_conditions(policy):
     batches = []
     handle = policy.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
     try:
-        policy.sample(["a", "b"], original_prompts=["c", "d"], guidance=Guidance.prompt_centred(5.0, 5.0), num_inference_steps=4, generator=make_generator())
+        policy.sample(
+            ["a", "b"],
+            original_prompts=["c", "d"],
+            guidance=Guidance.prompt_centred(5.0, 5.0),
+            num_inference_steps=4,
+            generator=make_generator(),
+        )
         assert batches == [6, 6, 6, 6]  # ∅, c, ĉ for 2 prompts, once per step
         batches.clear()
         policy.sample(["a", "b"], guidance=Guidance.cfg(1.0), num_inference_steps=3, generator=make_generator())
@@ -86,8 +96,13 @@ def test_cfg_sampling_ignores_original_prompts(policy):
     without = policy.sample(["a red circle, large"], generator=make_generator(4), **kwargs)
     torch.testing.assert_close(with_c.images, without.images, atol=0, rtol=0)
     assert with_c.original_prompts is None and with_c.conditioning.weights == (4.0,)
-    centred = policy.sample(["a red circle, large"], original_prompts=["a red circle"], guidance=Guidance.prompt_centred(2.0, 2.0),
-                            num_inference_steps=3, generator=make_generator(4))
+    centred = policy.sample(
+        ["a red circle, large"],
+        original_prompts=["a red circle"],
+        guidance=Guidance.prompt_centred(2.0, 2.0),
+        num_inference_steps=3,
+        generator=make_generator(4),
+    )
     assert centred.original_prompts == ["a red circle"]
 
 

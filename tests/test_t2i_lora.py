@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-from safetensors import safe_open
-
 from conftest import make_generator
+from safetensors import safe_open
+from test_t2i_policy import perturb_lora
+
 from t2i import LoraSettings, StableDiffusionPolicy
 from t2i.tiny import build_tiny_pipeline
-from test_t2i_policy import perturb_lora
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import make_generator
+
 from t2i import Guidance, LoraSettings, StableDiffusionPolicy
 
 PROMPTS = ["a red circle", "a large blue square at the left on a white background"]
@@ -21,7 +21,9 @@ def test_zero_lora_policy_equals_stock_pipeline(policy, tiny_pipeline):
     policy.add_lora(LoraSettings(rank=4))
     settings = dict(num_inference_steps=8, eta=1.0)
     ours = policy.sample(PROMPTS, guidance=Guidance.cfg(6.0), negative_prompt="blurry", generator=make_generator(7), **settings)
-    stock = tiny_pipeline(PROMPTS, guidance_scale=6.0, negative_prompt=["blurry"] * 2, generator=make_generator(7), output_type="pt", **settings).images
+    stock = tiny_pipeline(
+        PROMPTS, guidance_scale=6.0, negative_prompt=["blurry"] * 2, generator=make_generator(7), output_type="pt", **settings
+    ).images
     torch.testing.assert_close(ours.images, stock, atol=1e-5, rtol=0)
 
 
@@ -46,7 +48,13 @@ def test_trajectory_shapes_and_contents(policy):
 
 def test_recomputed_log_probs_reproduce_the_recording(policy):
     policy.add_lora(LoraSettings(rank=2))
-    traj = policy.sample(PROMPTS, original_prompts=["a circle", "a square"], guidance=Guidance.prompt_centred(3.0, 4.0), num_inference_steps=6, generator=make_generator(3))
+    traj = policy.sample(
+        PROMPTS,
+        original_prompts=["a circle", "a square"],
+        guidance=Guidance.prompt_centred(3.0, 4.0),
+        num_inference_steps=6,
+        generator=make_generator(3),
+    )
     recomputed = policy.log_probs(traj, list(range(6)))
     torch.testing.assert_close(recomputed, traj.log_probs, atol=1e-5, rtol=0)
     per_sample = torch.tensor([[5, 0, 2], [1, 4, 3]])  # DDPO's random timestep subset, one per sample
@@ -103,7 +111,7 @@ def test_unknown_model_paths_are_refused_by_name(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(FileNotFoundError, match="no diffusers pipeline directory at .*no-such-model"):
         StableDiffusionPolicy.from_pretrained(str(missing))
-    with pytest.raises(FileNotFoundError, match="not a diffusers pipeline directory \(no model_index.json in it\)"):
+    with pytest.raises(FileNotFoundError, match=r"not a diffusers pipeline directory \(no model_index.json in it\)"):
         StableDiffusionPolicy.from_pretrained(tmp_path)
     with pytest.raises(OSError, match="could not load a StableDiffusionPipeline from 'nobody/no-such-model'"):
         StableDiffusionPolicy.from_pretrained("nobody/no-such-model")
