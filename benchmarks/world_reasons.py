@@ -1,0 +1,196 @@
+"""Why four world-v4 goals are missed: the pixel readings behind the card's figures.
+
+The card (``python -m shapes.card``) measures *that* a goal is missed; this script measures the
+readings that say *why*, on the same sampling (the project's policy, DDIM 20 steps, η = 1, CFG 4,
+16 seeds per prompt, paired noise) and with the world's own pixel checker
+(:func:`shapes.checker.read_image`, :func:`shapes.checker.read_quality`):
+
+1. **Preference's seed share** (goal ≥ 0.30, card 0.12): the within-prompt (seed) share of variance
+   of the preference reward and of the terms of its rule u = 4·adherence + 0.3·a(x) + 0.8·[large],
+   read from the plain-prompt samples of all 12 colour × shape prompts (adherence = share of the
+   prompt's colour and shape the checker reads back; a(x) stood in by the aesthetic reward), and
+   the same shares on the world's prior with perfect rendering (what the data would allow).
+2. **Identifiers' cost on sentiment** (card −0.18 ± 0.04): paired change of each reading when
+   "l p c s, " is prepended, and of the sentiment rule read from pixels
+   (warmth(read colour) + warmth(read background) + read tint).
+3. **Sampled headroom** (goal ≥ 1.5, card +1.34): how often the samples of the rule's best expansion
+   of each held-out prompt honour its background, size and companion, against the plain prompt.
+4. **No clearly negative reward pair** (goal < −0.2): the rules' correlations on the world's prior
+   (perfect rendering, adherence 1), which bound what the learned rewards can show.
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/world_reasons.py --json runs/world_reasons.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from parrot.models import committed_shapes_world
+from parrot_base.cli import run_cli
+from shapes.card import ALL_IDENTIFIERS, best_expansion, load_world_rewards
+from shapes.checker import read_image, read_quality
+from shapes.data import HELD_OUT_PAIRS, ShapesDataConfig, sample_attributes, short_prompt, training_pairs, with_prefix
+from shapes.heads import WARMTH, aesthetic_rating
+from t2i import Guidance, StableDiffusionPolicy
+
+
+@torch.no_grad()
+def sample(policy, rewards, texts: list[str], originals: list[str], seeds: list[int], steps: int, scale: float) -> tuple[list, dict]:
+    """Images (uint8 HWC) of ``texts`` with one generator seed each, and every reward against ``originals``."""
+    images = []
+    for start in range(0, len(texts), 64):
+        part = slice(start, start + 64)
+        trajectory = policy.sample(
+            texts[part],
+            guidance=Guidance.cfg(scale),
+            num_inference_steps=steps,
+            eta=1.0,
+            generator=[torch.Generator().manual_seed(s) for s in seeds[part]],
+            compute_log_probs=False,
+        )
+        images.append(trajectory.images.float())
+    batch = torch.cat(images)
+    scores = {name: reward(batch, originals, [{"expanded_prompt": t} for t in texts]).numpy() for name, reward in rewards.items()}
+    pixels = [(image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8) for image in batch]
+    return pixels, scores
+
+
+def readings(pixels: list, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """Per image: adherence to its (colour, shape), [large], background, tint, chroma, edge, specks, sentiment rule."""
+    rows = {k: [] for k in ("adherence", "large", "tint", "chroma", "edge", "specks", "sentiment_rule", "background")}
+    for image, (colour, shape) in zip(pixels, pairs):
+        seen, quality = read_image(image), read_quality(image)
+        rows["adherence"].append(((seen.colour == colour) + (seen.shape == shape)) / 2)
+        rows["large"].append(float(seen.size == "large"))
+        rows["tint"].append(quality.tint)
+        rows["chroma"].append(quality.chroma)
+        rows["edge"].append(quality.edge)
+        rows["specks"].append(float(quality.specks))
+        warmth = WARMTH.get(seen.colour, 0.0) + WARMTH[seen.background] + float(np.clip(quality.tint, -1, 1))
+        rows["sentiment_rule"].append(warmth)
+        rows["background"].append(seen.background)
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def seed_share(values: np.ndarray, groups: int) -> float:
+    """Share of the variance of ``values`` (grouped row-major, ``groups`` equal groups) that lies within groups."""
+    values = np.asarray(values, dtype=np.float64)
+    total = values.var()
+    return float(values.reshape(groups, -1).var(axis=1).mean() / total) if total > 0 else float("nan")
+
+
+def paired(after: np.ndarray, before: np.ndarray) -> list[float]:
+    difference = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    return [float(difference.mean()), float(stats.sem(difference))]
+
+
+def prior_figures(draws: int, seed: int) -> dict[str, float]:
+    """Rule-level seed shares and correlations on the prior, rendering perfect (adherence 1)."""
+    rng, data = np.random.default_rng(seed), ShapesDataConfig()
+    pairs = training_pairs() + list(HELD_OUT_PAIRS)
+    per_pair = draws // len(pairs)
+    a, u, s = [], [], []
+    for pair in pairs:
+        for _ in range(per_pair):
+            record = sample_attributes(rng, [pair], data)
+            a.append(aesthetic_rating(record))
+            u.append(4.0 + 0.3 * a[-1] + 0.8 * (record.size == "large"))
+            s.append(WARMTH[record.colour] + WARMTH[record.background] + record.tint)
+    a, u, s = map(np.asarray, (a, u, s))
+    figures = {
+        f"prior_seed_share_{n}": seed_share(v, len(pairs)) for n, v in (("aesthetic", a), ("preference_rule", u), ("sentiment_rule", s))
+    }
+    labels = np.asarray([sentiment_label_from(x) for x in s])
+    figures |= {"prior_corr_aesthetic_preference": float(np.corrcoef(a, u)[0, 1])}
+    figures |= {"prior_corr_aesthetic_sentiment": float(np.corrcoef(a, labels)[0, 1])}
+    figures |= {"prior_corr_preference_sentiment": float(np.corrcoef(u, labels)[0, 1])}
+    return figures
+
+
+def sentiment_label_from(warmth: float) -> int:
+    """The sentiment rule's label from its warmth sum (the rule of :func:`shapes.heads.sentiment_label`)."""
+    return int(warmth >= 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--world", type=Path, default=None, help="a built world (default: the committed shapes/world)")
+    parser.add_argument("--seeds", type=int, default=16, help="seeds per prompt")
+    parser.add_argument("--num_steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--prior_draws", type=int, default=24000)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    world = args.world or committed_shapes_world()
+    policy, rewards = StableDiffusionPolicy.from_pretrained(world / "sd"), load_world_rewards(world)
+    n, figures = args.seeds, {}
+
+    pairs = training_pairs() + list(HELD_OUT_PAIRS)
+    prompt_pairs = [p for p in pairs for _ in range(n)]
+    originals = [short_prompt(*p) for p in prompt_pairs]
+    seeds = [i for _ in pairs for i in range(n)]
+    pixels, plain = sample(policy, rewards, originals, originals, seeds, args.num_steps, args.guidance)
+    read = readings(pixels, prompt_pairs)
+    # 1. preference's seed share and the terms of its rule
+    for name in ("preference", "laion_aesthetic"):
+        figures[f"seed_share_{name}"] = seed_share(plain[name], len(pairs))
+    for name in ("adherence", "large"):
+        figures[f"seed_share_{name}"] = seed_share(read[name], len(pairs))
+    rule = 4.0 * read["adherence"] + 0.3 * plain["laion_aesthetic"] + 0.8 * read["large"]
+    figures["seed_share_preference_rule_read"] = seed_share(rule, len(pairs))
+    figures["adherence_mean"] = float(read["adherence"].mean())
+    figures["adherence_per_prompt"] = read["adherence"].reshape(len(pairs), n).mean(1).round(3).tolist()
+    figures["corr_preference_adherence"] = float(np.corrcoef(plain["preference"], read["adherence"])[0, 1])
+    figures["corr_preference_rule_read"] = float(np.corrcoef(plain["preference"], rule)[0, 1])
+    figures |= prior_figures(args.prior_draws, 0)
+
+    # 2. identifiers: the same seeds behind "l p c s, "
+    texts = [with_prefix(t, ALL_IDENTIFIERS) for t in originals]
+    id_pixels, identified = sample(policy, rewards, texts, originals, seeds, args.num_steps, args.guidance)
+    id_read = readings(id_pixels, prompt_pairs)
+    figures["identifiers_delta_sentiment"] = paired(identified["sentiment"], plain["sentiment"])
+    for name in ("sentiment_rule", "tint", "chroma", "edge", "specks", "adherence", "large"):
+        figures[f"identifiers_delta_{name}"] = paired(id_read[name], read[name])
+    figures["identifiers_background_changed"] = float((id_read["background"] != read["background"]).mean())
+    for name, values in (("plain", read["background"]), ("identifiers", id_read["background"])):
+        names, counts = np.unique(values, return_counts=True)
+        figures[f"backgrounds_{name}"] = {str(k): round(float(c) / len(values), 3) for k, c in zip(names, counts)}
+        figures[f"background_warmth_{name}"] = float(np.mean([WARMTH[b] for b in values]))
+
+    # 3. the rule's best expansion of each held-out prompt against the plain prompt
+    rows = slice(len(originals) - len(HELD_OUT_PAIRS) * n, len(originals))
+    best = []
+    for colour, shape in HELD_OUT_PAIRS:
+        best += [best_expansion(colour, shape, 2000, 0)[0]] * n
+    best_pixels, best_scores = sample(policy, rewards, best, originals[rows], seeds[rows], args.num_steps, args.guidance)
+    figures["headroom_delta_laion_aesthetic"] = paired(best_scores["laion_aesthetic"], plain["laion_aesthetic"][rows])
+    stated = [text.split(" on a ")[1].split(" background")[0] for text in best]
+    best_read = readings(best_pixels, prompt_pairs[rows])
+    figures["best_background_honoured"] = float(np.mean([b == s for b, s in zip(best_read["background"], stated)]))
+    figures["plain_background_was_that"] = float(np.mean([b == s for b, s in zip(read["background"][rows], stated)]))
+    figures["best_large_honoured"] = float(best_read["large"].mean())
+    figures["best_adherence"], figures["plain_adherence_held_out"] = (
+        float(best_read["adherence"].mean()),
+        float(read["adherence"][rows].mean()),
+    )
+    figures["best_companion_or_specks"] = float((best_read["specks"] > 0).mean())
+    figures["plain_companion_or_specks"] = float((read["specks"][rows] > 0).mean())
+    for name in ("edge", "chroma"):
+        figures[f"best_delta_{name}"] = paired(best_read[name], read[name][rows])
+    figures["best_expansions"] = sorted(set(best))
+
+    for key, value in figures.items():
+        print(f"{key}: {value if not isinstance(value, float) else round(value, 4)}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    run_cli(main)
