@@ -3,7 +3,8 @@
 from t2i.ddim import DDIMStep, ddim_step_with_log_prob
 from t2i.guidance import Guidance, combine_noise_predictions
 from t2i.lora import LoraSettings
-from t2i.policy import Conditioning, DiffusionPolicy, StableDiffusionPolicy, Trajectory
+from t2i.policy import DiffusionPolicy, StableDiffusionPolicy
+from t2i.trajectory import Conditioning, Trajectory
 
 __all__ = [
     "Conditioning",

@@ -74,6 +74,22 @@ def _alpha_prods(scheduler: DDIMScheduler, timestep: torch.Tensor, view: tuple[i
     return alphas_cumprod[timestep].view(view), alpha_prev.view(view)
 
 
+def _x0_and_epsilon(
+    prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, alpha_prod_t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂_0, ε̂) from the network output, whichever of ε, x_0 or v the model predicts."""
+    beta_prod_t = 1 - alpha_prod_t
+    if prediction_type == "epsilon":
+        pred_original_sample = (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
+        return pred_original_sample, model_output
+    if prediction_type == "sample":
+        return model_output, (sample - alpha_prod_t ** (0.5) * model_output) / beta_prod_t ** (0.5)
+    if prediction_type == "v_prediction":
+        pred_original_sample = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
+        return pred_original_sample, (alpha_prod_t**0.5) * model_output + (beta_prod_t**0.5) * sample
+    raise ValueError(f"prediction_type={prediction_type!r} must be 'epsilon', 'sample' or 'v_prediction'")
+
+
 def ddim_step_with_log_prob(
     scheduler: DDIMScheduler,
     model_output: torch.Tensor,
@@ -109,26 +125,13 @@ def ddim_step_with_log_prob(
 
     t = torch.as_tensor(timestep, device=sample.device)
     alpha_prod_t, alpha_prod_t_prev = _alpha_prods(scheduler, t, view)
-    beta_prod_t = 1 - alpha_prod_t
 
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        pred_original_sample = (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
-        pred_epsilon = model_output
-    elif prediction_type == "sample":
-        pred_original_sample = model_output
-        pred_epsilon = (sample - alpha_prod_t ** (0.5) * pred_original_sample) / beta_prod_t ** (0.5)
-    elif prediction_type == "v_prediction":
-        pred_original_sample = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
-        pred_epsilon = (alpha_prod_t**0.5) * model_output + (beta_prod_t**0.5) * sample
-    else:
-        raise ValueError(f"prediction_type={prediction_type!r} must be 'epsilon', 'sample' or 'v_prediction'")
-
+    pred_original_sample, pred_epsilon = _x0_and_epsilon(scheduler.config.prediction_type, model_output, sample, alpha_prod_t)
     if scheduler.config.clip_sample:
         limit = scheduler.config.clip_sample_range
         pred_original_sample = pred_original_sample.clamp(-limit, limit)
 
-    beta_prod_t_prev = 1 - alpha_prod_t_prev
+    beta_prod_t, beta_prod_t_prev = 1 - alpha_prod_t, 1 - alpha_prod_t_prev
     variance = (beta_prod_t_prev / beta_prod_t) * (1 - alpha_prod_t / alpha_prod_t_prev)
     std = eta * variance ** (0.5)
 

@@ -2,12 +2,16 @@
 
 The files are what ``StableDiffusionPipeline.save_lora_weights`` writes
 (``pytorch_lora_weights.safetensors`` plus the adapter's config as metadata), so a stock
-``pipeline.load_lora_weights(dir)`` loads our adapters and we load anyone's.
+``pipeline.load_lora_weights(dir)`` loads our adapters and we load anyone's. :class:`LoraMixin`
+gives a policy (anything with ``pipeline`` and ``unet``) these as methods, and the base model θ_0
+by switching the adapters off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +21,7 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-__all__ = ["LoraSettings", "add_lora", "save_lora", "load_lora", "LORA_WEIGHT_NAME"]
+__all__ = ["LoraMixin", "LoraSettings", "add_lora", "save_lora", "load_lora", "LORA_WEIGHT_NAME"]
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
@@ -82,3 +86,37 @@ def load_lora(pipeline: DiffusionPipeline, directory: str | os.PathLike, adapter
         for name, param in pipeline.unet.named_parameters():
             if "lora_" in name and f".{adapter_name}." in name:
                 param.requires_grad_(True)
+
+
+class LoraMixin:
+    """LoRA management of a policy's UNet: add, save, load, the trainable parameters, and θ_0 with the adapters off."""
+
+    pipeline: DiffusionPipeline
+    unet: torch.nn.Module
+
+    def add_lora(self, settings: LoraSettings | None = None) -> list[torch.nn.Parameter]:
+        """Add trainable LoRA adapters to the UNet's attention projections; returns their parameters."""
+        return add_lora(self.unet, settings or LoraSettings())
+
+    def save_lora(self, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
+        """Save the UNet LoRA in diffusers' format (``pytorch_lora_weights.safetensors``)."""
+        return save_lora(type(self.pipeline), self.unet, directory, adapter_name)
+
+    def load_lora(self, directory: str | os.PathLike, adapter_name: str = "default", trainable: bool = True) -> None:
+        """Load a diffusers-format LoRA (ours or any SD LoRA) as adapter ``adapter_name``."""
+        load_lora(self.pipeline, directory, adapter_name, trainable)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.unet.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """The base model θ_0 (adapters off), e.g. for DPOK's KL term; no second UNet copy."""
+        if not getattr(self.unet, "_hf_peft_config_loaded", False):
+            yield
+            return
+        self.unet.disable_adapters()
+        try:
+            yield
+        finally:
+            self.unet.enable_adapters()

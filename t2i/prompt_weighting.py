@@ -21,7 +21,8 @@ from compel import Compel
 from diffusers import StableDiffusionPipeline
 from pyparsing import ParseException
 
-from t2i.policy import PromptOverflow, StableDiffusionPolicy
+from t2i.policy import StableDiffusionPolicy
+from t2i.prompts import PromptOverflow
 
 __all__ = ["WeightedPromptPolicy", "weighted_prompt_encoder", "plain_prompt", "has_weighting"]
 
