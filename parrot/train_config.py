@@ -31,7 +31,7 @@ from parrot.layout import BatchLayout
 from parrot.models import resolve_world, with_world
 from parrot.selection import SelectionConfig
 from parrot_base.config import ConfigError, parse_config, read_yaml
-from prompt_expander.expander import ExpanderSamplingConfig
+from prompt_expander.config import ExpanderSamplingConfig
 from prompt_expander.rl import PolicyGradientConfig
 from t2i.lora import LoraSettings
 
