@@ -91,8 +91,9 @@ from parrot.evaluation import (
     table1_averages,
 )
 from parrot.plots import pairwise_front_plot, seed_bar_plot
+from parrot.presets import DEFAULT_PRESET
 from parrot.train import ParrotTrainer, read_prompt_list
-from parrot.train_config import DEFAULT_PRESET, TrainConfig, derived_quantities, load_train_config
+from parrot.train_config import TrainConfig, derived_quantities, load_train_config
 from parrot_base.config import ConfigError
 
 __all__ = [

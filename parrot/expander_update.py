@@ -15,7 +15,7 @@ from parrot.layout import BatchLayout
 from parrot.parts import TrainingParts
 from parrot.rollout import Rollout, sample_images, score
 from parrot.selection import Advantages
-from prompt_expander.expander import Expansions
+from prompt_expander.expansions import Expansions
 from rewards import RewardScores
 
 __all__ = ["update_expander", "relative_rewards", "expansion_rewards", "credited_group_rewards"]

@@ -45,7 +45,8 @@ from parrot.run_dir import lora_training_config
 from parrot.sample import prepare_output_dir
 from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
-from prompt_expander.expander import ExpanderSamplingConfig, PromptExpander
+from prompt_expander.config import ExpanderSamplingConfig
+from prompt_expander.expander import PromptExpander
 from rewards.base import as_pil_images, expansion_metadata
 from rewards.registry import reward_names
 from t2i import Guidance, StableDiffusionPolicy

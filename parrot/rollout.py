@@ -16,7 +16,7 @@ import torch
 from parrot.identifiers import with_identifiers
 from parrot.parts import TrainingParts
 from parrot.seeding import EXPANDER, IMAGES, PROMPTS, derived_seed
-from prompt_expander.expander import Expansions
+from prompt_expander.expansions import Expansions
 from rewards import RewardScores
 from rewards.base import expansion_metadata
 from t2i import Trajectory

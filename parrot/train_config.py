@@ -1,8 +1,8 @@
-"""The typed config of ``python -m parrot.train`` and its presets.
+"""The typed config of ``python -m parrot.train``, its derived quantities and its loading.
 
 Values come, lowest precedence first, from the dataclass defaults, a *preset* (a nested
-mapping in :data:`PRESETS`, chosen by ``--preset`` or a ``preset:`` key in the YAML file;
-:data:`DEFAULT_PRESET` when neither names one), ``--config FILE.yaml`` and ``--dotted.field``
+mapping in :data:`parrot.presets.PRESETS`, chosen by ``--preset`` or a ``preset:`` key in the YAML file;
+:data:`parrot.presets.DEFAULT_PRESET` when neither names one), ``--config FILE.yaml`` and ``--dotted.field``
 overrides. The ``tiny`` preset is a random toy world built in code (runs anywhere, offline);
 ``configs/sd15.yaml`` is SD 1.5 with real rewards (``preset: none``). The ``shapes`` preset (the default) runs
 on a built shapes world (``world=DIR``, default the committed ``shapes/world``): its SD
@@ -19,7 +19,6 @@ expander with a BPE tokenizer trained on the training prompts).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,9 +28,10 @@ from typing import Any
 from parrot.identifiers import IdentifierConfig
 from parrot.layout import BatchLayout
 from parrot.models import resolve_world, with_world
+from parrot.presets import PRESETS, preset_name
 from parrot.selection import SelectionConfig
-from parrot_base.config import ConfigError, parse_config, read_yaml
-from prompt_expander.expander import ExpanderSamplingConfig
+from parrot_base.config import ConfigError, parse_config
+from prompt_expander.config import ExpanderSamplingConfig
 from prompt_expander.rl import PolicyGradientConfig
 from t2i.lora import LoraSettings
 
@@ -49,8 +49,6 @@ __all__ = [
     "derived_quantities",
     "batch_layout",
     "identifier_count",
-    "PRESETS",
-    "DEFAULT_PRESET",
     "load_train_config",
 ]
 
@@ -262,9 +260,7 @@ class LoggingConfig:
 class TrainConfig:
     """Parrot multi-reward RL of a text-to-image model (and its baselines) in one loop."""
 
-    preset: str = field(
-        default="", metadata={"help": "preset applied under the config file: a name in parrot.train_config.PRESETS, or 'none'"}
-    )
+    preset: str = field(default="", metadata={"help": "preset applied under the config file: a name in parrot.presets.PRESETS, or 'none'"})
     mode: str = field(default="joint", metadata={"help": "what trains: 'joint' (T2I + expander), 't2i' or 'expander'"})
     iterations: int = field(default=100, metadata={"help": "training iterations (Alg. 1 loop)"})
     seed: int = field(default=0, metadata={"help": "seed of every random draw (derived per iteration/image)"})
@@ -378,118 +374,10 @@ def derived_quantities(config: TrainConfig, num_processes: int) -> DerivedQuanti
     )
 
 
-_TINY_PROMPTS = (
-    "a red circle",
-    "a blue square",
-    "a green triangle",
-    "a yellow star",
-    "two red squares",
-    "a small blue circle",
-    "a big green square",
-    "a purple triangle",
-)
-_TINY_HELD_OUT = ("a red square", "a blue triangle", "a green circle", "a yellow square")
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # A random toy SD, a random toy CLIP behind two CLIP rewards, JPEG compressibility and a
-    # random GPT-2 expander: exercises every code path offline on CPU in a few minutes.
-    "tiny": {
-        "iterations": 20,
-        "checkpoint_every": 10,
-        "output_dir": "runs/train-tiny",
-        "model": {"pipeline": "builtin:tiny", "lora": {"rank": 4}},
-        "rewards": {
-            "names": ["jpeg_compressibility", "clip_score", "sentiment"],
-            "settings": {"clip_score": {"model": "builtin:tiny_clip"}, "sentiment": {"model": "builtin:tiny_clip"}},
-        },
-        "prompts": {"train": list(_TINY_PROMPTS), "evaluation": list(_TINY_HELD_OUT)},
-        # 2 prompts × 3 identifiers (one expansion each) × 2 images = 12 images per process
-        "sampling": {"prompts_per_process": 2, "images_per_prompt": 6, "num_steps": 10, "w1": 2.0, "w2": 2.0, "guidance_scale": 3.0},
-        # every denoising step is trained, as the paper accumulates the gradient over all of them
-        "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 1.0},
-        "expander": {
-            "model": "builtin:tiny_gpt2",
-            "lr": 1e-3,
-            "lora_rank": 4,
-            "sampling": {"max_new_tokens": 12},
-            "update": {"kl_weight": 0.05},
-        },
-        "logging": {"images_every": 10},
-    },
-}
-PRESETS["shapes"] = {
-    # The shapes world v4 (python -m shapes.build): a trained tiny SD, its expander and the four
-    # rewards of the Parrot paper's loop, all loaded through the same classes as the real models.
-    "iterations": 40,
-    "checkpoint_every": 20,
-    "output_dir": "runs/train-shapes",
-    "model": {"pipeline": "{world}/sd", "lora": {"rank": 4}},
-    "rewards": {
-        "names": ["laion_aesthetic", "preference", "clip_score", "sentiment"],
-        "settings": {
-            "laion_aesthetic": {"clip_model": "{world}/clip", "head_path": "{world}/aesthetic/head.safetensors"},
-            "preference": {"path": "{world}/preference"},
-            "clip_score": {"model": "{world}/clip"},
-            "sentiment": {"model": "{world}/clip", "probe_path": "{world}/sentiment/probe.safetensors"},
-        },
-    },
-    # the world's own prompt files (shapes.data.PROMPT_FILES): its train split and held-out colour × shape pairs
-    "prompts": {"train_file": "{world}/prompts/train.txt", "evaluation_file": "{world}/prompts/held_out.txt"},
-    # 1 prompt × 4 identifiers (one ĉ each) × 4 images = 16 images per iteration; training samples use
-    # CFG 4 on "<k>, ĉ", the held-out table prompt-centred guidance w1 = w2 = 2 with all identifiers
-    "sampling": {
-        "prompts_per_process": 1,
-        "expansions_per_prompt": 1,
-        "images_per_prompt": 16,
-        "num_steps": 20,
-        "w1": 2.0,
-        "w2": 2.0,
-        "guidance_scale": 4.0,
-    },
-    # every denoising step is trained, as the paper accumulates the gradient over all of them
-    "t2i": {"lr": 1e-3, "estimator": "is", "clip_range": 0.2, "inner_epochs": 2, "timestep_fraction": 1.0},
-    # at 1e-4 the expander's LoRA changed no sampled token in 6 iterations on the v3 world; 2e-3 learns
-    "expander": {
-        "model": "{world}/expander",
-        "lr": 2e-3,
-        "lora_rank": 4,
-        "sampling": {"max_new_tokens": 48},
-        "update": {"kl_weight": 0.05},
-    },
-    # 3 held-out colour × shape pairs × 8 seeds: 24 images per column of the held-out table
-    "evaluation": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7]},
-    "logging": {"images_every": 10},
-    # Reward identifiers on, one letter per reward ("l p c s, ĉ" at evaluation): the v4 world's text
-    # tower and UNet were trained with identifier tokens and filler words in front of ~30% of
-    # captions. Measured on the untrained model (48 held-out images, Δ ± paired SE against c alone):
-    # "l p c s" moves aesthetic +0.10 ± 0.11, preference −0.06 ± 0.04, CLIPScore −0.014 ± 0.008,
-    # sentiment −0.18 ± 0.04; the template "<{name}>" (46 tokens for all four) costs preference
-    # −0.60 ± 0.11 (shapes/world/WORLD.md, identifier rows).
-    "identifiers": {"enabled": True, "template": "{name:.1}"},
-}
-#: the committed shapes world (shapes/world); ``tiny`` is the random toy built in code.
-DEFAULT_PRESET = "shapes"
-
-
-def _preset_name(argv: Sequence[str]) -> str:
-    """The preset named by ``--preset``, else the config file's ``preset:`` key, else the default."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--preset")
-    parser.add_argument("--config", type=Path)
-    known, _ = parser.parse_known_args(list(argv))
-    if known.preset:
-        return known.preset
-    if known.config is not None and known.config.is_file():
-        loaded = read_yaml(known.config, "--config") or {}
-        if isinstance(loaded, dict) and loaded.get("preset"):
-            return str(loaded["preset"])
-    return DEFAULT_PRESET
-
-
 def load_train_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse the command line (see the module docstring for precedence)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    name = _preset_name(argv)
+    name = preset_name(argv)
     if name != "none" and name not in PRESETS:
         raise ConfigError(f"preset: unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}, or 'none'")
     defaults = {} if name == "none" else dict(PRESETS[name], preset=name)

@@ -24,6 +24,7 @@ from trl import SFTConfig, SFTTrainer
 
 from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
+from prompt_expander.config import ExpanderSamplingConfig
 from prompt_expander.data import (
     DiffusionDBPairsConfig,
     build_diffusiondb_pairs,
@@ -32,7 +33,8 @@ from prompt_expander.data import (
     subject_word_recall,
     to_sft_dataset,
 )
-from prompt_expander.expander import ExpanderSamplingConfig, PromptExpander, gpt2_lora_settings
+from prompt_expander.expander import PromptExpander
+from prompt_expander.loading import gpt2_lora_settings
 from prompt_expander.scratch import TinyGPT2Config, build_gpt2, train_bpe_tokenizer
 from prompt_expander.template import PARROT_TEMPLATE
 

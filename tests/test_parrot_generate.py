@@ -14,7 +14,7 @@ from parrot.prompts import read_prompts
 from parrot.run_dir import start_run
 from parrot.train_config import load_train_config
 from parrot_base.config import config_to_dict
-from prompt_expander.expander import ExpanderSamplingConfig
+from prompt_expander.config import ExpanderSamplingConfig
 from rewards import load_reward
 from t2i import Guidance, StableDiffusionPolicy
 from t2i.prompt_weighting import WeightedPromptPolicy, plain_prompt

@@ -22,7 +22,7 @@ from prompt_expander.data import (
     load_pairs,
     subject_of,
 )
-from prompt_expander.expander import _first_eos_mask
+from prompt_expander.expansions import first_eos_mask
 from prompt_expander.scratch import TinyGPT2Config, build_gpt2, train_bpe_tokenizer
 
 CORPUS = [
@@ -64,7 +64,7 @@ def test_expansion_mask_ends_at_first_eos(tokenizer):
     eos = 7
     ids = torch.tensor([[3, 4, 7, 7, 7], [3, 7, 5, 7, 2], [1, 2, 3, 4, 5]])
     expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
-    torch.testing.assert_close(_first_eos_mask(ids, eos), expected)
+    torch.testing.assert_close(first_eos_mask(ids, eos), expected)
     out = make_expander(tokenizer).sample(["a cat"], n=8, generator_seed=0)
     for row, length in zip(out.token_ids, out.lengths.tolist()):
         assert not (row[: length - 1] == tokenizer.eos_token_id).any()

@@ -12,8 +12,9 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from parrot.models import committed_shapes_world, with_world
+from parrot.presets import DEFAULT_PRESET, PRESETS
 from parrot.prompts import read_prompts
-from parrot.train_config import DEFAULT_PRESET, PRESETS, load_train_config
+from parrot.train_config import load_train_config
 from parrot_base.config import ConfigError
 from rewards import load_reward
 from shapes.checker import read_image
