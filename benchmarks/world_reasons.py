@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,19 @@ from parrot.models import committed_shapes_world
 from parrot_base.cli import run_cli
 from shapes.card import ALL_IDENTIFIERS, best_expansion, load_world_rewards
 from shapes.checker import read_image, read_quality
-from shapes.data import HELD_OUT_PAIRS, ShapesDataConfig, sample_attributes, short_prompt, training_pairs, with_prefix
+from shapes.data import (
+    HELD_OUT_PAIRS,
+    Attributes,
+    Companion,
+    ShapesDataConfig,
+    parse_caption,
+    qualifies,
+    render,
+    sample_attributes,
+    short_prompt,
+    training_pairs,
+    with_prefix,
+)
 from shapes.heads import WARMTH, aesthetic_rating
 from t2i import Guidance, StableDiffusionPolicy
 
@@ -118,6 +131,47 @@ def sentiment_label_from(warmth: float) -> int:
     return int(warmth >= 0)
 
 
+def caption_records(rng: np.random.Generator, text: str, count: int, tries: int = 200000) -> list[Attributes]:
+    """``count`` prior records that ``text`` (a caption-grammar prompt) truly describes: its pair drawn
+    from the prior, its stated size, background and companion imposed, kept when every word is true."""
+    stated, data, records = parse_caption(text), ShapesDataConfig(), []
+    for _ in range(tries):
+        record = sample_attributes(rng, [(stated.colour, stated.shape)], data)
+        if stated.background is not None and stated.background != record.background:
+            record = replace(record, background=stated.background, words=())
+        if stated.size is not None:
+            record = replace(record, size=stated.size)
+        if stated.companion is not None:
+            corner = record.companion.corner if record.companion is not None else "top left"
+            record = replace(record, companion=Companion(*stated.companion, corner))
+        if all(qualifies(record, w) for w in stated.words):
+            records.append(record)
+        if len(records) == count:
+            return records
+    raise ValueError(f"only {len(records)} of {count} prior draws fit {text!r}")
+
+
+def rendered_headroom(rewards, count: int, seed: int) -> dict[str, object]:
+    """The learned aesthetic reward on perfectly rendered records: best expansion − plain prompt per
+    held-out prompt, and the reward's slope on the rule a(x) over all of them."""
+    rng, figures, ratings, scores = np.random.default_rng(seed), {}, [], []
+    aesthetic = rewards["laion_aesthetic"]
+    for colour, shape in HELD_OUT_PAIRS:
+        plain = caption_records(rng, short_prompt(colour, shape), count)
+        best = caption_records(rng, best_expansion(colour, shape, 2000, 0)[0], count)
+        images = torch.from_numpy(np.stack([render(r) for r in plain + best])).permute(0, 3, 1, 2).float() / 255.0
+        values = aesthetic(images, [short_prompt(colour, shape)] * len(images)).numpy()
+        figures[f"rendered_headroom_{colour}_{shape}"] = float(values[count:].mean() - values[:count].mean())
+        figures[f"rule_headroom_{colour}_{shape}"] = float(
+            np.mean([aesthetic_rating(r) for r in best]) - np.mean([aesthetic_rating(r) for r in plain])
+        )
+        ratings += [aesthetic_rating(r) for r in plain + best]
+        scores += values.tolist()
+    fit = stats.linregress(ratings, scores)
+    figures["rendered_reward_slope_on_rule"], figures["rendered_reward_r2"] = float(fit.slope), float(fit.rvalue**2)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--world", type=Path, default=None, help="a built world (default: the committed shapes/world)")
@@ -125,11 +179,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--prior_draws", type=int, default=24000)
+    parser.add_argument("--rendered", type=int, default=64, help="records per caption for the rendered headroom")
+    parser.add_argument("--only_rendered", action="store_true", help="only the rendered-headroom figures (no sampling)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     world = args.world or committed_shapes_world()
     policy, rewards = StableDiffusionPolicy.from_pretrained(world / "sd"), load_world_rewards(world)
-    n, figures = args.seeds, {}
+    n, figures = args.seeds, rendered_headroom(rewards, args.rendered, 0)
+    if args.only_rendered:
+        return report(figures, args.json)
 
     pairs = training_pairs() + list(HELD_OUT_PAIRS)
     prompt_pairs = [p for p in pairs for _ in range(n)]
@@ -185,11 +243,15 @@ def main(argv: list[str] | None = None) -> None:
         figures[f"best_delta_{name}"] = paired(best_read[name], read[name][rows])
     figures["best_expansions"] = sorted(set(best))
 
+    report(figures, args.json)
+
+
+def report(figures: dict, path: Path | None) -> None:
     for key, value in figures.items():
         print(f"{key}: {value if not isinstance(value, float) else round(value, 4)}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":
