@@ -60,6 +60,10 @@ the preset's batch for every trained method (shapes: 1 prompt × 4 identifiers �
 ≈ 1–2 min on 2 cores), 8 evaluation seeds. ``--iterations 0`` takes the preset's own budget
 (shapes: 40 iterations, the ``make demo`` run; ≈ 5 min a cell). ``OUT`` receives ``table.md``,
 ``pareto.json``, ``fronts.png`` and ``hypervolume.png``. Wall times of the runs made: BENCHMARKS.md.
+
+Modules: this script runs the cells and assembles ``pareto.json``; ``pareto_cells.py`` holds the
+method catalogue and the cells' flags and files, ``pareto_stats.py`` the statistics,
+``pareto_report.py`` the table and the plots.
 """
 
 from __future__ import annotations
@@ -68,37 +72,44 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from scipy.stats import sem
 from tqdm.auto import tqdm
 
-from parrot.evaluation import (
-    EvaluationSamples,
-    front_hypervolume,
-    minmax_bounds,
-    normalise,
-    per_prompt_hypervolume,
-    per_prompt_means,
-    reference_point,
-    table1_averages,
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make the repo's packages and benchmarks/ importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.pareto_cells import (  # noqa: E402
+    DPOK_KL_WEIGHT,
+    QUICK,
+    Method,
+    base_overrides,
+    cell_flags,
+    cell_path,
+    method_catalogue,
+    method_config,
+    read_cell,
+    write_cell,
+    ws1_weights,
 )
-from parrot.plots import pairwise_front_plot, seed_bar_plot
-from parrot.presets import DEFAULT_PRESET
-from parrot.train import ParrotTrainer, read_prompt_list
-from parrot.train_config import TrainConfig, derived_quantities, load_train_config
-from parrot_base.config import ConfigError
+from benchmarks.pareto_report import markdown_table, write_plots  # noqa: E402
+from benchmarks.pareto_stats import gain_ratio, method_results  # noqa: E402
+from parrot.evaluation import EvaluationSamples, front_hypervolume, minmax_bounds, normalise, reference_point  # noqa: E402
+from parrot.presets import DEFAULT_PRESET  # noqa: E402
+from parrot.prompts import read_prompt_list  # noqa: E402
+from parrot.train import ParrotTrainer  # noqa: E402
+from parrot.train_config import TrainConfig, derived_quantities, load_train_config  # noqa: E402
 
 __all__ = [
+    "DPOK_KL_WEIGHT",
     "Method",
     "method_catalogue",
+    "ws1_weights",
     "minmax_bounds",
     "normalise",
     "reference_point",
@@ -111,115 +122,6 @@ __all__ = [
 
 #: the full run's budget: 12 iterations a cell (the shapes preset's own 40 take ~5 min a cell on 2 CPU cores)
 FULL_RUN_ITERATIONS = 12
-QUICK = {"iterations": 1, "seeds": [0], "eval_seeds": 2, "overrides": ["--sampling.prompts_per_process", "2", "--sampling.num_steps", "8"]}
-#: β of DPOK's KL to the base model in the ``dpok`` row (DPOK's own runs use 0.01 with its reward scale)
-DPOK_KL_WEIGHT = 0.01
-
-
-@dataclass(frozen=True)
-class Method:
-    """A method: its ``parrot.train`` overrides and the held-out setting it is evaluated in.
-
-    ``setting`` is one of :data:`parrot.evaluation.SETTINGS`: ``trained`` methods train first;
-    ``plain_base`` / ``untrained`` ones are evaluated without training, once.
-    """
-
-    name: str
-    overrides: tuple[str, ...]
-    setting: str
-
-    @property
-    def trained(self) -> bool:
-        return self.setting == "trained"
-
-
-def ws1_weights(num_rewards: int) -> list[float]:
-    """0.7 on the first reward, 0.3 split equally over the rest ({.7,.1,.1,.1} for K = 4)."""
-    if num_rewards == 1:
-        return [1.0]
-    return [0.7] + [0.3 / (num_rewards - 1)] * (num_rewards - 1)
-
-
-def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str, Method]:
-    """Every method of the benchmark, in table order (see the module docstring)."""
-    k = len(reward_names)
-    t2i_alone = ("--mode", "t2i", "--expander.model", "", "--identifiers.enabled", "false")
-    ws2 = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k))
-    pareto = ("--selection.mode", "pareto")  # reward identifiers as the preset sets them
-    # an expander without identifiers samples K expansions per prompt instead of one per identifier:
-    # the same images per prompt, and the expander's group-mean baseline still has expansions to compare
-    expander_no_ids = ("--identifiers.enabled", "false", "--sampling.expansions_per_prompt", str(k))
-    methods = [
-        Method("base", t2i_alone, "plain_base"),
-        Method("base+expander", ("--mode", "joint", *expander_no_ids), "untrained"),
-        # diagnostic: the paper's evaluation prompt "<all ids>, ĉ" before any training
-        Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true", "--identifiers.evaluation", "all"), "untrained"),
-    ]
-    methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}"), "trained") for r in reward_names]
-    methods += [
-        Method("ws1", (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, ws1_weights(k))), "trained"),
-        Method("ws2", (*t2i_alone, *ws2), "trained"),
-        Method("parrot-t2i", ("--mode", "t2i", "--expander.model", "", *pareto), "trained"),
-        Method("parrot-expander", ("--mode", "expander", *pareto), "trained"),
-        Method("parrot", ("--mode", "joint", *pareto), "trained"),
-        Method("parrot-no-pcg", ("--mode", "joint", *pareto, "--sampling.w1", "0", "--sampling.w2", str(guidance_scale)), "trained"),
-        Method("ws2+expander", ("--mode", "joint", *expander_no_ids, *ws2), "trained"),
-        Method("dpok", (*t2i_alone, *ws2, "--t2i.kl_weight", str(DPOK_KL_WEIGHT)), "trained"),
-        Method("rwr", (*t2i_alone, *ws2, "--t2i.estimator", "rwr"), "trained"),
-    ]
-    return {m.name: m for m in methods}
-
-
-# ----- cells: one (method, training seed) each, kept on disk ----------------------------------------
-def base_overrides(args: argparse.Namespace, eval_seeds: int, iterations: int) -> list[str]:
-    """Preset, benchmark budget, then the user's passthrough flags (which may change the budget)."""
-    return [
-        "--preset", args.preset, *(["--iterations", str(iterations)] if iterations else []),
-        "--evaluation.seeds", *map(str, range(eval_seeds)),
-        "--evaluation.enabled", "false", "--logging.log_with", "none", "--checkpoint_every", "0",
-        *(QUICK["overrides"] if args.quick else []), *shlex.split(args.set),
-    ]  # fmt: skip
-
-
-def cell_flags(common: list[str], method: Method, seed: int | None) -> list[str]:
-    """The ``parrot.train`` flags of a cell, without its output directory (the cell's identity on disk)."""
-    return [*common, *method.overrides, "--seed", str(0 if seed is None else seed)]
-
-
-def method_config(flags: list[str], method: Method, output_dir: Path) -> TrainConfig:
-    try:
-        return load_train_config([*flags, "--output_dir", str(output_dir)])
-    except ConfigError as err:
-        needs = (
-            " (DPOK's supervised fine-tuning on reward-weighted base-model samples; not in this parrot.train yet)"
-            if method.name == "rwr"
-            else ""
-        )
-        raise SystemExit(f"method {method.name!r}{needs}: parrot.train refuses its flags: {err}; "
-                         f"leave it out with --skip {method.name}") from None  # fmt: skip
-
-
-def cell_path(cells: Path, method: Method, seed: int | None) -> Path:
-    return cells / f"{method.name.replace(':', '_')}-seed{'none' if seed is None else seed}.json"
-
-
-def write_cell(path: Path, cell: dict) -> None:
-    """Write a cell atomically (temporary file, then rename): a killed run leaves no half cell."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cell), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_cell(path: Path, flags: list[str]) -> dict | None:
-    """A finished cell made with exactly ``flags``; None when there is none; refuses one made with other flags."""
-    if not path.is_file():
-        return None
-    cell = json.loads(path.read_text(encoding="utf-8"))
-    if cell.get("flags") != flags:
-        raise SystemExit(f"{path} was made with other parrot.train flags ({shlex.join(cell.get('flags', []))}); "
-                         "remove it or use another --out")  # fmt: skip
-    return cell
 
 
 def run_cell(config: TrainConfig, method: Method) -> EvaluationSamples:
@@ -258,13 +160,22 @@ def run_cells(common: list[str], methods: list[Method], seeds: list[int], cells:
     return done, budget
 
 
-# ----- aggregation ------------------------------------------------------------------------------------
-def summarise(values: list[float]) -> list[float | None]:
-    """[mean, standard error over seeds] (SE None for one value)."""
-    return [float(np.mean(values)), float(sem(values)) if len(values) > 1 else None]
+def choose_methods(args: argparse.Namespace, catalogue: dict[str, Method]) -> list[Method]:
+    """The methods of ``--methods`` (default all) less ``--skip``, with ``base`` always first."""
+    chosen = args.methods or list(catalogue)
+    unknown = [m for m in [*chosen, *args.skip] if m not in catalogue]
+    if unknown:
+        raise SystemExit(f"--methods / --skip: unknown {unknown}; known: {', '.join(catalogue)}")
+    if "base" in args.skip:
+        raise SystemExit("--skip base: every hypervolume gain is measured against base")
+    chosen = [m for m in chosen if m not in args.skip]
+    if "base" not in chosen:
+        chosen = ["base", *chosen]  # every gain is measured against it
+    return [catalogue[m] for m in chosen]
 
 
 def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
+    """Every cell of the chosen methods (run or loaded), then the statistics: the ``pareto.json`` record."""
     started = time.perf_counter()
     iterations = QUICK["iterations"] if args.quick else args.iterations
     seeds = QUICK["seeds"] if args.quick else args.seeds
@@ -275,17 +186,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     held_out = read_prompt_list(probe.prompts.evaluation, probe.prompts.evaluation_file, "prompts.evaluation")
     if not held_out:
         raise SystemExit("the config has no held-out prompts: set prompts.evaluation or prompts.evaluation_file (--set)")
-    catalogue = method_catalogue(reward_names, probe.sampling.guidance_scale)
-    chosen = args.methods or list(catalogue)
-    unknown = [m for m in [*chosen, *args.skip] if m not in catalogue]
-    if unknown:
-        raise SystemExit(f"--methods / --skip: unknown {unknown}; known: {', '.join(catalogue)}")
-    if "base" in args.skip:
-        raise SystemExit("--skip base: every hypervolume gain is measured against base")
-    chosen = [m for m in chosen if m not in args.skip]
-    if "base" not in chosen:
-        chosen = ["base", *chosen]  # every gain is measured against it
-    methods = [catalogue[m] for m in chosen]
+    methods = choose_methods(args, method_catalogue(reward_names, probe.sampling.guidance_scale))
     sys.stdout.write(
         f"pareto: {len(methods)} methods, training seeds {seeds}; budget per trained cell = {probe.iterations} iterations × "
         f"{derived_quantities(probe, 1).images_per_iteration} images (same for every trained method); evaluation {len(held_out)} held-out "
@@ -293,52 +194,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     )
     with tempfile.TemporaryDirectory(prefix="pareto-runs-") if not args.runs_dir else contextlib.nullcontext(args.runs_dir) as work:
         cells, (iters, per_iteration) = run_cells(common, methods, seeds, args.out / "cells", Path(work))
-
-    samples = {key: EvaluationSamples.from_json(cell["samples"]) for key, cell in cells.items()}
-    scores = {key: s.scores.numpy() for key, s in samples.items()}
-    lo, hi = minmax_bounds(list(scores.values()))
-    averages = table1_averages(scores, (lo, hi))
-    reference = reference_point(len(reward_names), args.ref_offset)
-    result_methods: dict[str, dict] = {}
-    for method in methods:
-        per_seed = {}
-        for (name, seed), held_out_samples in samples.items():
-            if name != method.name:
-                continue
-            matrix = scores[(name, seed)]
-            hv, front = per_prompt_hypervolume(held_out_samples, lo, hi, reference)
-            prompts, prompt_means = per_prompt_means(held_out_samples)
-            per_seed["none" if seed is None else str(seed)] = {
-                "means": dict(zip(reward_names, map(float, matrix.mean(0)))),
-                "normalised_means": dict(zip(reward_names, map(float, normalise(matrix, lo, hi).mean(0)))),
-                "average_normalised": averages[(name, seed)],
-                "hypervolume": hv,
-                "front_size": front,
-                "per_prompt_means": dict(zip(prompts, prompt_means.tolist())),
-                "num_images": int(len(matrix)),
-                "wall_s": cells[(name, seed)]["wall_s"],
-                "scores": matrix.tolist(),
-            }
-        runs_of = list(per_seed.values())
-        result_methods[method.name] = {
-            "setting": method.setting,
-            "trained": method.trained,
-            "overrides": list(method.overrides),
-            "seeds": per_seed,
-            "summary": {
-                "means": {r: summarise([s["means"][r] for s in runs_of]) for r in reward_names},
-                "average_normalised": summarise([s["average_normalised"] for s in runs_of]),
-                "hypervolume": summarise([s["hypervolume"] for s in runs_of]),
-                "front_size": summarise([s["front_size"] for s in runs_of]),
-            },
-        }
-    base_hv = result_methods["base"]["summary"]["hypervolume"][0]
-    for entry in result_methods.values():
-        entry["summary"]["hypervolume_gain"] = entry["summary"]["hypervolume"][0] - base_hv
-    ratio = None
-    if "parrot" in result_methods and "ws2" in result_methods:
-        ws2_gain = result_methods["ws2"]["summary"]["hypervolume_gain"]
-        ratio = result_methods["parrot"]["summary"]["hypervolume_gain"] / ws2_gain if ws2_gain > 0 else None
+    result_methods, lo, hi, reference = method_results(methods, cells, reward_names, args.ref_offset)
     return {
         "command": "python benchmarks/pareto.py " + shlex.join(argv),
         "preset": args.preset,
@@ -362,59 +218,9 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
         "reference_point": reference.tolist(),
         "hypervolume_of": "per-prompt mean reward vectors (over evaluation seeds), normalised",
         "methods": result_methods,
-        "gain_ratio_parrot_over_ws2": ratio,
+        "gain_ratio_parrot_over_ws2": gain_ratio(result_methods),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-
-
-# ----- reporting --------------------------------------------------------------------------------
-def _mean_se(pair: list[float | None], digits: int = 4) -> str:
-    mean, se = pair
-    return f"{mean:.{digits}f} ± " + (f"{se:.{digits}f}" if se is not None else "–")
-
-
-def markdown_table(result: dict) -> str:
-    """Parrot's Table 1 shape: per-reward mean ± SE over seeds, Table-1 average, per-prompt-mean HV ± SE, HV gain, front size."""
-    names = result["reward_names"]
-    head = ["method", *names, "avg norm.", "HV", "HV gain", "front size", "s/cell"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method, entry in result["methods"].items():
-        s = entry["summary"]
-        cells = [method, *(_mean_se(s["means"][r]) for r in names)]
-        cells += [
-            _mean_se(s["average_normalised"]),
-            _mean_se(s["hypervolume"]),
-            f"{s['hypervolume_gain']:+.4f}",
-            f"{s['front_size'][0]:.1f}",
-            f"{np.mean([r['wall_s'] for r in entry['seeds'].values()]):.0f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    ratio = result["gain_ratio_parrot_over_ws2"]
-    if "parrot" in result["methods"] and "ws2" in result["methods"]:
-        gains = {m: result["methods"][m]["summary"]["hypervolume_gain"] for m in ("parrot", "ws2")}
-        verdict = f"= {ratio:.2f} (goal ≥ 1.3)" if ratio is not None else "undefined: ws2 does not gain hypervolume over base"
-        lines += ["", f"HV gain of parrot ({gains['parrot']:+.4f}) ÷ HV gain of ws2 ({gains['ws2']:+.4f}) {verdict}"]
-    return "\n".join(lines)
-
-
-def write_plots(result: dict, out: Path) -> dict[str, str]:
-    names = result["reward_names"]
-    means = {m: np.array([v for r in e["seeds"].values() for v in r["per_prompt_means"].values()]) for m, e in result["methods"].items()}
-    budget = result["budget"]
-    title = f"per-prompt mean held-out rewards (every training seed); {budget['images_per_run']} training images per run"
-    paths = {
-        "hypervolume": str(
-            seed_bar_plot(
-                {m: [r["hypervolume"] for r in e["seeds"].values()] for m, e in result["methods"].items()},
-                out / "hypervolume.png",
-                "hypervolume (min-max normalised)",
-                "hypervolume of the per-prompt means per training seed",
-            )
-        )
-    }
-    if len(names) >= 2:
-        paths["fronts"] = str(pairwise_front_plot(means, names, out / "fronts.png", title))
-    return paths
 
 
 def main(argv: list[str] | None = None) -> dict:

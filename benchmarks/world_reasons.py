@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +172,71 @@ def rendered_headroom(rewards, count: int, seed: int) -> dict[str, object]:
     return figures
 
 
+@dataclass
+class PlainSamples:
+    """The plain-prompt samples every section compares against: 12 prompts × n seeds, row-major."""
+
+    pairs: list[tuple[str, str]]  # (colour, shape) per image
+    originals: list[str]  # c per image
+    seeds: list[int]
+    scores: dict[str, np.ndarray]
+    read: dict[str, np.ndarray]
+    groups: int
+
+
+def preference_reasons(plain: PlainSamples, prior_draws: int) -> dict[str, object]:
+    """1. preference's seed share and the terms of its rule."""
+    figures: dict[str, object] = {}
+    for name in ("preference", "laion_aesthetic"):
+        figures[f"seed_share_{name}"] = seed_share(plain.scores[name], plain.groups)
+    for name in ("adherence", "large"):
+        figures[f"seed_share_{name}"] = seed_share(plain.read[name], plain.groups)
+    rule = 4.0 * plain.read["adherence"] + 0.3 * plain.scores["laion_aesthetic"] + 0.8 * plain.read["large"]
+    figures["seed_share_preference_rule_read"] = seed_share(rule, plain.groups)
+    figures["adherence_mean"] = float(plain.read["adherence"].mean())
+    figures["adherence_per_prompt"] = plain.read["adherence"].reshape(plain.groups, -1).mean(1).round(3).tolist()
+    figures["corr_preference_adherence"] = float(np.corrcoef(plain.scores["preference"], plain.read["adherence"])[0, 1])
+    figures["corr_preference_rule_read"] = float(np.corrcoef(plain.scores["preference"], rule)[0, 1])
+    return figures | prior_figures(prior_draws, 0)
+
+
+def identifier_reasons(draw, plain: PlainSamples) -> dict[str, object]:
+    """2. identifiers: the same seeds behind "l p c s, "."""
+    pixels, scores = draw([with_prefix(t, ALL_IDENTIFIERS) for t in plain.originals], plain.originals, plain.seeds)
+    read = readings(pixels, plain.pairs)
+    figures: dict[str, object] = {"identifiers_delta_sentiment": paired(scores["sentiment"], plain.scores["sentiment"])}
+    for name in ("sentiment_rule", "tint", "chroma", "edge", "specks", "adherence", "large"):
+        figures[f"identifiers_delta_{name}"] = paired(read[name], plain.read[name])
+    figures["identifiers_background_changed"] = float((read["background"] != plain.read["background"]).mean())
+    for name, values in (("plain", plain.read["background"]), ("identifiers", read["background"])):
+        names, counts = np.unique(values, return_counts=True)
+        figures[f"backgrounds_{name}"] = {str(k): round(float(c) / len(values), 3) for k, c in zip(names, counts)}
+        figures[f"background_warmth_{name}"] = float(np.mean([WARMTH[b] for b in values]))
+    return figures
+
+
+def headroom_reasons(draw, plain: PlainSamples, n: int) -> dict[str, object]:
+    """3. the rule's best expansion of each held-out prompt against the plain prompt."""
+    rows = slice(len(plain.originals) - len(HELD_OUT_PAIRS) * n, len(plain.originals))
+    best = [best_expansion(colour, shape, 2000, 0)[0] for colour, shape in HELD_OUT_PAIRS for _ in range(n)]
+    pixels, scores = draw(best, plain.originals[rows], plain.seeds[rows])
+    read, before = readings(pixels, plain.pairs[rows]), {k: v[rows] for k, v in plain.read.items()}
+    stated = [text.split(" on a ")[1].split(" background")[0] for text in best]
+    figures: dict[str, object] = {
+        "headroom_delta_laion_aesthetic": paired(scores["laion_aesthetic"], plain.scores["laion_aesthetic"][rows]),
+        "best_background_honoured": float(np.mean([b == s for b, s in zip(read["background"], stated)])),
+        "plain_background_was_that": float(np.mean([b == s for b, s in zip(before["background"], stated)])),
+        "best_large_honoured": float(read["large"].mean()),
+        "best_adherence": float(read["adherence"].mean()),
+        "plain_adherence_held_out": float(before["adherence"].mean()),
+        "best_companion_or_specks": float((read["specks"] > 0).mean()),
+        "plain_companion_or_specks": float((before["specks"] > 0).mean()),
+    }
+    for name in ("edge", "chroma"):
+        figures[f"best_delta_{name}"] = paired(read[name], before[name])
+    return figures | {"best_expansions": sorted(set(best))}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--world", type=Path, default=None, help="a built world (default: the committed shapes/world)")
@@ -185,64 +250,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     world = args.world or committed_shapes_world()
     policy, rewards = StableDiffusionPolicy.from_pretrained(world / "sd"), load_world_rewards(world)
-    n, figures = args.seeds, rendered_headroom(rewards, args.rendered, 0)
-    if args.only_rendered:
-        return report(figures, args.json)
+    figures = rendered_headroom(rewards, args.rendered, 0)
+    if not args.only_rendered:
 
-    pairs = training_pairs() + list(HELD_OUT_PAIRS)
-    prompt_pairs = [p for p in pairs for _ in range(n)]
-    originals = [short_prompt(*p) for p in prompt_pairs]
-    seeds = [i for _ in pairs for i in range(n)]
-    pixels, plain = sample(policy, rewards, originals, originals, seeds, args.num_steps, args.guidance)
-    read = readings(pixels, prompt_pairs)
-    # 1. preference's seed share and the terms of its rule
-    for name in ("preference", "laion_aesthetic"):
-        figures[f"seed_share_{name}"] = seed_share(plain[name], len(pairs))
-    for name in ("adherence", "large"):
-        figures[f"seed_share_{name}"] = seed_share(read[name], len(pairs))
-    rule = 4.0 * read["adherence"] + 0.3 * plain["laion_aesthetic"] + 0.8 * read["large"]
-    figures["seed_share_preference_rule_read"] = seed_share(rule, len(pairs))
-    figures["adherence_mean"] = float(read["adherence"].mean())
-    figures["adherence_per_prompt"] = read["adherence"].reshape(len(pairs), n).mean(1).round(3).tolist()
-    figures["corr_preference_adherence"] = float(np.corrcoef(plain["preference"], read["adherence"])[0, 1])
-    figures["corr_preference_rule_read"] = float(np.corrcoef(plain["preference"], rule)[0, 1])
-    figures |= prior_figures(args.prior_draws, 0)
+        def draw(texts, originals, seeds):
+            return sample(policy, rewards, texts, originals, seeds, args.num_steps, args.guidance)
 
-    # 2. identifiers: the same seeds behind "l p c s, "
-    texts = [with_prefix(t, ALL_IDENTIFIERS) for t in originals]
-    id_pixels, identified = sample(policy, rewards, texts, originals, seeds, args.num_steps, args.guidance)
-    id_read = readings(id_pixels, prompt_pairs)
-    figures["identifiers_delta_sentiment"] = paired(identified["sentiment"], plain["sentiment"])
-    for name in ("sentiment_rule", "tint", "chroma", "edge", "specks", "adherence", "large"):
-        figures[f"identifiers_delta_{name}"] = paired(id_read[name], read[name])
-    figures["identifiers_background_changed"] = float((id_read["background"] != read["background"]).mean())
-    for name, values in (("plain", read["background"]), ("identifiers", id_read["background"])):
-        names, counts = np.unique(values, return_counts=True)
-        figures[f"backgrounds_{name}"] = {str(k): round(float(c) / len(values), 3) for k, c in zip(names, counts)}
-        figures[f"background_warmth_{name}"] = float(np.mean([WARMTH[b] for b in values]))
-
-    # 3. the rule's best expansion of each held-out prompt against the plain prompt
-    rows = slice(len(originals) - len(HELD_OUT_PAIRS) * n, len(originals))
-    best = []
-    for colour, shape in HELD_OUT_PAIRS:
-        best += [best_expansion(colour, shape, 2000, 0)[0]] * n
-    best_pixels, best_scores = sample(policy, rewards, best, originals[rows], seeds[rows], args.num_steps, args.guidance)
-    figures["headroom_delta_laion_aesthetic"] = paired(best_scores["laion_aesthetic"], plain["laion_aesthetic"][rows])
-    stated = [text.split(" on a ")[1].split(" background")[0] for text in best]
-    best_read = readings(best_pixels, prompt_pairs[rows])
-    figures["best_background_honoured"] = float(np.mean([b == s for b, s in zip(best_read["background"], stated)]))
-    figures["plain_background_was_that"] = float(np.mean([b == s for b, s in zip(read["background"][rows], stated)]))
-    figures["best_large_honoured"] = float(best_read["large"].mean())
-    figures["best_adherence"], figures["plain_adherence_held_out"] = (
-        float(best_read["adherence"].mean()),
-        float(read["adherence"][rows].mean()),
-    )
-    figures["best_companion_or_specks"] = float((best_read["specks"] > 0).mean())
-    figures["plain_companion_or_specks"] = float((read["specks"][rows] > 0).mean())
-    for name in ("edge", "chroma"):
-        figures[f"best_delta_{name}"] = paired(best_read[name], read[name][rows])
-    figures["best_expansions"] = sorted(set(best))
-
+        pairs = training_pairs() + list(HELD_OUT_PAIRS)
+        image_pairs = [p for p in pairs for _ in range(args.seeds)]
+        originals, seeds = [short_prompt(*p) for p in image_pairs], [i for _ in pairs for i in range(args.seeds)]
+        pixels, scores = draw(originals, originals, seeds)
+        plain = PlainSamples(image_pairs, originals, seeds, scores, readings(pixels, image_pairs), len(pairs))
+        figures |= preference_reasons(plain, args.prior_draws)
+        figures |= identifier_reasons(draw, plain)
+        figures |= headroom_reasons(draw, plain, args.seeds)
     report(figures, args.json)
 
 

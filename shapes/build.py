@@ -4,7 +4,7 @@ The build is a list of stages (:data:`STAGES`) run in order over one :class:`Bui
 stage trains or measures one thing, saves it under ``DIR`` in its library's standard format and
 records its figures, sizes and time. Later stages (reward heads, the prompt expander) append
 to :data:`STAGES`. The build ends by writing the world card ``DIR/WORLD.md`` and the same figures
-as ``DIR/world.json``.
+as ``DIR/world.json`` (:mod:`shapes.world_card`, the one writer and reader of both).
 
 Layout of ``DIR``::
 
@@ -26,11 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +47,9 @@ from shapes.clip import (
     train_clip,
     train_tokenizer,
 )
-from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples, write_prompt_files
+from shapes.data import Example, ShapesDataConfig, generate_examples, write_prompt_files
 from shapes.expander import ShapesExpanderConfig, train_world_expander
 from shapes.heads import (
-    AESTHETIC_FILE,
-    SENTIMENT_FILE,
     ShapesHeadsConfig,
     fit_world_aesthetic,
     fit_world_sentiment,
@@ -68,6 +65,7 @@ from shapes.sd import (
     train_vae,
     vae_checker_agreement,
 )
+from shapes.world_card import read_record, write_world_card
 from t2i.tiny import assemble_sd_pipeline
 
 __all__ = ["STAGES", "BuildConfig", "BuildState", "build_world", "main", "quick_config", "redo_stages"]
@@ -304,145 +302,6 @@ STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
 ]
 
 
-def _directory_megabytes(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
-
-
-def _goal_rows(figures: dict[str, float]) -> list[str]:
-    """One row per world-v4 goal that has a figure: (goal, figure, value, met)."""
-    f = figures.get
-
-    def row(goal: str, name: str, ok) -> str:
-        value = f(name)
-        if value is None:
-            return f"| {goal} | `{name}` | — | not measured |"
-        return f"| {goal} | `{name}` | {value:.3f} | {'yes' if ok(value) else 'NO'} |"
-
-    rows = [
-        row("plain prompt mediocre: rule headroom ≥ 1.5 on every held-out prompt", "card_headroom_rule_min", lambda v: v >= 1.5),
-        row("… and measured on samples (best expansion − c, aesthetic)", "card_headroom_sampled_delta_laion_aesthetic", lambda v: v >= 1.5),
-        row('"sharp" gives crisper edges than "blurry"', "t2i_word_sharp_edge", lambda v: v > f("t2i_word_blurry_edge", v)),
-        row('"vivid" gives more chroma than "faded"', "t2i_word_vivid_chroma", lambda v: v > f("t2i_word_faded_chroma", v)),
-        row('"clean" gives fewer specks than "cluttered"', "t2i_word_clean_specks", lambda v: v < f("t2i_word_cluttered_specks", v)),
-        row("seeds explain ≥ 30% of aesthetic variance (plain prompt)", "card_seed_share_laion_aesthetic", lambda v: v >= 0.3),
-        row("seeds explain ≥ 30% of preference variance", "card_seed_share_preference", lambda v: v >= 0.3),
-        row("seeds explain ≥ 10% of sentiment variance", "card_seed_share_sentiment", lambda v: v >= 0.1),
-    ]
-    for name in ("laion_aesthetic", "preference"):
-        se = f(f"card_sft_se_{name}")
-        rows.append(
-            row(
-                f"SFT expander beats c on {name} by ≥ 3 paired SE (SE {se if se is None else round(se, 3)})",
-                f"card_sft_delta_{name}",
-                lambda v, se=se: se is not None and v >= 3 * se,
-            )
-        )
-    rows.append(row("SFT expander lowers CLIPScore to c (as Promptist)", "card_sft_delta_clip_score", lambda v: v < 0))
-    se = f("card_pcg_se_clip_score")
-    rows.append(
-        row(
-            f"prompt-centred guidance beats CFG on ĉ on CLIPScore by ≥ 2 SE (SE {se if se is None else round(se, 3)})",
-            "card_pcg_delta_clip_score",
-            lambda v: se is not None and v >= 2 * se,
-        )
-    )
-    rows.append(row("text features with all identifiers: cosine ≥ 0.95", "card_identifier_text_cosine", lambda v: v >= 0.95))
-    for name in ("laion_aesthetic", "preference", "clip_score", "sentiment"):
-        se = f(f"card_identifiers_se_{name}")
-        rows.append(
-            row(
-                f"identifiers move {name} by < 1 SE (SE {se if se is None else round(se, 3)})",
-                f"card_identifiers_delta_{name}",
-                lambda v, se=se: se is not None and abs(v) < se,
-            )
-        )
-    correlations = {k: v for k, v in figures.items() if k.startswith("card_corr_")}
-    if correlations:
-        worst = min(correlations, key=correlations.get)
-        rows.append(row("the rewards trade off: some pairwise correlation clearly negative (< −0.2)", worst, lambda v: v < -0.2))
-    return rows
-
-
-def _world_card(state: BuildState, command: str, load_at_start: tuple[float, float, float]) -> str:
-    cfg = state.config
-    lines = [
-        "# The shapes world (v4)",
-        "",
-        f"Built with `{command}` (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s on "
-        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
-        f"{torch.get_num_threads()}; 1-minute load average at start {load_at_start[0]:.1f} "
-        "(other jobs shared the CPU, so times are upper bounds).",
-        "",
-        f"Data: {cfg.train_examples} training images {cfg.data.image_size}×{cfg.data.image_size}; "
-        f"held-out colour × shape pairs {', '.join(f'{c} {s}' for c, s in HELD_OUT_PAIRS)}.",
-        "",
-        "## Stages",
-        "",
-        "| stage | seconds | optimiser steps | parameters |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, _ in STAGES:
-        if name in state.seconds:
-            lines.append(f"| {name} | {state.seconds[name]:.1f} | {state.steps.get(name, '')} | {state.parameters.get(name, '')} |")
-    lines += ["", "## Sizes on disk", "", "| directory | MB |", "|---|---:|"]
-    for child in sorted(p for p in state.out.iterdir() if p.is_dir()):
-        lines.append(f"| {child.name}/ | {_directory_megabytes(child):.2f} |")
-    lines += ["", "## Quality figures", "", "| figure | value |", "|---|---:|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in state.figures.items() if not k.startswith("card_")]
-    lines += ["", "## Sampled figures (shapes.card)", "", "| figure | value |", "|---|---:|"]
-    lines += [f"| {k[5:]} | {v:.4f} |" for k, v in state.figures.items() if k.startswith("card_")]
-    lines += [
-        "",
-        "Figures: `clip_top1_*` = top-1 retrieval of the right short caption among all 12 colour × shape",
-        "captions for fresh images; `t2i_short_*_colour_shape` = fraction of samples of short prompts whose",
-        "colour and shape the pixel-rule checker reads correctly; `t2i_detailed_*` = fraction of samples of",
-        "detailed captions (records from the world's prior) honouring each stated attribute; `t2i_plain_*`,",
-        "`t2i_word_<word>_<reading>`, `t2i_positive_*`, `t2i_negative_*` = pixel readings",
-        "(`shapes.checker.read_quality`: edge crispness, clutter specks, subject chroma, |log aspect|, tint)",
-        'of "c", "c, <word>", "c, <all positive words>, masterpiece" and "c, <all negative words>" over the',
-        f"training pairs. Sampling: DDIM {cfg.sd.eval_steps} steps, guidance {cfg.sd.eval_guidance}.",
-        "`card_*` figures: `python -m shapes.card --world DIR` (definitions in `shapes/card.py`), "
-        f"{cfg.card.images_per_prompt} seeds per prompt, paired noise, ± = paired SE.",
-        "",
-        "## Is it a faithful miniature? (the world-v4 goals)",
-        "",
-        "| goal | figure | value | met |",
-        "|---|---|---:|---|",
-        *_goal_rows(state.figures),
-        "",
-        "SFT expansions of the held-out prompts at temperature "
-        f"{cfg.card.expander_temperature}: " + "; ".join(json.dumps(e, ensure_ascii=True) for e in state.expansions),
-        "",
-        "## Rewards (rules in `shapes/heads.py`)",
-        "",
-        '- aesthetic: `load_reward("laion_aesthetic", clip_model=WORLD/clip, '
-        f"head_path=WORLD/aesthetic/{AESTHETIC_FILE})`, the LAION MLP head regressed on",
-        "  a(x) = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity + 2.5·contrast + 1·centred",
-        "  + 0.5·[companion]; `aesthetic_held_out_r2` on fresh images.",
-        '- preference: `load_reward("preference", path=WORLD/preference)`, Bradley–Terry on comparisons drawn with',
-        "  P[a ≻ b | c] = σ(u_a − u_b), u = 4·(share of the prompt's attributes the checker reads back) + 0.3·a(x)",
-        "  + 0.8·[large]; `preference_held_out_accuracy` against the sampled (noisy) labels, `_bayes_accuracy` its ceiling.",
-        '- alignment: `load_reward("clip_score", model=WORLD/clip)` against the ORIGINAL prompt (no training);',
-        "  `alignment_*` = mean cosine with the right / a wrong short caption and how often the right one scores higher.",
-        '- sentiment: `load_reward("sentiment", model=WORLD/clip, '
-        f"probe_path=WORLD/sentiment/{SENTIMENT_FILE})`, a linear probe on the label",
-        "  warmth(shape) + warmth(background) + tint ≥ 0 (red, yellow +1; white +0.5; green, gray −0.5; blue, black −1;",
-        "  tint ∈ [−1, 1] the seed's warm or cold light).",
-        "- expander: `PromptExpander.from_pretrained(WORLD/expander)`, GPT-2 SFT (TRL) on Promptist-style pairs: short",
-        f"  caption → detailed caption of the top {cfg.expander.curated_fraction:.0%} of training images by a(x);",
-        "  `expander_held_out_well_formed` = share of sampled expansions of the held-out short prompts that parse as",
-        "  detailed captions keeping the prompt's colour and shape.",
-        "",
-        "## Configuration",
-        "",
-        "```json",
-        json.dumps(asdict(cfg), indent=1),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def build_world(out: str | os.PathLike, config: BuildConfig, progress: bool = True, command: str = "") -> BuildState:
     """Run every stage of :data:`STAGES` into ``out`` (which must be empty or missing)."""
     out = Path(out)
@@ -455,7 +314,7 @@ def build_world(out: str | os.PathLike, config: BuildConfig, progress: bool = Tr
         start = time.perf_counter()
         stage(state)
         state.seconds[name] = time.perf_counter() - start
-    _write_card(state, command or f"python -m shapes.build --out {out}", load)
+    write_world_card(state, [name for name, _ in STAGES], command or f"python -m shapes.build --out {out}", load)
     return state
 
 
@@ -467,9 +326,7 @@ def redo_stages(out: str | os.PathLike, config: BuildConfig, names: list[str], p
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; choose from {known}")
-    if not (out / "world.json").is_file():
-        raise FileNotFoundError(f"{out} holds no built world (no world.json); build it first without --redo")
-    record = json.loads((out / "world.json").read_text())
+    record = read_record(out)
     state = BuildState(config=config, out=out, progress=progress)
     state.figures, state.seconds = record["figures"], record["seconds"]
     state.steps, state.parameters = record["steps"], record["parameters"]
@@ -480,20 +337,8 @@ def redo_stages(out: str | os.PathLike, config: BuildConfig, names: list[str], p
             start = time.perf_counter()
             stage(state)
             state.seconds[name] = time.perf_counter() - start
-    _write_card(state, command or f"python -m shapes.build --out {out} --redo {' '.join(names)}", load)
+    write_world_card(state, [name for name, _ in STAGES], command or f"python -m shapes.build --out {out} --redo {' '.join(names)}", load)
     return state
-
-
-def _write_card(state: BuildState, command: str, load: tuple[float, float, float]) -> None:
-    (state.out / "WORLD.md").write_text(_world_card(state, command, load))
-    record = {
-        "figures": state.figures,
-        "seconds": state.seconds,
-        "steps": state.steps,
-        "parameters": state.parameters,
-        "sft_expansions": state.expansions,
-    }
-    (state.out / "world.json").write_text(json.dumps(record, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:

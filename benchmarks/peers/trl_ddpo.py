@@ -70,31 +70,11 @@ def timed(stages: dict[str, float], name: str, method):
     return wrapper
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    import diffusers
-    import torch
-    import transformers
-    import trl
-    from accelerate import PartialState
-    from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
+def ddpo_config(args: argparse.Namespace):
+    """TRL's ``DDPOConfig`` of one epoch as the module docstring describes it."""
+    from trl import DDPOConfig
 
-    from rewards.jpeg import jpeg_size_kb
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.lora_rank != 4:
-        raise SystemExit(f"--lora_rank {args.lora_rank}: TRL 0.23.1's DefaultDDPOStableDiffusionPipeline uses rank 4 only")
-    torch.manual_seed(0)
-    random.seed(0)
-
-    def reward_fn(images, prompts, metadata):
-        return -jpeg_size_kb(images.float().cpu()), {}
-
-    def prompt_fn():
-        return random.choice(PROMPTS), {}
-
-    config = DDPOConfig(
+    return DDPOConfig(
         num_epochs=args.warmup + args.epochs,
         sample_num_steps=args.steps,
         sample_eta=1.0,
@@ -114,9 +94,30 @@ def main(argv: list[str] | None = None) -> None:
         per_prompt_stat_tracking=False,
         async_reward_computation=False,
     )
+
+
+def build_trainer(args: argparse.Namespace):
+    """``DDPOTrainer`` on the saved pipeline (LoRA), JPEG compressibility as reward, prompts drawn from :data:`PROMPTS`."""
+    from accelerate import PartialState
+    from trl import DDPOTrainer, DefaultDDPOStableDiffusionPipeline
+
+    from rewards.jpeg import jpeg_size_kb
+
+    def reward_fn(images, prompts, metadata):
+        return -jpeg_size_kb(images.float().cpu()), {}
+
+    def prompt_fn():
+        return random.choice(PROMPTS), {}
+
+    config = ddpo_config(args)
     PartialState()  # the pipeline logs through accelerate before DDPOTrainer creates its Accelerator
     pipeline = DefaultDDPOStableDiffusionPipeline(str(args.pipeline), use_lora=True)
-    trainer = DDPOTrainer(config, reward_fn, prompt_fn, pipeline)
+    return DDPOTrainer(config, reward_fn, prompt_fn, pipeline)
+
+
+def time_epochs(trainer, args: argparse.Namespace) -> tuple[list[float], dict[str, float], list[int]]:
+    """Seconds of each timed ``step`` after the warm-up ones, the stages' seconds and [UNet calls, UNet rows],
+    both summed over the timed epochs."""
     stages: dict[str, float] = {}
     for name in ("_generate_samples", "compute_rewards", "_train_batched_samples"):
         setattr(trainer, name, timed(stages, name, getattr(trainer, name)))
@@ -136,6 +137,23 @@ def main(argv: list[str] | None = None) -> None:
         global_step = trainer.step(epoch, global_step)
         if epoch >= args.warmup:
             seconds.append(time.perf_counter() - start)
+    return seconds, stages, unet_rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import diffusers
+    import torch
+    import transformers
+    import trl
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.lora_rank != 4:
+        raise SystemExit(f"--lora_rank {args.lora_rank}: TRL 0.23.1's DefaultDDPOStableDiffusionPipeline uses rank 4 only")
+    torch.manual_seed(0)
+    random.seed(0)
+    seconds, stages, unet_rows = time_epochs(build_trainer(args), args)
     versions = {"trl": trl.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
                 "torch": torch.__version__}  # fmt: skip
     per_epoch = {k: v / args.epochs for k, v in stages.items()}

@@ -1,0 +1,143 @@
+"""The Pareto benchmark's methods and cells (see ``benchmarks/pareto.py`` for the definitions).
+
+The method catalogue (:func:`method_catalogue`: every method as ``parrot.train`` flags and the
+held-out setting it is evaluated in) and a cell's identity on disk: its flags
+(:func:`cell_flags`), its file under ``OUT/cells/`` (:func:`cell_path`), written atomically
+(:func:`write_cell`) and read back only when made with exactly the same flags (:func:`read_cell`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from parrot.train_config import TrainConfig, load_train_config
+from parrot_base.config import ConfigError
+
+__all__ = [
+    "DPOK_KL_WEIGHT",
+    "QUICK",
+    "Method",
+    "base_overrides",
+    "cell_flags",
+    "cell_path",
+    "method_catalogue",
+    "method_config",
+    "read_cell",
+    "write_cell",
+    "ws1_weights",
+]
+
+QUICK = {"iterations": 1, "seeds": [0], "eval_seeds": 2, "overrides": ["--sampling.prompts_per_process", "2", "--sampling.num_steps", "8"]}
+#: β of DPOK's KL to the base model in the ``dpok`` row (DPOK's own runs use 0.01 with its reward scale)
+DPOK_KL_WEIGHT = 0.01
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method: its ``parrot.train`` overrides and the held-out setting it is evaluated in.
+
+    ``setting`` is one of :data:`parrot.evaluation.SETTINGS`: ``trained`` methods train first;
+    ``plain_base`` / ``untrained`` ones are evaluated without training, once.
+    """
+
+    name: str
+    overrides: tuple[str, ...]
+    setting: str
+
+    @property
+    def trained(self) -> bool:
+        return self.setting == "trained"
+
+
+def ws1_weights(num_rewards: int) -> list[float]:
+    """0.7 on the first reward, 0.3 split equally over the rest ({.7,.1,.1,.1} for K = 4)."""
+    if num_rewards == 1:
+        return [1.0]
+    return [0.7] + [0.3 / (num_rewards - 1)] * (num_rewards - 1)
+
+
+def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str, Method]:
+    """Every method of the benchmark, in table order (see the module docstring)."""
+    k = len(reward_names)
+    t2i_alone = ("--mode", "t2i", "--expander.model", "", "--identifiers.enabled", "false")
+    ws2 = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k))
+    pareto = ("--selection.mode", "pareto")  # reward identifiers as the preset sets them
+    # an expander without identifiers samples K expansions per prompt instead of one per identifier:
+    # the same images per prompt, and the expander's group-mean baseline still has expansions to compare
+    expander_no_ids = ("--identifiers.enabled", "false", "--sampling.expansions_per_prompt", str(k))
+    methods = [
+        Method("base", t2i_alone, "plain_base"),
+        Method("base+expander", ("--mode", "joint", *expander_no_ids), "untrained"),
+        # diagnostic: the paper's evaluation prompt "<all ids>, ĉ" before any training
+        Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true", "--identifiers.evaluation", "all"), "untrained"),
+    ]
+    methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}"), "trained") for r in reward_names]
+    methods += [
+        Method("ws1", (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, ws1_weights(k))), "trained"),
+        Method("ws2", (*t2i_alone, *ws2), "trained"),
+        Method("parrot-t2i", ("--mode", "t2i", "--expander.model", "", *pareto), "trained"),
+        Method("parrot-expander", ("--mode", "expander", *pareto), "trained"),
+        Method("parrot", ("--mode", "joint", *pareto), "trained"),
+        Method("parrot-no-pcg", ("--mode", "joint", *pareto, "--sampling.w1", "0", "--sampling.w2", str(guidance_scale)), "trained"),
+        Method("ws2+expander", ("--mode", "joint", *expander_no_ids, *ws2), "trained"),
+        Method("dpok", (*t2i_alone, *ws2, "--t2i.kl_weight", str(DPOK_KL_WEIGHT)), "trained"),
+        Method("rwr", (*t2i_alone, *ws2, "--t2i.estimator", "rwr"), "trained"),
+    ]
+    return {m.name: m for m in methods}
+
+
+# ----- cells: one (method, training seed) each, kept on disk ----------------------------------------
+def base_overrides(args: argparse.Namespace, eval_seeds: int, iterations: int) -> list[str]:
+    """Preset, benchmark budget, then the user's passthrough flags (which may change the budget)."""
+    return [
+        "--preset", args.preset, *(["--iterations", str(iterations)] if iterations else []),
+        "--evaluation.seeds", *map(str, range(eval_seeds)),
+        "--evaluation.enabled", "false", "--logging.log_with", "none", "--checkpoint_every", "0",
+        *(QUICK["overrides"] if args.quick else []), *shlex.split(args.set),
+    ]  # fmt: skip
+
+
+def cell_flags(common: list[str], method: Method, seed: int | None) -> list[str]:
+    """The ``parrot.train`` flags of a cell, without its output directory (the cell's identity on disk)."""
+    return [*common, *method.overrides, "--seed", str(0 if seed is None else seed)]
+
+
+def method_config(flags: list[str], method: Method, output_dir: Path) -> TrainConfig:
+    try:
+        return load_train_config([*flags, "--output_dir", str(output_dir)])
+    except ConfigError as err:
+        needs = (
+            " (DPOK's supervised fine-tuning on reward-weighted base-model samples; not in this parrot.train yet)"
+            if method.name == "rwr"
+            else ""
+        )
+        raise SystemExit(f"method {method.name!r}{needs}: parrot.train refuses its flags: {err}; "
+                         f"leave it out with --skip {method.name}") from None  # fmt: skip
+
+
+def cell_path(cells: Path, method: Method, seed: int | None) -> Path:
+    return cells / f"{method.name.replace(':', '_')}-seed{'none' if seed is None else seed}.json"
+
+
+def write_cell(path: Path, cell: dict) -> None:
+    """Write a cell atomically (temporary file, then rename): a killed run leaves no half cell."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cell), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_cell(path: Path, flags: list[str]) -> dict | None:
+    """A finished cell made with exactly ``flags``; None when there is none; refuses one made with other flags."""
+    if not path.is_file():
+        return None
+    cell = json.loads(path.read_text(encoding="utf-8"))
+    if cell.get("flags") != flags:
+        raise SystemExit(f"{path} was made with other parrot.train flags ({shlex.join(cell.get('flags', []))}); "
+                         "remove it or use another --out")  # fmt: skip
+    return cell

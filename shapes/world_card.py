@@ -1,0 +1,213 @@
+"""The world card of a built shapes world: ``WORLD.md`` for people and ``world.json``, the same figures
+machine-readable. This module is the one writer and reader of both files: :mod:`shapes.build` writes
+them after its stages and reads ``world.json`` back to ``--redo`` some; the figures come from the
+build's stages and from :mod:`shapes.card` (the ``card_*`` ones).
+
+``world.json`` holds ``{"figures", "seconds", "steps", "parameters", "sft_expansions"}``: the figures
+by name, per stage its wall seconds, optimiser steps and parameter count, and the SFT expander's
+expansions of the held-out prompts. ``WORLD.md`` tabulates them, with the world-v4 goals table
+(:func:`goal_rows`), the rewards' rules and the build configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from shapes.data import HELD_OUT_PAIRS
+from shapes.heads import AESTHETIC_FILE, SENTIMENT_FILE
+
+if TYPE_CHECKING:
+    from shapes.build import BuildState
+
+__all__ = ["CARD_FILE", "RECORD_FILE", "goal_rows", "read_record", "world_card_text", "write_world_card"]
+
+#: the world card and its machine-readable record, under the world directory
+CARD_FILE, RECORD_FILE = "WORLD.md", "world.json"
+
+
+def read_record(out: Path) -> dict:
+    """The ``world.json`` of the built world in ``out``; refuses a directory without one."""
+    if not (out / RECORD_FILE).is_file():
+        raise FileNotFoundError(f"{out} holds no built world (no world.json); build it first without --redo")
+    return json.loads((out / RECORD_FILE).read_text())
+
+
+def write_world_card(state: BuildState, stages: list[str], command: str, load: tuple[float, float, float]) -> None:
+    """``WORLD.md`` and ``world.json`` of ``state`` (``stages``: the build's stage names in order)."""
+    (state.out / CARD_FILE).write_text(world_card_text(state, command, load, stages))
+    record = {
+        "figures": state.figures,
+        "seconds": state.seconds,
+        "steps": state.steps,
+        "parameters": state.parameters,
+        "sft_expansions": state.expansions,
+    }
+    (state.out / RECORD_FILE).write_text(json.dumps(record, indent=1))
+
+
+def _directory_megabytes(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def goal_rows(figures: dict[str, float]) -> list[str]:
+    """One row per world-v4 goal that has a figure: (goal, figure, value, met)."""
+    f = figures.get
+
+    def row(goal: str, name: str, ok) -> str:
+        value = f(name)
+        if value is None:
+            return f"| {goal} | `{name}` | — | not measured |"
+        return f"| {goal} | `{name}` | {value:.3f} | {'yes' if ok(value) else 'NO'} |"
+
+    rows = [
+        row("plain prompt mediocre: rule headroom ≥ 1.5 on every held-out prompt", "card_headroom_rule_min", lambda v: v >= 1.5),
+        row("… and measured on samples (best expansion − c, aesthetic)", "card_headroom_sampled_delta_laion_aesthetic", lambda v: v >= 1.5),
+        row('"sharp" gives crisper edges than "blurry"', "t2i_word_sharp_edge", lambda v: v > f("t2i_word_blurry_edge", v)),
+        row('"vivid" gives more chroma than "faded"', "t2i_word_vivid_chroma", lambda v: v > f("t2i_word_faded_chroma", v)),
+        row('"clean" gives fewer specks than "cluttered"', "t2i_word_clean_specks", lambda v: v < f("t2i_word_cluttered_specks", v)),
+        row("seeds explain ≥ 30% of aesthetic variance (plain prompt)", "card_seed_share_laion_aesthetic", lambda v: v >= 0.3),
+        row("seeds explain ≥ 30% of preference variance", "card_seed_share_preference", lambda v: v >= 0.3),
+        row("seeds explain ≥ 10% of sentiment variance", "card_seed_share_sentiment", lambda v: v >= 0.1),
+    ]
+    for name in ("laion_aesthetic", "preference"):
+        se = f(f"card_sft_se_{name}")
+        rows.append(
+            row(
+                f"SFT expander beats c on {name} by ≥ 3 paired SE (SE {se if se is None else round(se, 3)})",
+                f"card_sft_delta_{name}",
+                lambda v, se=se: se is not None and v >= 3 * se,
+            )
+        )
+    rows.append(row("SFT expander lowers CLIPScore to c (as Promptist)", "card_sft_delta_clip_score", lambda v: v < 0))
+    se = f("card_pcg_se_clip_score")
+    rows.append(
+        row(
+            f"prompt-centred guidance beats CFG on ĉ on CLIPScore by ≥ 2 SE (SE {se if se is None else round(se, 3)})",
+            "card_pcg_delta_clip_score",
+            lambda v: se is not None and v >= 2 * se,
+        )
+    )
+    rows.append(row("text features with all identifiers: cosine ≥ 0.95", "card_identifier_text_cosine", lambda v: v >= 0.95))
+    for name in ("laion_aesthetic", "preference", "clip_score", "sentiment"):
+        se = f(f"card_identifiers_se_{name}")
+        rows.append(
+            row(
+                f"identifiers move {name} by < 1 SE (SE {se if se is None else round(se, 3)})",
+                f"card_identifiers_delta_{name}",
+                lambda v, se=se: se is not None and abs(v) < se,
+            )
+        )
+    correlations = {k: v for k, v in figures.items() if k.startswith("card_corr_")}
+    if correlations:
+        worst = min(correlations, key=correlations.get)
+        rows.append(row("the rewards trade off: some pairwise correlation clearly negative (< −0.2)", worst, lambda v: v < -0.2))
+    return rows
+
+
+def world_card_text(state: BuildState, command: str, load_at_start: tuple[float, float, float], stages: list[str]) -> str:
+    """The text of ``WORLD.md``: build header, stage and size tables, figures, goals, rewards, configuration."""
+    cfg = state.config
+    lines = [
+        *_header(state, command, load_at_start),
+        *_stage_and_size_tables(state, stages),
+        *_figure_tables(state),
+        "",
+        "## Is it a faithful miniature? (the world-v4 goals)",
+        "",
+        "| goal | figure | value | met |",
+        "|---|---|---:|---|",
+        *goal_rows(state.figures),
+        "",
+        "SFT expansions of the held-out prompts at temperature "
+        f"{cfg.card.expander_temperature}: " + "; ".join(json.dumps(e, ensure_ascii=True) for e in state.expansions),
+        "",
+        *_rewards_section(state),
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(asdict(cfg), indent=1),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _header(state: BuildState, command: str, load_at_start: tuple[float, float, float]) -> list[str]:
+    cfg = state.config
+    return [
+        "# The shapes world (v4)",
+        "",
+        f"Built with `{command}` (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s on "
+        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
+        f"{torch.get_num_threads()}; 1-minute load average at start {load_at_start[0]:.1f} "
+        "(other jobs shared the CPU, so times are upper bounds).",
+        "",
+        f"Data: {cfg.train_examples} training images {cfg.data.image_size}×{cfg.data.image_size}; "
+        f"held-out colour × shape pairs {', '.join(f'{c} {s}' for c, s in HELD_OUT_PAIRS)}.",
+        "",
+    ]
+
+
+def _stage_and_size_tables(state: BuildState, stages: list[str]) -> list[str]:
+    lines = ["## Stages", "", "| stage | seconds | optimiser steps | parameters |", "|---|---:|---:|---:|"]
+    for name in stages:
+        if name in state.seconds:
+            lines.append(f"| {name} | {state.seconds[name]:.1f} | {state.steps.get(name, '')} | {state.parameters.get(name, '')} |")
+    lines += ["", "## Sizes on disk", "", "| directory | MB |", "|---|---:|"]
+    for child in sorted(p for p in state.out.iterdir() if p.is_dir()):
+        lines.append(f"| {child.name}/ | {_directory_megabytes(child):.2f} |")
+    return lines
+
+
+def _figure_tables(state: BuildState) -> list[str]:
+    cfg = state.config
+    lines = ["", "## Quality figures", "", "| figure | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in state.figures.items() if not k.startswith("card_")]
+    lines += ["", "## Sampled figures (shapes.card)", "", "| figure | value |", "|---|---:|"]
+    lines += [f"| {k[5:]} | {v:.4f} |" for k, v in state.figures.items() if k.startswith("card_")]
+    return lines + [
+        "",
+        "Figures: `clip_top1_*` = top-1 retrieval of the right short caption among all 12 colour × shape",
+        "captions for fresh images; `t2i_short_*_colour_shape` = fraction of samples of short prompts whose",
+        "colour and shape the pixel-rule checker reads correctly; `t2i_detailed_*` = fraction of samples of",
+        "detailed captions (records from the world's prior) honouring each stated attribute; `t2i_plain_*`,",
+        "`t2i_word_<word>_<reading>`, `t2i_positive_*`, `t2i_negative_*` = pixel readings",
+        "(`shapes.checker.read_quality`: edge crispness, clutter specks, subject chroma, |log aspect|, tint)",
+        'of "c", "c, <word>", "c, <all positive words>, masterpiece" and "c, <all negative words>" over the',
+        f"training pairs. Sampling: DDIM {cfg.sd.eval_steps} steps, guidance {cfg.sd.eval_guidance}.",
+        "`card_*` figures: `python -m shapes.card --world DIR` (definitions in `shapes/card.py`), "
+        f"{cfg.card.images_per_prompt} seeds per prompt, paired noise, ± = paired SE.",
+    ]
+
+
+def _rewards_section(state: BuildState) -> list[str]:
+    cfg = state.config
+    return [
+        "## Rewards (rules in `shapes/heads.py`)",
+        "",
+        '- aesthetic: `load_reward("laion_aesthetic", clip_model=WORLD/clip, '
+        f"head_path=WORLD/aesthetic/{AESTHETIC_FILE})`, the LAION MLP head regressed on",
+        "  a(x) = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity + 2.5·contrast + 1·centred",
+        "  + 0.5·[companion]; `aesthetic_held_out_r2` on fresh images.",
+        '- preference: `load_reward("preference", path=WORLD/preference)`, Bradley–Terry on comparisons drawn with',
+        "  P[a ≻ b | c] = σ(u_a − u_b), u = 4·(share of the prompt's attributes the checker reads back) + 0.3·a(x)",
+        "  + 0.8·[large]; `preference_held_out_accuracy` against the sampled (noisy) labels, `_bayes_accuracy` its ceiling.",
+        '- alignment: `load_reward("clip_score", model=WORLD/clip)` against the ORIGINAL prompt (no training);',
+        "  `alignment_*` = mean cosine with the right / a wrong short caption and how often the right one scores higher.",
+        '- sentiment: `load_reward("sentiment", model=WORLD/clip, '
+        f"probe_path=WORLD/sentiment/{SENTIMENT_FILE})`, a linear probe on the label",
+        "  warmth(shape) + warmth(background) + tint ≥ 0 (red, yellow +1; white +0.5; green, gray −0.5; blue, black −1;",
+        "  tint ∈ [−1, 1] the seed's warm or cold light).",
+        "- expander: `PromptExpander.from_pretrained(WORLD/expander)`, GPT-2 SFT (TRL) on Promptist-style pairs: short",
+        f"  caption → detailed caption of the top {cfg.expander.curated_fraction:.0%} of training images by a(x);",
+        "  `expander_held_out_well_formed` = share of sampled expansions of the held-out short prompts that parse as",
+        "  detailed captions keeping the prompt's colour and shape.",
+    ]
