@@ -16,6 +16,8 @@ prompts × evaluation seeds (fixed noise). Methods (K rewards r_1..r_K of the pr
                         equal weights;
 - ``parrot-t2i``        Pareto selection, T2I only, no expander: like-for-like against WS1/WS2 (the
                         paper's T2I-only 0.3992 vs WS 0.3273); identifiers as the preset sets them;
+- ``parrot-t2i-noids``  the same without reward identifiers, in training and in evaluation: like-for-like
+                        with WS1/WS2 in the evaluated prompt too (c, not "<all ids>, c");
 - ``parrot-expander``   Pareto selection, only the expander trained (``--mode expander``);
 - ``parrot``            Parrot joint (``--mode joint``);
 - ``parrot-no-pcg``     Parrot joint without original-prompt-centred guidance at inference: w1 = 0 and

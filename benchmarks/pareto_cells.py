@@ -81,6 +81,8 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
         Method("ws1", (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, ws1_weights(k))), "trained"),
         Method("ws2", (*t2i_alone, *ws2), "trained"),
         Method("parrot-t2i", ("--mode", "t2i", "--expander.model", "", *pareto), "trained"),
+        # like-for-like with WS1/WS2 in the evaluation prompt too: no identifiers in training or evaluation
+        Method("parrot-t2i-noids", (*t2i_alone, *pareto), "trained"),
         Method("parrot-expander", ("--mode", "expander", *pareto), "trained"),
         Method("parrot", ("--mode", "joint", *pareto), "trained"),
         Method("parrot-no-pcg", ("--mode", "joint", *pareto, "--sampling.w1", "0", "--sampling.w2", str(guidance_scale)), "trained"),

@@ -72,6 +72,7 @@ def test_methods_are_the_issue_settings():
         "ws1",
         "ws2",
         "parrot-t2i",
+        "parrot-t2i-noids",
         "parrot-expander",
         "parrot",
         "parrot-no-pcg",
@@ -92,6 +93,8 @@ def test_methods_are_the_issue_settings():
     # T2I-only Parrot has no expander, like WS; WS2 + expander trains both on the equal-weight sum
     parrot_t2i = load_train_config([*common, *tiny["parrot-t2i"].overrides])
     assert parrot_t2i.mode == "t2i" and not parrot_t2i.expander.model and parrot_t2i.selection.mode == "pareto"
+    no_ids = load_train_config([*common, *tiny["parrot-t2i-noids"].overrides])
+    assert no_ids.selection.mode == "pareto" and no_ids.mode == "t2i" and not no_ids.identifiers.enabled and not no_ids.expander.model
     ws2_joint = load_train_config([*common, *tiny["ws2+expander"].overrides])
     assert ws2_joint.mode == "joint" and ws2_joint.expander.model and ws2_joint.selection.weights == pytest.approx((1 / 3,) * 3)
     # without identifiers an expander samples K expansions per prompt (the group-mean baseline compares them)
