@@ -20,6 +20,8 @@ prompts × evaluation seeds (fixed noise). Methods (K rewards r_1..r_K of the pr
                         with WS1/WS2 in the evaluated prompt too (c, not "<all ids>, c");
 - ``parrot-expander``   Pareto selection, only the expander trained (``--mode expander``);
 - ``parrot``            Parrot joint (``--mode joint``);
+- ``parrot-noids``      Parrot joint without identifiers (K expansions per prompt): like-for-like with
+                        ``ws2+expander``;
 - ``parrot-no-pcg``     Parrot joint without original-prompt-centred guidance at inference: w1 = 0 and
                         w2 = the preset's CFG scale, i.e. plain CFG on ĉ (:mod:`t2i.guidance` drops zero
                         weights); training samples with CFG on "<k>, ĉ" in both, so the two rows differ

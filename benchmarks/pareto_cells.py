@@ -85,6 +85,8 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
         Method("parrot-t2i-noids", (*t2i_alone, *pareto), "trained"),
         Method("parrot-expander", ("--mode", "expander", *pareto), "trained"),
         Method("parrot", ("--mode", "joint", *pareto), "trained"),
+        # joint without identifiers: like-for-like with ws2+expander (K expansions per prompt, c-only evaluation)
+        Method("parrot-noids", ("--mode", "joint", *expander_no_ids, *pareto), "trained"),
         Method("parrot-no-pcg", ("--mode", "joint", *pareto, "--sampling.w1", "0", "--sampling.w2", str(guidance_scale)), "trained"),
         Method("ws2+expander", ("--mode", "joint", *expander_no_ids, *ws2), "trained"),
         Method("dpok", (*t2i_alone, *ws2, "--t2i.kl_weight", str(DPOK_KL_WEIGHT)), "trained"),

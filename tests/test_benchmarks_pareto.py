@@ -75,6 +75,7 @@ def test_methods_are_the_issue_settings():
         "parrot-t2i-noids",
         "parrot-expander",
         "parrot",
+        "parrot-noids",
         "parrot-no-pcg",
         "ws2+expander",
         "dpok",
@@ -93,6 +94,8 @@ def test_methods_are_the_issue_settings():
     # T2I-only Parrot has no expander, like WS; WS2 + expander trains both on the equal-weight sum
     parrot_t2i = load_train_config([*common, *tiny["parrot-t2i"].overrides])
     assert parrot_t2i.mode == "t2i" and not parrot_t2i.expander.model and parrot_t2i.selection.mode == "pareto"
+    joint_no_ids = load_train_config([*common, *tiny["parrot-noids"].overrides])
+    assert joint_no_ids.mode == "joint" and joint_no_ids.selection.mode == "pareto" and not joint_no_ids.identifiers.enabled
     no_ids = load_train_config([*common, *tiny["parrot-t2i-noids"].overrides])
     assert no_ids.selection.mode == "pareto" and no_ids.mode == "t2i" and not no_ids.identifiers.enabled and not no_ids.expander.model
     ws2_joint = load_train_config([*common, *tiny["ws2+expander"].overrides])
