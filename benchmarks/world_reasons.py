@@ -34,7 +34,7 @@ from scipy import stats
 
 from parrot.models import committed_shapes_world
 from parrot_base.cli import run_cli
-from shapes.card import ALL_IDENTIFIERS, best_expansion, load_world_rewards
+from shapes.card import ALL_IDENTIFIERS, CardSettings, best_expansion, load_world_rewards, sample_images
 from shapes.checker import read_image, read_quality
 from shapes.data import (
     HELD_OUT_PAIRS,
@@ -54,21 +54,9 @@ from t2i import Guidance, StableDiffusionPolicy
 
 
 @torch.no_grad()
-def sample(policy, rewards, texts: list[str], originals: list[str], seeds: list[int], steps: int, scale: float) -> tuple[list, dict]:
-    """Images (uint8 HWC) of ``texts`` with one generator seed each, and every reward against ``originals``."""
-    images = []
-    for start in range(0, len(texts), 64):
-        part = slice(start, start + 64)
-        trajectory = policy.sample(
-            texts[part],
-            guidance=Guidance.cfg(scale),
-            num_inference_steps=steps,
-            eta=1.0,
-            generator=[torch.Generator().manual_seed(s) for s in seeds[part]],
-            compute_log_probs=False,
-        )
-        images.append(trajectory.images.float())
-    batch = torch.cat(images)
+def sample(policy, rewards, texts: list[str], originals: list[str], seeds: list[int], settings: CardSettings) -> tuple[list, dict]:
+    """Images (uint8 HWC) of ``texts`` as the card samples them (CFG), and every reward against ``originals``."""
+    batch = sample_images(policy, texts, originals, Guidance.cfg(settings.guidance), settings, seeds)
     scores = {name: reward(batch, originals, [{"expanded_prompt": t} for t in texts]).numpy() for name, reward in rewards.items()}
     pixels = [(image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8) for image in batch]
     return pixels, scores
@@ -248,13 +236,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only_rendered", action="store_true", help="only the rendered-headroom figures (no sampling)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.seeds < 2 or args.rendered < 1 or args.prior_draws < 1 or args.num_steps < 1:
+        parser.error("--seeds must be ≥ 2 (paired standard errors), --rendered, --prior_draws and --num_steps ≥ 1")
     world = args.world or committed_shapes_world()
     policy, rewards = StableDiffusionPolicy.from_pretrained(world / "sd"), load_world_rewards(world)
+    settings = CardSettings(num_steps=args.num_steps, guidance=args.guidance)
     figures = rendered_headroom(rewards, args.rendered, 0)
     if not args.only_rendered:
 
         def draw(texts, originals, seeds):
-            return sample(policy, rewards, texts, originals, seeds, args.num_steps, args.guidance)
+            return sample(policy, rewards, texts, originals, seeds, settings)
 
         pairs = training_pairs() + list(HELD_OUT_PAIRS)
         image_pairs = [p for p in pairs for _ in range(args.seeds)]

@@ -57,7 +57,7 @@ from shapes.data import (
 from shapes.heads import aesthetic_rating
 from t2i import Guidance, StableDiffusionPolicy
 
-__all__ = ["CardSettings", "REWARDS", "best_expansion", "expected_rating", "load_world_rewards", "measure_card", "main"]
+__all__ = ["CardSettings", "REWARDS", "best_expansion", "expected_rating", "load_world_rewards", "measure_card", "sample_images", "main"]
 
 REWARDS = ("laion_aesthetic", "preference", "clip_score", "sentiment")
 #: every identifier of the shapes preset (template ``{name:.1}``: l p c s), as evaluation prepends them
@@ -145,10 +145,11 @@ def _generators(seed: int, n: int) -> list[torch.Generator]:
 
 
 @torch.no_grad()
-def _sample_scores(
-    policy, rewards, texts: list[str], originals: list[str], guidance: Guidance, settings: CardSettings, seeds: list[int]
-) -> dict[str, np.ndarray]:
-    """Scores (per reward, one per image) of images of ``texts`` scored against ``originals``."""
+def sample_images(
+    policy, texts: list[str], originals: list[str], guidance: Guidance, settings: CardSettings, seeds: list[int]
+) -> torch.Tensor:
+    """One image of each of ``texts`` (float (B, 3, H, W) in [0, 1]), image i from generator seed ``seeds[i]``,
+    stochastic DDIM (η = 1) as training samples; ``originals`` (c) feed prompt-centred guidance."""
     images = []
     for start in range(0, len(texts), 64):
         chunk = slice(start, start + 64)
@@ -162,7 +163,15 @@ def _sample_scores(
             compute_log_probs=False,
         )
         images.append(trajectory.images.float())
-    images = torch.cat(images)
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def _sample_scores(
+    policy, rewards, texts: list[str], originals: list[str], guidance: Guidance, settings: CardSettings, seeds: list[int]
+) -> dict[str, np.ndarray]:
+    """Scores (per reward, one per image) of images of ``texts`` scored against ``originals``."""
+    images = sample_images(policy, texts, originals, guidance, settings, seeds)
     metadata = [{"expanded_prompt": t} for t in texts]
     return {name: reward(images, originals, metadata).numpy().astype(np.float64) for name, reward in rewards.items()}
 
