@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 from parrot.run_dir import open_run, read_curves
-from parrot_base.cli import run_cli
+from parrot_base.cli import UsageError, last_line, run_cli
 
 COMPETITORS = {
     "python": "while True: pass",
@@ -51,7 +51,9 @@ def demo_iteration_seconds(iterations: int, env: dict[str, str], extra: list[str
             sys.executable, "-m", "parrot.train", "--iterations", str(iterations), "--output_dir", out,
             "--evaluation.enabled", "false", "--checkpoint_every", "0", "--logging.images_every", "0", *extra,
         ]  # fmt: skip
-        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise UsageError(f"parrot.train stopped ({done.returncode}): {last_line(done.stderr)}")
         return iteration_seconds(Path(out))[1:]
 
 

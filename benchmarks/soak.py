@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from parrot_base.cli import UsageError, run_cli
+from parrot_base.cli import UsageError, last_line, run_cli
 
 
 def rss_mib(pid: int) -> float | None:
@@ -70,10 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.warmup + 2 * args.window > args.iterations:
         raise UsageError(f"--iterations {args.iterations} is too short for --warmup {args.warmup} and two windows of {args.window}")
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryFile("w+", encoding="utf-8") as errors:
         command = [sys.executable, "-m", "parrot.train", "--preset", args.preset, "--iterations", str(args.iterations),
                    "--output_dir", out, "--evaluation.enabled", "false"]  # fmt: skip
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # stderr to a file, not a pipe: the progress bar of a long run would fill a pipe and block the run
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, text=True)
         samples: list[tuple[int, float]] = []
         while process.poll() is None:
             rss = rss_mib(process.pid)
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
                 samples.append((finished_iterations(Path(out)), rss))
             time.sleep(args.interval)
         if process.returncode != 0:
-            raise SystemExit(f"parrot.train failed ({process.returncode}):\n{process.stderr.read()[-2000:]}")
+            errors.seek(0)
+            raise UsageError(f"parrot.train stopped ({process.returncode}): {last_line(errors.read())}")
     result = growth(samples, args.warmup, args.window, args.iterations)
     result |= {"iterations": args.iterations, "preset": args.preset, "samples": len(samples),
                "wall_s": time.perf_counter() - started}  # fmt: skip

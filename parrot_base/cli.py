@@ -36,6 +36,7 @@ import yaml
 
 __all__ = [
     "UsageError",
+    "last_line",
     "USER_ERRORS",
     "run_cli",
     "error_line",
@@ -43,6 +44,12 @@ __all__ = [
     "quiet_if_run_as_command",
     "PROJECT_PACKAGES",
 ]
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a command's output: its ``error: …`` line when it stopped on a mistake."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
 
 
 class UsageError(Exception):

@@ -35,3 +35,10 @@ def test_iteration_seconds_read_in_order_from_the_run_curves(tmp_path):
     lines = [{"iteration": i, "time/iteration_s": s} for i, s in ((1, 9.5), (2, 7.25), (3, 8.0))]
     (tmp_path / "curves.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
     assert iteration_seconds(tmp_path) == [9.5, 7.25, 8.0]
+
+
+def test_a_stopped_child_command_is_reported_by_its_last_line():
+    from parrot_base.cli import last_line
+
+    assert last_line("progress 1/2\n\nerror: unknown option --bogus\n\n") == "error: unknown option --bogus"
+    assert last_line("") == "(no output)"
