@@ -33,6 +33,7 @@ from parrot.selection import SelectionConfig
 from parrot_base.config import ConfigError, parse_config
 from prompt_expander.config import ExpanderSamplingConfig
 from prompt_expander.rl import PolicyGradientConfig
+from t2i.compile import CompileSettings
 from t2i.lora import LoraSettings
 
 __all__ = [
@@ -65,6 +66,7 @@ class ModelConfig:
     )
     dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})
+    compile: CompileSettings = field(default_factory=CompileSettings, metadata={"help": "torch.compile of the UNet (off by default)"})
     gradient_checkpointing: bool = field(
         default=False,
         metadata={
