@@ -77,7 +77,10 @@ class EvaluateConfig:
     )
     expanders: tuple[str, ...] = field(default=(), metadata={"help": "NAME=EXPANDER (directory or hub id) for pipeline methods"})
     prompts: str = field(
-        default="partiprompts", metadata={"help": "prompt source: shipped set (partiprompts, simple_animals, diffusiondb), file or dataset"}
+        default="partiprompts",
+        metadata={
+            "help": "prompt source: a shipped set (partiprompts, simple_animals, diffusiondb), a file or a dataset; '{world}' allowed"
+        },
     )
     prompts_column: str = field(default="", metadata={"help": "prompt column of a datasets source ('' = prompt, Prompt, text, caption)"})
     prompts_split: str = field(default="train", metadata={"help": "split of a datasets source"})
@@ -183,7 +186,8 @@ def parse_methods(config: EvaluateConfig) -> list[Method]:
 
 def select_prompts(config: EvaluateConfig) -> list[PromptRecord]:
     """The prompts evaluated: the source's, filtered by ``--categories``, de-duplicated, the first ``--max_prompts``."""
-    records = read_prompt_records(config.prompts, column=config.prompts_column, split=config.prompts_split)
+    source = with_world(config.prompts, resolve_world(config.world))
+    records = read_prompt_records(source, column=config.prompts_column, split=config.prompts_split)
     if config.categories:
         known = sorted({r.category for r in records})
         missing = sorted(set(config.categories) - set(known))

@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -200,3 +201,18 @@ def test_end_to_end_tiny_pipeline_and_a_run_directory(tmp_path):
     assert set(record["categories"]) == {"Abstract"}
     table = (out / "table.md").read_text()
     assert table.count("| base |") == 2 and "| parrot |" in table and "### Abstract (3 prompts)" in table
+
+
+def test_shipped_evaluation_configs_parse():
+    from parrot.evaluate import EvaluateConfig, parse_methods, select_prompts
+    from parrot_base.config import parse_config
+
+    repo = Path(__file__).resolve().parents[1]
+    shapes = parse_config(EvaluateConfig, ["--config", str(repo / "configs" / "table1_shapes.yaml")])
+    methods = parse_methods(shapes)
+    assert [(m.name, bool(m.expander)) for m in methods] == [("base", False), ("sft", True)]
+    assert methods[0].model.endswith("world/sd") and [r.prompt for r in select_prompts(shapes)] == [
+        "a red triangle", "a green circle", "a blue square"]  # fmt: skip
+    sd15 = parse_config(EvaluateConfig, ["--config", str(repo / "configs" / "table1_sd15.yaml")])
+    assert sd15.rewards == ("laion_aesthetic", "pickscore", "clip_score", "sentiment") and sd15.prompts == "partiprompts"
+    assert len(select_prompts(sd15)) == 1632 and sd15.per_category
