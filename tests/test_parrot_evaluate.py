@@ -46,6 +46,8 @@ def test_shipped_prompt_sets_counts_categories_and_licences():
         assert path.stat().st_size < 5_000_000
         licence = path.with_name(path.stem + ".LICENSE")
         assert licence.is_file() and licence.read_text().strip()
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '\nparrot = ["prompt_sets/*"]\n' in pyproject.split("[tool.setuptools.package-data]")[1]  # a wheel carries them
     with pytest.raises(FileNotFoundError, match="'partiprompt' does not exist .* shipped set is one of: partiprompts, simple_animals"):
         read_prompts("partiprompt")
 
