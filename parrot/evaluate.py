@@ -270,8 +270,11 @@ def expansions(config: EvaluateConfig, expander: PromptExpander | None, prompts:
         return [p for p in prompts for _ in range(n)]
     if config.expansion_decoding == "beam":
         return [e for e in expanded_texts(prompts, expander.beam_search(prompts, num_beams=config.num_beams)) for _ in range(n)]
-    sampled = expander.sample(prompts, n, temperature=config.expander_temperature, generator_seed=config.seed)
-    return expanded_texts(sampled.prompts, sampled)
+    texts = []
+    for prompt in prompts:  # seeded per prompt: the same ĉ whichever prompts share its batch (and after a resume)
+        sampled = expander.sample([prompt], n, temperature=config.expander_temperature, generator_seed=config.seed)
+        texts += expanded_texts(sampled.prompts, sampled)
+    return texts
 
 
 def evaluate_method(config: EvaluateConfig, method: Method, todo: list[PromptRecord], evaluator, results_file) -> None:

@@ -218,3 +218,19 @@ def test_shipped_evaluation_configs_parse():
     sd15 = parse_config(EvaluateConfig, ["--config", str(repo / "configs" / "table1_sd15.yaml")])
     assert sd15.rewards == ("laion_aesthetic", "pickscore", "clip_score", "sentiment") and sd15.prompts == "partiprompts"
     assert len(select_prompts(sd15)) == 1632 and sd15.per_category
+
+
+def test_expansions_do_not_depend_on_batching():
+    from parrot.evaluate import EvaluateConfig, expansions
+    from parrot.models import build_expander
+    from prompt_expander.config import ExpanderSamplingConfig
+
+    prompts = ["a red circle", "a blue square"]
+    expander = build_expander("builtin:tiny_gpt2", ExpanderSamplingConfig(max_new_tokens=6), 0, (), prompts, "cpu")
+    sample = EvaluateConfig(methods=("x=y",), images_per_prompt=3, expansion_decoding="sample")
+    together = expansions(sample, expander, prompts)
+    assert len(together) == 6 and len(set(together[:3])) == 3  # one draw per image
+    assert together == expansions(sample, expander, prompts[:1]) + expansions(sample, expander, prompts[1:])
+    beam = expansions(EvaluateConfig(methods=("x=y",), images_per_prompt=3, num_beams=2), expander, prompts)
+    assert beam[:3] == [beam[0]] * 3 and beam[3:] == [beam[3]] * 3  # one near-greedy ĉ per prompt, for every seed
+    assert expansions(sample, None, prompts) == ["a red circle"] * 3 + ["a blue square"] * 3
