@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +113,9 @@ class EvaluateConfig:
     device: str = field(default="cpu", metadata={"help": "torch device"})
     batch_size: int = field(default=8, metadata={"help": "images per sampling call (whole prompts)"})
     out: Path = field(default=Path("runs/evaluate"), metadata={"help": "output directory (resumed when it holds results)"})
-    overwrite: bool = field(default=False, metadata={"help": "delete earlier results in --out and start again"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "delete the earlier results, settings and tables in --out (nothing else) and start again"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("images_per_prompt", "num_steps", "num_beams", "batch_size"):
@@ -225,8 +226,9 @@ def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def open_results(out: Path, settings: dict, overwrite: bool) -> dict[tuple[str, str], dict]:
     """Finished (method, prompt) → its result line; refuses results of other settings, records the settings."""
-    if overwrite and out.exists():
-        shutil.rmtree(out)
+    if overwrite:  # this command's files only, never the rest of a directory
+        for name in (RESULTS, SETTINGS, TABLE_MD, TABLE_JSON):
+            (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     settings = json.loads(json.dumps(settings))  # as JSON reads it back (tuples → lists)
     saved_path = out / SETTINGS

@@ -151,7 +151,9 @@ def test_resume_skips_finished_prompts_and_refuses_changed_settings(tmp_path, mo
     code, _, err = run(main, [*base, "--methods", "base=builtin:tiny", "--seed", "5"], capsys)
     assert code == 2 and "seed: 0 → 5" in one_error_line(err)
     # --overwrite starts again
+    (out / "notes.txt").write_text("mine")
     main([*base, "--max_prompts", "1", "--seed", "5", "--overwrite"])
+    assert (out / "notes.txt").read_text() == "mine"  # --overwrite replaces only the evaluation's own files
     assert len((out / "results.jsonl").read_text().splitlines()) == 1 and calls[-1] == ("base", ["bond"])
 
 
