@@ -101,15 +101,22 @@ class RewardsConfig:
 
 @dataclass
 class PromptsConfig:
+    """Original prompts c: inline lists and/or prompt sources (:mod:`parrot.prompts`): a shipped set's short
+    name (``diffusiondb``, ``partiprompts``, ``simple_animals``), a .txt/.tsv/.jsonl/.parquet file, a
+    ``save_to_disk`` directory or a hub dataset id."""
+
     train: tuple[str, ...] = field(default=(), metadata={"help": "training prompts c (inline)"})
     train_file: str = field(
         default="",
         metadata={
-            "help": "prompt file of training prompts (adds to train): .txt (one per line), .tsv ('Prompt' column) or .jsonl ('prompt' key)"
+            "help": "training prompt source (adds to train): a shipped set (diffusiondb, partiprompts, simple_animals), "
+            "a .txt/.tsv/.jsonl/.parquet file, a datasets directory or hub dataset id"
         },
     )
     evaluation: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts for the before/after table"})
-    evaluation_file: str = field(default="", metadata={"help": "prompt file of held-out prompts (.txt, .tsv or .jsonl, as train_file)"})
+    evaluation_file: str = field(default="", metadata={"help": "held-out prompt source (adds to evaluation), as train_file"})
+    column: str = field(default="", metadata={"help": "prompt column of a datasets source ('' = prompt, Prompt, text or caption)"})
+    split: str = field(default="train", metadata={"help": "split of a datasets source"})
 
 
 @dataclass
