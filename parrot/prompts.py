@@ -22,11 +22,20 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["PROMPT_SETS", "PROMPT_COLUMNS", "PromptRecord", "prompt_set_path", "read_prompt_records", "read_prompts", "read_prompt_list"]
+__all__ = [
+    "PromptsConfig",
+    "PROMPT_SETS",
+    "PROMPT_COLUMNS",
+    "PromptRecord",
+    "prompt_set_path",
+    "read_prompt_records",
+    "read_prompts",
+    "read_prompt_list",
+]
 
 #: short name → file in ``parrot/prompt_sets/`` (provenance and licences: that directory's README.md)
 PROMPT_SETS = {
@@ -169,3 +178,23 @@ def read_prompt_list(inline: tuple[str, ...], path: str, what: str, column: str 
         except ValueError as err:
             raise ValueError(f"{what}_file: {err}") from None
     return prompts
+
+
+@dataclass
+class PromptsConfig:
+    """Original prompts c: inline lists and/or prompt sources (:mod:`parrot.prompts`): a shipped set's short
+    name (``diffusiondb``, ``partiprompts``, ``simple_animals``), a .txt/.tsv/.jsonl/.parquet file, a
+    ``save_to_disk`` directory or a hub dataset id."""
+
+    train: tuple[str, ...] = field(default=(), metadata={"help": "training prompts c (inline)"})
+    train_file: str = field(
+        default="",
+        metadata={
+            "help": "training prompt source (adds to train): a shipped set (diffusiondb, partiprompts, simple_animals), "
+            "a .txt/.tsv/.jsonl/.parquet file, a datasets directory or hub dataset id"
+        },
+    )
+    evaluation: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts for the before/after table"})
+    evaluation_file: str = field(default="", metadata={"help": "held-out prompt source (adds to evaluation), as train_file"})
+    column: str = field(default="", metadata={"help": "prompt column of a datasets source ('' = prompt, Prompt, text or caption)"})
+    split: str = field(default="train", metadata={"help": "split of a datasets source"})

@@ -29,6 +29,7 @@ from parrot.identifiers import IdentifierConfig
 from parrot.layout import BatchLayout
 from parrot.models import resolve_world, with_world
 from parrot.presets import PRESETS, preset_name
+from parrot.prompts import PromptsConfig
 from parrot.selection import SelectionConfig
 from parrot_base.config import ConfigError, parse_config
 from prompt_expander.config import ExpanderSamplingConfig
@@ -97,26 +98,6 @@ class RewardsConfig:
             raise ValueError(f"names={self.names} repeats a reward")
         if not isinstance(self.settings, dict) or not all(isinstance(v, dict) for v in self.settings.values()):
             raise ValueError(f"settings must be a mapping of reward name to a mapping of settings; got {self.settings!r}")
-
-
-@dataclass
-class PromptsConfig:
-    """Original prompts c: inline lists and/or prompt sources (:mod:`parrot.prompts`): a shipped set's short
-    name (``diffusiondb``, ``partiprompts``, ``simple_animals``), a .txt/.tsv/.jsonl/.parquet file, a
-    ``save_to_disk`` directory or a hub dataset id."""
-
-    train: tuple[str, ...] = field(default=(), metadata={"help": "training prompts c (inline)"})
-    train_file: str = field(
-        default="",
-        metadata={
-            "help": "training prompt source (adds to train): a shipped set (diffusiondb, partiprompts, simple_animals), "
-            "a .txt/.tsv/.jsonl/.parquet file, a datasets directory or hub dataset id"
-        },
-    )
-    evaluation: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts for the before/after table"})
-    evaluation_file: str = field(default="", metadata={"help": "held-out prompt source (adds to evaluation), as train_file"})
-    column: str = field(default="", metadata={"help": "prompt column of a datasets source ('' = prompt, Prompt, text or caption)"})
-    split: str = field(default="train", metadata={"help": "split of a datasets source"})
 
 
 @dataclass
