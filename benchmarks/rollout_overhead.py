@@ -16,13 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from t2i import Guidance, StableDiffusionPolicy
-from t2i.tiny import TinyPipelineConfig, build_tiny_pipeline
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make the repo's packages and benchmarks/ importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.machine_load import LoadWatch  # noqa: E402
+from t2i import Guidance, StableDiffusionPolicy  # noqa: E402
+from t2i.compile import COMPILE_MODES, CompileSettings, compile_denoiser  # noqa: E402
+from t2i.tiny import TinyPipelineConfig, build_tiny_pipeline  # noqa: E402
 
 SIZES = {
     "small": TinyPipelineConfig(),
@@ -36,10 +43,13 @@ def time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5) -> dict:
+def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5, compile_mode: str = "off") -> dict:
+    """Stock call and policy sample, interleaved; with ``compile_mode`` the policy samples with its own copy
+    of the pipeline (same seed, same weights) whose UNet is compiled, against the eager stock call."""
     pipeline = build_tiny_pipeline(SIZES[size])
     pipeline.set_progress_bar_config(disable=True)
-    policy = StableDiffusionPolicy(pipeline)
+    policy = StableDiffusionPolicy(pipeline if compile_mode == "off" else build_tiny_pipeline(SIZES[size]))
+    compile_denoiser(policy.unet, CompileSettings(mode=compile_mode))
     prompts = [f"a {c} circle" for c in ("red", "green", "blue", "yellow")] * (batch // 4 + 1)
     prompts = prompts[:batch]
 
@@ -59,7 +69,8 @@ def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: flo
             prompts, num_inference_steps=steps, eta=1.0, guidance=Guidance.cfg(guidance_scale), generator=torch.Generator().manual_seed(0)
         )
 
-    plain(), recorded()  # warm-up
+    plain()  # warm-up
+    compile_s = time_once(recorded)  # warm-up; with compile on, the first call compiles the sampling graph
     plain_s, policy_s = [], []
     for _ in range(repeats):
         plain_s.append(time_once(plain))
@@ -73,6 +84,8 @@ def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: flo
         "plain_s": plain_median,
         "policy_s": policy_median,
         "ratio": policy_median / plain_median,
+        "compile": compile_mode,
+        "first_policy_call_s": compile_s,
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -84,20 +97,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--repeats", type=int, default=9, help="timed calls of each kind (after one warm-up)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="torch.compile mode of the policy's UNet")
     parser.add_argument("--json", type=Path, help="write the first size's figures here, all sizes under 'sizes'")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = [measure(size, args.batch, args.num_steps, args.repeats) for size in args.sizes]
+    load = LoadWatch()
+    results = [measure(size, args.batch, args.num_steps, args.repeats, compile_mode=args.compile) for size in args.sizes]
+    load_record = load.finish()
     for r in results:
         print(
             f"{r['size']:>6}: stock {r['plain_s']:.3f}s  policy {r['policy_s']:.3f}s  ratio {r['ratio']:.3f} "
-            f"(batch {r['batch']}, {r['steps']} steps, median of {r['repeats']})"
+            f"(batch {r['batch']}, {r['steps']} steps, median of {r['repeats']}; compile {r['compile']}, "
+            f"first policy call {r['first_policy_call_s']:.1f}s)"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         first = results[0]
-        payload = {"ratio": first["ratio"], "plain_s": first["plain_s"], "policy_s": first["policy_s"], "sizes": results}
+        payload = {
+            "ratio": first["ratio"],
+            "plain_s": first["plain_s"],
+            "policy_s": first["policy_s"],
+            "sizes": results,
+            "load": load_record,
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
 
 

@@ -49,6 +49,7 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages and b
     sys.path.insert(0, str(REPO))
 
 from benchmarks import rollout_overhead  # noqa: E402
+from benchmarks.machine_load import LoadWatch  # noqa: E402
 from benchmarks.peers.environment import peer_env_dir  # noqa: E402
 from benchmarks.throughput_sections import batch_scaling, memory_scaling, overlap_section, trl_section  # noqa: E402
 from benchmarks.throughput_timing import overlap_share, ratio_summary, spread  # noqa: E402
@@ -62,8 +63,7 @@ def versions() -> dict:
     import transformers
 
     return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average_at_start": os.getloadavg()}  # fmt: skip
+            "python": platform.python_version(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    load = LoadWatch()
     results: dict = {"versions": versions(), "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="parrot-throughput-") as tmp:
         work = Path(tmp)
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"memory: S={row['trained_steps']} checkpointing={row['gradient_checkpointing']}: update peak "
                     f"+{row['update_peak_growth_mib']:.0f} MiB ({row['update_s']:.2f}s)"
                 )
-    results["load_average_at_end"] = os.getloadavg()
+    results["load"] = load.finish()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

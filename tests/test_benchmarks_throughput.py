@@ -154,3 +154,17 @@ def test_old_log_probs_reuse_the_sampled_ones_and_save_a_unet_pass(tmp_path):
     update_t2i(parts, rollout, advantages, 0)
     handle.remove()
     assert len(calls) == 2
+
+
+def test_load_watch_marks_a_busy_machine_contended(monkeypatch, capsys):
+    from benchmarks import machine_load
+
+    assert machine_load.load_threshold(2) == 1.5
+    loads = iter([(0.9, 1.0, 1.0), (1.4, 1.0, 1.0), (0.5, 1.0, 1.0), (1.6, 1.0, 1.0)])
+    monkeypatch.setattr(machine_load.os, "getloadavg", lambda: next(loads))
+    quiet = machine_load.LoadWatch(threshold=1.5).finish()  # 0.9 → 1.4: under 1.5 at both ends
+    assert quiet["contended"] is False and quiet["load_average_at_end"][0] == 1.4
+    assert capsys.readouterr().err == ""
+    busy = machine_load.LoadWatch(threshold=1.5).finish()  # 0.5 → 1.6: over at the end
+    assert busy["contended"] is True
+    assert "load 0.50 at start, 1.60 at end, above 1.50" in capsys.readouterr().err
