@@ -149,10 +149,17 @@ class DiffusionPolicy(SamplingMixin, LoraMixin, ABC):
         conditions with a non-zero weight are encoded and evaluated.
         """
         negatives = check_conditions(conditions, guidance, negative_prompt)
-        self.warn_long_prompts([p for j in guidance.active for p in conditions[j]] + negatives)
-        groups = [self.encode_prompts(list(conditions[j])) for j in guidance.active]
-        if guidance.needs_unconditional:
-            groups.insert(0, self.encode_prompts(negatives))
+        texts = ([negatives] if guidance.needs_unconditional else []) + [list(conditions[j]) for j in guidance.active]
+        flat = [p for group in texts for p in group]
+        self.warn_long_prompts(flat)
+        # one text-encoder call over the distinct prompts of all groups (a batch repeats each prompt
+        # images_per_prompt times, and ∅ is one prompt), then each row picked back out
+        position = {p: i for i, p in enumerate(dict.fromkeys(flat))}
+        encoded = self.encode_prompts(list(position))
+        rows = torch.tensor([position[p] for p in flat], device=self.device)
+        per_row = {key: value[rows] for key, value in encoded.items()}
+        size = len(texts[0])
+        groups = [{key: value[g * size : (g + 1) * size] for key, value in per_row.items()} for g in range(len(texts))]
         weights = tuple(guidance.weights[j] for j in guidance.active)
         return Conditioning.from_groups(groups, weights, has_unconditional=guidance.needs_unconditional)
 
