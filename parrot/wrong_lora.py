@@ -1,8 +1,11 @@
 """``python -m parrot.wrong_lora``: the "wrong" negative LoRA recipe.
 
-1. Make deliberately bad images x⁻: either the lowest-``rank_by`` samples of the base model
-   (``--source lowest_reward``: N candidates per prompt, the ``keep`` worst kept) or base samples
-   degraded on purpose (``--source degraded``: Gaussian blur, then additive noise).
+1. Make deliberately bad images x⁻, by default as the article did (``--source prompted``): the base
+   model asked for failures, each prompt followed by up-weighted negative-quality phrases in compel's
+   syntax ("c, (blurry)1.3, (distorted)1.3, …"; ``--bad_phrases``, ``--bad_weight``), ``keep`` images
+   per prompt; or the lowest-``rank_by`` samples of the base model (``--source lowest_reward``: N
+   candidates per prompt, the ``keep`` worst kept); or base samples degraded on purpose
+   (``--source degraded``: Gaussian blur, then additive noise).
 2. Train a Dreambooth-style LoRA (Ruiz et al. 2023, without prior preservation) on them with the
    caption "wrong" (``--trigger``): the standard denoising loss
    L = E_{t,ε} ‖ε_θ(√ᾱ_t·z_0 + √(1−ᾱ_t)·ε, t, "wrong") − ε‖², z_0 = VAE(x⁻), on the UNet's LoRA only
@@ -36,10 +39,13 @@ from parrot_base.cli import run_cli
 from parrot_base.config import config_to_dict, parse_config
 from rewards.base import as_pil_images
 from t2i import Guidance, LoraSettings, StableDiffusionPolicy
+from t2i.prompt_weighting import WeightedPromptPolicy
 
-__all__ = ["WrongLoraConfig", "bad_images", "degrade", "denoising_loss", "train_wrong_lora", "main"]
+__all__ = ["WrongLoraConfig", "BAD_PHRASES", "failure_prompt", "bad_images", "degrade", "denoising_loss", "train_wrong_lora", "main"]
 
 DEFAULT_PROMPTS = ("a red circle", "a blue square", "a green triangle", "two yellow circles")
+#: what the images are asked to be (prompted source); the first four are the shapes world's negative quality words
+BAD_PHRASES = ("blurry", "distorted", "faded", "cluttered", "low quality", "badly drawn")
 
 
 @dataclass
@@ -52,9 +58,17 @@ class WrongLoraConfig:
     prompts: tuple[str, ...] = field(default=DEFAULT_PROMPTS, metadata={"help": "prompts the bad images are drawn from"})
     prompts_file: str = field(default="", metadata={"help": "or a prompts file (.txt / .tsv / .jsonl), replacing --prompts"})
     max_prompts: int = field(default=0, metadata={"help": "use only the first N prompts of the file (0: all)"})
-    source: Literal["lowest_reward", "degraded"] = field(
-        default="lowest_reward", metadata={"help": "bad images: the base model's lowest-reward samples, or degraded samples"}
+    source: Literal["prompted", "lowest_reward", "degraded"] = field(
+        default="prompted",
+        metadata={
+            "help": "bad images: prompted (the prompts + up-weighted bad_phrases, as the article), the base model's "
+            "lowest-reward samples, or degraded samples"
+        },
     )
+    bad_phrases: tuple[str, ...] = field(
+        default=BAD_PHRASES, metadata={"help": "negative-quality phrases appended to each prompt (prompted)"}
+    )
+    bad_weight: float = field(default=1.3, metadata={"help": "compel weight of each bad phrase, '(phrase)1.3' (prompted)"})
     rank_by: str = field(default="laion_aesthetic", metadata={"help": "reward whose lowest samples are kept (lowest_reward)"})
     reward_settings: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "per-reward settings {name: {key: value}} (YAML only)"}
@@ -84,6 +98,10 @@ class WrongLoraConfig:
             raise ValueError("trigger is empty: give the trigger word, e.g. 'wrong'")
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr} must be > 0")
+        if self.source == "prompted" and not any(p.strip() for p in self.bad_phrases):
+            raise ValueError("bad_phrases is empty: the prompted source needs at least one phrase, e.g. blurry")
+        if not self.bad_weight > 0:
+            raise ValueError(f"bad_weight={self.bad_weight} must be > 0")
 
 
 def degrade(images: torch.Tensor, blur_radius: float, noise_std: float, generator: torch.Generator) -> torch.Tensor:
@@ -101,9 +119,19 @@ def degrade(images: torch.Tensor, blur_radius: float, noise_std: float, generato
     return (images + noise).clamp(0, 1)
 
 
+def failure_prompt(prompt: str, phrases: tuple[str, ...], weight: float) -> str:
+    """The prompt asking for a failure: "c, (blurry)1.3, (distorted)1.3" (compel's weighting syntax)."""
+    return ", ".join([prompt] + [f"({phrase.strip()}){weight:g}" for phrase in phrases if phrase.strip()])
+
+
 def bad_images(policy: StableDiffusionPolicy, config: WrongLoraConfig, prompts: list[str]) -> torch.Tensor:
     """(P·keep, 3, H, W) deliberately bad images in [0, 1]."""
     sampling = dict(guidance=Guidance.cfg(config.guidance_scale), num_inference_steps=config.num_steps)
+    if config.source == "prompted":
+        asked = [failure_prompt(p, config.bad_phrases, config.bad_weight) for p in prompts for _ in range(config.keep)]
+        generators = [torch.Generator(device=policy.device).manual_seed(config.seed + i) for i in range(len(asked))]
+        weighted = WeightedPromptPolicy(policy.pipeline)
+        return weighted.sample(asked, generator=generators, eta=0.0, compute_log_probs=False, **sampling).images.cpu()
     if config.source == "lowest_reward":
         settings = resolve_reward_settings([config.rank_by], config.reward_settings, config.out / ".builtin", config.device, True)
         ranked = best_of_n(
