@@ -35,7 +35,7 @@ from parrot.sample import prepare_output_dir
 from parrot_base.cli import run_cli
 from parrot_base.config import config_to_dict, parse_config
 from rewards.base import as_pil_images
-from t2i import Guidance, LoraSettings, DiffusionPolicy
+from t2i import DiffusionPolicy, Guidance, LoraSettings
 
 __all__ = ["WrongLoraConfig", "bad_images", "degrade", "denoising_loss", "train_wrong_lora", "main"]
 
@@ -46,7 +46,10 @@ DEFAULT_PROMPTS = ("a red circle", "a blue square", "a green triangle", "two yel
 class WrongLoraConfig:
     """Train a negative "wrong" LoRA on deliberately bad images of the base model."""
 
-    model: str = field(default="builtin:tiny", metadata={"help": "hub id or local SD 1.x/2.x or SDXL pipeline directory, or 'builtin:tiny' / 'builtin:tiny_sdxl'"})
+    model: str = field(
+        default="builtin:tiny",
+        metadata={"help": "hub id or local SD 1.x/2.x or SDXL pipeline directory, or 'builtin:tiny' / 'builtin:tiny_sdxl'"},
+    )
     dtype: str = field(default="float32", metadata={"help": "model dtype"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
     prompts: tuple[str, ...] = field(default=DEFAULT_PROMPTS, metadata={"help": "prompts the bad images are drawn from"})

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import torch
 from compel import Compel, ReturnedEmbeddingsType
-from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from pyparsing import ParseException
 
 from t2i.policy import DiffusionPolicy, StableDiffusionPolicy
@@ -28,6 +29,7 @@ from t2i.trajectory import Embeds
 
 __all__ = [
     "WeightedPromptPolicy",
+    "TwoTowerCompel",
     "WeightedPromptXLPolicy",
     "has_weighting",
     "plain_prompt",
@@ -72,7 +74,8 @@ class WeightedPromptMixin:
         super().__init__(pipeline, *args, **kwargs)
         self.compel = self.weighted_prompt_encoder()
 
-    def weighted_prompt_encoder(self) -> Compel:
+    def weighted_prompt_encoder(self) -> Callable[[list[str]], object]:
+        """The family's compel encoder (prompts → what :meth:`weighted_embeds` reads)."""
         raise NotImplementedError
 
     def weighted_embeds(self, prompts: list[str], output) -> Embeds:
@@ -111,27 +114,42 @@ class WeightedPromptPolicy(WeightedPromptMixin, StableDiffusionPolicy):
         return {"encoder_hidden_states": output.to(self.device)}
 
 
+class TwoTowerCompel:
+    """compel on SDXL's two text towers: the weighted penultimate states of each, concatenated, (B, 77, d1 + d2).
+
+    Each tower is cut at its 77 tokens like diffusers' ``encode_prompt`` (compel's ``CompelForSDXL``
+    instead chunks long prompts into longer sequences). :meth:`pooled` is the second tower's pooled
+    projection of the given texts.
+    """
+
+    def __init__(self, pipeline: StableDiffusionXLPipeline):
+        penultimate = ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED
+        self.towers = [
+            Compel(tokenizer=tokenizer, text_encoder=encoder, returned_embeddings_type=penultimate, truncate_long_prompts=True)
+            for tokenizer, encoder in ((pipeline.tokenizer, pipeline.text_encoder), (pipeline.tokenizer_2, pipeline.text_encoder_2))
+        ]
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        return torch.cat([tower(prompts) for tower in self.towers], dim=-1)
+
+    def pooled(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        return self.towers[1].conditioning_provider.get_pooled_embeddings(texts, device=device)
+
+
 class WeightedPromptXLPolicy(WeightedPromptMixin, StableDiffusionXLPolicy):
     """An SDXL policy whose prompts may use compel's weighting syntax, on both text encoders.
 
     The weights act on the concatenated penultimate hidden states of both encoders; the pooled
     embedding (which compel would take of the raw text, syntax included) is that of the prompt's
-    text without the syntax, as the text encoder reads it.
+    text without the syntax, as the text encoders read it.
     """
 
-    def weighted_prompt_encoder(self) -> Compel:
-        pipe = self.pipeline
-        return Compel(
-            tokenizer=[pipe.tokenizer, pipe.tokenizer_2],
-            text_encoder=[pipe.text_encoder, pipe.text_encoder_2],
-            returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
-            requires_pooled=[False, True],
-            truncate_long_prompts=True,
-        )
+    def weighted_prompt_encoder(self) -> TwoTowerCompel:
+        return TwoTowerCompel(self.pipeline)
 
-    def weighted_embeds(self, prompts: list[str], output: tuple[torch.Tensor, torch.Tensor]) -> Embeds:
-        pooled = self.compel.conditioning_provider.get_pooled_embeddings([plain_prompt(p) for p in prompts], device=self.device)
-        embeds = {"encoder_hidden_states": output[0].to(self.device), "text_embeds": pooled}
+    def weighted_embeds(self, prompts: list[str], output: torch.Tensor) -> Embeds:
+        pooled = self.compel.pooled([plain_prompt(p) for p in prompts], self.device)
+        embeds = {"encoder_hidden_states": output.to(self.device), "text_embeds": pooled}
         return self.zero_empty_prompts(prompts, embeds)
 
 

@@ -65,7 +65,9 @@ class StableDiffusionXLPolicy(DiffusionPolicy):
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Embeds:
         """Both encoders' penultimate states (B, 77, d1 + d2) and the pooled embedding (B, d_proj), by diffusers."""
-        embeds, _, pooled, _ = self.pipeline.encode_prompt(prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+        embeds, _, pooled, _ = self.pipeline.encode_prompt(
+            prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
         return self.zero_empty_prompts(prompts, {"encoder_hidden_states": embeds, "text_embeds": pooled})
 
     def zero_empty_prompts(self, prompts: list[str], embeds: Embeds) -> Embeds:
@@ -84,7 +86,9 @@ class StableDiffusionXLPolicy(DiffusionPolicy):
 
     def unet_forward(self, model_input: torch.Tensor, t: torch.Tensor, kwargs: Embeds) -> torch.Tensor:
         added = {"text_embeds": kwargs["text_embeds"], "time_ids": self.time_ids(model_input)}
-        return self.unet(model_input, t, encoder_hidden_states=kwargs["encoder_hidden_states"], added_cond_kwargs=added, return_dict=False)[0]
+        return self.unet(model_input, t, encoder_hidden_states=kwargs["encoder_hidden_states"], added_cond_kwargs=added, return_dict=False)[
+            0
+        ]
 
     def prompt_overflow(self, prompt: str) -> PromptOverflow | None:
         """The first overflow of ``prompt`` over the two tokenizers (both have CLIP's 77 tokens in SDXL)."""

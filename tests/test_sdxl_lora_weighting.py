@@ -3,11 +3,11 @@
 import torch
 from conftest import make_generator
 from safetensors import safe_open
-from test_parrot_train import quick_args
+from test_parrot_train import REPO, quick_args
 from test_t2i_policy import perturb_lora
 
 from parrot.train import ParrotTrainer
-from parrot.train_config import load_train_config
+from parrot.train_config import derived_quantities, load_train_config
 from t2i import Guidance, LoraSettings, StableDiffusionXLPolicy
 from t2i.prompt_weighting import WeightedPromptXLPolicy, with_prompt_weighting
 from t2i.tiny_sdxl import build_tiny_sdxl_pipeline
@@ -37,7 +37,7 @@ def test_weighting_acts_on_both_encoders_as_compel_defines_and_keeps_the_plain_p
     assert type(policy) is WeightedPromptXLPolicy
     pipe = policy.pipeline
     plain = StableDiffusionXLPolicy.encode_prompts(policy, ["a red circle"])  # diffusers' own encoding
-    through_compel, _ = policy.compel(["a red circle"])  # a prompt without syntax, forced through compel
+    through_compel = policy.compel(["a red circle"])  # a prompt without syntax, forced through compel
     torch.testing.assert_close(through_compel, plain["encoder_hidden_states"], atol=1e-6, rtol=0)
     empty = pipe.encode_prompt([""], device="cpu", do_classifier_free_guidance=False)[0]  # compel's reference point
     weighted = policy.encode_prompts(["a (red)1.5 circle"])
@@ -69,3 +69,9 @@ def test_one_training_iteration_on_tiny_sdxl_writes_a_lora_stock_sdxl_loads(tmp_
     policy.load_lora(lora, trainable=False)
     ours = policy.sample("a red circle", guidance=Guidance.cfg(5.0), num_inference_steps=3, generator=make_generator(3)).images
     torch.testing.assert_close(ours, after, atol=1e-5, rtol=0)
+
+
+def test_sdxl_config_file_parses_and_fits_its_minibatches():
+    config = load_train_config(["--config", str(REPO / "configs" / "sdxl.yaml")])
+    assert config.model.pipeline == "stabilityai/stable-diffusion-xl-base-1.0" and config.model.gradient_checkpointing
+    assert derived_quantities(config, 1).images_per_minibatch == 2

@@ -60,7 +60,11 @@ def test_sampled_size_and_micro_conditioning_reach_the_time_ids_as_in_stock(stoc
 def test_recomputed_log_probs_reproduce_the_recording_and_move_with_the_lora(xl_policy):
     params = xl_policy.add_lora(LoraSettings(rank=2))
     traj = xl_policy.sample(
-        PROMPTS, original_prompts=["a circle", "a square"], guidance=Guidance.prompt_centred(3.0, 4.0), num_inference_steps=5, generator=make_generator(3)
+        PROMPTS,
+        original_prompts=["a circle", "a square"],
+        guidance=Guidance.prompt_centred(3.0, 4.0),
+        num_inference_steps=5,
+        generator=make_generator(3),
     )
     assert traj.conditioning.embeds["text_embeds"].shape[:2] == (3, 2)  # (∅, c, ĉ) × B
     torch.testing.assert_close(xl_policy.log_probs(traj, list(range(5))), traj.log_probs, atol=1e-5, rtol=0)
@@ -77,10 +81,14 @@ def test_recomputed_log_probs_reproduce_the_recording_and_move_with_the_lora(xl_
 
 def test_prompt_centred_guidance_with_w1_zero_is_cfg_on_the_expansion(xl_policy):
     settings = dict(num_inference_steps=4, eta=1.0, negative_prompt="blurry")
-    centred = xl_policy.sample(PROMPTS, original_prompts=["x", "y"], guidance=Guidance.prompt_centred(0.0, 5.0), generator=make_generator(5), **settings)
+    centred = xl_policy.sample(
+        PROMPTS, original_prompts=["x", "y"], guidance=Guidance.prompt_centred(0.0, 5.0), generator=make_generator(5), **settings
+    )
     cfg = xl_policy.sample(PROMPTS, guidance=Guidance.cfg(5.0), generator=make_generator(5), **settings)
     torch.testing.assert_close(centred.images, cfg.images, atol=1e-6, rtol=0)
-    both = xl_policy.sample(PROMPTS, original_prompts=["x", "y"], guidance=Guidance.prompt_centred(2.0, 5.0), generator=make_generator(5), **settings)
+    both = xl_policy.sample(
+        PROMPTS, original_prompts=["x", "y"], guidance=Guidance.prompt_centred(2.0, 5.0), generator=make_generator(5), **settings
+    )
     assert (both.images - cfg.images).abs().max() > 1e-4  # w1 ≠ 0 brings c in
 
 
@@ -92,10 +100,14 @@ def test_family_is_read_from_model_index_and_unknown_classes_are_refused(tmp_pat
     loaded = load_policy(tmp_path / "xl")
     assert type(loaded) is StableDiffusionXLPolicy
     reference = StableDiffusionXLPolicy(stock).sample(PROMPTS[:1], num_inference_steps=3, generator=make_generator(9)).images
-    torch.testing.assert_close(loaded.sample(PROMPTS[:1], num_inference_steps=3, generator=make_generator(9)).images, reference, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        loaded.sample(PROMPTS[:1], num_inference_steps=3, generator=make_generator(9)).images, reference, atol=1e-6, rtol=0
+    )
     (tmp_path / "flux").mkdir()
     (tmp_path / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(ValueError, match=r"is a FluxPipeline; the policy families drive StableDiffusionPipeline, StableDiffusionXLPipeline$"):
+    with pytest.raises(
+        ValueError, match=r"is a FluxPipeline; the policy families drive StableDiffusionPipeline, StableDiffusionXLPipeline$"
+    ):
         load_policy(tmp_path / "flux")
     with pytest.raises(OSError, match="could not read the model_index.json of 'nobody/no-such-model'"):
         policy_class_for("nobody/no-such-model")
