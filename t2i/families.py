@@ -3,7 +3,7 @@
 Every loader of the project (training, generation, best-of-N, the wrong LoRA) goes through
 :func:`load_policy`, so a user changes only the pipeline's name or directory to switch families.
 A local directory's ``model_index.json`` is read directly; a hub id's through
-``DiffusionPipeline.load_config`` (which reads the local cache under ``HF_HUB_OFFLINE=1``).
+``huggingface_hub.hf_hub_download`` (which reads the local cache under ``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline
+from huggingface_hub import hf_hub_download
 
 from t2i.policy import DiffusionPolicy, StableDiffusionPolicy
 from t2i.sdxl import StableDiffusionXLPolicy
@@ -32,13 +32,13 @@ def pipeline_class_name(name_or_path: str | os.PathLike) -> str:
     """``_class_name`` of the pipeline's ``model_index.json`` ('' when it has none)."""
     source = resolve_model_source(name_or_path, "model_index.json", kind="diffusers pipeline")
     if Path(source).is_dir():
-        config = json.loads((Path(source) / "model_index.json").read_text(encoding="utf-8"))
+        index = Path(source) / "model_index.json"
     else:
         try:
-            config = DiffusionPipeline.load_config(source)
+            index = Path(hf_hub_download(source, "model_index.json"))
         except (OSError, ValueError) as err:
             raise OSError(f"could not read the model_index.json of {source!r}: it is not a local directory, nor a hub id ({err})") from err
-    return str(config.get("_class_name", ""))
+    return str(json.loads(index.read_text(encoding="utf-8")).get("_class_name", ""))
 
 
 def policy_class_for(name_or_path: str | os.PathLike) -> type[DiffusionPolicy]:

@@ -2,6 +2,7 @@
 
 import json
 
+import huggingface_hub.constants
 import pytest
 import torch
 from conftest import make_generator
@@ -118,3 +119,14 @@ def test_prompt_overflow_is_read_over_both_tokenizers(xl_policy):
     overflow = xl_policy.prompt_overflow("a red circle")  # 10 letters (spaces split, not tokens) + 2 special tokens
     assert overflow is not None and (overflow.tokens, overflow.context, overflow.dropped) == (12, 10, "le")
     assert xl_policy.prompt_overflow("a red") is None
+
+
+def test_a_hub_id_is_read_from_the_local_cache_offline(tmp_path, monkeypatch):
+    snapshot = tmp_path / "models--someone--tiny-xl" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    (tmp_path / "models--someone--tiny-xl" / "refs").mkdir()
+    (tmp_path / "models--someone--tiny-xl" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert policy_class_for("someone/tiny-xl") is StableDiffusionXLPolicy
