@@ -130,3 +130,13 @@ def test_a_hub_id_is_read_from_the_local_cache_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert policy_class_for("someone/tiny-xl") is StableDiffusionXLPolicy
+
+
+def test_a_float16_vae_decodes_in_float32_like_stock_and_stays_float16(stock):
+    policy = StableDiffusionXLPolicy(build_tiny_sdxl_pipeline())
+    for pipe in (policy.pipeline, stock):
+        pipe.vae.to(torch.float16)
+    ours = policy.sample(PROMPTS[:1], guidance=Guidance.cfg(5.0), num_inference_steps=3, generator=make_generator(4)).images
+    theirs = stock_images(stock, PROMPTS[:1], 4, guidance_scale=5.0, num_inference_steps=3, eta=1.0)
+    torch.testing.assert_close(ours, theirs.float(), atol=1e-5, rtol=0)
+    assert policy.pipeline.vae.dtype == torch.float16
