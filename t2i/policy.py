@@ -9,11 +9,13 @@ A policy is put together from rooms with one job each:
 - this module: conditioning and the guided model call, and the family seam.
 
 ``DiffusionPolicy`` holds everything that does not depend on the pipeline family. A family
-subclass supplies only what differs: how to load a pipeline, ``encode_prompts`` (prompts → UNet
-keyword tensors), ``frozen_modules``, and where needed ``unet_forward`` (the model call),
-``step`` (one transition of p_θ with its log-density: stochastic DDIM here) and ``decode``.
-``StableDiffusionPolicy`` is SD 1.x/2.x; SDXL adds pooled embeddings and time ids in its own
-``encode_prompts``/``unet_forward``; a flow-matching family (SD3, FLUX) its own ``step``.
+subclass supplies only what differs: its ``pipeline_class`` (and ``load_defaults``; loading itself
+is shared), ``encode_prompts`` (prompts → UNet keyword tensors), ``frozen_modules``, and where
+needed ``unet_forward`` (the model call), ``step`` (one transition of p_θ with its log-density:
+stochastic DDIM here) and ``decode``. ``StableDiffusionPolicy`` is SD 1.x/2.x; SDXL
+(:mod:`t2i.sdxl`) adds pooled embeddings and time ids in its own ``encode_prompts``/``unet_forward``;
+a flow-matching family (SD3, FLUX) would add its own ``step``. :mod:`t2i.families` picks the family
+from a pipeline's ``model_index.json``.
 """
 
 from __future__ import annotations
