@@ -161,7 +161,8 @@ WEIGHTED_FAMILIES: dict[type[DiffusionPolicy], type[DiffusionPolicy]] = {
 
 
 def with_prompt_weighting(policy: DiffusionPolicy) -> DiffusionPolicy:
-    """The same pipeline as a policy of its family that reads compel's weighting syntax."""
+    """The same pipeline (and SDXL's size conditioning) as a policy of its family that reads compel's weighting syntax."""
     if type(policy) not in WEIGHTED_FAMILIES:
         raise ValueError(f"prompt weighting is not available for {type(policy).__name__}")
-    return WEIGHTED_FAMILIES[type(policy)](policy.pipeline)
+    extra = {"size_conditioning": policy.size_conditioning} if isinstance(policy, StableDiffusionXLPolicy) else {}
+    return WEIGHTED_FAMILIES[type(policy)](policy.pipeline, **extra)

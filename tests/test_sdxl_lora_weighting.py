@@ -8,7 +8,7 @@ from test_t2i_policy import perturb_lora
 
 from parrot.train import ParrotTrainer
 from parrot.train_config import derived_quantities, load_train_config
-from t2i import Guidance, LoraSettings, StableDiffusionXLPolicy
+from t2i import Guidance, LoraSettings, SizeConditioning, StableDiffusionXLPolicy
 from t2i.prompt_weighting import WeightedPromptXLPolicy, with_prompt_weighting
 from t2i.tiny_sdxl import build_tiny_sdxl_pipeline
 
@@ -33,8 +33,9 @@ def test_saved_lora_loads_into_a_fresh_stock_sdxl_pipeline_with_identical_images
 
 
 def test_weighting_acts_on_both_encoders_as_compel_defines_and_keeps_the_plain_pooled_embedding():
-    policy = with_prompt_weighting(StableDiffusionXLPolicy(build_tiny_sdxl_pipeline()))
-    assert type(policy) is WeightedPromptXLPolicy
+    sizes = SizeConditioning(original_size=(64, 64))
+    policy = with_prompt_weighting(StableDiffusionXLPolicy(build_tiny_sdxl_pipeline(), sizes))
+    assert type(policy) is WeightedPromptXLPolicy and policy.size_conditioning is sizes
     pipe = policy.pipeline
     plain = StableDiffusionXLPolicy.encode_prompts(policy, ["a red circle"])  # diffusers' own encoding
     through_compel = policy.compel(["a red circle"])  # a prompt without syntax, forced through compel
