@@ -1,4 +1,4 @@
-"""Rollout overhead: trajectory-recording sampling ÷ a stock diffusers pipeline call.
+"""Rollout overhead: trajectory-recording sampling ÷ a stock diffusers pipeline call (SD or SDXL).
 
 Both run the same pipeline object (same weights, prompts, steps, batch, η, CFG scale and
 seed); the stock call returns tensors (``output_type="pt"``) like the policy does, and its
@@ -6,9 +6,13 @@ progress bar is off like the policy's. Calls are interleaved (stock, policy, sto
 drift in machine load hits both alike; the figure is the ratio of medians.
 
     python benchmarks/rollout_overhead.py --json runs/rollout_overhead.json
+    python benchmarks/rollout_overhead.py --family sdxl --json runs/rollout_overhead_sdxl.json
 
-Sizes: ``small`` is the test pipeline (UNet 32/64, 8×8 latents); ``large`` is UNet
-64/128/256 on 32×32 latents, where the UNet dominates the time.
+``--family sd`` times ``StableDiffusionPolicy`` against ``StableDiffusionPipeline`` on the tiny SD
+pipeline (:mod:`t2i.tiny`); ``--family sdxl`` times ``StableDiffusionXLPolicy`` against
+``StableDiffusionXLPipeline`` on the tiny SDXL pipeline (:mod:`t2i.tiny_sdxl`). Sizes: ``small`` is
+the test pipeline (UNet 32/64, 8×8 latents); ``large`` is UNet 64/128/256 on 32×32 latents, where
+the UNet dominates the time.
 """
 
 from __future__ import annotations
@@ -21,20 +25,32 @@ import time
 from pathlib import Path
 
 import torch
+from diffusers import DiffusionPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the repo's packages and benchmarks/ importable
     sys.path.insert(0, str(REPO))
 
 from benchmarks.machine_load import LoadWatch  # noqa: E402
-from t2i import Guidance, StableDiffusionPolicy  # noqa: E402
+from t2i import DiffusionPolicy, Guidance, StableDiffusionPolicy, StableDiffusionXLPolicy  # noqa: E402
 from t2i.compile import COMPILE_MODES, CompileSettings, compile_denoiser  # noqa: E402
 from t2i.tiny import TinyPipelineConfig, build_tiny_pipeline  # noqa: E402
+from t2i.tiny_sdxl import TinySDXLConfig, build_tiny_sdxl_pipeline  # noqa: E402
 
 SIZES = {
     "small": TinyPipelineConfig(),
     "large": TinyPipelineConfig(block_out_channels=(64, 128, 256), latent_size=32, text_hidden_size=64),
 }
+SDXL_SIZES = {
+    "small": TinySDXLConfig(),
+    "large": TinySDXLConfig(block_out_channels=(64, 128, 256), latent_size=32, text_hidden_size=64, text_hidden_size_2=64),
+}
+POLICIES: dict[str, type[DiffusionPolicy]] = {"sd": StableDiffusionPolicy, "sdxl": StableDiffusionXLPolicy}
+
+
+def tiny_pipeline(family: str, size: str) -> DiffusionPipeline:
+    """The tiny pipeline of ``family`` ('sd' or 'sdxl') at ``size`` (seeded: every call gives the same weights)."""
+    return build_tiny_sdxl_pipeline(SDXL_SIZES[size]) if family == "sdxl" else build_tiny_pipeline(SIZES[size])
 
 
 def time_once(fn) -> float:
@@ -43,12 +59,14 @@ def time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5, compile_mode: str = "off") -> dict:
-    """Stock call and policy sample, interleaved; with ``compile_mode`` the policy samples with its own copy
-    of the pipeline (same seed, same weights) whose UNet is compiled, against the eager stock call."""
-    pipeline = build_tiny_pipeline(SIZES[size])
+def measure(
+    size: str, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5, compile_mode: str = "off", family: str = "sd"
+) -> dict:
+    """Stock call and policy sample of ``family``, interleaved; with ``compile_mode`` the policy samples with its
+    own copy of the pipeline (same seed, same weights) whose UNet is compiled, against the eager stock call."""
+    pipeline = tiny_pipeline(family, size)
     pipeline.set_progress_bar_config(disable=True)
-    policy = StableDiffusionPolicy(pipeline if compile_mode == "off" else build_tiny_pipeline(SIZES[size]))
+    policy = POLICIES[family](pipeline if compile_mode == "off" else tiny_pipeline(family, size))
     compile_denoiser(policy.unet, CompileSettings(mode=compile_mode))
     prompts = [f"a {c} circle" for c in ("red", "green", "blue", "yellow")] * (batch // 4 + 1)
     prompts = prompts[:batch]
@@ -77,6 +95,7 @@ def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: flo
         policy_s.append(time_once(recorded))
     plain_median, policy_median = statistics.median(plain_s), statistics.median(policy_s)
     return {
+        "family": family,
         "size": size,
         "batch": batch,
         "steps": steps,
@@ -92,6 +111,7 @@ def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: flo
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--family", default="sd", choices=sorted(POLICIES), help="pipeline family: SD 1.x or SDXL")
     parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=4, help="images per call")
     parser.add_argument("--num_steps", type=int, default=20, help="DDIM steps")
@@ -103,11 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     load = LoadWatch()
-    results = [measure(size, args.batch, args.num_steps, args.repeats, compile_mode=args.compile) for size in args.sizes]
+    results = [
+        measure(size, args.batch, args.num_steps, args.repeats, compile_mode=args.compile, family=args.family) for size in args.sizes
+    ]
     load_record = load.finish()
     for r in results:
         print(
-            f"{r['size']:>6}: stock {r['plain_s']:.3f}s  policy {r['policy_s']:.3f}s  ratio {r['ratio']:.3f} "
+            f"{r['family']} {r['size']:>6}: stock {r['plain_s']:.3f}s  policy {r['policy_s']:.3f}s  ratio {r['ratio']:.3f} "
             f"(batch {r['batch']}, {r['steps']} steps, median of {r['repeats']}; compile {r['compile']}, "
             f"first policy call {r['first_policy_call_s']:.1f}s)"
         )

@@ -11,7 +11,7 @@ and nothing else.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ from rewards import MultiRewardEvaluator, load_reward
 from rewards.base import resolve_dtype
 from rewards.registry import reward_config_class
 from rewards.tiny import save_tiny_clip
-from t2i import LoraSettings, StableDiffusionPolicy
+from t2i import DiffusionPolicy, LoraSettings, StableDiffusionPolicy, StableDiffusionXLPolicy, load_policy
 from t2i.tiny import build_tiny_pipeline
+from t2i.tiny_sdxl import build_tiny_sdxl_pipeline
 
 __all__ = [
     "WORLD_PLACEHOLDER",
@@ -39,9 +40,15 @@ __all__ = [
 ]
 
 BUILTIN_TINY = "builtin:tiny"
+BUILTIN_TINY_SDXL = "builtin:tiny_sdxl"
 BUILTIN_TINY_CLIP = "builtin:tiny_clip"
 BUILTIN_TINY_GPT2 = "builtin:tiny_gpt2"
 WORLD_PLACEHOLDER = "{world}"
+#: the toy pipelines built in code (random weights): SD 1.x and SDXL
+BUILTIN_PIPELINES: dict[str, Callable[[], DiffusionPolicy]] = {
+    BUILTIN_TINY: lambda: StableDiffusionPolicy(build_tiny_pipeline()),
+    BUILTIN_TINY_SDXL: lambda: StableDiffusionXLPolicy(build_tiny_sdxl_pipeline()),
+}
 
 
 def committed_shapes_world() -> Path:
@@ -76,18 +83,20 @@ def with_world(value: Any, world: Path) -> Any:
     return value
 
 
-def build_policy(pipeline: str, dtype: str, device: torch.device | str, gradient_checkpointing: bool = False) -> StableDiffusionPolicy:
-    """The T2I policy π_θ from a hub id, a local pipeline directory or ``builtin:tiny``.
+def build_policy(pipeline: str, dtype: str, device: torch.device | str, gradient_checkpointing: bool = False) -> DiffusionPolicy:
+    """The T2I policy π_θ from a hub id, a local pipeline directory or a ``builtin:`` toy.
 
-    ``gradient_checkpointing`` turns on diffusers' UNet activation checkpointing (used only
-    where gradients flow, i.e. in the T2I update's log-prob recomputation).
+    The family (SD 1.x/2.x, SDXL) is read from the pipeline's ``model_index.json``
+    (:func:`t2i.load_policy`). ``gradient_checkpointing`` turns on diffusers' UNet activation
+    checkpointing (used only where gradients flow, i.e. in the T2I update's log-prob recomputation).
     """
-    if pipeline == BUILTIN_TINY:
-        policy = StableDiffusionPolicy(build_tiny_pipeline()).to(device)
+    if pipeline in BUILTIN_PIPELINES:
+        policy = BUILTIN_PIPELINES[pipeline]().to(device)
     elif pipeline.startswith("builtin:"):
-        raise ValueError(f"model.pipeline={pipeline!r}: the only built-in pipeline is {BUILTIN_TINY!r}")
+        names = " and ".join(repr(name) for name in BUILTIN_PIPELINES)
+        raise ValueError(f"model.pipeline={pipeline!r}: the built-in pipelines are {names}")
     else:
-        policy = StableDiffusionPolicy.from_pretrained(pipeline, torch_dtype=resolve_dtype(dtype), device=device)
+        policy = load_policy(pipeline, torch_dtype=resolve_dtype(dtype), device=device)
     if gradient_checkpointing:
         policy.unet.enable_gradient_checkpointing()
     return policy

@@ -22,7 +22,7 @@ from parrot.selection import PerPromptStatTracker, Selection, parse_selection
 from parrot.train_config import DerivedQuantities, TrainConfig, batch_layout, derived_quantities
 from prompt_expander.expander import PromptExpander
 from rewards import MultiRewardEvaluator
-from t2i import Guidance, StableDiffusionPolicy, Trajectory
+from t2i import DiffusionPolicy, Guidance, Trajectory
 from t2i.compile import compile_denoiser
 
 __all__ = ["TrainingParts", "build_parts", "make_accelerator"]
@@ -44,7 +44,7 @@ class TrainingParts:
     eval_identifiers: list[str]
     train_prompts: list[str]
     eval_prompts: list[str]
-    policy: StableDiffusionPolicy
+    policy: DiffusionPolicy
     t2i_params: list[torch.nn.Parameter]
     evaluator: MultiRewardEvaluator  # images, ORIGINAL prompts, metadata → R (N, K)
     expander: PromptExpander | None  # None without an expander

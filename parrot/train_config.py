@@ -12,9 +12,10 @@ the original prompt, sentiment) and its prompt files, named through ``{world}`` 
 no preset imports the world's code.
 
 ``builtin:`` model names are built in code instead of loaded: ``builtin:tiny`` (the toy SD
-pipeline of :mod:`t2i.tiny`), ``builtin:tiny_clip`` (a reward setting: the toy CLIP of
-:mod:`rewards.tiny`, saved under the run directory) and ``builtin:tiny_gpt2`` (a random GPT-2
-expander with a BPE tokenizer trained on the training prompts).
+pipeline of :mod:`t2i.tiny`), ``builtin:tiny_sdxl`` (the toy SDXL pipeline of :mod:`t2i.tiny_sdxl`),
+``builtin:tiny_clip`` (a reward setting: the toy CLIP of :mod:`rewards.tiny`, saved under the run
+directory) and ``builtin:tiny_gpt2`` (a random GPT-2 expander with a BPE tokenizer trained on the
+training prompts).
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ _ESTIMATORS = ("sf", "is", "rwr")
 class ModelConfig:
     pipeline: str = field(
         default="runwayml/stable-diffusion-v1-5",
-        metadata={"help": "hub id or local diffusers pipeline directory, or 'builtin:tiny'"},
+        metadata={
+            "help": "hub id or local diffusers pipeline directory (SD 1.x/2.x or SDXL: read from its model_index.json), "
+            "or 'builtin:tiny' / 'builtin:tiny_sdxl'"
+        },
     )
     dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})

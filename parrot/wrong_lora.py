@@ -9,7 +9,7 @@
 2. Train a Dreambooth-style LoRA (Ruiz et al. 2023, without prior preservation) on them with the
    caption "wrong" (``--trigger``): the standard denoising loss
    L = E_{t,ε} ‖ε_θ(√ᾱ_t·z_0 + √(1−ᾱ_t)·ε, t, "wrong") − ε‖², z_0 = VAE(x⁻), on the UNet's LoRA only
-   (``StableDiffusionPolicy.add_lora``), the target being v instead of ε for v-prediction models.
+   (``DiffusionPolicy.add_lora``), the target being v instead of ε for v-prediction models.
 3. Save the LoRA in diffusers' format (``OUT/lora/pytorch_lora_weights.safetensors``), the bad
    images (``OUT/images``) and ``OUT/wrong_lora.json`` (settings and the loss curve).
 
@@ -38,8 +38,8 @@ from parrot.sample import prepare_output_dir
 from parrot_base.cli import run_cli
 from parrot_base.config import config_to_dict, parse_config
 from rewards.base import as_pil_images
-from t2i import Guidance, LoraSettings, StableDiffusionPolicy
-from t2i.prompt_weighting import WeightedPromptPolicy
+from t2i import DiffusionPolicy, Guidance, LoraSettings
+from t2i.prompt_weighting import with_prompt_weighting
 
 __all__ = ["WrongLoraConfig", "BAD_PHRASES", "failure_prompt", "bad_images", "degrade", "denoising_loss", "train_wrong_lora", "main"]
 
@@ -52,7 +52,10 @@ BAD_PHRASES = ("blurry", "distorted", "faded", "cluttered", "low quality", "badl
 class WrongLoraConfig:
     """Train a negative "wrong" LoRA on deliberately bad images of the base model."""
 
-    model: str = field(default="builtin:tiny", metadata={"help": "hub id or local SD pipeline directory, or 'builtin:tiny'"})
+    model: str = field(
+        default="builtin:tiny",
+        metadata={"help": "hub id or local SD 1.x/2.x or SDXL pipeline directory, or 'builtin:tiny' / 'builtin:tiny_sdxl'"},
+    )
     dtype: str = field(default="float32", metadata={"help": "model dtype"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
     prompts: tuple[str, ...] = field(default=DEFAULT_PROMPTS, metadata={"help": "prompts the bad images are drawn from"})
@@ -124,13 +127,13 @@ def failure_prompt(prompt: str, phrases: tuple[str, ...], weight: float) -> str:
     return ", ".join([prompt] + [f"({phrase.strip()}){weight:g}" for phrase in phrases if phrase.strip()])
 
 
-def bad_images(policy: StableDiffusionPolicy, config: WrongLoraConfig, prompts: list[str]) -> torch.Tensor:
+def bad_images(policy: DiffusionPolicy, config: WrongLoraConfig, prompts: list[str]) -> torch.Tensor:
     """(P·keep, 3, H, W) deliberately bad images in [0, 1]."""
     sampling = dict(guidance=Guidance.cfg(config.guidance_scale), num_inference_steps=config.num_steps)
     if config.source == "prompted":
         asked = [failure_prompt(p, config.bad_phrases, config.bad_weight) for p in prompts for _ in range(config.keep)]
         generators = [torch.Generator(device=policy.device).manual_seed(config.seed + i) for i in range(len(asked))]
-        weighted = WeightedPromptPolicy(policy.pipeline)
+        weighted = with_prompt_weighting(policy)  # compel on the policy's family (SD: one text tower, SDXL: both)
         return weighted.sample(asked, generator=generators, eta=0.0, compute_log_probs=False, **sampling).images.cpu()
     if config.source == "lowest_reward":
         settings = resolve_reward_settings([config.rank_by], config.reward_settings, config.out / ".builtin", config.device, True)
@@ -152,7 +155,7 @@ def bad_images(policy: StableDiffusionPolicy, config: WrongLoraConfig, prompts: 
     return degrade(images, config.blur_radius, config.noise_std, torch.Generator().manual_seed(config.seed))
 
 
-def denoising_loss(policy: StableDiffusionPolicy, latents: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
+def denoising_loss(policy: DiffusionPolicy, latents: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
     """The diffusion training loss ‖ε_θ(z_t, t, caption) − target‖² at uniformly drawn t (target ε, or v)."""
     scheduler = policy.scheduler
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
@@ -165,7 +168,7 @@ def denoising_loss(policy: StableDiffusionPolicy, latents: torch.Tensor, caption
 
 
 @torch.no_grad()
-def encode_images(policy: StableDiffusionPolicy, images: torch.Tensor) -> torch.Tensor:
+def encode_images(policy: DiffusionPolicy, images: torch.Tensor) -> torch.Tensor:
     """z_0 = scaling_factor · mean of the VAE posterior, images in [0, 1]."""
     vae = policy.pipeline.vae
     posterior = vae.encode((images * 2 - 1).to(policy.device, vae.dtype)).latent_dist
