@@ -13,6 +13,10 @@
 3. Save the LoRA in diffusers' format (``OUT/lora/pytorch_lora_weights.safetensors``), the bad
    images (``OUT/images``) and ``OUT/wrong_lora.json`` (settings and the loss curve).
 
+With ``--pivotal true`` (pivotal tuning, the article's advanced variant) a new token "<wrong>" is
+trained in every text tower alongside the LoRA and captions the images instead; its embeddings are
+saved to ``OUT/embeddings`` (:mod:`t2i.textual_inversion`) and loaded with ``--textual_inversion``.
+
 At generation, load it and name the trigger as the negative prompt, so ∅ = "wrong" is steered away from:
 
     python -m parrot.wrong_lora --out runs/wrong
@@ -40,6 +44,7 @@ from parrot_base.config import config_to_dict, parse_config
 from rewards.base import as_pil_images
 from t2i import DiffusionPolicy, Guidance, LoraSettings
 from t2i.prompt_weighting import with_prompt_weighting
+from t2i.textual_inversion import add_trainable_token, save_token_embeddings
 
 __all__ = ["WrongLoraConfig", "BAD_PHRASES", "failure_prompt", "bad_images", "degrade", "denoising_loss", "train_wrong_lora", "main"]
 
@@ -83,6 +88,13 @@ class WrongLoraConfig:
     num_steps: int = field(default=20, metadata={"help": "DDIM steps to draw the base samples", "formerly": "sample_steps"})
     guidance_scale: float = field(default=7.5, metadata={"help": "CFG scale of the base samples"})
     trigger: str = field(default="wrong", metadata={"help": "trigger word; the caption of every bad image"})
+    pivotal: bool = field(
+        default=False,
+        metadata={
+            "help": "pivotal tuning: also train a new token '<trigger>' in every text tower (initialised from the trigger word), "
+            "used as the caption instead; saved to OUT/embeddings for parrot.generate --textual_inversion"
+        },
+    )
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings"})
     train_steps: int = field(default=200, metadata={"help": "optimiser steps"})
     train_batch_size: int = field(default=4, metadata={"help": "images per step"})
@@ -155,6 +167,11 @@ def bad_images(policy: DiffusionPolicy, config: WrongLoraConfig, prompts: list[s
     return degrade(images, config.blur_radius, config.noise_std, torch.Generator().manual_seed(config.seed))
 
 
+def caption_of(config: WrongLoraConfig) -> str:
+    """The caption of every bad image and the negative prompt at generation: the trigger, or with pivotal tuning its new token."""
+    return f"<{config.trigger.strip()}>" if config.pivotal else config.trigger
+
+
 def denoising_loss(policy: DiffusionPolicy, latents: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
     """The diffusion training loss ‖ε_θ(z_t, t, caption) − target‖² at uniformly drawn t (target ε, or v)."""
     scheduler = policy.scheduler
@@ -192,22 +209,29 @@ def train_wrong_lora(config: WrongLoraConfig) -> dict[str, Any]:
     latents = encode_images(policy, images)
 
     parameters = policy.add_lora(config.lora)
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr)
+    groups = [{"params": parameters}]
+    caption = caption_of(config)
+    if config.pivotal:  # the new token's rows only, without weight decay (decoupled decay would shrink every row)
+        groups.append({"params": add_trainable_token(policy.pipeline, caption, config.trigger), "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
     generator = torch.Generator(device=policy.device).manual_seed(config.seed)
     losses = []
     for _ in tqdm(range(config.train_steps), desc="wrong LoRA"):
         batch = torch.randint(0, len(latents), (config.train_batch_size,), generator=generator, device=latents.device)
-        loss = denoising_loss(policy, latents[batch], [config.trigger] * len(batch), generator)
+        loss = denoising_loss(policy, latents[batch], [caption] * len(batch), generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
 
     policy.save_lora(config.out / "lora", adapter_name=config.lora.adapter_name)
+    if config.pivotal:
+        save_token_embeddings(policy.pipeline, caption, config.out / "embeddings")
     window = max(1, len(losses) // 10)
     summary = {
         "config": config_to_dict(config),
         "bad_images": len(images),
+        "negative_prompt": caption,
         "loss_first": sum(losses[:window]) / window,
         "loss_last": sum(losses[-window:]) / window,
         "losses": losses,
@@ -219,9 +243,10 @@ def train_wrong_lora(config: WrongLoraConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = parse_config(WrongLoraConfig, argv)
     summary = train_wrong_lora(config)
+    embeddings = f", token embeddings in {config.out / 'embeddings'} (--textual_inversion)" if config.pivotal else ""
     sys.stdout.write(
         f"trained on {summary['bad_images']} bad image(s); loss {summary['loss_first']:.4f} → {summary['loss_last']:.4f}; "
-        f"LoRA in {config.out / 'lora'} (use --negative_prompt {config.trigger!r} at generation)\n"
+        f"LoRA in {config.out / 'lora'}{embeddings} (use --negative_prompt {summary['negative_prompt']!r} at generation)\n"
     )
     return summary
 

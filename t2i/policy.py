@@ -240,7 +240,6 @@ class StableDiffusionPolicy(DiffusionPolicy):
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.pipeline.vae, self.pipeline.text_encoder]
 
-    @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Embeds:
         embeds, _ = self.pipeline.encode_prompt(prompts, self.device, 1, False)
         return {"encoder_hidden_states": embeds}

@@ -62,7 +62,6 @@ class StableDiffusionXLPolicy(DiffusionPolicy):
         parts = (self.pipeline.vae, self.pipeline.text_encoder, self.pipeline.text_encoder_2)
         return [module for module in parts if module is not None]
 
-    @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Embeds:
         """Both encoders' penultimate states (B, 77, d1 + d2) and the pooled embedding (B, d_proj), by diffusers."""
         embeds, _, pooled, _ = self.pipeline.encode_prompt(
