@@ -65,6 +65,7 @@ from shapes.sd import (
     train_vae,
     vae_checker_agreement,
 )
+from shapes.sdxl import assemble_sdxl_pipeline
 from shapes.world_card import read_record, write_world_card
 from t2i.tiny import assemble_sd_pipeline
 
@@ -220,6 +221,32 @@ def stage_t2i_eval(state: BuildState) -> None:
     state.figures.update({f"t2i_{k}": v for k, v in evaluate_pipeline(state.pipeline, state.config.sd, state.config.seed).items()})
 
 
+def _world_parts(state: BuildState) -> tuple:
+    """(VAE, CLIP, tokenizer) of this build, or of the built world on disk for a ``--redo``."""
+    if state.vae is not None and state.clip is not None:
+        return state.vae, state.clip, state.tokenizer
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel
+
+    sd = StableDiffusionPipeline.from_pretrained(state.out / "sd", safety_checker=None)
+    return sd.vae, CLIPModel.from_pretrained(state.out / "clip"), sd.tokenizer
+
+
+def stage_sdxl(state: BuildState) -> None:
+    """The SDXL-architecture model (:mod:`shapes.sdxl`) on the same VAE, CLIP and data, and its T2I figures (``sdxl_*``)."""
+    cfg = state.config
+    torch.manual_seed(cfg.seed)
+    vae, clip, tokenizer = _world_parts(state)
+    latent_size = cfg.data.image_size // 2 ** (len(cfg.sd.vae_channels) - 1)
+    pipeline = assemble_sdxl_pipeline(vae, clip, tokenizer, cfg.sd, latent_size)
+    record = train_unet(pipeline, state.train, cfg.sd, seed=cfg.seed, progress=state.progress)
+    state.figures["sdxl_unet_final_loss"] = record["final_loss"]
+    state.steps["sdxl"] = cfg.sd.unet_steps
+    state.parameters["sdxl"] = _parameter_count(pipeline.unet)
+    pipeline.save_pretrained(state.out / "sdxl")
+    state.figures.update({f"sdxl_{k}": v for k, v in evaluate_pipeline(pipeline, cfg.sd, cfg.seed).items()})
+
+
 def _record(state: BuildState, name: str, figures: dict[str, float]) -> None:
     """Figures into the card; ``*_parameters`` entries into the stage's parameter count."""
     for key, value in figures.items():
@@ -293,6 +320,7 @@ STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
     ("vae", stage_vae),
     ("unet", stage_unet),
     ("t2i_eval", stage_t2i_eval),
+    ("sdxl", stage_sdxl),
     ("aesthetic", stage_aesthetic),
     ("preference", stage_preference),
     ("sentiment", stage_sentiment),

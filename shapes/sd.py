@@ -40,6 +40,7 @@ from shapes.data import (
     short_prompt,
     training_pairs,
 )
+from t2i.families import policy_of_pipeline
 from t2i.tiny import sd_ddim_scheduler
 
 __all__ = [
@@ -217,12 +218,17 @@ def vae_checker_agreement(vae: AutoencoderKL, examples: list[Example]) -> float:
     return float(np.mean([check_prompt(r, e.detailed_caption).all_correct for r, e in zip(reconstructions, examples)]))
 
 
-def train_unet(
-    pipeline: StableDiffusionPipeline, examples: list[Example], config: ShapesSDConfig, seed: int = 0, progress: bool = True
-) -> dict[str, float]:
-    """Train ``pipeline.unet`` with the ε-prediction loss on the examples' latents and captions."""
+def train_unet(pipeline, examples: list[Example], config: ShapesSDConfig, seed: int = 0, progress: bool = True) -> dict[str, float]:
+    """Train ``pipeline.unet`` with the ε-prediction loss on the examples' latents and captions.
+
+    The prompts are encoded and the UNet called through the pipeline family's policy
+    (:func:`t2i.families.policy_of_pipeline`: SD's one text tower, or SDXL's two with the pooled
+    projection and size ids), exactly as sampling will condition it.
+    """
     generator = torch.Generator().manual_seed(seed)
     vae, unet = pipeline.vae, pipeline.unet
+    policy = policy_of_pipeline(pipeline)
+    unet.requires_grad_(True)  # the policy freezes the UNet for RL (which trains LoRA adapters); here it is the model trained
     with torch.no_grad():
         latents = (
             torch.cat([vae.encode(_vae_inputs(examples[i : i + 256])).latent_dist.mean for i in range(0, len(examples), 256)])
@@ -239,12 +245,12 @@ def train_unet(
         drop = torch.rand(len(index), generator=generator) < config.uncond_probability
         prompts = ["" if d else captions[i] for i, d in zip(index.tolist(), drop.tolist())]
         with torch.no_grad():
-            text, _ = pipeline.encode_prompt(prompts, "cpu", 1, False)
+            text = policy.encode_prompts(prompts)
         z0 = latents[index]
         noise = torch.randn(z0.shape, generator=generator)
         noise = noise + config.offset_noise * torch.randn((*z0.shape[:2], 1, 1), generator=generator)
         t = torch.randint(noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
-        prediction = unet(noise_scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text).sample
+        prediction = policy.unet_forward(noise_scheduler.add_noise(z0, noise, t), t, text)
         loss = F.mse_loss(prediction, noise)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

@@ -19,7 +19,7 @@ from t2i.policy import DiffusionPolicy, StableDiffusionPolicy
 from t2i.sdxl import StableDiffusionXLPolicy
 from t2i.sources import resolve_model_source
 
-__all__ = ["POLICY_FAMILIES", "load_policy", "pipeline_class_name", "policy_class_for"]
+__all__ = ["POLICY_FAMILIES", "load_policy", "pipeline_class_name", "policy_class_for", "policy_of_pipeline"]
 
 #: diffusers pipeline class name → the policy family that drives it
 POLICY_FAMILIES: dict[str, type[DiffusionPolicy]] = {
@@ -56,3 +56,11 @@ def load_policy(
 ) -> DiffusionPolicy:
     """The policy of the family ``model_index.json`` names, loaded from a hub id or a local directory."""
     return policy_class_for(name_or_path).from_pretrained(name_or_path, torch_dtype=torch_dtype, device=device, **kwargs)
+
+
+def policy_of_pipeline(pipeline) -> DiffusionPolicy:
+    """A loaded pipeline object as the policy of its family (by its class, as :func:`policy_class_for` by name)."""
+    name = type(pipeline).__name__
+    if name not in POLICY_FAMILIES:
+        raise ValueError(f"a {name} has no policy family; the policy families drive {', '.join(POLICY_FAMILIES)}")
+    return POLICY_FAMILIES[name](pipeline)

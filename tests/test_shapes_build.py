@@ -33,7 +33,9 @@ def world(tmp_path_factory):
 
 def test_quick_build_writes_every_directory_and_figure(world):
     out, state = world
-    assert {p.name for p in out.iterdir() if p.is_dir()} == {"aesthetic", "clip", "expander", "preference", "prompts", "sd", "sentiment"}
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {
+        "aesthetic", "clip", "expander", "preference", "prompts", "sd", "sdxl", "sentiment"
+    }  # fmt: skip
     assert (out / "prompts" / "held_out.txt").read_text().splitlines() == [f"a {c} {s}" for c, s in HELD_OUT_PAIRS]
     assert (out / "aesthetic" / "head.safetensors").is_file() and (out / "sentiment" / "probe.safetensors").is_file()
     record = json.loads((out / "world.json").read_text())
@@ -41,7 +43,7 @@ def test_quick_build_writes_every_directory_and_figure(world):
     for key in ("clip_top1_train_pairs", "clip_top1_held_out_pairs", "t2i_short_train_colour_shape", "t2i_detailed_all"):
         assert 0.0 <= record["figures"][key] <= 1.0
     assert list(record["seconds"]) == [
-        "data", "clip", "vae", "unet", "t2i_eval", "aesthetic", "preference", "sentiment", "alignment", "expander", "card"
+        "data", "clip", "vae", "unet", "t2i_eval", "sdxl", "aesthetic", "preference", "sentiment", "alignment", "expander", "card"
     ]  # fmt: skip
     for key in ("sentiment_held_out_accuracy", "preference_held_out_accuracy", "expander_held_out_well_formed"):
         assert 0.0 <= record["figures"][key] <= 1.0
@@ -93,7 +95,7 @@ def test_world_card_has_the_goals_table(world):
     goals = card.split("## Is it a faithful miniature?")[1].split("\n\n")[1].splitlines()
     assert goals[:2] == ["| goal | figure | value | met |", "|---|---|---:|---|"]
     rows = goals[2:]
-    assert len(rows) == 18  # 8 single goals, SFT on 2 rewards + CLIPScore, PCG, cosine, 4 identifier rows, the trade-off
+    assert len(rows) == 22  # 8 single goals, SFT on 2 rewards + CLIPScore, PCG, cosine, 4 identifier rows, 4 SDXL rows, the trade-off
     headroom = figures["card_headroom_rule_min"]
     assert (
         f"| plain prompt mediocre: rule headroom ≥ 1.5 on every held-out prompt | `card_headroom_rule_min` | "
@@ -107,6 +109,11 @@ def test_world_card_has_the_goals_table(world):
     assert (
         f"| text features with all identifiers: cosine ≥ 0.95 | `card_identifier_text_cosine` | {cosine:.3f} | "
         f"{'yes' if cosine >= 0.95 else 'NO'} |"
+    ) in rows
+    short = figures["sdxl_short_train_colour_shape"]
+    assert (
+        f"| SDXL model: short prompt colour + shape right on training pairs ≥ 0.70 | `sdxl_short_train_colour_shape` | {short:.3f} | "
+        f"{'yes' if short >= 0.7 else 'NO'} |"
     ) in rows
     worst = min((k for k in figures if k.startswith("card_corr_")), key=figures.get)
     assert rows[-1].startswith(f"| the rewards trade off: some pairwise correlation clearly negative (< −0.2) | `{worst}` |")
@@ -143,6 +150,30 @@ def test_stock_pipeline_samples_from_the_saved_directory(world):
     torch.testing.assert_close(
         pipeline.text_encoder.embeddings.token_embedding.weight, state.clip.text_model.embeddings.token_embedding.weight
     )
+
+
+def test_sdxl_model_loads_in_a_stock_sdxl_pipeline_and_shares_the_world_towers(world):
+    from diffusers import StableDiffusionXLPipeline
+
+    from shapes.world_card import CARD_FILE
+    from t2i.families import policy_class_for
+    from t2i.sdxl import StableDiffusionXLPolicy
+
+    out, state = world
+    pipeline = StableDiffusionXLPipeline.from_pretrained(out / "sdxl")
+    assert pipeline.unet.config.addition_embed_type == "text_time" and policy_class_for(out / "sdxl") is StableDiffusionXLPolicy
+    # both towers are the world CLIP's text tower; tower 2's pooled projection is the CLIP text embedding the rewards read
+    tokens = state.tokenizer(["a red circle"], padding="max_length", max_length=pipeline.tokenizer.model_max_length, return_tensors="pt")
+    with torch.no_grad():
+        pooled = pipeline.text_encoder_2(tokens.input_ids).text_embeds
+        features = state.clip.get_text_features(input_ids=tokens.input_ids).pooler_output
+        torch.testing.assert_close(pooled, features, atol=1e-5, rtol=1e-5)
+    images = pipeline(["a red circle"], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert images.shape == (1, 32, 32, 3) and np.isfinite(images).all()
+    assert {k for k in state.figures if k.startswith("sdxl_word_")} == {
+        f"sdxl_word_{w.replace(' ', '_')}_{r}" for w, r in WORD_READINGS.items()
+    }
+    assert "SDXL model: short prompt colour + shape right on training pairs ≥ 0.70" in (out / CARD_FILE).read_text()
 
 
 def test_build_refuses_a_non_empty_directory(tmp_path):

@@ -1,0 +1,79 @@
+"""An SDXL-architecture text-to-image model of the shapes world (``shapes/world/sdxl``).
+
+Same world, same VAE and same training data as the SD model (:mod:`shapes.sd`); what differs is
+SDXL's conditioning (Podell et al. 2023): two text towers — here the world CLIP's text tower twice,
+as ``CLIPTextModel`` (tower 1) and as ``CLIPTextModelWithProjection`` (tower 2, whose pooled,
+projected output is the CLIP text embedding the rewards also read) — whose penultimate hidden
+states are concatenated for cross-attention, and a UNet with SDXL's text-time added embedding
+(the pooled projection plus six size/crop ids). The UNet is trained with the same ε-prediction
+loop as the SD one, through :class:`t2i.sdxl.StableDiffusionXLPolicy`'s conditioning, so the
+prompts are encoded exactly as at sampling (an empty prompt as all zeros, SDXL base's
+``force_zeros_for_empty_prompt``). A stock ``StableDiffusionXLPipeline`` loads the directory.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from shapes.sd import ShapesSDConfig, text_encoder_from_clip
+from t2i.tiny import sd_ddim_scheduler
+
+__all__ = ["TIME_EMBED_DIM", "assemble_sdxl_pipeline", "build_sdxl_unet", "text_encoder_with_projection"]
+
+#: width of each of the six time ids' sinusoidal embedding (256 in SDXL base)
+TIME_EMBED_DIM = 8
+
+
+def text_encoder_with_projection(clip: CLIPModel) -> CLIPTextModelWithProjection:
+    """The CLIP text tower with its projection (SDXL's second text encoder), same weights."""
+    text_config = copy.deepcopy(clip.config.text_config)
+    text_config.projection_dim = clip.config.projection_dim  # CLIPModel keeps it at the top level
+    encoder = CLIPTextModelWithProjection(text_config)
+    encoder.text_model.load_state_dict(clip.text_model.state_dict())
+    encoder.text_projection.load_state_dict(clip.text_projection.state_dict())
+    return encoder.eval().requires_grad_(False)
+
+
+def build_sdxl_unet(config: ShapesSDConfig, latent_size: int, cross_attention_dim: int, pooled_dim: int) -> UNet2DConditionModel:
+    """The SD model's UNet layout with SDXL's conditioning: text-time added embedding, linear projections."""
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.unet_cross_attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.unet_cross_attention))
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=config.latent_channels,
+        out_channels=config.latent_channels,
+        block_out_channels=tuple(config.unet_channels),
+        layers_per_block=1,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=config.unet_heads,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_EMBED_DIM,
+        projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + pooled_dim,
+        norm_num_groups=16,
+    )
+
+
+def assemble_sdxl_pipeline(
+    vae: AutoencoderKL, clip: CLIPModel, tokenizer: CLIPTokenizer, config: ShapesSDConfig, latent_size: int
+) -> StableDiffusionXLPipeline:
+    """A ``StableDiffusionXLPipeline`` on the world's VAE and CLIP, with a fresh SDXL-layout UNet and SD's DDIM schedule."""
+    text_encoder = text_encoder_from_clip(clip)
+    text_encoder_2 = text_encoder_with_projection(clip)
+    width = text_encoder.config.hidden_size + text_encoder_2.config.hidden_size
+    unet = build_sdxl_unet(config, latent_size, width, text_encoder_2.config.projection_dim)
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=sd_ddim_scheduler(),
+        force_zeros_for_empty_prompt=True,
+    )
