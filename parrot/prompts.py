@@ -161,8 +161,9 @@ def _dataset_records(dataset, source: str, column: str) -> list[PromptRecord]:
     return [PromptRecord(str(p or "").strip(), str(c or "").strip()) for p, c in zip(dataset[chosen], categories)]
 
 
-def read_prompt_list(inline: tuple[str, ...], path: str, what: str, column: str = "", split: str = "train") -> list[str]:
-    """The inline prompts followed by those of the prompt source ``path`` (if any); ``what`` names the field in errors.
+def read_prompt_list(inline: tuple[str, ...], path: str, what: str, column: str = "", split: str = "train", limit: int = 0) -> list[str]:
+    """The inline prompts followed by those of the prompt source ``path`` (if any), the first ``limit`` (0: all);
+    ``what`` names the field in errors.
 
     An empty inline prompt is refused by its index (``prompts.train[1] is an empty prompt``).
     """
@@ -177,7 +178,7 @@ def read_prompt_list(inline: tuple[str, ...], path: str, what: str, column: str 
             raise FileNotFoundError(f"{what}_file: {err}") from None
         except ValueError as err:
             raise ValueError(f"{what}_file: {err}") from None
-    return prompts
+    return prompts[:limit] if limit > 0 else prompts
 
 
 @dataclass
@@ -196,5 +197,8 @@ class PromptsConfig:
     )
     evaluation: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts for the before/after table"})
     evaluation_file: str = field(default="", metadata={"help": "held-out prompt source (adds to evaluation), as train_file"})
+    max_evaluation: int = field(
+        default=0, metadata={"help": "held-out table on the first N evaluation prompts only (0: all; PartiPrompts has 1,632)"}
+    )
     column: str = field(default="", metadata={"help": "prompt column of a datasets source ('' = prompt, Prompt, text or caption)"})
     split: str = field(default="train", metadata={"help": "split of a datasets source"})

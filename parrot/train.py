@@ -105,7 +105,8 @@ class ParrotTrainer:
         self.config = config
         sources = config.prompts
         train_prompts = read_prompt_list(sources.train, sources.train_file, "prompts.train", sources.column, sources.split)
-        eval_prompts = read_prompt_list(sources.evaluation, sources.evaluation_file, "prompts.evaluation", sources.column, sources.split)
+        eval_prompts = read_prompt_list(sources.evaluation, sources.evaluation_file, "prompts.evaluation", sources.column, sources.split,
+                                        sources.max_evaluation)  # fmt: skip
         self.parts: TrainingParts = build_parts(config, accelerator or make_accelerator(config), train_prompts, eval_prompts)
         self.run = RunDir(config.output_dir)
         self.iteration = 0  # iterations done

@@ -93,6 +93,24 @@ class AestheticHead(torch.nn.Module):
         return head.eval()
 
 
+def resolve_head_file(path: str) -> str:
+    """A local head file as is; ``OWNER/REPO/FILE`` that is not a local file through ``hf_hub_download``
+    (the local cache under ``HF_HUB_OFFLINE=1``)."""
+    if Path(path).expanduser().is_file():
+        return str(Path(path).expanduser())
+    parts = path.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise FileNotFoundError(f"no aesthetic head file at {path!r} (give a local file or a hub file OWNER/REPO/FILE)")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]))
+    except Exception as err:  # offline without a cached copy, a missing repo or file
+        raise FileNotFoundError(
+            f"no aesthetic head file at {path!r}: not a local file, and the hub file could not be read ({err})"
+        ) from err
+
+
 def load_head_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], AestheticHeadConfig | None]:
     """(state dict, stored sizes or None) from ``.safetensors`` or a tensors-only ``.pth``/``.pt``."""
     path = Path(path)
@@ -164,7 +182,13 @@ def fit_aesthetic_head(
 @dataclass
 class LaionAestheticConfig(RewardConfig):
     clip_model: str = field(default="openai/clip-vit-large-patch14", metadata={"help": "hub id or local dir of the CLIP model"})
-    head_path: str = field(default="", metadata={"help": "local file of the head: .safetensors, or LAION's public .pth (tensors only)"})
+    head_path: str = field(
+        default="",
+        metadata={
+            "help": "the head: a local .safetensors or LAION's public .pth (tensors only), or a hub file OWNER/REPO/FILE "
+            "(e.g. trl-lib/ddpo-aesthetic-predictor/aesthetic-model.pth, the LAION ViT-L/14 head DDPO and TRL use)"
+        },
+    )
 
 
 class LaionAesthetic(Reward):
@@ -190,6 +214,6 @@ def laion_aesthetic(config: LaionAestheticConfig) -> LaionAesthetic:
             "laion_aesthetic needs head_path: the local file of the LAION head "
             "(e.g. sac+logos+ava1-l14-linearMSE.pth, or its safetensors conversion)"
         )
-    head = AestheticHead.load(config.head_path)
+    head = AestheticHead.load(resolve_head_file(config.head_path))
     backbone = ClipBackbone.from_pretrained(config.clip_model, device=config.device, dtype=resolve_dtype(config.dtype))
     return LaionAesthetic(config, backbone, head)

@@ -197,6 +197,11 @@ def test_sd15_preset_file_parses():
     # the shipped prompt sets: the config needs no prompt file of its own
     assert (config.prompts.train_file, config.prompts.evaluation_file) == ("diffusiondb", "partiprompts")
     assert len(read_prompt_list((), config.prompts.train_file, "prompts.train")) == 9798
+    # the run's own held-out table reads the first max_evaluation PartiPrompts
+    held_out = read_prompt_list((), config.prompts.evaluation_file, "prompts.evaluation", limit=config.prompts.max_evaluation)
+    assert len(held_out) == 64 and held_out == read_prompt_list((), "partiprompts", "prompts.evaluation")[:64]
+    # the aesthetic head is a hub file (no hand-downloaded file): OWNER/REPO/FILE
+    assert config.rewards.settings["laion_aesthetic"]["head_path"] == "trl-lib/ddpo-aesthetic-predictor/aesthetic-model.pth"
 
 
 def test_preset_then_yaml_then_cli_precedence(tmp_path):

@@ -332,3 +332,29 @@ def test_custom_rewards_register_and_unregister():
     finally:
         unregister_reward("brightness_test")
     assert "brightness_test" not in rewards.reward_names()
+
+
+def test_laion_head_from_a_hub_file_is_read_through_the_cache_offline(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from rewards.aesthetic import resolve_head_file
+
+    head = AestheticHead()
+    repo = tmp_path / "models--trl-lib--ddpo-aesthetic-predictor"
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    torch.save(head.state_dict(), repo / "snapshots" / "abc123" / "aesthetic-model.pth")  # the public file: a plain state dict
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    path = resolve_head_file("trl-lib/ddpo-aesthetic-predictor/aesthetic-model.pth")
+    assert path == str(repo / "snapshots" / "abc123" / "aesthetic-model.pth")
+    x = torch.randn(2, 768)
+    torch.testing.assert_close(AestheticHead.load(path)(x), head.eval()(x))
+    local = tmp_path / "head.safetensors"
+    head.save(local)
+    assert resolve_head_file(str(local)) == str(local)  # a local file is used as is
+    with pytest.raises(FileNotFoundError, match="the hub file could not be read"):
+        resolve_head_file("trl-lib/ddpo-aesthetic-predictor/other.pth")
+    with pytest.raises(FileNotFoundError, match="give a local file or a hub file OWNER/REPO/FILE"):
+        resolve_head_file("missing.pth")
