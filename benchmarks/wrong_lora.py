@@ -7,9 +7,12 @@ as negative prompt ("negative only"), and the source's LoRA with the trigger as 
 scored against the prompt by aesthetic, preference and alignment (CLIPScore). Per seed, each setting's
 mean over prompts × images; across seeds, the paired differences LoRA+neg − negative-only and
 LoRA+neg − base as mean ± SE (n = seeds). Goal (issue 15): LoRA + negative beats both on aesthetic and
-preference by ≥ 2 SE, without losing alignment by more than 1 SE.
+preference by ≥ 2 SE, without losing alignment by more than 1 SE. Two measured reasons come with it: the
+LoRA alone (no negative prompt: what it does to every branch, since it is not confined to the trigger)
+and the mean aesthetic of each source's training images beside the base model's samples (are they bad?).
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/wrong_lora.py --out runs/wrong_lora_bench
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/wrong_lora.py --model {world}/sdxl --out runs/wrong_lora_sdxl
 
 On the committed shapes world by default (``--model {world}/sd`` and the world's rewards and prompts).
 Finished trainings and generations are kept under ``--out`` and skipped on a rerun.
@@ -83,8 +86,9 @@ def mean_scores(args: argparse.Namespace, world: dict, label: str, seed: int, sc
     cache = args.out / "scores" / f"{label}-cfg{scale:g}-seed{seed}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
+    variant = {"prompts_file": world["held_out"]} | variant
     rows = run_generation(GenerateConfig(
-        prompts_file=world["held_out"], model=world["model"], guidance="cfg", guidance_scale=scale, num_steps=args.num_steps,
+        model=world["model"], guidance="cfg", guidance_scale=scale, num_steps=args.num_steps,
         seed=1000 * seed, images_per_prompt=args.images_per_prompt, rewards=REWARDS, reward_settings=world["reward_settings"],
         out=args.out / "tmp", overwrite=True, **variant,
     ))  # fmt: skip
@@ -92,6 +96,32 @@ def mean_scores(args: argparse.Namespace, world: dict, label: str, seed: int, sc
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(means))
     return means
+
+
+def bad_image_aesthetic(args: argparse.Namespace, world: dict, loras: dict) -> dict[str, dict[str, float]]:
+    """Why: the mean aesthetic of each source's training images (are they bad?), per source mean ± SE over
+    seeds, beside the base model's own samples of the training prompts (CFG 4, same count)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from rewards import load_reward
+
+    reward = load_reward("laion_aesthetic", **world["reward_settings"]["laion_aesthetic"])
+
+    def score(directory: Path) -> float:
+        files = sorted(directory.glob("*.png"))
+        images = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255 for f in files])
+        return float(reward(images).mean())
+
+    out = {}
+    for source in args.sources:
+        values = [score(loras[source, s].parent / "images") for s in args.seeds]
+        out[source] = {"mean": statistics.fmean(values), "se": statistics.stdev(values) / len(values) ** 0.5}
+    base = [mean_scores(args, world, "train-prompts-base", s, 4.0, prompts_file=world["train_prompts"]) for s in args.seeds]
+    values = [b["laion_aesthetic"] for b in base]
+    out["base samples"] = {"mean": statistics.fmean(values), "se": statistics.stdev(values) / len(values) ** 0.5}
+    return out
 
 
 def paired(a: list[dict], b: list[dict]) -> dict[str, dict[str, float]]:
@@ -124,6 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
             lora = [mean_scores(args, world, f"lora-{source}", s, scale, negative_prompt=args.trigger, lora=(str(loras[source, s]),))
                     for s in args.seeds]  # fmt: skip
             rows[f"LoRA ({source}) + negative"] = lora
+            # why: the LoRA is active in every branch, not only in the trigger's; its effect without the negative
+            rows[f"LoRA ({source}) alone"] = [mean_scores(args, world, f"lora-only-{source}", s, scale, lora=(str(loras[source, s]),))
+                                              for s in args.seeds]  # fmt: skip
             vs_negative, vs_base = paired(lora, negative), paired(lora, base)
             comparisons[source] = {"vs_negative_only": vs_negative, "vs_base": vs_base, "goal_met": verdict(vs_negative, vs_base)}
         results["by_scale"][f"{scale:g}"] = {
@@ -132,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
             "comparisons": comparisons,
         }
         print(report(scale, results["by_scale"][f"{scale:g}"]))
+    results["bad_image_aesthetic"] = bad = bad_image_aesthetic(args, world, loras)
+    print("\nmean aesthetic of the training images: " + ", ".join(f"{k} {v['mean']:.3f} ± {v['se']:.3f}" for k, v in bad.items()))
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     return results
 
