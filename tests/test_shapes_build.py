@@ -241,3 +241,27 @@ def test_shapes_preset_trains_one_iteration_on_the_built_world(world, tmp_path):
     assert [r.name for r in trainer.parts.evaluator.rewards] == ["laion_aesthetic", "preference", "clip_score", "sentiment"]
     trainer.train()
     assert (tmp_path / "run" / "final" / "expander" / "config.json").is_file()
+
+
+def test_shapes_preset_trains_the_sdxl_model_and_its_lora_loads_in_stock_sdxl(world, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    from t2i.sdxl import StableDiffusionXLPolicy
+
+    out, _ = world
+    config = load_train_config(
+        ["--preset", "shapes", "--world", str(out), "--model.pipeline", "{world}/sdxl", "--output_dir", str(tmp_path / "run"),
+         "--iterations", "1", "--sampling.prompts_per_process", "1", "--sampling.num_steps", "2", "--t2i.inner_epochs", "1",
+         "--expander.sampling.max_new_tokens", "6", "--logging.log_with", "none", "--evaluation.enabled", "false"]
+    )  # fmt: skip
+    trainer = ParrotTrainer(config)
+    assert isinstance(trainer.parts.policy, StableDiffusionXLPolicy)
+    trainer.train()
+    stock = StableDiffusionXLPipeline.from_pretrained(out / "sdxl")
+    before = {k: v.clone() for k, v in stock.unet.state_dict().items() if k.endswith("attn2.to_k.weight")}
+    assert before
+    stock.load_lora_weights(str(tmp_path / "run" / "final" / "lora"))
+    stock.fuse_lora()
+    after = {k.replace(".base_layer", ""): v for k, v in stock.unet.state_dict().items() if k.endswith("attn2.to_k.base_layer.weight")}
+    assert after.keys() == before.keys()
+    assert max(float((after[k] - before[k]).abs().max()) for k in before) > 0  # the trained LoRA moved the stock UNet's weights
