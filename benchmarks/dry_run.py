@@ -198,7 +198,9 @@ def format_report(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", default="sd15", help=f"a pipeline architecture ({', '.join(architecture_names())}), a .json file, or 'tiny'")
+    parser.add_argument(
+        "--arch", default="sd15", help=f"a pipeline architecture ({', '.join(architecture_names())}), a .json file, or 'tiny'"
+    )
     parser.add_argument("--reward_arch", default="clip_vit_l14", help="the reward CLIP's architecture")
     parser.add_argument("--expander_arch", default="gpt2", help="the expander's architecture")
     parser.add_argument("--resolution", type=int, default=None, help="image side in pixels (default 256; 'tiny': its own 16)")

@@ -31,33 +31,37 @@ SIZES = {
 
 
 def time_once(fn) -> float:
+    """Wall seconds of ``fn()`` (waiting for the GPU's queued work when there is one)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
 def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5) -> dict:
     pipeline = build_tiny_pipeline(SIZES[size])
+    return {"size": size} | compare_rollouts(pipeline, StableDiffusionPolicy(pipeline), batch, steps, repeats, guidance_scale)
+
+
+def compare_rollouts(
+    pipeline, policy, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5, height: int | None = None
+) -> dict:
+    """Medians of the stock ``pipeline`` call and of ``policy.sample`` on it, interleaved, and their ratio."""
     pipeline.set_progress_bar_config(disable=True)
-    policy = StableDiffusionPolicy(pipeline)
     prompts = [f"a {c} circle" for c in ("red", "green", "blue", "yellow")] * (batch // 4 + 1)
     prompts = prompts[:batch]
+    device = policy.device
 
     def plain():
         with torch.no_grad():
-            pipeline(
-                prompts,
-                num_inference_steps=steps,
-                eta=1.0,
-                guidance_scale=guidance_scale,
-                generator=torch.Generator().manual_seed(0),
-                output_type="pt",
-            )
+            pipeline(prompts, num_inference_steps=steps, eta=1.0, guidance_scale=guidance_scale, height=height, width=height,
+                     generator=torch.Generator(device).manual_seed(0), output_type="pt")  # fmt: skip
 
     def recorded():
-        policy.sample(
-            prompts, num_inference_steps=steps, eta=1.0, guidance=Guidance.cfg(guidance_scale), generator=torch.Generator().manual_seed(0)
-        )
+        policy.sample(prompts, num_inference_steps=steps, eta=1.0, guidance=Guidance.cfg(guidance_scale), height=height, width=height,
+                      generator=torch.Generator(device).manual_seed(0))  # fmt: skip
 
     plain(), recorded()  # warm-up
     plain_s, policy_s = [], []
@@ -66,7 +70,6 @@ def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: flo
         policy_s.append(time_once(recorded))
     plain_median, policy_median = statistics.median(plain_s), statistics.median(policy_s)
     return {
-        "size": size,
         "batch": batch,
         "steps": steps,
         "repeats": repeats,

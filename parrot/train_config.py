@@ -14,7 +14,9 @@ no preset imports the world's code.
 ``builtin:`` model names are built in code instead of loaded: ``builtin:tiny`` (the toy SD
 pipeline of :mod:`t2i.tiny`), ``builtin:tiny_clip`` (a reward setting: the toy CLIP of
 :mod:`rewards.tiny`, saved under the run directory) and ``builtin:tiny_gpt2`` (a random GPT-2
-expander with a BPE tokenizer trained on the training prompts).
+expander with a BPE tokenizer trained on the training prompts); ``builtin:random:<arch>`` is a
+full-size architecture of :mod:`t2i.random_init` with random weights, as a pipeline (``sd15``,
+``sdxl_base``, …), a reward CLIP setting (``clip_vit_l14``) or an expander (``gpt2``).
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ _ESTIMATORS = ("sf", "is", "rwr")
 class ModelConfig:
     pipeline: str = field(
         default="runwayml/stable-diffusion-v1-5",
-        metadata={"help": "hub id or local diffusers pipeline directory, or 'builtin:tiny'"},
+        metadata={
+            "help": "hub id or local diffusers pipeline directory, 'builtin:tiny', or 'builtin:random:<arch>' (full size, random weights)"
+        },
     )
     dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})

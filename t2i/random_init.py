@@ -87,7 +87,9 @@ def read_architecture(name: str) -> dict[str, Any]:
     architecture = json.loads(path.read_text(encoding="utf-8"))
     for component, spec in architecture["components"].items():
         if spec.get("class") not in COMPONENT_CLASSES:
-            raise ValueError(f"{path.name}: component {component!r} names class {spec.get('class')!r}, not one of {sorted(COMPONENT_CLASSES)}")
+            raise ValueError(
+                f"{path.name}: component {component!r} names class {spec.get('class')!r}, not one of {sorted(COMPONENT_CLASSES)}"
+            )
     return architecture
 
 
@@ -97,7 +99,7 @@ def build_component(spec: dict[str, Any], dtype: torch.dtype = torch.float32) ->
     if name in _TOKENIZERS:
         return _TOKENIZERS[name](config)
     if name in _SCHEDULERS:
-        return getattr(diffusers, name)(**config)
+        return getattr(diffusers, name).from_config(config)  # as diffusers reads a scheduler_config.json (extra keys ignored)
     if name in _DIFFUSERS_CLASSES:
         model = getattr(diffusers, name)(**config)
     else:
