@@ -56,10 +56,14 @@ STAGES = ("expand", "sample_and_score", "update_t2i", "update_expander")  # func
 
 
 class StageMonitor:
-    """Wall time and peak memory of named stages; RSS sampled in a background thread."""
+    """Wall time and peak memory of named, possibly nested stages; RSS sampled in a background thread.
+
+    A stage's peaks include those of the stages nested in it (CUDA: the nested stages' windows and the
+    outer stage's own window since the last nested one began).
+    """
 
     def __init__(self, interval: float = 0.02):
-        self.interval, self.current, self.stages = interval, None, {}
+        self.interval, self.active, self.stages = interval, [], {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -73,11 +77,14 @@ class StageMonitor:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            rss, stage = rss_mib_self(), self.current
-            if stage is not None and rss is not None:
-                record = self.stages[stage]
-                record["peak_rss_mib"] = max(record["peak_rss_mib"], rss)
+            rss = rss_mib_self()
+            for name in list(self.active):
+                self._raise_peak(name, "peak_rss_mib", rss)
             time.sleep(self.interval)
+
+    def _raise_peak(self, name: str, key: str, value: float | None) -> None:
+        if value is not None:
+            self.stages[name][key] = max(self.stages[name].get(key, 0.0), value)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -86,16 +93,21 @@ class StageMonitor:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         self.stages[name] = {"seconds": 0.0, "peak_rss_mib": rss_mib_self() or 0.0}
-        self.current, started = name, time.perf_counter()
+        self.active.append(name)
+        started = time.perf_counter()
         try:
             yield
         finally:
+            self.active.remove(name)
+            record = self.stages[name]
+            record["seconds"] = time.perf_counter() - started
+            self._raise_peak(name, "peak_rss_mib", rss_mib_self())
             if cuda:
                 torch.cuda.synchronize()
-                self.stages[name]["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
-            self.stages[name]["seconds"] = time.perf_counter() - started
-            self.stages[name]["peak_rss_mib"] = max(self.stages[name]["peak_rss_mib"], rss_mib_self() or 0.0)
-            self.current = None
+                self._raise_peak(name, "peak_cuda_mib", torch.cuda.max_memory_allocated() / 2**20)
+            for outer in self.active:  # the enclosing stages saw this stage's peaks too
+                for key in ("peak_rss_mib", "peak_cuda_mib"):
+                    self._raise_peak(outer, key, record.get(key))
 
     def wrap(self, name: str, fn: Callable) -> Callable:
         def timed(*args, **kwargs):

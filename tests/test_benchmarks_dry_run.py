@@ -19,6 +19,7 @@ def check_stages(record):
     stages = record["stages"]
     assert all(s["seconds"] > 0 and s["peak_rss_mib"] > 0 for s in stages.values())
     assert sum(stages[s]["seconds"] for s in STAGES) <= stages["iteration"]["seconds"]
+    assert stages["iteration"]["peak_rss_mib"] >= max(stages[s]["peak_rss_mib"] for s in STAGES)  # nested peaks count
     assert record["peak_rss_mib"] >= max(s["peak_rss_mib"] for s in stages.values()) * 0.99  # VmHWM vs sampled RSS
     for stage in ("sample_and_score", "update_t2i", "update_expander"):  # the loop's own timers run around the monitor's
         assert 0 < stages[stage]["seconds"] <= record["metrics"][f"time/{stage}_s"]
