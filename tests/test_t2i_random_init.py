@@ -119,3 +119,31 @@ def test_bf16_build_casts_weights_and_seed_fixes_them(tmp_path):
 def test_policy_families_refuse_sd3_by_name():
     with pytest.raises(ValueError, match="no policy family yet for StableDiffusion3Pipeline"):
         policy_for_pipeline(build_random_pipeline("sd35_medium", device="meta", skip=("text_encoder_3",)))
+
+
+TOY_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "projection_dim": 32}
+TOY_T5 = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 4}
+TOY_VAE = {"block_out_channels": [16, 32], "norm_num_groups": 8, "layers_per_block": 1, "sample_size": 32,
+           "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2}  # fmt: skip
+TOY_TRANSFORMERS = {
+    "sd35_medium": {"num_layers": 2, "attention_head_dim": 8, "num_attention_heads": 2, "joint_attention_dim": 32, "sample_size": 16,
+                    "caption_projection_dim": 16, "pooled_projection_dim": 64, "pos_embed_max_size": 16, "dual_attention_layers": [0]},
+    "flux_dev": {"num_layers": 1, "num_single_layers": 1, "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
+                 "pooled_projection_dim": 32, "axes_dims_rope": [4, 6, 6]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(TOY_TRANSFORMERS))
+def test_flow_pipelines_run_their_stock_call_with_the_in_memory_tokenizers(tmp_path, name):
+    """SD3 (CLIP-L, CLIP-G, T5) and FLUX (CLIP-L, T5) shrunken: the stock pipelines encode, denoise and decode."""
+    architecture = json.loads((ARCHITECTURES_DIR / f"{name}.json").read_text())
+    for spec in architecture["components"].values():
+        changes = {"CLIPTextModel": TOY_TOWER, "CLIPTextModelWithProjection": TOY_TOWER, "T5EncoderModel": TOY_T5, "AutoencoderKL": TOY_VAE}
+        spec.setdefault("config", {}).update(changes.get(spec["class"], {}))
+    architecture["components"]["transformer"]["config"] |= TOY_TRANSFORMERS[name]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(architecture))
+    pipe = build_random_pipeline(str(path))
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(["a red circle"], num_inference_steps=2, height=32, width=32, output_type="pt", generator=make_generator(0)).images
+    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
