@@ -43,10 +43,11 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages and b
 
 import parrot.train  # noqa: E402
 from benchmarks.soak import rss_mib  # noqa: E402
-from parrot.models import BUILTIN_RANDOM, BUILTIN_TINY, BUILTIN_TINY_CLIP, BUILTIN_TINY_GPT2, POLICY_FAMILIES  # noqa: E402
+from parrot.models import BUILTIN_RANDOM, BUILTIN_TINY, BUILTIN_TINY_CLIP, BUILTIN_TINY_GPT2  # noqa: E402
 from parrot.train import ParrotTrainer  # noqa: E402
 from parrot.train_config import load_train_config  # noqa: E402
 from parrot_base.cli import UsageError, run_cli  # noqa: E402
+from t2i import POLICY_FAMILIES  # noqa: E402
 from t2i.random_init import architecture_names, parameter_counts, read_architecture  # noqa: E402
 
 TINY = "tiny"

@@ -39,10 +39,11 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages and b
 
 from benchmarks.rollout_overhead import compare_rollouts, time_once  # noqa: E402
 from benchmarks.throughput_timing import time_our_epochs  # noqa: E402
-from parrot.models import BUILTIN_RANDOM, BUILTIN_TINY, POLICY_FAMILIES  # noqa: E402
+from parrot.models import BUILTIN_RANDOM, BUILTIN_TINY  # noqa: E402
 from parrot.train import ParrotTrainer  # noqa: E402
 from parrot.train_config import load_train_config  # noqa: E402
 from parrot_base.cli import UsageError, run_cli  # noqa: E402
+from t2i import POLICY_FAMILIES  # noqa: E402
 from t2i.random_init import build_random_pipeline, read_architecture  # noqa: E402
 
 #: (architecture, image side) of the GPU run; the CPU smoke run uses the toy pipeline at its own size

@@ -1,4 +1,4 @@
-"""Rollout overhead: trajectory-recording sampling ÷ a stock diffusers pipeline call.
+"""Rollout overhead: trajectory-recording sampling ÷ a stock diffusers pipeline call (SD or SDXL).
 
 Both run the same pipeline object (same weights, prompts, steps, batch, η, CFG scale and
 seed); the stock call returns tensors (``output_type="pt"``) like the policy does, and its
@@ -6,9 +6,13 @@ progress bar is off like the policy's. Calls are interleaved (stock, policy, sto
 drift in machine load hits both alike; the figure is the ratio of medians.
 
     python benchmarks/rollout_overhead.py --json runs/rollout_overhead.json
+    python benchmarks/rollout_overhead.py --family sdxl --json runs/rollout_overhead_sdxl.json
 
-Sizes: ``small`` is the test pipeline (UNet 32/64, 8×8 latents); ``large`` is UNet
-64/128/256 on 32×32 latents, where the UNet dominates the time.
+``--family sd`` times ``StableDiffusionPolicy`` against ``StableDiffusionPipeline`` on the tiny SD
+pipeline (:mod:`t2i.tiny`); ``--family sdxl`` times ``StableDiffusionXLPolicy`` against
+``StableDiffusionXLPipeline`` on the tiny SDXL pipeline (:mod:`t2i.tiny_sdxl`). Sizes: ``small`` is
+the test pipeline (UNet 32/64, 8×8 latents); ``large`` is UNet 64/128/256 on 32×32 latents, where
+the UNet dominates the time.
 """
 
 from __future__ import annotations
@@ -16,18 +20,37 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
+from diffusers import DiffusionPipeline
 
-from t2i import Guidance, StableDiffusionPolicy
-from t2i.tiny import TinyPipelineConfig, build_tiny_pipeline
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make the repo's packages and benchmarks/ importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.machine_load import LoadWatch  # noqa: E402
+from t2i import DiffusionPolicy, Guidance, StableDiffusionPolicy, StableDiffusionXLPolicy  # noqa: E402
+from t2i.compile import COMPILE_MODES, CompileSettings, compile_denoiser  # noqa: E402
+from t2i.tiny import TinyPipelineConfig, build_tiny_pipeline  # noqa: E402
+from t2i.tiny_sdxl import TinySDXLConfig, build_tiny_sdxl_pipeline  # noqa: E402
 
 SIZES = {
     "small": TinyPipelineConfig(),
     "large": TinyPipelineConfig(block_out_channels=(64, 128, 256), latent_size=32, text_hidden_size=64),
 }
+SDXL_SIZES = {
+    "small": TinySDXLConfig(),
+    "large": TinySDXLConfig(block_out_channels=(64, 128, 256), latent_size=32, text_hidden_size=64, text_hidden_size_2=64),
+}
+POLICIES: dict[str, type[DiffusionPolicy]] = {"sd": StableDiffusionPolicy, "sdxl": StableDiffusionXLPolicy}
+
+
+def tiny_pipeline(family: str, size: str) -> DiffusionPipeline:
+    """The tiny pipeline of ``family`` ('sd' or 'sdxl') at ``size`` (seeded: every call gives the same weights)."""
+    return build_tiny_sdxl_pipeline(SDXL_SIZES[size]) if family == "sdxl" else build_tiny_pipeline(SIZES[size])
 
 
 def time_once(fn) -> float:
@@ -40,15 +63,23 @@ def time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(size: str, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5) -> dict:
-    pipeline = build_tiny_pipeline(SIZES[size])
-    return {"size": size} | compare_rollouts(pipeline, StableDiffusionPolicy(pipeline), batch, steps, repeats, guidance_scale)
+def measure(
+    size: str, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5, compile_mode: str = "off", family: str = "sd"
+) -> dict:
+    """Stock call and policy sample of ``family``, interleaved; with ``compile_mode`` the policy samples with its
+    own copy of the pipeline (same seed, same weights) whose UNet is compiled, against the eager stock call."""
+    pipeline = tiny_pipeline(family, size)
+    policy = POLICIES[family](pipeline if compile_mode == "off" else tiny_pipeline(family, size))
+    compile_denoiser(policy.unet, CompileSettings(mode=compile_mode))
+    figures = compare_rollouts(pipeline, policy, batch, steps, repeats, guidance_scale)
+    return {"family": family, "size": size, **figures, "compile": compile_mode}
 
 
 def compare_rollouts(
-    pipeline, policy, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5, height: int | None = None
-) -> dict:
-    """Medians of the stock ``pipeline`` call and of ``policy.sample`` on it, interleaved, and their ratio."""
+    pipeline: DiffusionPipeline, policy: DiffusionPolicy, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5,
+    height: int | None = None,
+) -> dict:  # fmt: skip
+    """Medians of the stock ``pipeline`` call and of ``policy.sample``, interleaved, their ratio, and the first policy call's seconds."""
     pipeline.set_progress_bar_config(disable=True)
     prompts = [f"a {c} circle" for c in ("red", "green", "blue", "yellow")] * (batch // 4 + 1)
     prompts = prompts[:batch]
@@ -63,7 +94,8 @@ def compare_rollouts(
         policy.sample(prompts, num_inference_steps=steps, eta=1.0, guidance=Guidance.cfg(guidance_scale), height=height, width=height,
                       generator=torch.Generator(device).manual_seed(0))  # fmt: skip
 
-    plain(), recorded()  # warm-up
+    plain()  # warm-up
+    compile_s = time_once(recorded)  # warm-up; with compile on, the first call compiles the sampling graph
     plain_s, policy_s = [], []
     for _ in range(repeats):
         plain_s.append(time_once(plain))
@@ -76,31 +108,45 @@ def compare_rollouts(
         "plain_s": plain_median,
         "policy_s": policy_median,
         "ratio": policy_median / plain_median,
+        "first_policy_call_s": compile_s,
         "torch_threads": torch.get_num_threads(),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--family", default="sd", choices=sorted(POLICIES), help="pipeline family: SD 1.x or SDXL")
     parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=4, help="images per call")
     parser.add_argument("--num_steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--repeats", type=int, default=9, help="timed calls of each kind (after one warm-up)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="torch.compile mode of the policy's UNet")
     parser.add_argument("--json", type=Path, help="write the first size's figures here, all sizes under 'sizes'")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = [measure(size, args.batch, args.num_steps, args.repeats) for size in args.sizes]
+    load = LoadWatch()
+    results = [
+        measure(size, args.batch, args.num_steps, args.repeats, compile_mode=args.compile, family=args.family) for size in args.sizes
+    ]
+    load_record = load.finish()
     for r in results:
         print(
-            f"{r['size']:>6}: stock {r['plain_s']:.3f}s  policy {r['policy_s']:.3f}s  ratio {r['ratio']:.3f} "
-            f"(batch {r['batch']}, {r['steps']} steps, median of {r['repeats']})"
+            f"{r['family']} {r['size']:>6}: stock {r['plain_s']:.3f}s  policy {r['policy_s']:.3f}s  ratio {r['ratio']:.3f} "
+            f"(batch {r['batch']}, {r['steps']} steps, median of {r['repeats']}; compile {r['compile']}, "
+            f"first policy call {r['first_policy_call_s']:.1f}s)"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         first = results[0]
-        payload = {"ratio": first["ratio"], "plain_s": first["plain_s"], "policy_s": first["policy_s"], "sizes": results}
+        payload = {
+            "ratio": first["ratio"],
+            "plain_s": first["plain_s"],
+            "policy_s": first["policy_s"],
+            "sizes": results,
+            "load": load_record,
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
 
 

@@ -49,11 +49,17 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages and b
     sys.path.insert(0, str(REPO))
 
 from benchmarks import rollout_overhead  # noqa: E402
+from benchmarks.machine_load import LoadWatch  # noqa: E402
 from benchmarks.peers.environment import peer_env_dir  # noqa: E402
+from benchmarks.rollout_overhead import SIZES  # noqa: E402
+from benchmarks.throughput_profile import compile_section, profile_section, update_options_section  # noqa: E402
 from benchmarks.throughput_sections import batch_scaling, memory_scaling, overlap_section, trl_section  # noqa: E402
 from benchmarks.throughput_timing import overlap_share, ratio_summary, spread  # noqa: E402
 
 __all__ = ["main", "overlap_share", "parse_args", "ratio_summary", "spread", "versions"]
+
+
+SECTIONS = ("rollout", "trl", "overlap", "scaling", "profile", "update_options", "compile")
 
 
 # ----- the command -----------------------------------------------------------------------------
@@ -62,14 +68,13 @@ def versions() -> dict:
     import transformers
 
     return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average_at_start": os.getloadavg()}  # fmt: skip
+            "python": platform.python_version(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name in ("rollout", "trl", "overlap", "scaling"):
-        parser.add_argument(f"--{name}", action="store_true", help=f"run the {name} section (no section flag: all)")
+    for name in SECTIONS:
+        parser.add_argument(f"--{name}", action="store_true", help=f"run the {name} section (no section flag: the first four)")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke use, ≤ 3 min)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads of ours and the peer (0: torch default)")
@@ -79,9 +84,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="trl section: also time ours recomputing θ_old log-probs (the code before reusing the sampled ones)",
     )
     parser.add_argument("--peer_env", type=Path, default=None, help="TRL 0.23.1 venv (default $PARROT_BENCH_CACHE/trl-0.23.1)")
+    parser.add_argument(
+        "--size",
+        default="small",
+        choices=sorted(SIZES),
+        help="toy UNet of the trl/profile/update_options/compile sections: small (32/64, 8×8 latents) or large (64/128/256, 32×32)",
+    )
+    parser.add_argument("--compile_mode", default="default", help="torch.compile mode of the compile section")
     args = parser.parse_args(argv)
-    if not any(getattr(args, n) for n in ("rollout", "trl", "overlap", "scaling")):
+    if not any(getattr(args, n) for n in SECTIONS):
         args.rollout = args.trl = args.overlap = args.scaling = True
+    args.size_configs, args.profile_size = SIZES, args.size
     args.peer_env = args.peer_env or peer_env_dir()
     quick = args.quick
     # full run ≈ 15 min on 2 cores; --quick ≈ 3 min (fewer steps, repeats and sizes: smoke use only)
@@ -104,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    load = LoadWatch()
     results: dict = {"versions": versions(), "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="parrot-throughput-") as tmp:
         work = Path(tmp)
@@ -147,7 +161,25 @@ def main(argv: list[str] | None = None) -> dict:
                     f"memory: S={row['trained_steps']} checkpointing={row['gradient_checkpointing']}: update peak "
                     f"+{row['update_peak_growth_mib']:.0f} MiB ({row['update_s']:.2f}s)"
                 )
-    results["load_average_at_end"] = os.getloadavg()
+        if args.profile:
+            results["profile"] = p = profile_section(args, work)
+            print(
+                f"profile ({p['size']}): {p['epoch_s']:.3f}s/epoch: "
+                + ", ".join(f"{k} {v:.3f}s" for k, v in p["seconds_per_epoch"].items())
+            )
+        if args.update_options:
+            results["update_options"] = u = update_options_section(args, work)
+            print(
+                f"update options ({u['size']}): "
+                + ", ".join(f"{k} {u['update_s'][k]['median']:.3f}s (×{v:.2f})" for k, v in u["over_plain"].items())
+            )
+        if args.compile:
+            results["compile"] = c = compile_section(args, work)
+            for row in c["rows"]:
+                steady = row["epoch_s"]["median"]
+                print(f"compile {row['compile']} ({c['size']}): first epoch {row['first_epoch_s']:.1f}s, steady {steady:.3f}s/epoch")
+            print(f"compiled ÷ eager steady epoch: {c['compiled_over_eager_epoch']:.3f}")
+    results["load"] = load.finish()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

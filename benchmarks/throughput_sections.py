@@ -41,7 +41,7 @@ __all__ = ["OVERLAP_CLIP", "MEMORY_PIPELINE", "batch_scaling", "memory_probe", "
 def trl_section(args: argparse.Namespace, work: Path) -> dict:
     batch, steps, inner, fraction = args.trl_batch, args.steps, args.inner_epochs, args.timestep_fraction
     python = ensure_peer_env(args.peer_env)
-    pipeline_dir = save_peer_pipeline(work / "tiny_pipeline")
+    pipeline_dir = save_peer_pipeline(work / f"peer_pipeline_{args.size}", args.size_configs[args.size])
     trainer = ParrotTrainer(load_train_config(ddpo_args(work / "ours", str(pipeline_dir), batch, steps, inner, fraction)))
     ours_runs, peer_runs, recompute_runs = [], [], []
     for round_ in range(args.rounds):
@@ -69,6 +69,7 @@ def trl_section(args: argparse.Namespace, work: Path) -> dict:
             "guidance_scale": 5.0,
             "epochs_per_round": args.epochs,
             "rounds": args.rounds,
+            "size": args.size,
         },  # fmt: skip
         "ours_samples_per_second": spread(ours_sps),
         "trl_samples_per_second": spread(peer_sps),

@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> BestOfN:
     parser.add_argument(
         "--model",
         default="builtin:tiny",
-        help="hub id or local diffusers Stable Diffusion pipeline directory, or 'builtin:tiny' (the random toy)",
+        help="hub id or local SD 1.x/2.x or SDXL pipeline directory, or 'builtin:tiny' / 'builtin:tiny_sdxl' (random toys)",
     )
     parser.add_argument("--dtype", default="float32", help="model dtype: float32, float16, bfloat16")
     parser.add_argument("--reward", required=True, help="registered reward name")

@@ -49,8 +49,9 @@ from prompt_expander.config import ExpanderSamplingConfig
 from prompt_expander.expander import PromptExpander
 from rewards.base import as_pil_images, expansion_metadata
 from rewards.registry import reward_names
-from t2i import Guidance, StableDiffusionPolicy
-from t2i.prompt_weighting import WeightedPromptPolicy, plain_prompt
+from t2i import DiffusionPolicy, Guidance
+from t2i.prompt_weighting import plain_prompt, with_prompt_weighting
+from t2i.textual_inversion import load_token_embeddings
 
 __all__ = [
     "GenerateConfig",
@@ -80,6 +81,9 @@ class GenerateConfig:
     device: str = field(default="cpu", metadata={"help": "torch device"})
     lora: tuple[str, ...] = field(
         default=(), metadata={"help": "diffusers-format LoRA directories (e.g. RUN/final/lora, a 'wrong' LoRA); all active"}
+    )
+    textual_inversion: tuple[str, ...] = field(
+        default=(), metadata={"help": "token-embedding directories (parrot.wrong_lora --pivotal true: OUT/embeddings), loaded first"}
     )
     expander: str = field(default="", metadata={"help": "prompt expander directory or hub id (empty: ĉ = c)"})
     expander_temperature: float = field(default=1.0, metadata={"help": "expander sampling temperature"})
@@ -172,11 +176,14 @@ def resolve_identifiers(config: GenerateConfig) -> tuple[list[str], str]:
 
 
 # ----- model ------------------------------------------------------------------------------------
-def load_generation_policy(config: GenerateConfig) -> StableDiffusionPolicy:
-    """The T2I model with every LoRA of ``--lora`` loaded and active (compel-weighted prompts unless off)."""
+def load_generation_policy(config: GenerateConfig) -> DiffusionPolicy:
+    """The T2I model with every token embedding of ``--textual_inversion`` and every LoRA of ``--lora`` loaded and
+    active (compel-weighted prompts unless off)."""
     policy = build_policy(config.model, config.dtype, config.device)
+    for directory in config.textual_inversion:
+        load_token_embeddings(policy.pipeline, directory)
     if config.prompt_weighting:
-        policy = WeightedPromptPolicy(policy.pipeline)
+        policy = with_prompt_weighting(policy)
     names = []
     for i, directory in enumerate(config.lora):
         name = f"lora{i}"
@@ -206,7 +213,7 @@ def guidance_of(config: GenerateConfig) -> Guidance:
 
 # ----- generation -------------------------------------------------------------------------------
 def sample_images(
-    policy: StableDiffusionPolicy, config: GenerateConfig, conditioned: list[str], originals: list[str], guidance: Guidance
+    policy: DiffusionPolicy, config: GenerateConfig, conditioned: list[str], originals: list[str], guidance: Guidance
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """One image per row; image j of each prompt from its own generator seeded with seed + j."""
     seeds = [config.seed + i % config.images_per_prompt for i in range(len(conditioned))]

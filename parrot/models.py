@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,11 @@ from rewards import MultiRewardEvaluator, load_reward
 from rewards.base import resolve_dtype
 from rewards.registry import reward_config_class
 from rewards.tiny import save_random_clip, save_tiny_clip
-from t2i import DiffusionPolicy, LoraSettings, StableDiffusionPolicy
+from t2i import DiffusionPolicy, LoraSettings, StableDiffusionPolicy, StableDiffusionXLPolicy, load_policy
+from t2i.families import policy_of_pipeline
 from t2i.random_init import build_random_pipeline
 from t2i.tiny import build_tiny_pipeline
+from t2i.tiny_sdxl import build_tiny_sdxl_pipeline
 
 __all__ = [
     "WORLD_PLACEHOLDER",
@@ -37,19 +39,22 @@ __all__ = [
     "resolve_world",
     "with_world",
     "build_policy",
-    "policy_for_pipeline",
     "resolve_reward_settings",
     "build_evaluator",
     "build_expander",
 ]
 
 BUILTIN_TINY = "builtin:tiny"
+BUILTIN_TINY_SDXL = "builtin:tiny_sdxl"
 BUILTIN_TINY_CLIP = "builtin:tiny_clip"
 BUILTIN_TINY_GPT2 = "builtin:tiny_gpt2"
 BUILTIN_RANDOM = "builtin:random:"  # + an architecture name of t2i.random_init
-#: the policy family of each pipeline class (SD3 and FLUX have none yet)
-POLICY_FAMILIES: dict[str, type[DiffusionPolicy]] = {"StableDiffusionPipeline": StableDiffusionPolicy}
 WORLD_PLACEHOLDER = "{world}"
+#: the toy pipelines built in code (random weights): SD 1.x and SDXL
+BUILTIN_PIPELINES: dict[str, Callable[[], DiffusionPolicy]] = {
+    BUILTIN_TINY: lambda: StableDiffusionPolicy(build_tiny_pipeline()),
+    BUILTIN_TINY_SDXL: lambda: StableDiffusionXLPolicy(build_tiny_sdxl_pipeline()),
+}
 
 
 def committed_shapes_world() -> Path:
@@ -84,32 +89,27 @@ def with_world(value: Any, world: Path) -> Any:
     return value
 
 
-def policy_for_pipeline(pipeline) -> DiffusionPolicy:
-    """The policy of the family of a built pipeline object (:data:`POLICY_FAMILIES`)."""
-    name = type(pipeline).__name__
-    if name not in POLICY_FAMILIES:
-        raise ValueError(f"no policy family yet for {name}: the families are {', '.join(POLICY_FAMILIES)}")
-    return POLICY_FAMILIES[name](pipeline)
-
-
 def build_policy(pipeline: str, dtype: str, device: torch.device | str, gradient_checkpointing: bool = False) -> DiffusionPolicy:
-    """The T2I policy π_θ from a hub id, a local pipeline directory, ``builtin:tiny`` or ``builtin:random:<arch>``.
+    """The T2I policy π_θ from a hub id, a local pipeline directory, a ``builtin:`` toy or ``builtin:random:<arch>``.
 
-    ``gradient_checkpointing`` turns on diffusers' UNet activation checkpointing (used only
-    where gradients flow, i.e. in the T2I update's log-prob recomputation).
+    The family (SD 1.x/2.x, SDXL) is read from the pipeline's ``model_index.json``
+    (:func:`t2i.load_policy`), or from the class of a ``builtin:random:`` pipeline. ``gradient_checkpointing``
+    turns on diffusers' UNet activation checkpointing (used only where gradients flow, i.e. in the T2I
+    update's log-prob recomputation).
     """
-    if pipeline == BUILTIN_TINY:
-        policy = StableDiffusionPolicy(build_tiny_pipeline()).to(device)
+    if pipeline in BUILTIN_PIPELINES:
+        policy = BUILTIN_PIPELINES[pipeline]().to(device)
     elif pipeline.startswith(BUILTIN_RANDOM):
         built = build_random_pipeline(pipeline.removeprefix(BUILTIN_RANDOM), dtype=resolve_dtype(dtype), device=device)
-        policy = policy_for_pipeline(built)
+        policy = policy_of_pipeline(built)
     elif pipeline.startswith("builtin:"):
+        names = ", ".join(repr(name) for name in BUILTIN_PIPELINES)
         raise ValueError(
-            f"model.pipeline={pipeline!r}: the built-in pipelines are {BUILTIN_TINY!r} and '{BUILTIN_RANDOM}<arch>' "
+            f"model.pipeline={pipeline!r}: the built-in pipelines are {names} and '{BUILTIN_RANDOM}<arch>' "
             "(full size, random weights; <arch> one of t2i.random_init.architecture_names())"
         )
     else:
-        policy = StableDiffusionPolicy.from_pretrained(pipeline, torch_dtype=resolve_dtype(dtype), device=device)
+        policy = load_policy(pipeline, torch_dtype=resolve_dtype(dtype), device=device)
     if gradient_checkpointing:
         policy.unet.enable_gradient_checkpointing()
     return policy

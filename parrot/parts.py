@@ -22,7 +22,8 @@ from parrot.selection import PerPromptStatTracker, Selection, parse_selection
 from parrot.train_config import DerivedQuantities, TrainConfig, batch_layout, derived_quantities
 from prompt_expander.expander import PromptExpander
 from rewards import MultiRewardEvaluator
-from t2i import Guidance, StableDiffusionPolicy, Trajectory
+from t2i import DiffusionPolicy, Guidance, Trajectory
+from t2i.compile import compile_denoiser
 
 __all__ = ["TrainingParts", "build_parts", "make_accelerator"]
 
@@ -43,7 +44,7 @@ class TrainingParts:
     eval_identifiers: list[str]
     train_prompts: list[str]
     eval_prompts: list[str]
-    policy: StableDiffusionPolicy
+    policy: DiffusionPolicy
     t2i_params: list[torch.nn.Parameter]
     evaluator: MultiRewardEvaluator  # images, ORIGINAL prompts, metadata → R (N, K)
     expander: PromptExpander | None  # None without an expander
@@ -131,6 +132,7 @@ def build_parts(config: TrainConfig, accelerator: Accelerator, train_prompts: li
     shapes_world = resolve_world(config.world)
     policy = build_policy(with_world(config.model.pipeline, shapes_world), config.model.dtype, device, config.model.gradient_checkpointing)
     t2i_params = policy.add_lora(config.model.lora)
+    compile_denoiser(policy.unet, config.model.compile)  # after the adapters, so the graph includes them
     if not trains_t2i:
         for p in t2i_params:
             p.requires_grad_(False)

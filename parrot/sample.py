@@ -21,7 +21,7 @@ from parrot.models import build_policy
 from parrot_base.cli import run_cli
 from parrot_base.config import parse_config
 from rewards.base import as_pil_images
-from t2i import Guidance, StableDiffusionPolicy
+from t2i import DiffusionPolicy, Guidance
 
 __all__ = ["SampleConfig", "run_sampling", "main"]
 
@@ -31,7 +31,8 @@ class SampleConfig:
     """Sample images with trajectory and log-prob recording."""
 
     model: str = field(
-        default="builtin:tiny", metadata={"help": "hub id or local diffusers pipeline directory, or 'builtin:tiny' (a random toy)"}
+        default="builtin:tiny",
+        metadata={"help": "hub id or local SD 1.x/2.x or SDXL pipeline directory, or 'builtin:tiny' / 'builtin:tiny_sdxl' (random toys)"},
     )
     prompt: tuple[str, ...] = field(default=(), metadata={"help": "prompts (ĉ, the ones sampled from), one argument each"})
     original_prompt: tuple[str, ...] = field(
@@ -58,7 +59,7 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
 
 
-def load_policy(config: SampleConfig) -> StableDiffusionPolicy:
+def load_policy(config: SampleConfig) -> DiffusionPolicy:
     policy = build_policy(config.model, "float32", "cpu")
     if config.lora:
         policy.load_lora(config.lora, trainable=False)

@@ -103,8 +103,9 @@ class ParrotTrainer:
 
     def __init__(self, config: TrainConfig, accelerator: Accelerator | None = None):
         self.config = config
-        train_prompts = read_prompt_list(config.prompts.train, config.prompts.train_file, "prompts.train")
-        eval_prompts = read_prompt_list(config.prompts.evaluation, config.prompts.evaluation_file, "prompts.evaluation")
+        sources = config.prompts
+        train_prompts = read_prompt_list(sources.train, sources.train_file, "prompts.train", sources.column, sources.split)
+        eval_prompts = read_prompt_list(sources.evaluation, sources.evaluation_file, "prompts.evaluation", sources.column, sources.split)
         self.parts: TrainingParts = build_parts(config, accelerator or make_accelerator(config), train_prompts, eval_prompts)
         self.run = RunDir(config.output_dir)
         self.iteration = 0  # iterations done

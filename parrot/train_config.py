@@ -12,11 +12,12 @@ the original prompt, sentiment) and its prompt files, named through ``{world}`` 
 no preset imports the world's code.
 
 ``builtin:`` model names are built in code instead of loaded: ``builtin:tiny`` (the toy SD
-pipeline of :mod:`t2i.tiny`), ``builtin:tiny_clip`` (a reward setting: the toy CLIP of
-:mod:`rewards.tiny`, saved under the run directory) and ``builtin:tiny_gpt2`` (a random GPT-2
-expander with a BPE tokenizer trained on the training prompts); ``builtin:random:<arch>`` is a
-full-size architecture of :mod:`t2i.random_init` with random weights, as a pipeline (``sd15``,
-``sdxl_base``, …), a reward CLIP setting (``clip_vit_l14``) or an expander (``gpt2``).
+pipeline of :mod:`t2i.tiny`), ``builtin:tiny_sdxl`` (the toy SDXL pipeline of :mod:`t2i.tiny_sdxl`),
+``builtin:tiny_clip`` (a reward setting: the toy CLIP of :mod:`rewards.tiny`, saved under the run
+directory) and ``builtin:tiny_gpt2`` (a random GPT-2 expander with a BPE tokenizer trained on the
+training prompts); ``builtin:random:<arch>`` is a full-size architecture of :mod:`t2i.random_init`
+with random weights, as a pipeline (``sd15``, ``sdxl_base``, …), a reward CLIP setting
+(``clip_vit_l14``) or an expander (``gpt2``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from parrot.identifiers import IdentifierConfig
 from parrot.layout import BatchLayout
 from parrot.models import resolve_world, with_world
 from parrot.presets import PRESETS, preset_name
+from parrot.prompts import PromptsConfig
 from parrot.selection import SelectionConfig
 from parrot_base.config import ConfigError, parse_config
 from prompt_expander.config import ExpanderSamplingConfig
 from prompt_expander.rl import PolicyGradientConfig
+from t2i.compile import CompileSettings
 from t2i.lora import LoraSettings
 
 __all__ = [
@@ -64,11 +67,13 @@ class ModelConfig:
     pipeline: str = field(
         default="runwayml/stable-diffusion-v1-5",
         metadata={
-            "help": "hub id or local diffusers pipeline directory, 'builtin:tiny', or 'builtin:random:<arch>' (full size, random weights)"
+            "help": "hub id or local diffusers pipeline directory (SD 1.x/2.x or SDXL: read from its model_index.json), "
+            "'builtin:tiny' / 'builtin:tiny_sdxl', or 'builtin:random:<arch>' (full size, random weights: sd15, sdxl_base)"
         },
     )
     dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})
+    compile: CompileSettings = field(default_factory=CompileSettings, metadata={"help": "torch.compile of the UNet (off by default)"})
     gradient_checkpointing: bool = field(
         default=False,
         metadata={
@@ -99,19 +104,6 @@ class RewardsConfig:
             raise ValueError(f"names={self.names} repeats a reward")
         if not isinstance(self.settings, dict) or not all(isinstance(v, dict) for v in self.settings.values()):
             raise ValueError(f"settings must be a mapping of reward name to a mapping of settings; got {self.settings!r}")
-
-
-@dataclass
-class PromptsConfig:
-    train: tuple[str, ...] = field(default=(), metadata={"help": "training prompts c (inline)"})
-    train_file: str = field(
-        default="",
-        metadata={
-            "help": "prompt file of training prompts (adds to train): .txt (one per line), .tsv ('Prompt' column) or .jsonl ('prompt' key)"
-        },
-    )
-    evaluation: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts for the before/after table"})
-    evaluation_file: str = field(default="", metadata={"help": "prompt file of held-out prompts (.txt, .tsv or .jsonl, as train_file)"})
 
 
 @dataclass

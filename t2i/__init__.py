@@ -1,19 +1,26 @@
 """The diffusion policy: stochastic DDIM sampling with log-probs, guidance, and LoRA."""
 
 from t2i.ddim import DDIMStep, ddim_step_with_log_prob
+from t2i.families import POLICY_FAMILIES, load_policy, policy_class_for
 from t2i.guidance import Guidance, combine_noise_predictions
 from t2i.lora import LoraSettings
 from t2i.policy import DiffusionPolicy, StableDiffusionPolicy
+from t2i.sdxl import SizeConditioning, StableDiffusionXLPolicy
 from t2i.trajectory import Conditioning, Trajectory
 
 __all__ = [
+    "POLICY_FAMILIES",
     "Conditioning",
     "DDIMStep",
     "DiffusionPolicy",
     "Guidance",
     "LoraSettings",
+    "SizeConditioning",
     "StableDiffusionPolicy",
+    "StableDiffusionXLPolicy",
     "Trajectory",
     "combine_noise_predictions",
     "ddim_step_with_log_prob",
+    "load_policy",
+    "policy_class_for",
 ]

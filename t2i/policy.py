@@ -9,11 +9,13 @@ A policy is put together from rooms with one job each:
 - this module: conditioning and the guided model call, and the family seam.
 
 ``DiffusionPolicy`` holds everything that does not depend on the pipeline family. A family
-subclass supplies only what differs: how to load a pipeline, ``encode_prompts`` (prompts → UNet
-keyword tensors), ``frozen_modules``, and where needed ``unet_forward`` (the model call),
-``step`` (one transition of p_θ with its log-density: stochastic DDIM here) and ``decode``.
-``StableDiffusionPolicy`` is SD 1.x/2.x; SDXL adds pooled embeddings and time ids in its own
-``encode_prompts``/``unet_forward``; a flow-matching family (SD3, FLUX) its own ``step``.
+subclass supplies only what differs: its ``pipeline_class`` (and ``load_defaults``; loading itself
+is shared), ``encode_prompts`` (prompts → UNet keyword tensors), ``frozen_modules``, and where
+needed ``unet_forward`` (the model call), ``step`` (one transition of p_θ with its log-density:
+stochastic DDIM here) and ``decode``. ``StableDiffusionPolicy`` is SD 1.x/2.x; SDXL
+(:mod:`t2i.sdxl`) adds pooled embeddings and time ids in its own ``encode_prompts``/``unet_forward``;
+a flow-matching family (SD3, FLUX) would add its own ``step``. :mod:`t2i.families` picks the family
+from a pipeline's ``model_index.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, StableDiffusionPipeline
@@ -43,6 +46,8 @@ class DiffusionPolicy(SamplingMixin, LoraMixin, ABC):
     """A diffusers pipeline used as a stochastic policy; family-specific parts are abstract."""
 
     pipeline_class: type[DiffusionPipeline] = DiffusionPipeline
+    load_defaults: ClassVar[dict[str, Any]] = {}  # keyword arguments of ``pipeline_class.from_pretrained`` unless given
+    upcasts_vae: ClassVar[bool] = False  # decode a float16 VAE in float32 when its config says force_upcast (SDXL)
 
     def __init__(self, pipeline: DiffusionPipeline):
         if not isinstance(pipeline.scheduler, DDIMScheduler):
@@ -54,6 +59,30 @@ class DiffusionPolicy(SamplingMixin, LoraMixin, ABC):
         for module in self.frozen_modules():
             module.requires_grad_(False)
         self.unet.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        torch_dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        **kwargs,
+    ) -> DiffusionPolicy:
+        """Load the family's pipeline from a hub id (e.g. ``runwayml/stable-diffusion-v1-5``) or a local directory.
+
+        ``load_defaults`` fill in keyword arguments not given (SD: no safety checker, RL never runs it).
+        """
+        source = resolve_model_source(name_or_path, "model_index.json", kind="diffusers pipeline")
+        kwargs = {**cls.load_defaults, **kwargs}
+        try:
+            pipeline = cls.pipeline_class.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+        except (OSError, ValueError) as err:
+            raise OSError(
+                f"could not load a {cls.pipeline_class.__name__} from {source!r}: it is not a local directory, "
+                f"and loading it as a hub id failed ({type(err).__name__}: {err})"
+            ) from err
+        return cls(pipeline).to(device)
 
     # ----- family-specific: what a new family supplies (defaults: an SD-style UNet pipeline) -----
     @abstractmethod
@@ -86,9 +115,28 @@ class DiffusionPolicy(SamplingMixin, LoraMixin, ABC):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE-decode x_0 to float32 images in [0, 1], (B, 3, H, W)."""
+        """VAE-decode x_0 to float32 images in [0, 1], (B, 3, H, W), as the family's stock pipeline does.
+
+        A family with ``upcasts_vae`` (SDXL) decodes with a float32 VAE when the VAE is float16 and its
+        config says ``force_upcast``; the latents' ``latents_mean``/``latents_std`` are undone when the
+        VAE's config has them.
+        """
         vae = self.pipeline.vae
-        images = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]
+        upcast = self.upcasts_vae and vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, -1, 1, 1)
+            latents = latents * torch.tensor(std, device=latents.device).view(shape) / vae.config.scaling_factor
+            latents = latents + torch.tensor(mean, device=latents.device).view(shape)
+        else:
+            latents = latents / vae.config.scaling_factor
+        if upcast:
+            vae.to(dtype=torch.float32)
+        try:
+            images = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+        finally:
+            if upcast:
+                vae.to(dtype=torch.float16)
         return (images.float() / 2 + 0.5).clamp(0, 1)
 
     def prompt_overflow(self, prompt: str) -> PromptOverflow | None:
@@ -149,10 +197,17 @@ class DiffusionPolicy(SamplingMixin, LoraMixin, ABC):
         conditions with a non-zero weight are encoded and evaluated.
         """
         negatives = check_conditions(conditions, guidance, negative_prompt)
-        self.warn_long_prompts([p for j in guidance.active for p in conditions[j]] + negatives)
-        groups = [self.encode_prompts(list(conditions[j])) for j in guidance.active]
-        if guidance.needs_unconditional:
-            groups.insert(0, self.encode_prompts(negatives))
+        texts = ([negatives] if guidance.needs_unconditional else []) + [list(conditions[j]) for j in guidance.active]
+        flat = [p for group in texts for p in group]
+        self.warn_long_prompts(flat)
+        # one text-encoder call over the distinct prompts of all groups (a batch repeats each prompt
+        # images_per_prompt times, and ∅ is one prompt), then each row picked back out
+        position = {p: i for i, p in enumerate(dict.fromkeys(flat))}
+        encoded = self.encode_prompts(list(position))
+        rows = torch.tensor([position[p] for p in flat], device=self.device)
+        per_row = {key: value[rows] for key, value in encoded.items()}
+        size = len(texts[0])
+        groups = [{key: value[g * size : (g + 1) * size] for key, value in per_row.items()} for g in range(len(texts))]
         weights = tuple(guidance.weights[j] for j in guidance.active)
         return Conditioning.from_groups(groups, weights, has_unconditional=guidance.needs_unconditional)
 
@@ -180,36 +235,11 @@ class StableDiffusionPolicy(DiffusionPolicy):
     """Stable Diffusion 1.x / 2.x (``StableDiffusionPipeline``) as a policy."""
 
     pipeline_class = StableDiffusionPipeline
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        *,
-        torch_dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
-        **kwargs,
-    ) -> StableDiffusionPolicy:
-        """Load from a hub id (e.g. ``runwayml/stable-diffusion-v1-5``) or a local pipeline directory.
-
-        The safety checker is not loaded (RL never runs it; pass ``safety_checker=`` to override).
-        """
-        source = resolve_model_source(name_or_path, "model_index.json", kind="diffusers pipeline")
-        kwargs.setdefault("safety_checker", None)
-        kwargs.setdefault("requires_safety_checker", False)
-        try:
-            pipeline = cls.pipeline_class.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
-        except (OSError, ValueError) as err:
-            raise OSError(
-                f"could not load a {cls.pipeline_class.__name__} from {source!r}: it is not a local directory, "
-                f"and loading it as a hub id failed ({type(err).__name__}: {err})"
-            ) from err
-        return cls(pipeline).to(device)
+    load_defaults: ClassVar[dict[str, Any]] = {"safety_checker": None, "requires_safety_checker": False}
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.pipeline.vae, self.pipeline.text_encoder]
 
-    @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Embeds:
         embeds, _ = self.pipeline.encode_prompt(prompts, self.device, 1, False)
         return {"encoder_hidden_states": embeds}

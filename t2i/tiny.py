@@ -15,7 +15,14 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-__all__ = ["TinyPipelineConfig", "assemble_sd_pipeline", "build_tiny_pipeline", "byte_level_clip_tokenizer", "sd_ddim_scheduler"]
+__all__ = [
+    "TinyPipelineConfig",
+    "assemble_sd_pipeline",
+    "build_tiny_pipeline",
+    "byte_level_clip_tokenizer",
+    "sd_ddim_scheduler",
+    "tiny_clip_text_config",
+]
 
 
 @dataclass
@@ -32,15 +39,34 @@ class TinyPipelineConfig:
     attention_head_dim: int = field(default=8, metadata={"help": "UNet attention head dim"})
 
 
-def byte_level_clip_tokenizer(max_length: int = 77) -> CLIPTokenizer:
-    """A ``CLIPTokenizer`` whose vocabulary is the 256 byte symbols (with and without ``</w>``)."""
+def byte_level_clip_tokenizer(max_length: int = 77, pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
+    """A ``CLIPTokenizer`` whose vocabulary is the 256 byte symbols (with and without ``</w>``).
+
+    ``pad_token``: SDXL's second tokenizer pads with ``"!"`` instead of the end token.
+    """
     symbols = list(bytes_to_unicode().values())
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], pad_token=pad_token)
     tokenizer.model_max_length = max_length
     return tokenizer
+
+
+def tiny_clip_text_config(tokenizer: CLIPTokenizer, hidden_size: int, layers: int, **extra) -> CLIPTextConfig:
+    """A small CLIP text tower's config for ``tokenizer`` (context = its max length; ``extra``: e.g. ``projection_dim``)."""
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden_size // 16),
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
 
 
 def sd_ddim_scheduler(**overrides) -> DDIMScheduler:
@@ -61,19 +87,7 @@ def build_tiny_pipeline(config: TinyPipelineConfig | None = None) -> StableDiffu
     config = config or TinyPipelineConfig()
     torch.manual_seed(config.seed)
     tokenizer = byte_level_clip_tokenizer(config.max_prompt_tokens)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=config.text_hidden_size,
-            intermediate_size=4 * config.text_hidden_size,
-            num_hidden_layers=config.text_layers,
-            num_attention_heads=max(1, config.text_hidden_size // 16),
-            max_position_embeddings=config.max_prompt_tokens,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = CLIPTextModel(tiny_clip_text_config(tokenizer, config.text_hidden_size, config.text_layers))
     levels = len(config.block_out_channels)
     unet = UNet2DConditionModel(
         sample_size=config.latent_size,

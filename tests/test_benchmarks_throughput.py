@@ -154,3 +154,37 @@ def test_old_log_probs_reuse_the_sampled_ones_and_save_a_unet_pass(tmp_path):
     update_t2i(parts, rollout, advantages, 0)
     handle.remove()
     assert len(calls) == 2
+
+
+def test_load_watch_marks_a_busy_machine_contended(monkeypatch, capsys):
+    from benchmarks import machine_load
+
+    assert machine_load.load_threshold(2) == 1.5
+    loads = iter([(0.9, 1.0, 1.0), (1.4, 1.0, 1.0), (0.5, 1.0, 1.0), (1.6, 1.0, 1.0)])
+    monkeypatch.setattr(machine_load.os, "getloadavg", lambda: next(loads))
+    quiet = machine_load.LoadWatch(threshold=1.5).finish()  # 0.9 → 1.4: under 1.5 at both ends
+    assert quiet["contended"] is False and quiet["load_average_at_end"][0] == 1.4
+    assert capsys.readouterr().err == ""
+    busy = machine_load.LoadWatch(threshold=1.5).finish()  # 0.5 → 1.6: over at the end
+    assert busy["contended"] is True
+    assert "load 0.50 at start, 1.60 at end, above 1.50" in capsys.readouterr().err
+
+
+def test_profile_timers_split_the_stages_and_leave_nothing_patched(tmp_path):
+    from benchmarks.throughput_profile import _timed_calls
+    from parrot import rollout as rollout_stage
+
+    trainer = ParrotTrainer(load_train_config(trainer_args(tmp_path, "--mode", "t2i", "--expander.model", "")))
+    score_function = rollout_stage.score
+    totals: dict[str, float] = {}
+    with _timed_calls(trainer, totals):
+        metrics = trainer.run_iteration(0).metrics
+    sampling = totals["unet forward (sampling)"] + totals["DDIM step + log-prob (sampling)"] + totals["VAE decode"] + totals["reward"]
+    update = totals["unet forward (update, grad)"] + totals["backward"] + totals["optimiser step"]
+    assert 0 < sampling <= metrics["time/sample_and_score_s"]
+    assert 0 < update <= metrics["time/update_t2i_s"]
+    assert totals["prompt encoding"] > 0
+    # everything wrapped is unwrapped: the policy's own methods and the module function are back
+    assert "unet_forward" not in vars(trainer.parts.policy) and "step" not in vars(trainer.parts.t2i_optimizer)
+    assert rollout_stage.score is score_function and torch.Tensor.backward.__name__ == "backward"
+    assert torch.Tensor.backward.__module__ == "torch._tensor"

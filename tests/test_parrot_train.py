@@ -189,9 +189,14 @@ def test_config_errors_name_the_field(tmp_path):
 
 
 def test_sd15_preset_file_parses():
+    from parrot.prompts import read_prompt_list
+
     config = load_train_config(["--config", str(REPO / "configs" / "sd15.yaml")])
     assert config.preset == "none" and config.model.pipeline == "runwayml/stable-diffusion-v1-5"
     assert config.rewards.names == ("laion_aesthetic", "pickscore", "clip_score", "sentiment")
+    # the shipped prompt sets: the config needs no prompt file of its own
+    assert (config.prompts.train_file, config.prompts.evaluation_file) == ("diffusiondb", "partiprompts")
+    assert len(read_prompt_list((), config.prompts.train_file, "prompts.train")) == 9798
 
 
 def test_preset_then_yaml_then_cli_precedence(tmp_path):

@@ -123,3 +123,23 @@ def test_local_directory_round_trip(tmp_path, tiny_pipeline, policy):
     a = policy.sample(PROMPTS, num_inference_steps=3, generator=make_generator(9))
     b = loaded.sample(PROMPTS, num_inference_steps=3, generator=make_generator(9))
     torch.testing.assert_close(a.images, b.images, atol=1e-6, rtol=0)
+
+
+def test_conditioning_encodes_each_distinct_prompt_once_and_equals_per_group_encoding(policy):
+    calls = []
+    encode = policy.encode_prompts
+
+    def counting(prompts):
+        calls.append(list(prompts))
+        return encode(prompts)
+
+    policy.encode_prompts = counting
+    expansions = ["a red circle, sharp", "a red circle, sharp", "a blue square", "a blue square"]
+    originals = ["a red circle", "a red circle", "a blue square", "a blue square"]
+    conditioning = policy.build_conditioning([originals, expansions], Guidance.prompt_centred(3.0, 2.0))
+    assert calls == [["", "a red circle", "a blue square", "a red circle, sharp"]]  # ∅, then c, then ĉ: one call, no repeats
+    del policy.encode_prompts
+    for group, prompts in enumerate([[""] * 4, originals, expansions]):
+        torch.testing.assert_close(conditioning.embeds["encoder_hidden_states"][group], encode(prompts)["encoder_hidden_states"],
+                                   atol=1e-6, rtol=1e-6)  # fmt: skip
+    assert conditioning.weights == (3.0, 2.0) and conditioning.has_unconditional

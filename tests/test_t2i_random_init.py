@@ -8,8 +8,9 @@ import torch
 from conftest import make_generator
 from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from parrot.models import build_policy, policy_for_pipeline
+from parrot.models import build_policy
 from t2i import Guidance
+from t2i.families import policy_of_pipeline
 from t2i.random_init import (
     ARCHITECTURES_DIR,
     architecture_names,
@@ -101,7 +102,7 @@ def shrunken_sd15(tmp_path):
 def test_a_built_pipeline_samples_through_the_policy_exactly_as_its_stock_call(tmp_path):
     pipe = build_random_pipeline(str(shrunken_sd15(tmp_path)))
     pipe.set_progress_bar_config(disable=True)
-    policy = policy_for_pipeline(pipe)  # converts the PNDM scheduler to DDIM, as for a hub SD 1.5
+    policy = policy_of_pipeline(pipe)  # converts the PNDM scheduler to DDIM, as for a hub SD 1.5
     stock = pipe(["a red circle"], num_inference_steps=3, eta=1.0, guidance_scale=5.0, generator=make_generator(1), output_type="pt")
     ours = policy.sample(["a red circle"], num_inference_steps=3, eta=1.0, guidance=Guidance.cfg(5.0), generator=make_generator(1))
     torch.testing.assert_close(ours.images, stock.images, atol=1e-5, rtol=0)
@@ -117,8 +118,8 @@ def test_bf16_build_casts_weights_and_seed_fixes_them(tmp_path):
 
 
 def test_policy_families_refuse_sd3_by_name():
-    with pytest.raises(ValueError, match="no policy family yet for StableDiffusion3Pipeline"):
-        policy_for_pipeline(build_random_pipeline("sd35_medium", device="meta", skip=("text_encoder_3",)))
+    with pytest.raises(ValueError, match="a StableDiffusion3Pipeline has no policy family"):
+        policy_of_pipeline(build_random_pipeline("sd35_medium", device="meta", skip=("text_encoder_3",)))
 
 
 TOY_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "projection_dim": 32}

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from t2i.tiny import build_tiny_pipeline
+from t2i.tiny import TinyPipelineConfig, build_tiny_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 #: what the peer's environment installs (with ``constraints/cpu.txt``: the CPU torch 2.13.0)
@@ -42,14 +42,14 @@ def ensure_peer_env(env: Path) -> Path:
     return python
 
 
-def save_peer_pipeline(directory: Path) -> Path:
+def save_peer_pipeline(directory: Path, config: TinyPipelineConfig | None = None) -> Path:
     """The tiny pipeline saved so that the peer's transformers 4 reads it: ``save_pretrained`` of
     transformers 5 writes the CLIP text model's weights without the ``text_model.`` prefix and the
     tokenizer as ``tokenizer.json`` only; transformers 4 wants the prefixed names and, for the slow
     ``CLIPTokenizer`` the pipeline names, ``vocab.json`` + ``merges.txt``. Same weights, same vocabulary."""
     from safetensors.torch import load_file, save_file
 
-    pipeline = build_tiny_pipeline()
+    pipeline = build_tiny_pipeline(config)
     pipeline.save_pretrained(directory)
     weights = directory / "text_encoder" / "model.safetensors"
     tensors = load_file(str(weights))
