@@ -148,3 +148,30 @@ def test_flow_pipelines_run_their_stock_call_with_the_in_memory_tokenizers(tmp_p
     pipe.set_progress_bar_config(disable=True)
     images = pipe(["a red circle"], num_inference_steps=2, height=32, width=32, output_type="pt", generator=make_generator(0)).images
     assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
+
+
+def shrunken_sdxl(tmp_path):
+    """sdxl_base.json at toy sizes: two text towers (widths 32 + 32 = the UNet's cross-attention), pooled 32 + 6 time ids."""
+    architecture = json.loads((ARCHITECTURES_DIR / "sdxl_base.json").read_text())
+    parts = architecture["components"]
+    parts["unet"]["config"] |= {"sample_size": 8, "block_out_channels": [32, 64], "layers_per_block": 1, "norm_num_groups": 8,
+                                "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"], "transformer_layers_per_block": [1, 1],
+                                "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "attention_head_dim": [2, 4],
+                                "cross_attention_dim": 64, "addition_time_embed_dim": 8,
+                                "projection_class_embeddings_input_dim": 32 + 6 * 8}  # fmt: skip
+    parts["vae"]["config"] |= TOY_VAE | {"sample_size": 16}
+    for tower in ("text_encoder", "text_encoder_2"):
+        parts[tower]["config"] |= TOY_TOWER
+    path = tmp_path / "sdxl_toy.json"
+    path.write_text(json.dumps(architecture))
+    return path
+
+
+def test_a_built_sdxl_pipeline_samples_through_its_family_exactly_as_its_stock_call(tmp_path):
+    pipe = build_random_pipeline(str(shrunken_sdxl(tmp_path)))
+    pipe.set_progress_bar_config(disable=True)
+    policy = policy_of_pipeline(pipe)
+    assert type(policy).__name__ == "StableDiffusionXLPolicy"
+    stock = pipe(["a red circle"], num_inference_steps=3, eta=1.0, guidance_scale=5.0, generator=make_generator(1), output_type="pt")
+    ours = policy.sample(["a red circle"], num_inference_steps=3, eta=1.0, guidance=Guidance.cfg(5.0), generator=make_generator(1))
+    torch.testing.assert_close(ours.images, stock.images, atol=1e-5, rtol=0)
