@@ -9,7 +9,7 @@ weighted component's published parameter count (tests hold the built models to i
 
 Tokenizers are built in memory: CLIP's is :func:`t2i.tiny.byte_level_clip_tokenizer` (its 514 ids are a
 subset of CLIP's 49408, which random weights do not mind), T5's a character-level Unigram
-(:func:`byte_level_t5_tokenizer`). Nothing is downloaded::
+(:func:`character_level_t5_tokenizer`). Nothing is downloaded::
 
     from t2i.random_init import build_random_pipeline, parameter_counts
     pipe = build_random_pipeline("sd15")                   # a stock StableDiffusionPipeline, random weights
@@ -43,7 +43,7 @@ __all__ = [
     "build_random_pipeline",
     "parameter_counts",
     "build_random_model",
-    "byte_level_t5_tokenizer",
+    "character_level_t5_tokenizer",
 ]
 
 ARCHITECTURES_DIR = Path(__file__).resolve().parent / "architectures"
@@ -56,7 +56,7 @@ _CONFIG_CLASSES = {"CLIPTextModel": "CLIPTextConfig", "CLIPTextModelWithProjecti
                    "CLIPModel": "CLIPConfig", "GPT2LMHeadModel": "GPT2Config"}  # fmt: skip
 
 
-def byte_level_t5_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerBase:
+def character_level_t5_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerBase:
     """A T5 tokenizer (Unigram, ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2 as in T5) over printable ASCII characters."""
     chars = [c for c in string.printable if not c.isspace()]
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
@@ -68,7 +68,7 @@ def byte_level_t5_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerB
 
 _TOKENIZERS = {
     "ByteLevelCLIPTokenizer": lambda config: byte_level_clip_tokenizer(config.get("model_max_length", 77)),
-    "ByteLevelT5Tokenizer": lambda config: byte_level_t5_tokenizer(config.get("model_max_length", 512)),
+    "CharacterLevelT5Tokenizer": lambda config: character_level_t5_tokenizer(config.get("model_max_length", 512)),
 }
 #: every class an architecture file may name (nothing else is ever imported from a file's text)
 COMPONENT_CLASSES = frozenset(_DIFFUSERS_CLASSES + _TRANSFORMERS_CLASSES + _SCHEDULERS + _PIPELINES) | frozenset(_TOKENIZERS)
@@ -85,6 +85,8 @@ def read_architecture(name: str) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(architecture_names())} or give a .json file")
     architecture = json.loads(path.read_text(encoding="utf-8"))
+    if architecture.get("pipeline_class", _PIPELINES[0]) not in _PIPELINES:
+        raise ValueError(f"{path.name}: pipeline_class {architecture['pipeline_class']!r} is not one of {list(_PIPELINES)}")
     for component, spec in architecture["components"].items():
         if spec.get("class") not in COMPONENT_CLASSES:
             raise ValueError(

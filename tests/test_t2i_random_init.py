@@ -15,7 +15,7 @@ from t2i.random_init import (
     ARCHITECTURES_DIR,
     architecture_names,
     build_random_pipeline,
-    byte_level_t5_tokenizer,
+    character_level_t5_tokenizer,
     parameter_counts,
     read_architecture,
 )
@@ -66,7 +66,7 @@ def test_meta_builds_are_stock_pipelines_with_nothing_allocated(name, pipeline_c
 
 
 def test_t5_tokenizer_pads_and_ends_like_t5_and_round_trips():
-    tokenizer = byte_level_t5_tokenizer(16)
+    tokenizer = character_level_t5_tokenizer(16)
     ids = tokenizer(["a red circle", "Zebra!"], padding="max_length", max_length=16, truncation=True)["input_ids"]
     assert (tokenizer.pad_token_id, tokenizer.eos_token_id) == (0, 1)
     assert [row[row.index(1) :] for row in ids] == [[1] + [0] * (15 - row.index(1)) for row in ids]
@@ -79,6 +79,9 @@ def test_unknown_names_and_classes_are_refused(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"components": {"model": {"class": "os.system", "config": {}}}}))
     with pytest.raises(ValueError, match="names class 'os.system'"):
+        read_architecture(str(bad))
+    bad.write_text(json.dumps({"pipeline_class": "DiffusionPipeline", "components": {}}))
+    with pytest.raises(ValueError, match="pipeline_class 'DiffusionPipeline' is not one of"):
         read_architecture(str(bad))
     with pytest.raises(ValueError, match="the built-in pipelines are"):
         build_policy("builtin:sd15", "float32", "cpu")
