@@ -1,7 +1,8 @@
 """GPU figures: rollout ÷ stock pipeline, training samples/s, peak memory and the UNet forward's MFU, at full size.
 
-Random weights (:mod:`t2i.random_init`), bf16, SDPA attention (diffusers' ``AttnProcessor2_0``), optionally
-``torch.compile`` for the UNet forward: an SD 1.5-size UNet at 512 px and an SDXL-size UNet at 1024 px.
+Random weights (:mod:`t2i.random_init`), bf16, SDPA attention (diffusers' default ``AttnProcessor2_0``, recorded), optionally
+``torch.compile`` of the UNet (``--compile MODE``, as ``model.compile.mode``; the stock call of the rollout
+ratio shares the compiled UNet): an SD 1.5-size UNet at 512 px and an SDXL-size UNet at 1024 px.
 
 - **peak**: the card's measured bf16 matmul rate, 2n³ FLOPs of an n×n GEMM (n = 8192) per second.
 - **UNet forward** at batch ``--batch`` (≥ 8; CFG doubles nothing here, one call of B rows): FLOPs counted by
@@ -15,7 +16,7 @@ Random weights (:mod:`t2i.random_init`), bf16, SDPA attention (diffusers' ``Attn
 
 A size whose family has no policy yet (SDXL before its family lands) gets the UNet figures only.
 
-    python benchmarks/gpu.py --json runs/gpu.json [--compile]
+    python benchmarks/gpu.py --json runs/gpu.json [--compile default]
     python benchmarks/gpu.py --cpu_smoke          # toy sizes on the CPU: checks the script, measures nothing
 """
 
@@ -30,7 +31,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +44,7 @@ from parrot.train import ParrotTrainer  # noqa: E402
 from parrot.train_config import load_train_config  # noqa: E402
 from parrot_base.cli import UsageError, run_cli  # noqa: E402
 from t2i import POLICY_FAMILIES  # noqa: E402
+from t2i.compile import COMPILE_MODES, CompileSettings, compile_denoiser  # noqa: E402
 from t2i.random_init import build_random_pipeline, read_architecture  # noqa: E402
 
 #: (architecture, image side) of the GPU run; the CPU smoke run uses the toy pipeline at its own size
@@ -76,20 +77,18 @@ def unet_inputs(pipeline, batch: int, side: int) -> tuple[tuple, dict]:
     return (x, t), kwargs
 
 
-def unet_forward_figures(pipeline, batch: int, side: int, repeats: int, peak_tflops: float, compile_unet: bool) -> dict:
-    """FLOPs of one UNet forward (counted), its median seconds, TFLOP/s and MFU against ``peak_tflops``."""
+def unet_forward_figures(pipeline, batch: int, side: int, repeats: int, peak_tflops: float) -> dict:
+    """FLOPs of one UNet forward (counted eagerly), its median seconds as called (compiled or not), TFLOP/s and MFU."""
     args, kwargs = unet_inputs(pipeline, batch, side)
-    unet = torch.compile(pipeline.unet) if compile_unet else pipeline.unet
+    unet = pipeline.unet
     with torch.no_grad():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            pipeline.unet(*args, **kwargs, return_dict=False)
+        with FlopCounterMode(display=False) as counter:
+            unet.forward(*args, **kwargs, return_dict=False)  # .forward: the eager graph even when the module is compiled
         unet(*args, **kwargs, return_dict=False)  # warm-up (and compilation)
         seconds = sorted(time_once(lambda: unet(*args, **kwargs, return_dict=False)) for _ in range(repeats))[repeats // 2]
     flops = counter.get_total_flops()
     achieved = flops / seconds / 1e12
-    return {"batch": batch, "flops": flops, "seconds": seconds, "tflops": achieved, "mfu": achieved / peak_tflops,
-            "compiled": compile_unet}  # fmt: skip
+    return {"batch": batch, "flops": flops, "seconds": seconds, "tflops": achieved, "mfu": achieved / peak_tflops}
 
 
 def training_config(pipeline: str, args: argparse.Namespace, side: int, work: Path) -> dict:
@@ -97,7 +96,7 @@ def training_config(pipeline: str, args: argparse.Namespace, side: int, work: Pa
     return {
         "mode": "t2i", "iterations": 100, "output_dir": str(work), "device": args.device, "checkpoint_every": 0,
         "model": {"pipeline": pipeline, "dtype": args.dtype, "gradient_checkpointing": args.gradient_checkpointing,
-                  "lora": {"rank": 4}},
+                  "lora": {"rank": 4}, "compile": {"mode": args.compile}},
         "rewards": {"names": ["jpeg_compressibility"], "settings": {}},
         "identifiers": {"enabled": False}, "expander": {"model": ""}, "prompts": {"train": ["a red circle", "a cat on a sofa"]},
         "sampling": {"prompts_per_process": 1, "images_per_prompt": args.batch, "num_steps": args.steps, "resolution": side},
@@ -130,11 +129,13 @@ def size_figures(arch: str, side: int, args: argparse.Namespace, peak_tflops: fl
         pipeline = trainer.parts.policy.pipeline
     else:
         pipeline = build_random_pipeline(arch, dtype=dtype, device=device)
+        compile_denoiser(pipeline.unet, CompileSettings(mode=args.compile))
         record["policy"] = f"no policy family yet for {type(pipeline).__name__}: UNet figures only"
-    pipeline.unet.set_attn_processor(AttnProcessor2_0())  # SDPA (diffusers' default; set so the figure cannot silently differ)
+    record["attention"] = sorted({type(p).__name__ for p in pipeline.unet.attn_processors.values()})  # AttnProcessor2_0: SDPA
+    record["compile"] = args.compile
     record["parameters_unet"] = sum(p.numel() for p in pipeline.unet.parameters())
     reset_peak(device)
-    record["unet_forward"] = unet_forward_figures(pipeline, args.batch, side, args.repeats, peak_tflops, args.compile)
+    record["unet_forward"] = unet_forward_figures(pipeline, args.batch, side, args.repeats, peak_tflops)
     record["unet_forward"]["peak_gib"] = peak_gib(device)
     if trainer is not None:
         reset_peak(device)
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median)")
     parser.add_argument("--train_epochs", type=int, default=2, help="timed training iterations (after one warm-up)")
     parser.add_argument("--gradient_checkpointing", action="store_true", help="UNet activation checkpointing in training")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet for the forward figure")
+    parser.add_argument("--compile", default="off", choices=COMPILE_MODES,
+                        help="torch.compile mode of the UNet (model.compile.mode: rollouts, training and the forward figure)")  # fmt: skip
     parser.add_argument("--matmul_n", type=int, default=8192, help="side of the GEMM that measures the peak")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ def test_cpu_smoke_runs_every_section_and_its_figures_add_up(tmp_path, capsys):
     assert rollout["ratio"] == pytest.approx(rollout["policy_s"] / rollout["plain_s"]) and rollout["ratio"] > 0
     assert train["images_per_s"] == pytest.approx(2 / train["update_t2i_s"])
     assert train["denoising_steps_per_s"] == pytest.approx(2 * 2 / train["update_t2i_s"])
+    assert size["attention"] == ["AttnProcessor2_0"]  # SDPA
     assert (tmp_path / "gpu.json").is_file() and "DDPO-IS training" in capsys.readouterr().out
 
 
