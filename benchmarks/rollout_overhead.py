@@ -54,8 +54,12 @@ def tiny_pipeline(family: str, size: str) -> DiffusionPipeline:
 
 
 def time_once(fn) -> float:
+    """Wall seconds of ``fn()`` (waiting for the GPU's queued work when there is one)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
@@ -65,27 +69,30 @@ def measure(
     """Stock call and policy sample of ``family``, interleaved; with ``compile_mode`` the policy samples with its
     own copy of the pipeline (same seed, same weights) whose UNet is compiled, against the eager stock call."""
     pipeline = tiny_pipeline(family, size)
-    pipeline.set_progress_bar_config(disable=True)
     policy = POLICIES[family](pipeline if compile_mode == "off" else tiny_pipeline(family, size))
     compile_denoiser(policy.unet, CompileSettings(mode=compile_mode))
+    figures = compare_rollouts(pipeline, policy, batch, steps, repeats, guidance_scale)
+    return {"family": family, "size": size, **figures, "compile": compile_mode}
+
+
+def compare_rollouts(
+    pipeline: DiffusionPipeline, policy: DiffusionPolicy, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5,
+    height: int | None = None,
+) -> dict:  # fmt: skip
+    """Medians of the stock ``pipeline`` call and of ``policy.sample``, interleaved, their ratio, and the first policy call's seconds."""
+    pipeline.set_progress_bar_config(disable=True)
     prompts = [f"a {c} circle" for c in ("red", "green", "blue", "yellow")] * (batch // 4 + 1)
     prompts = prompts[:batch]
+    device = policy.device
 
     def plain():
         with torch.no_grad():
-            pipeline(
-                prompts,
-                num_inference_steps=steps,
-                eta=1.0,
-                guidance_scale=guidance_scale,
-                generator=torch.Generator().manual_seed(0),
-                output_type="pt",
-            )
+            pipeline(prompts, num_inference_steps=steps, eta=1.0, guidance_scale=guidance_scale, height=height, width=height,
+                     generator=torch.Generator(device).manual_seed(0), output_type="pt")  # fmt: skip
 
     def recorded():
-        policy.sample(
-            prompts, num_inference_steps=steps, eta=1.0, guidance=Guidance.cfg(guidance_scale), generator=torch.Generator().manual_seed(0)
-        )
+        policy.sample(prompts, num_inference_steps=steps, eta=1.0, guidance=Guidance.cfg(guidance_scale), height=height, width=height,
+                      generator=torch.Generator(device).manual_seed(0))  # fmt: skip
 
     plain()  # warm-up
     compile_s = time_once(recorded)  # warm-up; with compile on, the first call compiles the sampling graph
@@ -95,15 +102,12 @@ def measure(
         policy_s.append(time_once(recorded))
     plain_median, policy_median = statistics.median(plain_s), statistics.median(policy_s)
     return {
-        "family": family,
-        "size": size,
         "batch": batch,
         "steps": steps,
         "repeats": repeats,
         "plain_s": plain_median,
         "policy_s": policy_median,
         "ratio": policy_median / plain_median,
-        "compile": compile_mode,
         "first_policy_call_s": compile_s,
         "torch_threads": torch.get_num_threads(),
     }

@@ -1,7 +1,9 @@
 """Build the models a run names: the T2I policy, the rewards and the expander; and resolve its world.
 
 Real names load from the hub or a local directory; ``builtin:`` names are built in code
-(see :mod:`parrot.train_config`), so the default run needs no download. Any model path, reward
+(see :mod:`parrot.train_config`), so the default run needs no download; ``builtin:random:<arch>``
+is a full-size architecture of :mod:`t2i.random_init` with random weights (a pipeline, the reward
+backbone ``clip_vit_l14`` or the expander ``gpt2``), for dry runs at real size. Any model path, reward
 setting or prompt file may contain ``{world}``, which stands for the shapes world directory of
 the config's ``world`` field (default: the committed ``shapes/world`` next to the ``shapes``
 package; build one with ``python -m shapes.build --out DIR``). "World" means that directory
@@ -11,6 +13,7 @@ and nothing else.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,15 @@ from typing import Any
 import torch
 
 from prompt_expander.expander import PromptExpander
-from prompt_expander.scratch import TinyGPT2Config, build_gpt2, train_bpe_tokenizer
+from prompt_expander.scratch import TinyGPT2Config, build_gpt2, build_random_lm, train_bpe_tokenizer
 from prompt_expander.template import render_input
 from rewards import MultiRewardEvaluator, load_reward
 from rewards.base import resolve_dtype
 from rewards.registry import reward_config_class
-from rewards.tiny import save_tiny_clip
+from rewards.tiny import save_random_clip, save_tiny_clip
 from t2i import DiffusionPolicy, LoraSettings, StableDiffusionPolicy, StableDiffusionXLPolicy, load_policy
+from t2i.families import policy_of_pipeline
+from t2i.random_init import build_random_pipeline
 from t2i.tiny import build_tiny_pipeline
 from t2i.tiny_sdxl import build_tiny_sdxl_pipeline
 
@@ -43,6 +48,7 @@ BUILTIN_TINY = "builtin:tiny"
 BUILTIN_TINY_SDXL = "builtin:tiny_sdxl"
 BUILTIN_TINY_CLIP = "builtin:tiny_clip"
 BUILTIN_TINY_GPT2 = "builtin:tiny_gpt2"
+BUILTIN_RANDOM = "builtin:random:"  # + an architecture name of t2i.random_init
 WORLD_PLACEHOLDER = "{world}"
 #: the toy pipelines built in code (random weights): SD 1.x and SDXL
 BUILTIN_PIPELINES: dict[str, Callable[[], DiffusionPolicy]] = {
@@ -84,17 +90,24 @@ def with_world(value: Any, world: Path) -> Any:
 
 
 def build_policy(pipeline: str, dtype: str, device: torch.device | str, gradient_checkpointing: bool = False) -> DiffusionPolicy:
-    """The T2I policy π_θ from a hub id, a local pipeline directory or a ``builtin:`` toy.
+    """The T2I policy π_θ from a hub id, a local pipeline directory, a ``builtin:`` toy or ``builtin:random:<arch>``.
 
     The family (SD 1.x/2.x, SDXL) is read from the pipeline's ``model_index.json``
-    (:func:`t2i.load_policy`). ``gradient_checkpointing`` turns on diffusers' UNet activation
-    checkpointing (used only where gradients flow, i.e. in the T2I update's log-prob recomputation).
+    (:func:`t2i.load_policy`), or from the class of a ``builtin:random:`` pipeline. ``gradient_checkpointing``
+    turns on diffusers' UNet activation checkpointing (used only where gradients flow, i.e. in the T2I
+    update's log-prob recomputation).
     """
     if pipeline in BUILTIN_PIPELINES:
         policy = BUILTIN_PIPELINES[pipeline]().to(device)
+    elif pipeline.startswith(BUILTIN_RANDOM):
+        built = build_random_pipeline(pipeline.removeprefix(BUILTIN_RANDOM), dtype=resolve_dtype(dtype), device=device)
+        policy = policy_of_pipeline(built)
     elif pipeline.startswith("builtin:"):
-        names = " and ".join(repr(name) for name in BUILTIN_PIPELINES)
-        raise ValueError(f"model.pipeline={pipeline!r}: the built-in pipelines are {names}")
+        names = ", ".join(repr(name) for name in BUILTIN_PIPELINES)
+        raise ValueError(
+            f"model.pipeline={pipeline!r}: the built-in pipelines are {names} and '{BUILTIN_RANDOM}<arch>' "
+            "(full size, random weights; <arch> one of t2i.random_init.architecture_names())"
+        )
     else:
         policy = load_policy(pipeline, torch_dtype=resolve_dtype(dtype), device=device)
     if gradient_checkpointing:
@@ -105,9 +118,9 @@ def build_policy(pipeline: str, dtype: str, device: torch.device | str, gradient
 def resolve_reward_settings(
     names: Sequence[str], settings: dict[str, dict[str, Any]], builtin_dir: Path, device: str, build: bool
 ) -> dict[str, dict[str, Any]]:
-    """Per-reward settings with ``builtin:tiny_clip`` replaced by a saved toy CLIP's directory.
+    """Per-reward settings with ``builtin:tiny_clip`` (or ``builtin:random:clip_vit_l14``) replaced by a saved CLIP's directory.
 
-    The toy CLIP is saved under ``builtin_dir``; ``build`` says whether this process writes it
+    The toy (or full-size random) CLIP is saved under ``builtin_dir``; ``build`` says whether this process writes it
     (the main one; the others wait and then read it). Rewards whose config has a ``device`` get
     this process's device unless the settings name one.
     """
@@ -115,10 +128,10 @@ def resolve_reward_settings(
     for name in names:
         values = dict(settings.get(name, {}))
         for key, value in values.items():
-            if value == BUILTIN_TINY_CLIP:
-                target = builtin_dir / "tiny_clip"
+            if value == BUILTIN_TINY_CLIP or (isinstance(value, str) and value.startswith(BUILTIN_RANDOM)):
+                target = builtin_dir / re.sub(r"[^A-Za-z0-9_.-]", "_", value.removeprefix("builtin:"))
                 if build and not (target / "config.json").is_file():
-                    save_tiny_clip(target)
+                    save_tiny_clip(target) if value == BUILTIN_TINY_CLIP else save_random_clip(target, value.removeprefix(BUILTIN_RANDOM))
                 values[key] = str(target)
         if "device" in {f for f in reward_config_class(name).__dataclass_fields__} and "device" not in values:
             values["device"] = device
@@ -147,6 +160,11 @@ def build_expander(
         tokenizer = train_bpe_tokenizer(texts, vocab_size=400, model_max_length=256)
         network = build_gpt2(tokenizer, TinyGPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=256, vocab_size=400))
         return PromptExpander(network, tokenizer, sampling_config, lora).to(device)
+    if model.startswith(BUILTIN_RANDOM):
+        texts = list(corpus) + [render_input(sampling_config.template, p) for p in corpus]
+        network = build_random_lm(model.removeprefix(BUILTIN_RANDOM))
+        tokenizer = train_bpe_tokenizer(texts, vocab_size=400, model_max_length=network.config.n_positions)
+        return PromptExpander(network, tokenizer, sampling_config, lora).to(device)
     if model.startswith("builtin:"):
-        raise ValueError(f"expander.model={model!r}: the only built-in expander is {BUILTIN_TINY_GPT2!r}")
+        raise ValueError(f"expander.model={model!r}: the built-in expanders are {BUILTIN_TINY_GPT2!r} and '{BUILTIN_RANDOM}gpt2'")
     return PromptExpander.from_pretrained(model, sampling_config, lora).to(device)

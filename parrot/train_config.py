@@ -15,7 +15,9 @@ no preset imports the world's code.
 pipeline of :mod:`t2i.tiny`), ``builtin:tiny_sdxl`` (the toy SDXL pipeline of :mod:`t2i.tiny_sdxl`),
 ``builtin:tiny_clip`` (a reward setting: the toy CLIP of :mod:`rewards.tiny`, saved under the run
 directory) and ``builtin:tiny_gpt2`` (a random GPT-2 expander with a BPE tokenizer trained on the
-training prompts).
+training prompts); ``builtin:random:<arch>`` is a full-size architecture of :mod:`t2i.random_init`
+with random weights, as a pipeline (``sd15``, ``sdxl_base``, …), a reward CLIP setting
+(``clip_vit_l14``) or an expander (``gpt2``).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class ModelConfig:
         default="runwayml/stable-diffusion-v1-5",
         metadata={
             "help": "hub id or local diffusers pipeline directory (SD 1.x/2.x or SDXL: read from its model_index.json), "
-            "or 'builtin:tiny' / 'builtin:tiny_sdxl'"
+            "'builtin:tiny' / 'builtin:tiny_sdxl', or 'builtin:random:<arch>' (full size, random weights: sd15, sdxl_base)"
         },
     )
     dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})

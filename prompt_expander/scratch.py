@@ -15,7 +15,9 @@ import torch
 from tokenizers import ByteLevelBPETokenizer
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-__all__ = ["TinyGPT2Config", "train_bpe_tokenizer", "build_gpt2", "EOS_TOKEN"]
+from t2i.random_init import build_random_model
+
+__all__ = ["TinyGPT2Config", "train_bpe_tokenizer", "build_gpt2", "build_random_lm", "EOS_TOKEN"]
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -67,3 +69,11 @@ def build_gpt2(tokenizer: PreTrainedTokenizerFast, config: TinyGPT2Config | None
         pad_token_id=tokenizer.pad_token_id,
     )
     return GPT2LMHeadModel(model_config)
+
+
+def build_random_lm(architecture: str = "gpt2", seed: int = 0) -> GPT2LMHeadModel:
+    """A full-size causal LM of a shipped architecture (``gpt2``: 124M, Promptist's size) with random weights.
+
+    Its vocabulary is the architecture's (50257 for GPT-2); a smaller tokenizer's ids are a subset of it.
+    """
+    return build_random_model(architecture, seed=seed)

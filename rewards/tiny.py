@@ -16,9 +16,10 @@ import torch
 from transformers import CLIPConfig, CLIPModel
 
 from rewards.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipBackbone, ImagePreprocessor
+from t2i.random_init import build_random_model
 from t2i.tiny import byte_level_clip_tokenizer
 
-__all__ = ["TinyClipConfig", "build_tiny_clip", "save_tiny_clip", "save_tiny_captioner"]
+__all__ = ["TinyClipConfig", "build_tiny_clip", "save_tiny_clip", "save_random_clip", "save_tiny_captioner"]
 
 
 @dataclass
@@ -60,7 +61,22 @@ def build_tiny_clip(config: TinyClipConfig | None = None) -> ClipBackbone:
 
 def save_tiny_clip(directory: str | os.PathLike, config: TinyClipConfig | None = None) -> Path:
     """Build a tiny CLIP and save it (with a preprocessor_config.json) so it loads by path."""
-    backbone = build_tiny_clip(config)
+    return _save_clip(build_tiny_clip(config), directory)
+
+
+def save_random_clip(directory: str | os.PathLike, architecture: str = "clip_vit_l14", seed: int = 0) -> Path:
+    """A full-size CLIP of a shipped architecture (:mod:`t2i.random_init`) with random weights, saved so it loads by path.
+
+    Its tokenizer is the byte-level one of :mod:`t2i.tiny` (ids a subset of CLIP's vocabulary).
+    """
+    model = build_random_model(architecture, seed=seed)
+    config = model.config
+    side = config.vision_config.image_size
+    tokenizer = byte_level_clip_tokenizer(config.text_config.max_position_embeddings)
+    return _save_clip(ClipBackbone(model, tokenizer, ImagePreprocessor(resize=side, crop=(side, side))), directory)
+
+
+def _save_clip(backbone: ClipBackbone, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     backbone.save_pretrained(directory)
     side = backbone.preprocess.crop[0]

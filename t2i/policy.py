@@ -214,7 +214,7 @@ class DiffusionPolicy(SamplingMixin, LoraMixin, ABC):
     def predict_noise(
         self, latents: torch.Tensor, timesteps: torch.Tensor, conditioning: Conditioning, index: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Guided network output ε̄(x_t, t) for N latents, in one UNet call over all groups.
+        """Guided network output ε̄(x_t, t) for N latents, in one UNet call over all groups; float32.
 
         ``timesteps`` is a 0-d tensor or (N,); ``index`` (N,) picks which samples of the
         conditioning batch the latents belong to (default: all, in order).
@@ -225,7 +225,7 @@ class DiffusionPolicy(SamplingMixin, LoraMixin, ABC):
         model_input = self.scheduler.scale_model_input(model_input, timesteps).to(dtype)
         t = timesteps.repeat(groups) if timesteps.ndim == 1 else timesteps
         kwargs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in conditioning.flat(index).items()}
-        output = self.unet_forward(model_input, t, kwargs)
+        output = self.unet_forward(model_input, t, kwargs).float()  # guidance and the step in float32 whatever the model dtype
         chunks = list(output.chunk(groups)) if groups > 1 else [output]
         eps_uncond = chunks.pop(0) if conditioning.has_unconditional else None
         return combine_noise_predictions(eps_uncond, chunks, conditioning.weights)
