@@ -113,6 +113,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def speed_sections(args: argparse.Namespace, work: Path, results: dict) -> None:
+    """The profile, update-options and compile sections (``benchmarks/throughput_profile.py``), printed and added to ``results``."""
+    if args.profile:
+        results["profile"] = p = profile_section(args, work)
+        print(f"profile ({p['size']}): {p['epoch_s']:.3f}s/epoch: " + ", ".join(f"{k} {v:.3f}s" for k, v in p["seconds_per_epoch"].items()))
+    if args.update_options:
+        results["update_options"] = u = update_options_section(args, work)
+        print(
+            f"update options ({u['size']}): "
+            + ", ".join(f"{k} {u['update_s'][k]['median']:.3f}s (×{v:.2f})" for k, v in u["over_plain"].items())
+        )
+    if args.compile:
+        results["compile"] = c = compile_section(args, work)
+        for row in c["rows"]:
+            steady = row["epoch_s"]["median"]
+            print(f"compile {row['compile']} ({c['size']}): first epoch {row['first_epoch_s']:.1f}s, steady {steady:.3f}s/epoch")
+        print(f"compiled ÷ eager steady epoch: {c['compiled_over_eager_epoch']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -161,24 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"memory: S={row['trained_steps']} checkpointing={row['gradient_checkpointing']}: update peak "
                     f"+{row['update_peak_growth_mib']:.0f} MiB ({row['update_s']:.2f}s)"
                 )
-        if args.profile:
-            results["profile"] = p = profile_section(args, work)
-            print(
-                f"profile ({p['size']}): {p['epoch_s']:.3f}s/epoch: "
-                + ", ".join(f"{k} {v:.3f}s" for k, v in p["seconds_per_epoch"].items())
-            )
-        if args.update_options:
-            results["update_options"] = u = update_options_section(args, work)
-            print(
-                f"update options ({u['size']}): "
-                + ", ".join(f"{k} {u['update_s'][k]['median']:.3f}s (×{v:.2f})" for k, v in u["over_plain"].items())
-            )
-        if args.compile:
-            results["compile"] = c = compile_section(args, work)
-            for row in c["rows"]:
-                steady = row["epoch_s"]["median"]
-                print(f"compile {row['compile']} ({c['size']}): first epoch {row['first_epoch_s']:.1f}s, steady {steady:.3f}s/epoch")
-            print(f"compiled ÷ eager steady epoch: {c['compiled_over_eager_epoch']:.3f}")
+        speed_sections(args, work, results)
     results["load"] = load.finish()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

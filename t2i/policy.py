@@ -5,8 +5,9 @@ A policy is put together from rooms with one job each:
 - :mod:`t2i.prompts`: prompt checks and the text encoder's context (:class:`~t2i.prompts.PromptOverflow`);
 - :mod:`t2i.trajectory`: what a rollout records (:class:`~t2i.trajectory.Conditioning`, :class:`~t2i.trajectory.Trajectory`);
 - :mod:`t2i.sampling`: the sampling loop and log-prob recomputation (:class:`~t2i.sampling.SamplingMixin`);
+- :mod:`t2i.conditioning`: prompts → the batch's encoded conditioning (:class:`~t2i.conditioning.ConditioningMixin`);
 - :mod:`t2i.lora`: LoRA adapters (:class:`~t2i.lora.LoraMixin`);
-- this module: conditioning and the guided model call, and the family seam.
+- this module: the guided model call, and the family seam.
 
 ``DiffusionPolicy`` holds everything that does not depend on the pipeline family. A family
 subclass supplies only what differs: its ``pipeline_class`` (and ``load_defaults``; loading itself
@@ -20,29 +21,26 @@ from a pipeline's ``model_index.json``.
 
 from __future__ import annotations
 
-import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, StableDiffusionPipeline
 
+from t2i.conditioning import ConditioningMixin
 from t2i.ddim import DDIMStep, ddim_step_with_log_prob
-from t2i.guidance import Guidance, combine_noise_predictions
+from t2i.guidance import combine_noise_predictions
 from t2i.lora import LoraMixin
-from t2i.prompts import PromptOverflow, check_conditions, token_overflow
+from t2i.prompts import PromptOverflow, token_overflow
 from t2i.sampling import SamplingMixin
 from t2i.sources import resolve_model_source
 from t2i.trajectory import Conditioning, Embeds
 
 __all__ = ["DiffusionPolicy", "StableDiffusionPolicy"]
 
-logger = logging.getLogger(__name__)
 
-
-class DiffusionPolicy(SamplingMixin, LoraMixin, ABC):
+class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
     """A diffusers pipeline used as a stochastic policy; family-specific parts are abstract."""
 
     pipeline_class: type[DiffusionPipeline] = DiffusionPipeline
@@ -162,54 +160,10 @@ class DiffusionPolicy(SamplingMixin, LoraMixin, ABC):
         """Dtype of the UNet's weights (change it with ``policy.to(dtype=...)``)."""
         return self._dtype
 
-    def warn_long_prompts(self, prompts: Sequence[str]) -> int:
-        """Warn once per distinct prompt the text encoder cannot read whole (token count, words dropped).
-
-        Called on every prompt the policy encodes (:meth:`build_conditioning`), so generation and
-        training share it; a prompt already warned about in this policy's lifetime stays silent.
-        Returns how many new warnings were logged.
-        """
-        warned = 0
-        for prompt in dict.fromkeys(prompts):
-            if prompt in self._warned_long_prompts:
-                continue
-            overflow = self.prompt_overflow(prompt)
-            if overflow is not None:
-                self._warned_long_prompts.add(prompt)
-                logger.warning("%s", overflow.describe(prompt))
-                warned += 1
-        return warned
-
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DiffusionPolicy:
         self.pipeline.to(device, dtype)
         self._dtype = self.unet.dtype
         return self
-
-    def build_conditioning(
-        self,
-        conditions: Sequence[Sequence[str]],
-        guidance: Guidance,
-        negative_prompt: str | Sequence[str] = "",
-    ) -> Conditioning:
-        """Encode the prompts of each condition c_j (and ∅) for ``guidance``'s weights.
-
-        ``conditions[j]`` is the list of B prompts for weight ``guidance.weights[j]``. Only
-        conditions with a non-zero weight are encoded and evaluated.
-        """
-        negatives = check_conditions(conditions, guidance, negative_prompt)
-        texts = ([negatives] if guidance.needs_unconditional else []) + [list(conditions[j]) for j in guidance.active]
-        flat = [p for group in texts for p in group]
-        self.warn_long_prompts(flat)
-        # one text-encoder call over the distinct prompts of all groups (a batch repeats each prompt
-        # images_per_prompt times, and ∅ is one prompt), then each row picked back out
-        position = {p: i for i, p in enumerate(dict.fromkeys(flat))}
-        encoded = self.encode_prompts(list(position))
-        rows = torch.tensor([position[p] for p in flat], device=self.device)
-        per_row = {key: value[rows] for key, value in encoded.items()}
-        size = len(texts[0])
-        groups = [{key: value[g * size : (g + 1) * size] for key, value in per_row.items()} for g in range(len(texts))]
-        weights = tuple(guidance.weights[j] for j in guidance.active)
-        return Conditioning.from_groups(groups, weights, has_unconditional=guidance.needs_unconditional)
 
     def predict_noise(
         self, latents: torch.Tensor, timesteps: torch.Tensor, conditioning: Conditioning, index: torch.Tensor | None = None
