@@ -111,7 +111,7 @@ def bad_image_aesthetic(args: argparse.Namespace, world: dict, loras: dict) -> d
 
     def score(directory: Path) -> float:
         files = sorted(directory.glob("*.png"))
-        images = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255 for f in files])
+        images = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255 for f in files])
         return float(reward(images).mean())
 
     out = {}
@@ -121,6 +121,17 @@ def bad_image_aesthetic(args: argparse.Namespace, world: dict, loras: dict) -> d
     base = [mean_scores(args, world, "train-prompts-base", s, 4.0, prompts_file=world["train_prompts"]) for s in args.seeds]
     values = [b["laion_aesthetic"] for b in base]
     out["base samples"] = {"mean": statistics.fmean(values), "se": statistics.stdev(values) / len(values) ** 0.5}
+    # did the LoRA learn the concept? the trigger drawn as the prompt, with each source's LoRA and without
+    trigger = {"prompt": args.trigger, "prompts_file": ""}
+    for source in ("none", *args.sources):
+        values = []
+        for s in args.seeds:
+            lora = {} if source == "none" else {"lora": (str(loras[source, s]),)}
+            values.append(mean_scores(args, world, f"trigger-{source}", s, 4.0, **trigger, **lora)["laion_aesthetic"])
+        out[f"'{args.trigger}' drawn, LoRA {source}"] = {
+            "mean": statistics.fmean(values),
+            "se": statistics.stdev(values) / len(values) ** 0.5,
+        }
     return out
 
 
