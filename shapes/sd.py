@@ -139,7 +139,8 @@ def build_vae(config: ShapesSDConfig, image_size: int = 32) -> AutoencoderKL:
     return vae
 
 
-def build_unet(config: ShapesSDConfig, latent_size: int, cross_attention_dim: int) -> UNet2DConditionModel:
+def build_unet(config: ShapesSDConfig, latent_size: int, cross_attention_dim: int, **extra) -> UNet2DConditionModel:
+    """The world's UNet layout; ``extra`` are further ``UNet2DConditionModel`` settings (SDXL's conditioning, :mod:`shapes.sdxl`)."""
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.unet_cross_attention)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.unet_cross_attention))
     return UNet2DConditionModel(
@@ -153,6 +154,7 @@ def build_unet(config: ShapesSDConfig, latent_size: int, cross_attention_dim: in
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=config.unet_heads,
         norm_num_groups=16,
+        **extra,
     )
 
 

@@ -18,7 +18,7 @@ import copy
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from shapes.sd import ShapesSDConfig, text_encoder_from_clip
+from shapes.sd import ShapesSDConfig, build_unet, text_encoder_from_clip
 from t2i.tiny import sd_ddim_scheduler
 
 __all__ = ["TIME_EMBED_DIM", "assemble_sdxl_pipeline", "build_sdxl_unet", "text_encoder_with_projection"]
@@ -39,23 +39,14 @@ def text_encoder_with_projection(clip: CLIPModel) -> CLIPTextModelWithProjection
 
 def build_sdxl_unet(config: ShapesSDConfig, latent_size: int, cross_attention_dim: int, pooled_dim: int) -> UNet2DConditionModel:
     """The SD model's UNet layout with SDXL's conditioning: text-time added embedding, linear projections."""
-    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.unet_cross_attention)
-    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.unet_cross_attention))
-    return UNet2DConditionModel(
-        sample_size=latent_size,
-        in_channels=config.latent_channels,
-        out_channels=config.latent_channels,
-        block_out_channels=tuple(config.unet_channels),
-        layers_per_block=1,
-        down_block_types=down,
-        up_block_types=up,
-        cross_attention_dim=cross_attention_dim,
-        attention_head_dim=config.unet_heads,
+    return build_unet(
+        config,
+        latent_size,
+        cross_attention_dim,
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=TIME_EMBED_DIM,
         projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + pooled_dim,
-        norm_num_groups=16,
     )
 
 
