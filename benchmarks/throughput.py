@@ -91,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="toy UNet of the trl/profile/update_options/compile sections: small (32/64, 8×8 latents) or large (64/128/256, 32×32)",
     )
     parser.add_argument("--compile_mode", default="default", help="torch.compile mode of the compile section")
+    parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds of the trl section, profile epochs ÷ epochs (0: 3)")
+    parser.add_argument("--epochs", type=int, default=0, help="timed epochs per round (0: 3; 1 suits --size large)")
+    parser.add_argument("--repeats", type=int, default=0, help="repeats of the overlap and update_options sections (0: 7)")
     args = parser.parse_args(argv)
     if not any(getattr(args, n) for n in SECTIONS):
         args.rollout = args.trl = args.overlap = args.scaling = True
@@ -100,8 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # full run ≈ 15 min on 2 cores; --quick ≈ 3 min (fewer steps, repeats and sizes: smoke use only)
     args.steps, args.inner_epochs, args.timestep_fraction = (4 if quick else 10), 2, 0.5
     args.trl_batch = 4 if quick else 8
-    args.rounds, args.epochs = (1, 1) if quick else (3, 3)
-    args.repeats = 2 if quick else 7
+    args.rounds = args.rounds or (1 if quick else 3)
+    args.epochs = args.epochs or (1 if quick else 3)
+    args.repeats = args.repeats or (2 if quick else 7)
     args.rollout_sizes = ["small"]  # "large" (10 s a call here) stays in benchmarks/rollout_overhead.py
     args.rollout_repeats = 3 if quick else 7
     args.overlap_prompts, args.chunks = (2, 2) if quick else (4, 4)
