@@ -46,13 +46,15 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
     pipeline_class: type[DiffusionPipeline] = DiffusionPipeline
     load_defaults: ClassVar[dict[str, Any]] = {}  # keyword arguments of ``pipeline_class.from_pretrained`` unless given
     upcasts_vae: ClassVar[bool] = False  # decode a float16 VAE in float32 when its config says force_upcast (SDXL)
+    denoiser_name: ClassVar[str] = "unet"  # the pipeline's denoiser attribute, also its LoRA keyword (``unet_lora_layers``)
+    scheduler_class: ClassVar[type] = DDIMScheduler  # the scheduler ``step`` reads; another one is converted from its config
 
     def __init__(self, pipeline: DiffusionPipeline):
-        if not isinstance(pipeline.scheduler, DDIMScheduler):
-            pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+        if not isinstance(pipeline.scheduler, self.scheduler_class):
+            pipeline.scheduler = self.scheduler_class.from_config(pipeline.scheduler.config)
         self.pipeline = pipeline
         # diffusers' ModelMixin.dtype walks every submodule; read it once, refresh it in to()
-        self._dtype = pipeline.unet.dtype
+        self._dtype = self.unet.dtype
         self._warned_long_prompts: set[str] = set()
         for module in self.frozen_modules():
             module.requires_grad_(False)
@@ -111,13 +113,25 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
         """
         return ddim_step_with_log_prob(self.scheduler, model_output, t, x, eta=eta, prev_sample=prev_sample, generator=generator)
 
+    def step_without_log_prob(
+        self,
+        model_output: torch.Tensor,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        *,
+        eta: float,
+        generator: torch.Generator | list[torch.Generator] | None,
+    ) -> torch.Tensor:
+        """x_{t-1} without a log-prob (``compute_log_probs=False``): the stock scheduler's step (η = 0: plain DDIM)."""
+        return self.scheduler.step(model_output, t, x, eta=eta, generator=generator, return_dict=False)[0]
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode x_0 to float32 images in [0, 1], (B, 3, H, W), as the family's stock pipeline does.
 
         A family with ``upcasts_vae`` (SDXL) decodes with a float32 VAE when the VAE is float16 and its
         config says ``force_upcast``; the latents' ``latents_mean``/``latents_std`` are undone when the
-        VAE's config has them.
+        VAE's config has them, and its ``shift_factor`` (SD3, FLUX) is added back when set.
         """
         vae = self.pipeline.vae
         upcast = self.upcasts_vae and vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
@@ -128,6 +142,8 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
             latents = latents + torch.tensor(mean, device=latents.device).view(shape)
         else:
             latents = latents / vae.config.scaling_factor
+        if getattr(vae.config, "shift_factor", None) is not None:
+            latents = latents + vae.config.shift_factor
         if upcast:
             vae.to(dtype=torch.float32)
         try:
@@ -145,7 +161,8 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
     # ----- shared ----------------------------------------------------------------------
     @property
     def unet(self) -> torch.nn.Module:
-        return self.pipeline.unet
+        """The denoiser ε_θ / v_θ: ``pipeline.unet``, or the family's ``denoiser_name`` (SD3's ``transformer``)."""
+        return getattr(self.pipeline, self.denoiser_name)
 
     @property
     def scheduler(self) -> DDIMScheduler:
@@ -176,7 +193,8 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
         groups = conditioning.num_groups
         model_input = torch.cat([latents] * groups) if groups > 1 else latents
         dtype = self.dtype
-        model_input = self.scheduler.scale_model_input(model_input, timesteps).to(dtype)
+        scale = getattr(self.scheduler, "scale_model_input", None)  # flow-matching schedulers feed x_σ unscaled
+        model_input = (model_input if scale is None else scale(model_input, timesteps)).to(dtype)
         t = timesteps.repeat(groups) if timesteps.ndim == 1 else timesteps
         kwargs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in conditioning.flat(index).items()}
         output = self.unet_forward(model_input, t, kwargs).float()  # guidance and the step in float32 whatever the model dtype

@@ -113,8 +113,8 @@ class SamplingMixin:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reverse chain from x_T over the scheduler's timesteps: latents (B, T+1, …) and log-probs (B, T).
 
-        Without ``compute_log_probs`` each step is the scheduler's own (plain DDIM when η = 0)
-        and the log-probs are NaN.
+        Without ``compute_log_probs`` each step is the policy's ``step_without_log_prob`` (plain DDIM,
+        or the Euler step of a flow family, when η = 0) and the log-probs are NaN.
         """
         x, all_latents, log_probs = x_T, [x_T], []
         for t in tqdm(self.scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
@@ -123,7 +123,7 @@ class SamplingMixin:
                 step = self.step(eps, t, x, eta=eta, generator=generator)
                 x, log_prob = step.prev_sample, step.log_prob
             else:
-                x = self.scheduler.step(eps, t, x, eta=eta, generator=generator, return_dict=False)[0]
+                x = self.step_without_log_prob(eps, t, x, eta=eta, generator=generator)
                 log_prob = torch.full((x.shape[0],), float("nan"), device=self.device)
             all_latents.append(x)
             log_probs.append(log_prob)
