@@ -15,7 +15,7 @@ is shared), ``encode_prompts`` (prompts → UNet keyword tensors), ``frozen_modu
 needed ``unet_forward`` (the model call), ``step`` (one transition of p_θ with its log-density:
 stochastic DDIM here) and ``decode``. ``StableDiffusionPolicy`` is SD 1.x/2.x; SDXL
 (:mod:`t2i.sdxl`) adds pooled embeddings and time ids in its own ``encode_prompts``/``unet_forward``;
-a flow-matching family (SD3, FLUX) would add its own ``step``. :mod:`t2i.families` picks the family
+the flow-matching SD3 family (:mod:`t2i.sd3`) adds its own ``step`` (Flow-GRPO's SDE, :mod:`t2i.flow`). :mod:`t2i.families` picks the family
 from a pipeline's ``model_index.json``.
 """
 
@@ -112,18 +112,6 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
         Draws x_{t-1} with ``generator``, or scores the recorded ``prev_sample``.
         """
         return ddim_step_with_log_prob(self.scheduler, model_output, t, x, eta=eta, prev_sample=prev_sample, generator=generator)
-
-    def step_without_log_prob(
-        self,
-        model_output: torch.Tensor,
-        t: torch.Tensor,
-        x: torch.Tensor,
-        *,
-        eta: float,
-        generator: torch.Generator | list[torch.Generator] | None,
-    ) -> torch.Tensor:
-        """x_{t-1} without a log-prob (``compute_log_probs=False``): the stock scheduler's step (η = 0: plain DDIM)."""
-        return self.scheduler.step(model_output, t, x, eta=eta, generator=generator, return_dict=False)[0]
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

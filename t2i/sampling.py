@@ -2,7 +2,8 @@
 
 :class:`SamplingMixin` is the family-independent half of :class:`t2i.policy.DiffusionPolicy`: it
 calls only the policy's ``build_conditioning``, ``predict_noise`` (the guided model call),
-``step`` (one transition of p_θ and its log-density), ``decode``, ``scheduler``, ``pipeline``,
+``step`` (one transition of p_θ and its log-density; a family whose scheduler step takes no η also
+overrides ``step_without_log_prob``), ``decode``, ``scheduler``, ``pipeline``,
 ``unet`` and ``device``, so a new model family changes none of it. Notation: :mod:`t2i.trajectory`.
 """
 
@@ -128,6 +129,21 @@ class SamplingMixin:
             all_latents.append(x)
             log_probs.append(log_prob)
         return torch.stack(all_latents, dim=1), torch.stack(log_probs, dim=1)
+
+    def step_without_log_prob(
+        self,
+        model_output: torch.Tensor,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        *,
+        eta: float,
+        generator: torch.Generator | list[torch.Generator] | None,
+    ) -> torch.Tensor:
+        """x_{t-1} without a log-prob (``compute_log_probs=False``): the stock scheduler's DDIM step (η = 0: plain DDIM).
+
+        A family whose scheduler takes no η (flow matching) overrides it.
+        """
+        return self.scheduler.step(model_output, t, x, eta=eta, generator=generator, return_dict=False)[0]
 
     def initial_latents(
         self,
