@@ -27,7 +27,7 @@ def check_sampling_settings(eta: float, num_inference_steps: int, compute_log_pr
     if not isinstance(eta, (int, float)) or not eta >= 0:
         raise ValueError(f"eta={eta!r} must be a number >= 0")
     if compute_log_probs and eta == 0:
-        raise ValueError("eta=0 makes DDIM deterministic, so it has no log-probs: use eta > 0 for training")
+        raise ValueError("eta=0 makes the step deterministic (DDIM, or Euler for flow matching), so it has no log-probs: use eta > 0")
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps={num_inference_steps} must be >= 1")
 
@@ -67,7 +67,7 @@ class SamplingMixin:
         compute_log_probs: bool = True,
         progress: bool = False,
     ) -> Trajectory:
-        """Sample images with stochastic DDIM, recording the trajectory and its log-probs.
+        """Sample images with the family's stochastic step (DDIM, or Flow-GRPO's SDE), recording the trajectory and its log-probs.
 
         Args:
             prompts: the prompts the images are generated from (ĉ in Parrot, c otherwise).
@@ -76,10 +76,10 @@ class SamplingMixin:
             guidance: weights of the conditions; default ``Guidance.cfg(7.5)`` as in SD.
             negative_prompt: the ∅ branch's prompt(s).
             num_inference_steps: T, the number of DDIM steps.
-            eta: η; must be > 0 when ``compute_log_probs`` (η = 1 is DDPM-like).
+            eta: η; must be > 0 when ``compute_log_probs`` (η = 1 is DDPM-like); a flow family's noise level a.
             generator: as in diffusers; one generator for the batch or one per sample.
             latents: optional x_T; drawn from ``generator`` like the stock pipeline otherwise.
-            compute_log_probs: with False and η = 0, plain deterministic DDIM (log_probs are NaN).
+            compute_log_probs: with False and η = 0, plain deterministic DDIM or Euler (log_probs are NaN).
         """
         prompts = check_prompts("prompts", prompts)
         guidance = guidance if guidance is not None else Guidance.cfg(7.5)

@@ -71,7 +71,7 @@ def test_recomputed_log_probs_reproduce_the_recording_and_move_with_the_lora(sd3
         torch.testing.assert_close(sd3_policy.log_probs(traj, list(range(5))), traj.log_probs, atol=1e-5, rtol=0)
     changed.sum().backward()
     assert sum(p.grad.abs().sum() for p in params) > 0
-    with pytest.raises(ValueError, match="eta=0"):
+    with pytest.raises(ValueError, match=r"eta=0 makes the step deterministic \(DDIM, or Euler for flow matching\)"):
         sd3_policy.sample(PROMPTS, eta=0.0, num_inference_steps=2)
 
 
