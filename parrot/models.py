@@ -27,10 +27,11 @@ from rewards import MultiRewardEvaluator, load_reward
 from rewards.base import resolve_dtype
 from rewards.registry import reward_config_class
 from rewards.tiny import save_random_clip, save_tiny_clip
-from t2i import DiffusionPolicy, LoraSettings, StableDiffusionPolicy, StableDiffusionXLPolicy, load_policy
+from t2i import DiffusionPolicy, LoraSettings, StableDiffusion3Policy, StableDiffusionPolicy, StableDiffusionXLPolicy, load_policy
 from t2i.families import policy_of_pipeline
 from t2i.random_init import build_random_pipeline
 from t2i.tiny import build_tiny_pipeline
+from t2i.tiny_sd3 import build_tiny_sd3_pipeline
 from t2i.tiny_sdxl import build_tiny_sdxl_pipeline
 
 __all__ = [
@@ -46,14 +47,16 @@ __all__ = [
 
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_TINY_SDXL = "builtin:tiny_sdxl"
+BUILTIN_TINY_SD3 = "builtin:tiny_sd3"
 BUILTIN_TINY_CLIP = "builtin:tiny_clip"
 BUILTIN_TINY_GPT2 = "builtin:tiny_gpt2"
 BUILTIN_RANDOM = "builtin:random:"  # + an architecture name of t2i.random_init
 WORLD_PLACEHOLDER = "{world}"
-#: the toy pipelines built in code (random weights): SD 1.x and SDXL
+#: the toy pipelines built in code (random weights): SD 1.x, SDXL and SD3
 BUILTIN_PIPELINES: dict[str, Callable[[], DiffusionPolicy]] = {
     BUILTIN_TINY: lambda: StableDiffusionPolicy(build_tiny_pipeline()),
     BUILTIN_TINY_SDXL: lambda: StableDiffusionXLPolicy(build_tiny_sdxl_pipeline()),
+    BUILTIN_TINY_SD3: lambda: StableDiffusion3Policy(build_tiny_sd3_pipeline()),
 }
 
 

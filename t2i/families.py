@@ -16,6 +16,7 @@ import torch
 from huggingface_hub import hf_hub_download
 
 from t2i.policy import DiffusionPolicy, StableDiffusionPolicy
+from t2i.sd3 import StableDiffusion3Policy
 from t2i.sdxl import StableDiffusionXLPolicy
 from t2i.sources import resolve_model_source
 
@@ -25,6 +26,7 @@ __all__ = ["POLICY_FAMILIES", "load_policy", "pipeline_class_name", "policy_clas
 POLICY_FAMILIES: dict[str, type[DiffusionPolicy]] = {
     "StableDiffusionPipeline": StableDiffusionPolicy,
     "StableDiffusionXLPipeline": StableDiffusionXLPolicy,
+    "StableDiffusion3Pipeline": StableDiffusion3Policy,
 }
 
 

@@ -60,30 +60,41 @@ def add_lora(unet: torch.nn.Module, settings: LoraSettings) -> list[torch.nn.Par
     return [p for p in unet.parameters() if p.requires_grad]
 
 
-def save_lora(pipeline_class: type[DiffusionPipeline], unet: torch.nn.Module, directory: str | os.PathLike, adapter_name: str) -> Path:
-    """Write ``directory/pytorch_lora_weights.safetensors`` in diffusers' LoRA format."""
+def save_lora(
+    pipeline_class: type[DiffusionPipeline],
+    unet: torch.nn.Module,
+    directory: str | os.PathLike,
+    adapter_name: str,
+    denoiser_name: str = "unet",
+) -> Path:
+    """Write ``directory/pytorch_lora_weights.safetensors`` in diffusers' LoRA format.
+
+    ``denoiser_name`` is the pipeline's keyword for the denoiser's layers: ``unet`` (``unet_lora_layers``), or
+    ``transformer`` for SD3 and FLUX (``transformer_lora_layers``).
+    """
     if adapter_name not in getattr(unet, "peft_config", {}):
         raise ValueError(f"the UNet has no LoRA adapter named {adapter_name!r}; add_lora() or load_lora() first")
     directory = Path(directory)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=adapter_name))
     pipeline_class.save_lora_weights(
         directory,
-        unet_lora_layers=layers,
         safe_serialization=True,
         weight_name=LORA_WEIGHT_NAME,
-        unet_lora_adapter_metadata=unet.peft_config[adapter_name].to_dict(),
+        **{f"{denoiser_name}_lora_layers": layers, f"{denoiser_name}_lora_adapter_metadata": unet.peft_config[adapter_name].to_dict()},
     )
     return directory / LORA_WEIGHT_NAME
 
 
-def load_lora(pipeline: DiffusionPipeline, directory: str | os.PathLike, adapter_name: str, trainable: bool) -> None:
-    """Load a diffusers-format LoRA from a local directory into the pipeline's UNet."""
+def load_lora(
+    pipeline: DiffusionPipeline, directory: str | os.PathLike, adapter_name: str, trainable: bool, denoiser_name: str = "unet"
+) -> None:
+    """Load a diffusers-format LoRA from a local directory into the pipeline's denoiser (``pipeline.<denoiser_name>``)."""
     path = Path(directory)
     if not (path / LORA_WEIGHT_NAME).is_file():
         raise FileNotFoundError(f"no LoRA weights at {str(path / LORA_WEIGHT_NAME)!r}")
     pipeline.load_lora_weights(str(path), weight_name=LORA_WEIGHT_NAME, adapter_name=adapter_name)
     if trainable:
-        for name, param in pipeline.unet.named_parameters():
+        for name, param in getattr(pipeline, denoiser_name).named_parameters():
             if "lora_" in name and f".{adapter_name}." in name:
                 param.requires_grad_(True)
 
@@ -93,6 +104,7 @@ class LoraMixin:
 
     pipeline: DiffusionPipeline
     unet: torch.nn.Module
+    denoiser_name: str
 
     def add_lora(self, settings: LoraSettings | None = None) -> list[torch.nn.Parameter]:
         """Add trainable LoRA adapters to the UNet's attention projections; returns their parameters."""
@@ -100,11 +112,11 @@ class LoraMixin:
 
     def save_lora(self, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
         """Save the UNet LoRA in diffusers' format (``pytorch_lora_weights.safetensors``)."""
-        return save_lora(type(self.pipeline), self.unet, directory, adapter_name)
+        return save_lora(type(self.pipeline), self.unet, directory, adapter_name, self.denoiser_name)
 
     def load_lora(self, directory: str | os.PathLike, adapter_name: str = "default", trainable: bool = True) -> None:
         """Load a diffusers-format LoRA (ours or any SD LoRA) as adapter ``adapter_name``."""
-        load_lora(self.pipeline, directory, adapter_name, trainable)
+        load_lora(self.pipeline, directory, adapter_name, trainable, self.denoiser_name)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.unet.parameters() if p.requires_grad]

@@ -15,7 +15,7 @@ is shared), ``encode_prompts`` (prompts → UNet keyword tensors), ``frozen_modu
 needed ``unet_forward`` (the model call), ``step`` (one transition of p_θ with its log-density:
 stochastic DDIM here) and ``decode``. ``StableDiffusionPolicy`` is SD 1.x/2.x; SDXL
 (:mod:`t2i.sdxl`) adds pooled embeddings and time ids in its own ``encode_prompts``/``unet_forward``;
-a flow-matching family (SD3, FLUX) would add its own ``step``. :mod:`t2i.families` picks the family
+the flow-matching SD3 family (:mod:`t2i.sd3`) adds its own ``step`` (Flow-GRPO's SDE, :mod:`t2i.flow`). :mod:`t2i.families` picks the family
 from a pipeline's ``model_index.json``.
 """
 
@@ -46,13 +46,15 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
     pipeline_class: type[DiffusionPipeline] = DiffusionPipeline
     load_defaults: ClassVar[dict[str, Any]] = {}  # keyword arguments of ``pipeline_class.from_pretrained`` unless given
     upcasts_vae: ClassVar[bool] = False  # decode a float16 VAE in float32 when its config says force_upcast (SDXL)
+    denoiser_name: ClassVar[str] = "unet"  # the pipeline's denoiser attribute, also its LoRA keyword (``unet_lora_layers``)
+    scheduler_class: ClassVar[type] = DDIMScheduler  # the scheduler ``step`` reads; another one is converted from its config
 
     def __init__(self, pipeline: DiffusionPipeline):
-        if not isinstance(pipeline.scheduler, DDIMScheduler):
-            pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+        if not isinstance(pipeline.scheduler, self.scheduler_class):
+            pipeline.scheduler = self.scheduler_class.from_config(pipeline.scheduler.config)
         self.pipeline = pipeline
         # diffusers' ModelMixin.dtype walks every submodule; read it once, refresh it in to()
-        self._dtype = pipeline.unet.dtype
+        self._dtype = self.unet.dtype
         self._warned_long_prompts: set[str] = set()
         for module in self.frozen_modules():
             module.requires_grad_(False)
@@ -117,7 +119,7 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
 
         A family with ``upcasts_vae`` (SDXL) decodes with a float32 VAE when the VAE is float16 and its
         config says ``force_upcast``; the latents' ``latents_mean``/``latents_std`` are undone when the
-        VAE's config has them.
+        VAE's config has them, and its ``shift_factor`` (SD3, FLUX) is added back when set.
         """
         vae = self.pipeline.vae
         upcast = self.upcasts_vae and vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
@@ -128,6 +130,8 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
             latents = latents + torch.tensor(mean, device=latents.device).view(shape)
         else:
             latents = latents / vae.config.scaling_factor
+        if getattr(vae.config, "shift_factor", None) is not None:
+            latents = latents + vae.config.shift_factor
         if upcast:
             vae.to(dtype=torch.float32)
         try:
@@ -145,7 +149,8 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
     # ----- shared ----------------------------------------------------------------------
     @property
     def unet(self) -> torch.nn.Module:
-        return self.pipeline.unet
+        """The denoiser ε_θ / v_θ: ``pipeline.unet``, or the family's ``denoiser_name`` (SD3's ``transformer``)."""
+        return getattr(self.pipeline, self.denoiser_name)
 
     @property
     def scheduler(self) -> DDIMScheduler:
@@ -176,7 +181,8 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
         groups = conditioning.num_groups
         model_input = torch.cat([latents] * groups) if groups > 1 else latents
         dtype = self.dtype
-        model_input = self.scheduler.scale_model_input(model_input, timesteps).to(dtype)
+        scale = getattr(self.scheduler, "scale_model_input", None)  # flow-matching schedulers feed x_σ unscaled
+        model_input = (model_input if scale is None else scale(model_input, timesteps)).to(dtype)
         t = timesteps.repeat(groups) if timesteps.ndim == 1 else timesteps
         kwargs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in conditioning.flat(index).items()}
         output = self.unet_forward(model_input, t, kwargs).float()  # guidance and the step in float32 whatever the model dtype

@@ -2,7 +2,8 @@
 
 :class:`SamplingMixin` is the family-independent half of :class:`t2i.policy.DiffusionPolicy`: it
 calls only the policy's ``build_conditioning``, ``predict_noise`` (the guided model call),
-``step`` (one transition of p_θ and its log-density), ``decode``, ``scheduler``, ``pipeline``,
+``step`` (one transition of p_θ and its log-density; a family whose scheduler step takes no η also
+overrides ``step_without_log_prob``), ``decode``, ``scheduler``, ``pipeline``,
 ``unet`` and ``device``, so a new model family changes none of it. Notation: :mod:`t2i.trajectory`.
 """
 
@@ -26,7 +27,7 @@ def check_sampling_settings(eta: float, num_inference_steps: int, compute_log_pr
     if not isinstance(eta, (int, float)) or not eta >= 0:
         raise ValueError(f"eta={eta!r} must be a number >= 0")
     if compute_log_probs and eta == 0:
-        raise ValueError("eta=0 makes DDIM deterministic, so it has no log-probs: use eta > 0 for training")
+        raise ValueError("eta=0 makes the step deterministic (DDIM, or Euler for flow matching), so it has no log-probs: use eta > 0")
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps={num_inference_steps} must be >= 1")
 
@@ -66,7 +67,7 @@ class SamplingMixin:
         compute_log_probs: bool = True,
         progress: bool = False,
     ) -> Trajectory:
-        """Sample images with stochastic DDIM, recording the trajectory and its log-probs.
+        """Sample images with the family's stochastic step (DDIM, or Flow-GRPO's SDE), recording the trajectory and its log-probs.
 
         Args:
             prompts: the prompts the images are generated from (ĉ in Parrot, c otherwise).
@@ -75,10 +76,10 @@ class SamplingMixin:
             guidance: weights of the conditions; default ``Guidance.cfg(7.5)`` as in SD.
             negative_prompt: the ∅ branch's prompt(s).
             num_inference_steps: T, the number of DDIM steps.
-            eta: η; must be > 0 when ``compute_log_probs`` (η = 1 is DDPM-like).
+            eta: η; must be > 0 when ``compute_log_probs`` (η = 1 is DDPM-like); a flow family's noise level a.
             generator: as in diffusers; one generator for the batch or one per sample.
             latents: optional x_T; drawn from ``generator`` like the stock pipeline otherwise.
-            compute_log_probs: with False and η = 0, plain deterministic DDIM (log_probs are NaN).
+            compute_log_probs: with False and η = 0, plain deterministic DDIM or Euler (log_probs are NaN).
         """
         prompts = check_prompts("prompts", prompts)
         guidance = guidance if guidance is not None else Guidance.cfg(7.5)
@@ -113,8 +114,8 @@ class SamplingMixin:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reverse chain from x_T over the scheduler's timesteps: latents (B, T+1, …) and log-probs (B, T).
 
-        Without ``compute_log_probs`` each step is the scheduler's own (plain DDIM when η = 0)
-        and the log-probs are NaN.
+        Without ``compute_log_probs`` each step is the policy's ``step_without_log_prob`` (plain DDIM,
+        or the Euler step of a flow family, when η = 0) and the log-probs are NaN.
         """
         x, all_latents, log_probs = x_T, [x_T], []
         for t in tqdm(self.scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
@@ -123,11 +124,26 @@ class SamplingMixin:
                 step = self.step(eps, t, x, eta=eta, generator=generator)
                 x, log_prob = step.prev_sample, step.log_prob
             else:
-                x = self.scheduler.step(eps, t, x, eta=eta, generator=generator, return_dict=False)[0]
+                x = self.step_without_log_prob(eps, t, x, eta=eta, generator=generator)
                 log_prob = torch.full((x.shape[0],), float("nan"), device=self.device)
             all_latents.append(x)
             log_probs.append(log_prob)
         return torch.stack(all_latents, dim=1), torch.stack(log_probs, dim=1)
+
+    def step_without_log_prob(
+        self,
+        model_output: torch.Tensor,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        *,
+        eta: float,
+        generator: torch.Generator | list[torch.Generator] | None,
+    ) -> torch.Tensor:
+        """x_{t-1} without a log-prob (``compute_log_probs=False``): the stock scheduler's DDIM step (η = 0: plain DDIM).
+
+        A family whose scheduler takes no η (flow matching) overrides it.
+        """
+        return self.scheduler.step(model_output, t, x, eta=eta, generator=generator, return_dict=False)[0]
 
     def initial_latents(
         self,

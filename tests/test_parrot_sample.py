@@ -34,5 +34,7 @@ def test_cli_names_the_toy_pipeline_builtin_tiny_like_every_command(tmp_path):
     assert (tmp_path / "x" / "samples.jsonl").is_file()
     with pytest.raises(ConfigError, match="^unknown option --tiny"):
         main(["--tiny", "--prompt", "a red circle", "--out", str(tmp_path / "y")])
-    with pytest.raises(ValueError, match=r"the built-in pipelines are 'builtin:tiny', 'builtin:tiny_sdxl' and 'builtin:random:<arch>'"):
+    with pytest.raises(
+        ValueError, match=r"the built-in pipelines are 'builtin:tiny', 'builtin:tiny_sdxl', 'builtin:tiny_sd3' and 'builtin:random:<arch>'"
+    ):
         main(["--model", "builtin:toy", "--prompt", "a red circle", "--out", str(tmp_path / "z")])

@@ -107,7 +107,8 @@ def test_family_is_read_from_model_index_and_unknown_classes_are_refused(tmp_pat
     (tmp_path / "flux").mkdir()
     (tmp_path / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
     with pytest.raises(
-        ValueError, match=r"is a FluxPipeline; the policy families drive StableDiffusionPipeline, StableDiffusionXLPipeline$"
+        ValueError,
+        match=r"is a FluxPipeline; the policy families drive StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline$",
     ):
         load_policy(tmp_path / "flux")
     with pytest.raises(OSError, match="could not read the model_index.json of 'nobody/no-such-model'"):

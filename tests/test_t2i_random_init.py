@@ -120,9 +120,9 @@ def test_bf16_build_casts_weights_and_seed_fixes_them(tmp_path):
     assert not torch.equal(next(a.unet.parameters()), next(c.unet.parameters()))
 
 
-def test_policy_families_refuse_sd3_by_name():
-    with pytest.raises(ValueError, match="a StableDiffusion3Pipeline has no policy family"):
-        policy_of_pipeline(build_random_pipeline("sd35_medium", device="meta", skip=("text_encoder_3",)))
+def test_policy_families_refuse_flux_by_name():
+    with pytest.raises(ValueError, match="a FluxPipeline has no policy family"):
+        policy_of_pipeline(build_random_pipeline("flux_dev", device="meta", skip=("text_encoder_2",)))
 
 
 TOY_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "projection_dim": 32}
@@ -140,6 +140,27 @@ TOY_TRANSFORMERS = {
 @pytest.mark.parametrize("name", sorted(TOY_TRANSFORMERS))
 def test_flow_pipelines_run_their_stock_call_with_the_in_memory_tokenizers(tmp_path, name):
     """SD3 (CLIP-L, CLIP-G, T5) and FLUX (CLIP-L, T5) shrunken: the stock pipelines encode, denoise and decode."""
+    pipe = build_random_pipeline(str(shrunken_flow(tmp_path, name)))
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(["a red circle"], num_inference_steps=2, height=32, width=32, output_type="pt", generator=make_generator(0)).images
+    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
+
+
+def test_a_built_sd35_pipeline_samples_through_its_family_as_its_stock_euler_call(tmp_path):
+    """SD3.5 Medium's MMDiT-X (second attention, RMS qk-norm) with CLIP-L, CLIP-G and T5, shrunken: a = 0 is stock."""
+    pipe = build_random_pipeline(str(shrunken_flow(tmp_path, "sd35_medium")))
+    pipe.set_progress_bar_config(disable=True)
+    policy = policy_of_pipeline(pipe)
+    assert type(policy).__name__ == "StableDiffusion3Policy"
+    stock = pipe(["a red circle"], num_inference_steps=3, guidance_scale=5.0, generator=make_generator(1), output_type="pt")
+    ours = policy.sample(
+        ["a red circle"], num_inference_steps=3, eta=0.0, compute_log_probs=False, guidance=Guidance.cfg(5.0), generator=make_generator(1)
+    )
+    torch.testing.assert_close(ours.images, stock.images, atol=1e-5, rtol=0)
+
+
+def shrunken_flow(tmp_path, name):
+    """The flow architecture ``name`` with toy text towers, T5, VAE and transformer."""
     architecture = json.loads((ARCHITECTURES_DIR / f"{name}.json").read_text())
     for spec in architecture["components"].values():
         changes = {"CLIPTextModel": TOY_TOWER, "CLIPTextModelWithProjection": TOY_TOWER, "T5EncoderModel": TOY_T5, "AutoencoderKL": TOY_VAE}
@@ -147,10 +168,7 @@ def test_flow_pipelines_run_their_stock_call_with_the_in_memory_tokenizers(tmp_p
     architecture["components"]["transformer"]["config"] |= TOY_TRANSFORMERS[name]
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(architecture))
-    pipe = build_random_pipeline(str(path))
-    pipe.set_progress_bar_config(disable=True)
-    images = pipe(["a red circle"], num_inference_steps=2, height=32, width=32, output_type="pt", generator=make_generator(0)).images
-    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
+    return path
 
 
 def shrunken_sdxl(tmp_path):
