@@ -31,7 +31,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from t2i.ddim import gaussian_log_prob
+from t2i.ddim import DDIMStep, gaussian_log_prob
 
 __all__ = ["FlowStep", "NOISE_SCHEDULES", "flow_sde_step_with_log_prob", "sigma_indices", "sde_noise_std"]
 
@@ -40,7 +40,7 @@ NOISE_SCHEDULES: tuple[str, ...] = ("flow_grpo", "constant")
 
 
 @dataclass
-class FlowStep:
+class FlowStep(DDIMStep):
     """Outputs of one flow-matching SDE step x_t → x_{t-1}.
 
     Attributes:
@@ -49,17 +49,9 @@ class FlowStep:
             (NaN for a deterministic step, a = 0).
         mean: the step's mean (module docstring), float32.
         std: σ_t·√(−dt), the Gaussian's standard deviation, broadcastable to ``mean`` ((B, 1, 1, 1) or (1, 1, 1, 1)).
+
+    The fields and ``log_prob_sum`` are those of :class:`~t2i.ddim.DDIMStep`: every family's step has the same outputs.
     """
-
-    prev_sample: torch.Tensor
-    log_prob: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    @property
-    def log_prob_sum(self) -> torch.Tensor:
-        """log p(x_{t-1} | x_t) summed over the latent dimensions, shape (B,)."""
-        return self.log_prob * self.prev_sample[0].numel()
 
 
 def sigma_indices(scheduler: FlowMatchEulerDiscreteScheduler, timestep: torch.Tensor) -> torch.Tensor:

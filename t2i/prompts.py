@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerBase
 
 from t2i.guidance import Guidance
 
-__all__ = ["PromptOverflow", "check_conditions", "check_prompts", "token_overflow"]
+__all__ = ["PromptOverflow", "check_conditions", "check_prompts", "first_overflow", "token_overflow"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,12 @@ def check_conditions(conditions: Sequence[Sequence[str]], guidance: Guidance, ne
     if len(negatives) != batch:
         raise ValueError(f"negative_prompt has {len(negatives)} entries but the batch has {batch}")
     return negatives
+
+
+def first_overflow(tokenizers, prompt: str) -> PromptOverflow | None:
+    """The first overflow of ``prompt`` over several text towers' tokenizers (None ones skipped), or None."""
+    for tokenizer in tokenizers:
+        overflow = None if tokenizer is None else token_overflow(tokenizer, prompt)
+        if overflow is not None:
+            return overflow
+    return None

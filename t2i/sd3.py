@@ -31,7 +31,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 
 from t2i.flow import FlowStep, NoiseSchedule, flow_sde_step_with_log_prob
 from t2i.policy import DiffusionPolicy
-from t2i.prompts import PromptOverflow, token_overflow
+from t2i.prompts import PromptOverflow, first_overflow
 from t2i.trajectory import Embeds
 
 __all__ = ["StableDiffusion3Policy"]
@@ -102,8 +102,4 @@ class StableDiffusion3Policy(DiffusionPolicy):
 
     def prompt_overflow(self, prompt: str) -> PromptOverflow | None:
         """The first overflow of ``prompt`` over the CLIP tokenizers (T5 reads longer prompts)."""
-        for tokenizer in (self.pipeline.tokenizer, self.pipeline.tokenizer_2):
-            overflow = None if tokenizer is None else token_overflow(tokenizer, prompt)
-            if overflow is not None:
-                return overflow
-        return None
+        return first_overflow((self.pipeline.tokenizer, self.pipeline.tokenizer_2), prompt)

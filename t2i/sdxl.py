@@ -26,7 +26,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 
 from t2i.policy import DiffusionPolicy
-from t2i.prompts import PromptOverflow, token_overflow
+from t2i.prompts import PromptOverflow, first_overflow
 from t2i.trajectory import Embeds
 
 __all__ = ["SizeConditioning", "StableDiffusionXLPolicy", "add_time_ids"]
@@ -91,8 +91,4 @@ class StableDiffusionXLPolicy(DiffusionPolicy):
 
     def prompt_overflow(self, prompt: str) -> PromptOverflow | None:
         """The first overflow of ``prompt`` over the two tokenizers (both have CLIP's 77 tokens in SDXL)."""
-        for tokenizer in (self.pipeline.tokenizer, self.pipeline.tokenizer_2):
-            overflow = None if tokenizer is None else token_overflow(tokenizer, prompt)
-            if overflow is not None:
-                return overflow
-        return None
+        return first_overflow((self.pipeline.tokenizer, self.pipeline.tokenizer_2), prompt)
