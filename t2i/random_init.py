@@ -88,6 +88,8 @@ def read_architecture(name: str) -> dict[str, Any]:
     if architecture.get("pipeline_class", _PIPELINES[0]) not in _PIPELINES:
         raise ValueError(f"{path.name}: pipeline_class {architecture['pipeline_class']!r} is not one of {list(_PIPELINES)}")
     for component, spec in architecture["components"].items():
+        if spec is None:  # a component the pipeline accepts as None (e.g. SD3's T5), left out by the file
+            continue
         if spec.get("class") not in COMPONENT_CLASSES:
             raise ValueError(
                 f"{path.name}: component {component!r} names class {spec.get('class')!r}, not one of {sorted(COMPONENT_CLASSES)}"
@@ -110,7 +112,11 @@ def build_component(spec: dict[str, Any], dtype: torch.dtype = torch.float32) ->
 
 
 def _weighted(architecture: dict[str, Any]) -> list[str]:
-    return [c for c, spec in architecture["components"].items() if spec["class"] in _DIFFUSERS_CLASSES + _TRANSFORMERS_CLASSES]
+    return [
+        c
+        for c, spec in architecture["components"].items()
+        if spec is not None and spec["class"] in _DIFFUSERS_CLASSES + _TRANSFORMERS_CLASSES
+    ]
 
 
 def build_random_pipeline(
@@ -121,7 +127,8 @@ def build_random_pipeline(
     Weights are created on ``device`` (fast random init on a GPU); ``device="meta"`` allocates none
     (accelerate's ``init_empty_weights`` would untie T5's and GPT-2's tied embeddings), for
     parameter counts and memory estimates; ``skip`` names components to leave out (``None``), e.g. the
-    T5 encoder of SD3 (``text_encoder_3``), which its pipeline accepts.
+    T5 encoder of SD3 (``text_encoder_3``), which its pipeline accepts; a file may also give a
+    component as ``null`` to leave it out.
     """
     architecture = read_architecture(name)
     if "pipeline_class" not in architecture:
@@ -129,9 +136,12 @@ def build_random_pipeline(
     torch.manual_seed(seed)
     components = {}
     for component, spec in architecture["components"].items():
+        if spec is None or component in skip:
+            components[component] = None
+            continue
         weighted = spec["class"] in _DIFFUSERS_CLASSES + _TRANSFORMERS_CLASSES
         with torch.device(device) if weighted else contextlib.nullcontext():  # weights made where they live
-            components[component] = None if component in skip else build_component(spec, dtype)
+            components[component] = build_component(spec, dtype)
     pipeline_class = getattr(diffusers, architecture["pipeline_class"])
     if pipeline_class is diffusers.StableDiffusionPipeline:
         components |= {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}

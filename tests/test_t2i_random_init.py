@@ -196,3 +196,16 @@ def test_a_built_sdxl_pipeline_samples_through_its_family_exactly_as_its_stock_c
     stock = pipe(["a red circle"], num_inference_steps=3, eta=1.0, guidance_scale=5.0, generator=make_generator(1), output_type="pt")
     ours = policy.sample(["a red circle"], num_inference_steps=3, eta=1.0, guidance=Guidance.cfg(5.0), generator=make_generator(1))
     torch.testing.assert_close(ours.images, stock.images, atol=1e-5, rtol=0)
+
+
+def test_an_architecture_file_can_leave_a_component_out(tmp_path):
+    from t2i.random_init import ARCHITECTURES_DIR, build_random_pipeline, parameter_counts
+
+    architecture = json.loads((ARCHITECTURES_DIR / "sd35_medium.json").read_text())
+    architecture["components"]["text_encoder_3"] = architecture["components"]["tokenizer_3"] = None  # SD3.5 without T5
+    path = tmp_path / "sd35_medium_no_t5.json"
+    path.write_text(json.dumps(architecture))
+    pipeline = build_random_pipeline(str(path), device="meta")
+    assert type(pipeline).__name__ == "StableDiffusion3Pipeline" and pipeline.text_encoder_3 is None and pipeline.tokenizer_3 is None
+    counts = parameter_counts(str(path))
+    assert "text_encoder_3" not in counts and counts["transformer"] == parameter_counts("sd35_medium")["transformer"]
