@@ -91,6 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="toy UNet of the trl/profile/update_options/compile sections: small (32/64, 8×8 latents) or large (64/128/256, 32×32)",
     )
     parser.add_argument("--compile_mode", default="default", help="torch.compile mode of the compile section")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="trl section: our untimed epochs before the first round (the peer: 1 per round)"
+    )
+    parser.add_argument("--ours_compile", default="off", help="trl section: ours with model.compile.mode MODE (compiled in the warm-up)")
     parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds of the trl section, profile epochs ÷ epochs (0: 3)")
     parser.add_argument("--epochs", type=int, default=0, help="timed epochs per round (0: 3; 1 suits --size large)")
     parser.add_argument("--repeats", type=int, default=0, help="repeats of the overlap and update_options sections (0: 7)")

@@ -42,11 +42,12 @@ def trl_section(args: argparse.Namespace, work: Path) -> dict:
     batch, steps, inner, fraction = args.trl_batch, args.steps, args.inner_epochs, args.timestep_fraction
     python = ensure_peer_env(args.peer_env)
     pipeline_dir = save_peer_pipeline(work / f"peer_pipeline_{args.size}", args.size_configs[args.size])
-    trainer = ParrotTrainer(load_train_config(ddpo_args(work / "ours", str(pipeline_dir), batch, steps, inner, fraction)))
+    compiled = ("--model.compile.mode", args.ours_compile) if args.ours_compile != "off" else ()
+    trainer = ParrotTrainer(load_train_config(ddpo_args(work / "ours", str(pipeline_dir), batch, steps, inner, fraction, *compiled)))
     ours_runs, peer_runs, recompute_runs = [], [], []
     for round_ in range(args.rounds):
         first = round_ * (2 * args.epochs + 2)
-        ours_runs.append(time_our_epochs(trainer, args.epochs, warmup=1 if round_ == 0 else 0, first=first))
+        ours_runs.append(time_our_epochs(trainer, args.epochs, warmup=args.warmup if round_ == 0 else 0, first=first))
         peer_runs.append(run_peer(python, pipeline_dir, batch, steps, inner, fraction, args.epochs, 1, args.threads))
         if args.recompute_old:  # before the fix: θ_old log-probs recomputed by an extra no-grad UNet pass
             recompute_runs.append(time_our_epochs(trainer, args.epochs, warmup=0, first=first + args.epochs + 1, recompute_old=True))
@@ -70,6 +71,8 @@ def trl_section(args: argparse.Namespace, work: Path) -> dict:
             "epochs_per_round": args.epochs,
             "rounds": args.rounds,
             "size": args.size,
+            "ours_compile": args.ours_compile,
+            "ours_warmup_epochs": args.warmup,
         },  # fmt: skip
         "ours_samples_per_second": spread(ours_sps),
         "trl_samples_per_second": spread(peer_sps),
