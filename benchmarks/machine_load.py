@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 __all__ = ["QUIET_LOAD_PER_CORE", "LoadWatch", "load_threshold"]
 
@@ -24,8 +25,14 @@ def load_threshold(cores: int | None = None) -> float:
 class LoadWatch:
     """Load averages at start (construction) and end (:meth:`finish`), and whether the run was contended."""
 
-    def __init__(self, threshold: float | None = None):
+    def __init__(self, threshold: float | None = None, settle_s: float = 0.0, poll_s: float = 5.0):
+        """``settle_s``: wait up to that long first for the 1-minute load to fall below the threshold (a run
+        right after another one inherits its load for about a minute)."""
         self.threshold = load_threshold() if threshold is None else threshold
+        started = time.monotonic()
+        while time.monotonic() - started < settle_s and os.getloadavg()[0] > self.threshold:
+            time.sleep(poll_s)
+        self.settled_s = time.monotonic() - started
         self.at_start = os.getloadavg()
         self.at_end: tuple[float, float, float] | None = None
 
@@ -39,4 +46,4 @@ class LoadWatch:
                 f"above {self.threshold:.2f}): these timings are marked contended and are not quiet-machine figures\n"
             )
         return {"load_average_at_start": list(self.at_start), "load_average_at_end": list(self.at_end),
-                "load_threshold": self.threshold, "contended": contended}  # fmt: skip
+                "load_threshold": self.threshold, "contended": contended, "settled_s": self.settled_s}  # fmt: skip

@@ -120,13 +120,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4, help="images per call")
     parser.add_argument("--num_steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--repeats", type=int, default=9, help="timed calls of each kind (after one warm-up)")
+    parser.add_argument(
+        "--settle", type=float, default=0.0, help="wait up to this many seconds for the load to fall below 0.75 per core first"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="torch.compile mode of the policy's UNet")
     parser.add_argument("--json", type=Path, help="write the first size's figures here, all sizes under 'sizes'")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = LoadWatch()
+    load = LoadWatch(settle_s=args.settle)
     results = [
         measure(size, args.batch, args.num_steps, args.repeats, compile_mode=args.compile, family=args.family) for size in args.sizes
     ]

@@ -77,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.add_argument(f"--{name}", action="store_true", help=f"run the {name} section (no section flag: the first four)")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke use, ≤ 3 min)")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--settle", type=float, default=0.0, help="wait up to this many seconds for the load to fall below 0.75 per core first"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads of ours and the peer (0: torch default)")
     parser.add_argument(
         "--recompute_old",
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = LoadWatch()
+    load = LoadWatch(settle_s=args.settle)
     results: dict = {"versions": versions(), "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="parrot-throughput-") as tmp:
         work = Path(tmp)

@@ -188,3 +188,15 @@ def test_profile_timers_split_the_stages_and_leave_nothing_patched(tmp_path):
     assert "unet_forward" not in vars(trainer.parts.policy) and "step" not in vars(trainer.parts.t2i_optimizer)
     assert rollout_stage.score is score_function and torch.Tensor.backward.__name__ == "backward"
     assert torch.Tensor.backward.__module__ == "torch._tensor"
+
+
+def test_load_watch_waits_for_the_load_to_settle_first(monkeypatch):
+    from benchmarks import machine_load
+
+    loads = iter([(2.0, 1, 1), (1.8, 1, 1), (1.2, 1, 1), (1.2, 1, 1), (1.3, 1, 1)])
+    monkeypatch.setattr(machine_load.os, "getloadavg", lambda: next(loads))
+    monkeypatch.setattr(machine_load.time, "sleep", lambda s: None)
+    watch = machine_load.LoadWatch(threshold=1.5, settle_s=60.0)
+    assert watch.at_start[0] == 1.2  # waited through 2.0 and 1.8
+    record = watch.finish()
+    assert record["contended"] is False and record["load_average_at_end"][0] == 1.3 and record["settled_s"] >= 0
