@@ -55,6 +55,7 @@ from benchmarks.rollout_overhead import SIZES  # noqa: E402
 from benchmarks.throughput_profile import compile_section, profile_section, update_options_section  # noqa: E402
 from benchmarks.throughput_sections import batch_scaling, memory_scaling, overlap_section, trl_section  # noqa: E402
 from benchmarks.throughput_timing import overlap_share, ratio_summary, spread  # noqa: E402
+from t2i.compile import COMPILE_MODES  # noqa: E402
 
 __all__ = ["main", "overlap_share", "parse_args", "ratio_summary", "spread", "versions"]
 
@@ -93,11 +94,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(SIZES),
         help="toy UNet of the trl/profile/update_options/compile sections: small (32/64, 8×8 latents) or large (64/128/256, 32×32)",
     )
-    parser.add_argument("--compile_mode", default="default", help="torch.compile mode of the compile section")
+    parser.add_argument("--compile_mode", default="default", choices=COMPILE_MODES[1:], help="torch.compile mode of the compile section")
     parser.add_argument(
         "--warmup", type=int, default=1, help="trl section: our untimed epochs before the first round (the peer: 1 per round)"
     )
-    parser.add_argument("--ours_compile", default="off", help="trl section: ours with model.compile.mode MODE (compiled in the warm-up)")
+    parser.add_argument(
+        "--ours_compile",
+        default="off",
+        choices=COMPILE_MODES,
+        help="trl section: ours with model.compile.mode MODE (compiled in the warm-up)",
+    )
     parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds of the trl section, profile epochs ÷ epochs (0: 3)")
     parser.add_argument("--epochs", type=int, default=0, help="timed epochs per round (0: 3; 1 suits --size large)")
     parser.add_argument("--repeats", type=int, default=0, help="repeats of the overlap and update_options sections (0: 7)")

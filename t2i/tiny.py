@@ -101,17 +101,24 @@ def build_tiny_pipeline(config: TinyPipelineConfig | None = None) -> StableDiffu
         attention_head_dim=config.attention_head_dim,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
+    vae = tiny_vae(config.latent_channels, config.latent_size)
+    return assemble_sd_pipeline(vae, unet, text_encoder, tokenizer)
+
+
+def tiny_vae(latent_channels: int, latent_size: int, **extra) -> AutoencoderKL:
+    """The toy pipelines' ``AutoencoderKL`` (two levels, 16/32 channels: images 2× the latent side);
+    ``extra`` are a family's own VAE settings (SDXL's scaling factor, SD3's shift and no quant convs)."""
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
         block_out_channels=(16, 32),
-        latent_channels=config.latent_channels,
+        latent_channels=latent_channels,
         norm_num_groups=8,
-        sample_size=2 * config.latent_size,
+        sample_size=2 * latent_size,
+        **extra,
     )
-    return assemble_sd_pipeline(vae, unet, text_encoder, tokenizer)
 
 
 def assemble_sd_pipeline(

@@ -17,7 +17,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transfo
 from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 from t2i.random_init import character_level_t5_tokenizer
-from t2i.tiny import byte_level_clip_tokenizer, tiny_clip_text_config
+from t2i.tiny import byte_level_clip_tokenizer, tiny_clip_text_config, tiny_vae
 
 __all__ = ["SD3_VAE_SCALING_FACTOR", "SD3_VAE_SHIFT_FACTOR", "TinySD3Config", "build_tiny_sd3_pipeline"]
 
@@ -63,15 +63,9 @@ def tiny_sd3_transformer(config: TinySD3Config) -> SD3Transformer2DModel:
 
 def tiny_sd3_vae(config: TinySD3Config) -> AutoencoderKL:
     """SD3's VAE layout at toy size: no quant convs, SD3's scaling and shift factors, spatial factor 2."""
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
-        latent_channels=config.latent_channels,
-        norm_num_groups=8,
-        sample_size=2 * config.latent_size,
+    return tiny_vae(
+        config.latent_channels,
+        config.latent_size,
         scaling_factor=SD3_VAE_SCALING_FACTOR,
         shift_factor=SD3_VAE_SHIFT_FACTOR,
         use_quant_conv=False,

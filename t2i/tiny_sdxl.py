@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from t2i.tiny import byte_level_clip_tokenizer, sd_ddim_scheduler, tiny_clip_text_config
+from t2i.tiny import byte_level_clip_tokenizer, sd_ddim_scheduler, tiny_clip_text_config, tiny_vae
 
 __all__ = ["SDXL_VAE_SCALING_FACTOR", "TinySDXLConfig", "build_tiny_sdxl_pipeline"]
 
@@ -71,17 +71,7 @@ def build_tiny_sdxl_pipeline(config: TinySDXLConfig | None = None) -> StableDiff
     text_encoder_2 = CLIPTextModelWithProjection(
         tiny_clip_text_config(tokenizer_2, config.text_hidden_size_2, config.text_layers, projection_dim=config.projection_dim)
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=2 * config.latent_size,
-        scaling_factor=SDXL_VAE_SCALING_FACTOR,
-    )
+    vae = tiny_vae(4, config.latent_size, scaling_factor=SDXL_VAE_SCALING_FACTOR)
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
