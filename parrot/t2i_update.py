@@ -19,6 +19,7 @@ from parrot.rollout import Rollout
 from parrot.seeding import NOISE, STEPS, derived_seed
 from parrot.selection import Advantages
 from t2i import Guidance, Trajectory
+from t2i.objective import noised_sample
 
 __all__ = ["update_t2i", "trained_steps", "old_log_probs", "recomputed_log_probs", "minibatch_steps", "noised_samples"]
 
@@ -105,8 +106,9 @@ def update_t2i(
 
 
 def update_t2i_rwr(parts: TrainingParts, rollout: Rollout, advantages: Advantages, iteration: int) -> dict[str, float]:
-    """DPOK's supervised baseline (``t2i.estimator`` rwr) on base-model samples: the ε-prediction
-    denoising loss at the trained steps, weighted by w_i = max(Σ_k A[i, k], 0) (:func:`parrot.losses.rwr_weights`)."""
+    """DPOK's supervised baseline (``t2i.estimator`` rwr) on base-model samples: the family's denoising loss
+    (ε/v-prediction, or flow matching's velocity; :func:`noised_samples`) at the trained steps, weighted by
+    w_i = max(Σ_k A[i, k], 0) (:func:`parrot.losses.rwr_weights`)."""
     cfg = parts.config.t2i
     trajectory = rollout.trajectory
     steps = trained_steps(parts, rollout, iteration)
@@ -133,11 +135,11 @@ def update_t2i_rwr(parts: TrainingParts, rollout: Rollout, advantages: Advantage
 def noised_samples(
     parts: TrainingParts, rollout: Rollout, steps: torch.Tensor, iteration: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε of each image's final latent x_0 at its trained steps' timesteps,
-    the regression target (ε, or v for v-prediction models) and t; (n, S, …), (n, S, …), (n, S).
+    """Each image's final latent x_0 noised at its trained steps' recorded timesteps, the regression target
+    and t (:func:`t2i.objective.noised_sample`: √ᾱ_t x_0 + √(1−ᾱ_t) ε with target ε or v for the UNet
+    families, (1−σ) x_0 + σ ε with target ε − x_0 for flow matching); (n, S, …), (n, S, …), (n, S).
     Image i's noise comes from its own generator (seed, iteration, global index)."""
     trajectory = rollout.trajectory
-    scheduler = parts.policy.scheduler
     x0 = trajectory.latents[:, -1]
     t = trajectory.timesteps.to(steps.device)[steps]
     noise = torch.stack([
@@ -146,13 +148,8 @@ def noised_samples(
         for i in range(x0.shape[0])
     ])  # fmt: skip
     clean = x0[:, None].expand_as(noise)
-    flat_t = t.flatten().to(x0.device)
-    noisy = scheduler.add_noise(clean.flatten(0, 1), noise.flatten(0, 1), flat_t).view_as(noise)
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(clean.flatten(0, 1), noise.flatten(0, 1), flat_t).view_as(noise)
-    else:
-        target = noise
-    return noisy, target, t
+    sample = noised_sample(parts.policy.scheduler, clean.flatten(0, 1), noise.flatten(0, 1), t.flatten().to(x0.device))
+    return sample.noisy.view_as(noise), sample.target.view_as(noise), t
 
 
 def old_log_probs(parts: TrainingParts, trajectory: Trajectory, steps: torch.Tensor, need: torch.Tensor) -> torch.Tensor:

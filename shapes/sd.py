@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTextModel, get_cosine_schedule_with_warmup
 
@@ -41,12 +41,13 @@ from shapes.data import (
     training_pairs,
 )
 from t2i.families import policy_of_pipeline
-from t2i.tiny import sd_ddim_scheduler
+from t2i.objective import TimestepDensity, noised_sample, training_timesteps
 
 __all__ = [
     "ShapesSDConfig",
     "build_unet",
     "build_vae",
+    "encode_latents",
     "evaluate_pipeline",
     "quality_vocabulary",
     "text_encoder_from_clip",
@@ -54,8 +55,6 @@ __all__ = [
     "train_vae",
     "vae_checker_agreement",
 ]
-
-#: SD 1.x's noise schedule
 
 
 @dataclass
@@ -220,29 +219,37 @@ def vae_checker_agreement(vae: AutoencoderKL, examples: list[Example]) -> float:
     return float(np.mean([check_prompt(r, e.detailed_caption).all_correct for r, e in zip(reconstructions, examples)]))
 
 
-def train_unet(pipeline, examples: list[Example], config: ShapesSDConfig, seed: int = 0, progress: bool = True) -> dict[str, float]:
-    """Train ``pipeline.unet`` with the ε-prediction loss on the examples' latents and captions.
+def encode_latents(vae: AutoencoderKL, examples: list[Example]) -> torch.Tensor:
+    """z = s·(E(x) − shift): the examples' posterior means, scaled as the pipelines decode them
+    (``shift_factor`` is SD3's; absent or None it is 0)."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    with torch.no_grad():
+        means = torch.cat([vae.encode(_vae_inputs(examples[i : i + 256])).latent_dist.mean for i in range(0, len(examples), 256)])
+    return (means - shift) * vae.config.scaling_factor
 
-    The prompts are encoded and the UNet called through the pipeline family's policy
-    (:func:`t2i.families.policy_of_pipeline`: SD's one text tower, or SDXL's two with the pooled
-    projection and size ids), exactly as sampling will condition it.
+
+def train_unet(
+    pipeline, examples: list[Example], config: ShapesSDConfig, seed: int = 0, progress: bool = True, density: TimestepDensity | None = None
+) -> dict[str, float]:
+    """Train the pipeline's denoiser (``unet``, or SD3's ``transformer``) on the examples' latents and captions
+    with its family's objective (:mod:`t2i.objective`): ε-prediction on the DDPM schedule for SD and SDXL,
+    rectified flow's velocity for SD3 (σ drawn from ``density``, SD3's logit-normal by default).
+
+    The prompts are encoded and the denoiser called through the pipeline family's policy
+    (:func:`t2i.families.policy_of_pipeline`: SD's one text tower, SDXL's two with the pooled
+    projection and size ids, SD3's two CLIP towers), exactly as sampling will condition it.
     """
     generator = torch.Generator().manual_seed(seed)
-    vae, unet = pipeline.vae, pipeline.unet
     policy = policy_of_pipeline(pipeline)
-    unet.requires_grad_(True)  # the policy freezes the UNet for RL (which trains LoRA adapters); here it is the model trained
-    with torch.no_grad():
-        latents = (
-            torch.cat([vae.encode(_vae_inputs(examples[i : i + 256])).latent_dist.mean for i in range(0, len(examples), 256)])
-            * vae.config.scaling_factor
-        )
+    denoiser, scheduler = policy.unet, pipeline.scheduler
+    denoiser.requires_grad_(True)  # the policy freezes the denoiser for RL (which trains LoRA adapters); here it is the model trained
+    latents = encode_latents(pipeline.vae, examples)
     captions = [e.caption for e in examples]
-    noise_scheduler = DDPMScheduler.from_config(sd_ddim_scheduler().config)  # the same ᾱ schedule
-    optimiser = torch.optim.AdamW(unet.parameters(), lr=config.unet_learning_rate, weight_decay=0.01)
+    optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.unet_learning_rate, weight_decay=0.01)
     schedule = get_cosine_schedule_with_warmup(optimiser, max(1, config.unet_steps // 20), config.unet_steps)
-    unet.train()
+    denoiser.train()
     start, losses = time.perf_counter(), []
-    for _ in tqdm(range(config.unet_steps), desc="unet", disable=not progress):
+    for _ in tqdm(range(config.unet_steps), desc=policy.denoiser_name, disable=not progress):
         index = torch.randint(len(examples), (config.unet_batch_size,), generator=generator)
         drop = torch.rand(len(index), generator=generator) < config.uncond_probability
         prompts = ["" if d else captions[i] for i, d in zip(index.tolist(), drop.tolist())]
@@ -250,17 +257,17 @@ def train_unet(pipeline, examples: list[Example], config: ShapesSDConfig, seed: 
             text = policy.encode_prompts(prompts)
         z0 = latents[index]
         noise = torch.randn(z0.shape, generator=generator)
-        noise = noise + config.offset_noise * torch.randn((*z0.shape[:2], 1, 1), generator=generator)
-        t = torch.randint(noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
-        prediction = policy.unet_forward(noise_scheduler.add_noise(z0, noise, t), t, text)
-        loss = F.mse_loss(prediction, noise)
+        if config.offset_noise:
+            noise = noise + config.offset_noise * torch.randn((*z0.shape[:2], 1, 1), generator=generator)
+        sample = noised_sample(scheduler, z0, noise, training_timesteps(scheduler, len(index), generator, density))
+        loss = F.mse_loss(policy.unet_forward(sample.noisy, sample.timesteps, text), sample.target)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
         optimiser.step()
         schedule.step()
         losses.append(loss.item())
-    unet.eval()
+    denoiser.eval()
     return {"final_loss": float(np.mean(losses[-100:])), "seconds": time.perf_counter() - start}
 
 
