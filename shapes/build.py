@@ -10,6 +10,7 @@ Layout of ``DIR``::
 
     clip/        transformers CLIPModel + CLIPTokenizer + CLIPImageProcessor (from_pretrained)
     sd/          diffusers StableDiffusionPipeline directory (from_pretrained)
+    sdxl/, sd3/  StableDiffusionXLPipeline and StableDiffusion3Pipeline directories of the same world (same VAE and CLIP)
     aesthetic/   head.safetensors: load_reward("laion_aesthetic", clip_model=DIR/clip, head_path=DIR/aesthetic/head.safetensors)
     preference/  PreferenceScorer directory: load_reward("preference", path=DIR/preference)
     sentiment/   probe.safetensors: load_reward("sentiment", model=DIR/clip, probe_path=DIR/sentiment/probe.safetensors)
@@ -32,11 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from parrot_base.cli import run_cli
-from rewards import load_reward
 from rewards.clip import ClipBackbone
 from shapes.card import CardSettings, measure_card
 from shapes.clip import (
@@ -54,6 +53,7 @@ from shapes.heads import (
     fit_world_aesthetic,
     fit_world_sentiment,
     train_world_preference,
+    world_alignment,
 )
 from shapes.sd import (
     ShapesSDConfig,
@@ -65,7 +65,8 @@ from shapes.sd import (
     train_vae,
     vae_checker_agreement,
 )
-from shapes.sdxl import assemble_sdxl_pipeline
+from shapes.sd3 import ShapesSD3Config, train_world_sd3
+from shapes.sdxl import train_world_sdxl
 from shapes.world_card import read_record, write_world_card
 from t2i.tiny import assemble_sd_pipeline
 
@@ -82,6 +83,7 @@ class BuildConfig:
     data: ShapesDataConfig = field(default_factory=ShapesDataConfig, metadata={"help": "generator settings"})
     clip: ShapesClipConfig = field(default_factory=ShapesClipConfig, metadata={"help": "tiny CLIP settings"})
     sd: ShapesSDConfig = field(default_factory=ShapesSDConfig, metadata={"help": "tiny Stable Diffusion settings"})
+    sd3: ShapesSD3Config = field(default_factory=ShapesSD3Config, metadata={"help": "SD3-architecture model settings"})
     heads: ShapesHeadsConfig = field(default_factory=ShapesHeadsConfig, metadata={"help": "reward head settings"})
     expander: ShapesExpanderConfig = field(default_factory=ShapesExpanderConfig, metadata={"help": "expander settings"})
     card: CardSettings = field(default_factory=CardSettings, metadata={"help": "sampling of the card's figures"})
@@ -112,6 +114,7 @@ def quick_config(seed: int = 0) -> BuildConfig:
             eval_steps=2,
             eval_images_per_prompt=1,
         ),
+        sd3=ShapesSD3Config(layers=1, heads=2, head_dim=8, steps=10, batch_size=8),
         heads=ShapesHeadsConfig(
             examples=200,
             eval_examples=60,
@@ -236,15 +239,16 @@ def stage_sdxl(state: BuildState) -> None:
     """The SDXL-architecture model (:mod:`shapes.sdxl`) on the same VAE, CLIP and data, and its T2I figures (``sdxl_*``)."""
     cfg = state.config
     torch.manual_seed(cfg.seed)
-    vae, clip, tokenizer = _world_parts(state)
-    latent_size = cfg.data.image_size // 2 ** (len(cfg.sd.vae_channels) - 1)
-    pipeline = assemble_sdxl_pipeline(vae, clip, tokenizer, cfg.sd, latent_size)
-    record = train_unet(pipeline, state.train, cfg.sd, seed=cfg.seed, progress=state.progress)
-    state.figures["sdxl_unet_final_loss"] = record["final_loss"]
+    _record(state, "sdxl", train_world_sdxl(_world_parts(state), state.train, cfg.sd, state.out / "sdxl", cfg.seed, state.progress))
     state.steps["sdxl"] = cfg.sd.unet_steps
-    state.parameters["sdxl"] = _parameter_count(pipeline.unet)
-    pipeline.save_pretrained(state.out / "sdxl")
-    state.figures.update({f"sdxl_{k}": v for k, v in evaluate_pipeline(pipeline, cfg.sd, cfg.seed).items()})
+
+
+def stage_sd3(state: BuildState) -> None:
+    """The SD3-architecture model (:mod:`shapes.sd3`, flow matching) on the same VAE, CLIP and data, and its figures (``sd3_*``)."""
+    cfg = state.config
+    torch.manual_seed(cfg.seed)
+    _record(state, "sd3", train_world_sd3(_world_parts(state), state.train, cfg.sd, cfg.sd3, state.out / "sd3", cfg.seed, state.progress))
+    state.steps["sd3"] = cfg.sd3.steps
 
 
 def _record(state: BuildState, name: str, figures: dict[str, float]) -> None:
@@ -285,19 +289,10 @@ def stage_sentiment(state: BuildState) -> None:
     _record(state, "sentiment", fit_world_sentiment(backbone, fit, held_out, state.config.heads, state.out / "sentiment"))
 
 
-@torch.no_grad()
 def stage_alignment(state: BuildState) -> None:
     """CLIPScore of the world CLIP (no training): matched vs mismatched short captions of held-out images."""
     cfg = state.config
-    reward = load_reward("clip_score", model=str(state.out / "clip"))
-    examples = generate_examples(cfg.eval_examples, cfg.seed + 6, "all", cfg.data)
-    images = torch.from_numpy(np.stack([e.image for e in examples])).permute(0, 3, 1, 2).float() / 255.0
-    captions = [e.short_caption for e in examples]
-    wrong = [next(c for c in captions[i + 1 :] + captions[:i] if c != captions[i]) for i in range(len(captions))]
-    matched, mismatched = reward(images, captions), reward(images, wrong)
-    state.figures["alignment_clip_score_matched"] = float(matched.mean())
-    state.figures["alignment_clip_score_mismatched"] = float(mismatched.mean())
-    state.figures["alignment_matched_above_mismatched"] = float((matched > mismatched).float().mean())
+    state.figures |= world_alignment(state.out / "clip", generate_examples(cfg.eval_examples, cfg.seed + 6, "all", cfg.data))
 
 
 def stage_expander(state: BuildState) -> None:
@@ -321,6 +316,7 @@ STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
     ("unet", stage_unet),
     ("t2i_eval", stage_t2i_eval),
     ("sdxl", stage_sdxl),
+    ("sd3", stage_sd3),
     ("aesthetic", stage_aesthetic),
     ("preference", stage_preference),
     ("sentiment", stage_sentiment),

@@ -42,6 +42,7 @@ import datasets
 import numpy as np
 import torch
 
+from rewards import load_reward
 from rewards.aesthetic import AestheticHead, AestheticHeadConfig, fit_aesthetic_head
 from rewards.clip import ClipBackbone
 from rewards.clip_rewards import fit_linear_probe, save_linear_probe
@@ -73,6 +74,7 @@ __all__ = [
     "fit_world_sentiment",
     "preference_pairs",
     "train_world_preference",
+    "world_alignment",
     "AESTHETIC_FILE",
     "SENTIMENT_FILE",
 ]
@@ -289,4 +291,19 @@ def train_world_preference(clip_dir: Path, config: ShapesHeadsConfig, data: Shap
         "preference_held_out_bayes_accuracy": bayes,
         "preference_held_out_loss": history[-1]["eval_loss"],
         "preference_parameters": float(sum(p.numel() for p in scorer.parameters())),
+    }
+
+
+@torch.no_grad()
+def world_alignment(clip_dir: Path, examples: list[Example]) -> dict[str, float]:
+    """CLIPScore of the world CLIP (no training): matched vs mismatched short captions of ``examples``
+    (``alignment_*``: mean cosine with the right / a wrong caption, and how often the right one scores higher)."""
+    reward = load_reward("clip_score", model=str(clip_dir))
+    captions = [e.short_caption for e in examples]
+    wrong = [next(c for c in captions[i + 1 :] + captions[:i] if c != captions[i]) for i in range(len(captions))]
+    matched, mismatched = reward(_images(examples), captions), reward(_images(examples), wrong)
+    return {
+        "alignment_clip_score_matched": float(matched.mean()),
+        "alignment_clip_score_mismatched": float(mismatched.mean()),
+        "alignment_matched_above_mismatched": float((matched > mismatched).float().mean()),
     }

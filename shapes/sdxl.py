@@ -14,14 +14,16 @@ prompts are encoded exactly as at sampling (an empty prompt as all zeros, SDXL b
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from shapes.sd import ShapesSDConfig, build_unet, text_encoder_from_clip
+from shapes.data import Example
+from shapes.sd import ShapesSDConfig, build_unet, evaluate_pipeline, text_encoder_from_clip, train_unet
 from t2i.tiny import sd_ddim_scheduler
 
-__all__ = ["TIME_EMBED_DIM", "assemble_sdxl_pipeline", "build_sdxl_unet", "text_encoder_with_projection"]
+__all__ = ["TIME_EMBED_DIM", "assemble_sdxl_pipeline", "build_sdxl_unet", "text_encoder_with_projection", "train_world_sdxl"]
 
 #: width of each of the six time ids' sinusoidal embedding (256 in SDXL base)
 TIME_EMBED_DIM = 8
@@ -68,3 +70,22 @@ def assemble_sdxl_pipeline(
         scheduler=sd_ddim_scheduler(),
         force_zeros_for_empty_prompt=True,
     )
+
+
+def train_world_sdxl(
+    parts: tuple[AutoencoderKL, CLIPModel, CLIPTokenizer],
+    train: list[Example],
+    sd: ShapesSDConfig,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Assemble, train (:func:`shapes.sd.train_unet`) and save the model in ``out``; its figures: ``sdxl_unet_final_loss``,
+    ``sdxl_parameters`` and ``sdxl_*`` of :func:`shapes.sd.evaluate_pipeline`."""
+    vae, clip, tokenizer = parts
+    latent_size = vae.config.sample_size // 2 ** (len(vae.config.block_out_channels) - 1)
+    pipeline = assemble_sdxl_pipeline(vae, clip, tokenizer, sd, latent_size)
+    record = train_unet(pipeline, train, sd, seed=seed, progress=progress)
+    pipeline.save_pretrained(out)
+    figures = {"sdxl_unet_final_loss": record["final_loss"], "sdxl_parameters": sum(p.numel() for p in pipeline.unet.parameters())}
+    return figures | {f"sdxl_{k}": v for k, v in evaluate_pipeline(pipeline, sd, seed).items()}

@@ -26,7 +26,7 @@ from shapes.heads import AESTHETIC_FILE, SENTIMENT_FILE
 if TYPE_CHECKING:
     from shapes.build import BuildState
 
-__all__ = ["CARD_FILE", "RECORD_FILE", "goal_rows", "sdxl_rows", "read_record", "world_card_text", "write_world_card"]
+__all__ = ["CARD_FILE", "FAMILY_MODELS", "RECORD_FILE", "family_rows", "goal_rows", "read_record", "world_card_text", "write_world_card"]
 
 #: the world card and its machine-readable record, under the world directory
 CARD_FILE, RECORD_FILE = "WORLD.md", "world.json"
@@ -104,7 +104,7 @@ def goal_rows(figures: dict[str, float]) -> list[str]:
                 lambda v, se=se: se is not None and abs(v) < se,
             )
         )
-    rows += sdxl_rows(figures, row)
+    rows += family_rows(figures, row)
     correlations = {k: v for k, v in figures.items() if k.startswith("card_corr_")}
     if correlations:
         worst = min(correlations, key=correlations.get)
@@ -112,22 +112,28 @@ def goal_rows(figures: dict[str, float]) -> list[str]:
     return rows
 
 
-def sdxl_rows(figures: dict[str, float], row) -> list[str]:
-    """The SDXL-architecture model's goals (issue 15): short prompts right on training pairs ≥ 0.70, and the
-    quality vocabulary honoured as the SD model's rows ask."""
-    if "sdxl_short_train_colour_shape" not in figures:
-        return []
-    f = figures.get
-    return [
-        row("SDXL model: short prompt colour + shape right on training pairs ≥ 0.70", "sdxl_short_train_colour_shape", lambda v: v >= 0.7),
-        row('SDXL model: "sharp" gives crisper edges than "blurry"', "sdxl_word_sharp_edge", lambda v: v > f("sdxl_word_blurry_edge", v)),
-        row('SDXL model: "vivid" gives more chroma than "faded"', "sdxl_word_vivid_chroma", lambda v: v > f("sdxl_word_faded_chroma", v)),
-        row(
-            'SDXL model: "clean" gives fewer specks than "cluttered"',
-            "sdxl_word_clean_specks",
-            lambda v: v < f("sdxl_word_cluttered_specks", v),
-        ),
-    ]
+#: figure prefix → model name of the other architectures of the world (issues 15 and 16)
+FAMILY_MODELS = {"sdxl": "SDXL model", "sd3": "SD3 model"}
+
+
+def family_rows(figures: dict[str, float], row) -> list[str]:
+    """The SDXL- and SD3-architecture models' goals (issues 15, 16): short prompts right on training pairs
+    ≥ 0.70, and the quality vocabulary honoured as the SD model's rows ask; rows of a model not built are left out."""
+    f, rows = figures.get, []
+    for prefix, model in FAMILY_MODELS.items():
+        if f"{prefix}_short_train_colour_shape" not in figures:
+            continue
+        rows += [
+            row(f"{model}: short prompt colour + shape right on training pairs ≥ 0.70", f"{prefix}_short_train_colour_shape",
+                lambda v: v >= 0.7),
+            row(f'{model}: "sharp" gives crisper edges than "blurry"', f"{prefix}_word_sharp_edge",
+                lambda v, p=prefix: v > f(f"{p}_word_blurry_edge", v)),
+            row(f'{model}: "vivid" gives more chroma than "faded"', f"{prefix}_word_vivid_chroma",
+                lambda v, p=prefix: v > f(f"{p}_word_faded_chroma", v)),
+            row(f'{model}: "clean" gives fewer specks than "cluttered"', f"{prefix}_word_clean_specks",
+                lambda v, p=prefix: v < f(f"{p}_word_cluttered_specks", v)),
+        ]  # fmt: skip
+    return rows
 
 
 def world_card_text(state: BuildState, command: str, load_at_start: tuple[float, float, float], stages: list[str]) -> str:
@@ -197,12 +203,12 @@ def _figure_tables(state: BuildState) -> list[str]:
         "Figures: `clip_top1_*` = top-1 retrieval of the right short caption among all 12 colour × shape",
         "captions for fresh images; `t2i_short_*_colour_shape` = fraction of samples of short prompts whose",
         "colour and shape the pixel-rule checker reads correctly; `t2i_detailed_*` = fraction of samples of",
-        "detailed captions (records from the world's prior) honouring each stated attribute (`sdxl_*`: the same for",
-        "the SDXL-architecture model in `sdxl/`, `shapes/sdxl.py`); `t2i_plain_*`,",
+        "detailed captions (records from the world's prior) honouring each stated attribute (`sdxl_*`, `sd3_*`: the same",
+        "for the SDXL- and SD3-architecture models in `sdxl/` and `sd3/`, `shapes/sdxl.py`, `shapes/sd3.py`); `t2i_plain_*`,",
         "`t2i_word_<word>_<reading>`, `t2i_positive_*`, `t2i_negative_*` = pixel readings",
         "(`shapes.checker.read_quality`: edge crispness, clutter specks, subject chroma, |log aspect|, tint)",
         'of "c", "c, <word>", "c, <all positive words>, masterpiece" and "c, <all negative words>" over the',
-        f"training pairs. Sampling: DDIM {cfg.sd.eval_steps} steps, guidance {cfg.sd.eval_guidance}.",
+        f"training pairs. Sampling: DDIM (SD3: Euler) {cfg.sd.eval_steps} steps, guidance {cfg.sd.eval_guidance}.",
         "`card_*` figures: `python -m shapes.card --world DIR` (definitions in `shapes/card.py`), "
         f"{cfg.card.images_per_prompt} seeds per prompt, paired noise, ± = paired SE.",
     ]

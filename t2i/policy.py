@@ -34,7 +34,7 @@ from t2i.guidance import combine_noise_predictions
 from t2i.lora import LoraMixin
 from t2i.prompts import PromptOverflow, token_overflow
 from t2i.sampling import SamplingMixin
-from t2i.sources import resolve_model_source
+from t2i.sources import components_saved_as_none, resolve_model_source
 from t2i.trajectory import Conditioning, Embeds
 
 __all__ = ["DiffusionPolicy", "StableDiffusionPolicy"]
@@ -71,10 +71,11 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
     ) -> DiffusionPolicy:
         """Load the family's pipeline from a hub id (e.g. ``runwayml/stable-diffusion-v1-5``) or a local directory.
 
-        ``load_defaults`` fill in keyword arguments not given (SD: no safety checker, RL never runs it).
+        ``load_defaults`` fill in keyword arguments not given (SD: no safety checker, RL never runs it), and so
+        does None for each component a local directory saved as None (SD3 without T5).
         """
         source = resolve_model_source(name_or_path, "model_index.json", kind="diffusers pipeline")
-        kwargs = {**cls.load_defaults, **kwargs}
+        kwargs = {**cls.load_defaults, **components_saved_as_none(source), **kwargs}
         try:
             pipeline = cls.pipeline_class.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
         except (OSError, ValueError) as err:

@@ -34,7 +34,7 @@ def world(tmp_path_factory):
 def test_quick_build_writes_every_directory_and_figure(world):
     out, state = world
     assert {p.name for p in out.iterdir() if p.is_dir()} == {
-        "aesthetic", "clip", "expander", "preference", "prompts", "sd", "sdxl", "sentiment"
+        "aesthetic", "clip", "expander", "preference", "prompts", "sd", "sd3", "sdxl", "sentiment"
     }  # fmt: skip
     assert (out / "prompts" / "held_out.txt").read_text().splitlines() == [f"a {c} {s}" for c, s in HELD_OUT_PAIRS]
     assert (out / "aesthetic" / "head.safetensors").is_file() and (out / "sentiment" / "probe.safetensors").is_file()
@@ -43,7 +43,8 @@ def test_quick_build_writes_every_directory_and_figure(world):
     for key in ("clip_top1_train_pairs", "clip_top1_held_out_pairs", "t2i_short_train_colour_shape", "t2i_detailed_all"):
         assert 0.0 <= record["figures"][key] <= 1.0
     assert list(record["seconds"]) == [
-        "data", "clip", "vae", "unet", "t2i_eval", "sdxl", "aesthetic", "preference", "sentiment", "alignment", "expander", "card"
+        "data", "clip", "vae", "unet", "t2i_eval", "sdxl", "sd3", "aesthetic", "preference", "sentiment", "alignment", "expander",
+        "card",
     ]  # fmt: skip
     for key in ("sentiment_held_out_accuracy", "preference_held_out_accuracy", "expander_held_out_well_formed"):
         assert 0.0 <= record["figures"][key] <= 1.0
@@ -95,7 +96,9 @@ def test_world_card_has_the_goals_table(world):
     goals = card.split("## Is it a faithful miniature?")[1].split("\n\n")[1].splitlines()
     assert goals[:2] == ["| goal | figure | value | met |", "|---|---|---:|---|"]
     rows = goals[2:]
-    assert len(rows) == 22  # 8 single goals, SFT on 2 rewards + CLIPScore, PCG, cosine, 4 identifier rows, 4 SDXL rows, the trade-off
+    assert (
+        len(rows) == 26
+    )  # 8 single goals, SFT on 2 rewards + CLIPScore, PCG, cosine, 4 identifier rows, 4 SDXL and 4 SD3 rows, the trade-off
     headroom = figures["card_headroom_rule_min"]
     assert (
         f"| plain prompt mediocre: rule headroom ≥ 1.5 on every held-out prompt | `card_headroom_rule_min` | "
@@ -174,6 +177,35 @@ def test_sdxl_model_loads_in_a_stock_sdxl_pipeline_and_shares_the_world_towers(w
         f"sdxl_word_{w.replace(' ', '_')}_{r}" for w, r in WORD_READINGS.items()
     }
     assert "SDXL model: short prompt colour + shape right on training pairs ≥ 0.70" in (out / CARD_FILE).read_text()
+
+
+def test_sd3_model_loads_in_a_stock_sd3_pipeline_and_samples_as_the_policy(world):
+    from diffusers import StableDiffusion3Pipeline
+
+    from shapes.world_card import CARD_FILE
+    from t2i import Guidance, StableDiffusion3Policy, load_policy, policy_class_for
+
+    out, state = world
+    stock = StableDiffusion3Pipeline.from_pretrained(out / "sd3", text_encoder_3=None, tokenizer_3=None)  # saved without T5
+    assert policy_class_for(out / "sd3") is StableDiffusion3Policy and stock.vae.config.shift_factor == 0.0
+    assert state.parameters["sd3"] == sum(p.numel() for p in stock.transformer.parameters()) and state.steps["sd3"] == 10
+    # both CLIP towers are the world CLIP's text tower: each pooled projection is the CLIP text embedding the rewards read
+    tokens = state.tokenizer(["a red circle"], padding="max_length", max_length=stock.tokenizer.model_max_length, return_tensors="pt")
+    with torch.no_grad():
+        features = state.clip.get_text_features(input_ids=tokens.input_ids).pooler_output
+        for tower in (stock.text_encoder, stock.text_encoder_2):
+            torch.testing.assert_close(tower(tokens.input_ids).text_embeds, features, atol=1e-5, rtol=1e-5)
+    prompts = ["a red circle", "<preference> photo, a small blue square on a black background"]
+    theirs = stock(prompts, num_inference_steps=3, guidance_scale=4.0, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    policy = load_policy(out / "sd3")  # the components saved as None are passed as None
+    ours = policy.sample(prompts, eta=0.0, compute_log_probs=False, guidance=Guidance.cfg(4.0), num_inference_steps=3,
+                         generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    assert theirs.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert {k for k in state.figures if k.startswith("sd3_word_")} == {
+        f"sd3_word_{w.replace(' ', '_')}_{r}" for w, r in WORD_READINGS.items()
+    }
+    assert "SD3 model: short prompt colour + shape right on training pairs ≥ 0.70" in (out / CARD_FILE).read_text()
 
 
 def test_build_refuses_a_non_empty_directory(tmp_path):
@@ -265,3 +297,30 @@ def test_shapes_preset_trains_the_sdxl_model_and_its_lora_loads_in_stock_sdxl(wo
     after = {k.replace(".base_layer", ""): v for k, v in stock.unet.state_dict().items() if k.endswith("attn2.to_k.base_layer.weight")}
     assert after.keys() == before.keys()
     assert max(float((after[k] - before[k]).abs().max()) for k in before) > 0  # the trained LoRA moved the stock UNet's weights
+
+
+def test_shapes_preset_trains_the_sd3_model_and_its_lora_loads_in_stock_sd3(world, tmp_path):
+    from diffusers import StableDiffusion3Pipeline
+
+    from t2i.sd3 import StableDiffusion3Policy
+
+    out, _ = world
+    config = load_train_config(
+        ["--preset", "shapes", "--world", str(out), "--model.pipeline", "{world}/sd3", "--sampling.eta", "0.7",
+         "--output_dir", str(tmp_path / "run"), "--iterations", "1", "--sampling.prompts_per_process", "1",
+         "--sampling.num_steps", "2", "--t2i.inner_epochs", "1", "--expander.sampling.max_new_tokens", "6",
+         "--logging.log_with", "none", "--evaluation.enabled", "false"]
+    )  # fmt: skip
+    trainer = ParrotTrainer(config)
+    assert isinstance(trainer.parts.policy, StableDiffusion3Policy)
+    trainer.train()
+    stock = StableDiffusion3Pipeline.from_pretrained(out / "sd3", text_encoder_3=None, tokenizer_3=None)
+    before = {k: v.clone() for k, v in stock.transformer.state_dict().items() if k.endswith("attn.to_k.weight")}
+    assert before
+    stock.load_lora_weights(str(tmp_path / "run" / "final" / "lora"))
+    stock.fuse_lora()
+    after = {
+        k.replace(".base_layer", ""): v for k, v in stock.transformer.state_dict().items() if k.endswith("attn.to_k.base_layer.weight")
+    }
+    assert after.keys() == before.keys()
+    assert max(float((after[k] - before[k]).abs().max()) for k in before) > 0  # the trained LoRA moved the stock transformer
