@@ -24,7 +24,8 @@ WORLD = committed_shapes_world()
 
 
 def test_committed_world_has_every_model_and_fits_the_size_budget():
-    for name in ("clip/config.json", "sd/model_index.json", "aesthetic/head.safetensors", "preference/head.safetensors",
+    for name in ("clip/config.json", "sd/model_index.json", "sdxl/model_index.json", "sd3/model_index.json",
+                 "aesthetic/head.safetensors", "preference/head.safetensors",
                  "sentiment/probe.safetensors", "expander/config.json", "WORLD.md", "world.json",
                  "prompts/train.txt", "prompts/held_out.txt"):  # fmt: skip
         assert (WORLD / name).is_file(), name
@@ -37,6 +38,7 @@ def test_committed_world_meets_its_quality_gates():
     # regression gates of the committed asset, a margin under its measured card (WORLD.md)
     assert figures["clip_top1_train_pairs"] >= 0.4
     assert figures["t2i_detailed_colour"] >= 0.9 and figures["t2i_detailed_background"] >= 0.9
+    assert figures["sd3_detailed_colour"] >= 0.9 and figures["sd3_detailed_background"] >= 0.9  # the SD3 model (sd3/)
     assert figures["expander_held_out_well_formed"] >= 0.9
     assert figures["sentiment_held_out_accuracy"] >= 0.8
     assert figures["preference_held_out_accuracy"] > 0.6
@@ -96,3 +98,19 @@ def test_the_training_config_imports_no_world_code():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env=os.environ | {"OMP_NUM_THREADS": "1"})  # fmt: skip
     assert result.stdout.strip() == "[]"
+
+
+def test_stock_sd3_pipeline_loads_the_world_sd3_model_and_samples_as_the_policy():
+    from diffusers import StableDiffusion3Pipeline
+
+    from t2i import Guidance, StableDiffusion3Policy, load_policy
+
+    stock = StableDiffusion3Pipeline.from_pretrained(WORLD / "sd3", text_encoder_3=None, tokenizer_3=None)  # saved without T5
+    policy = load_policy(WORLD / "sd3")
+    assert isinstance(policy, StableDiffusion3Policy) and type(stock.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    prompts = ["a red circle", "<preference> photo, a small blue square on a black background"]
+    theirs = stock(prompts, guidance_scale=4.0, num_inference_steps=8, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    ours = policy.sample(prompts, eta=0.0, compute_log_probs=False, guidance=Guidance.cfg(4.0), num_inference_steps=8,
+                         generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    assert theirs.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
