@@ -122,13 +122,13 @@ def test_rwr_row_fails_loudly_until_the_estimator_exists(tmp_path):
 
 
 def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells(tmp_path, monkeypatch):
-    argv = ["--preset", "tiny", "--methods", "ws2", "parrot-no-pcg", "--seeds", "0", "--iterations", "1", "--eval-seeds", "2",
+    argv = ["--preset", "tiny", "--methods", "ws2", "parrot-no-pcg", "--seeds", "0", "--iterations", "2", "--eval-seeds", "2",
             "--set", "--sampling.num_steps 2", "--json", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")]  # fmt: skip
     result = pareto.main(argv)
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["methods"].keys() == {"base", "ws2", "parrot-no-pcg"}
     assert {"command", "budget", "normalisation", "reference_point", "wall_s", "gain_ratio_parrot_over_ws2"} <= saved.keys()
-    assert saved["budget"]["images_per_run"] == 1 * 4 * 3  # tiny: 4 prompts × 3 images, 1 iteration
+    assert saved["budget"]["images_per_run"] == 2 * 4 * 3  # tiny: 4 prompts × 3 images, 2 iterations
     assert list(saved["methods"]["base"]["seeds"]) == ["none"] and list(saved["methods"]["ws2"]["seeds"]) == ["0"]
     lo, hi = np.array(saved["normalisation"]["low"]), np.array(saved["normalisation"]["high"])
     for entry in saved["methods"].values():
@@ -147,7 +147,13 @@ def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells
     union = np.concatenate([np.array(next(iter(e["seeds"].values()))["scores"]) for e in saved["methods"].values()])
     assert lo.tolist() == union.min(0).tolist() and hi.tolist() == union.max(0).tolist()
     assert result["methods"].keys() == saved["methods"].keys()
-    for name in ("fronts.png", "hypervolume.png"):
+    # each trained cell keeps its training curve (batch mean per iteration); the rise is last − first with 2 iterations
+    curve = saved["methods"]["ws2"]["seeds"]["0"]["curve"]
+    assert curve.keys() == {"jpeg_compressibility", "clip_score", "sentiment"} and all(len(v) == 2 for v in curve.values())
+    assert saved["methods"]["ws2"]["summary"]["training_rise"]["sentiment"][0] == pytest.approx(curve["sentiment"][1] - curve["sentiment"][0])
+    assert saved["methods"]["base"]["seeds"]["none"]["curve"] == {} and saved["methods"]["base"]["summary"]["training_rise"] == {}
+    assert "| parrot-no-pcg |" in (tmp_path / "out" / "table.md").read_text().split("Training-batch reward")[1]
+    for name in ("fronts.png", "hypervolume.png", "curves.png"):
         with Image.open(tmp_path / "out" / name) as image:
             assert image.format == "PNG" and image.size[0] > 100
     assert "| method | jpeg_compressibility | clip_score | sentiment | avg norm. |" in (tmp_path / "out" / "table.md").read_text()
@@ -167,6 +173,14 @@ def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells
     # a cell made with other flags is refused, not reused
     with pytest.raises(SystemExit, match="was made with other parrot.train flags"):
         pareto.main([*argv[:-4], "--set", "--sampling.num_steps 3", *argv[-4:]])
+
+
+def test_curve_rise_is_last_quarter_less_first_quarter():
+    from benchmarks.pareto_stats import curve_rise
+
+    assert curve_rise([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 9.0]) == pytest.approx((7 + 9) / 2 - (1 + 2) / 2)
+    assert curve_rise([3.0, 1.0, 2.0]) == pytest.approx(2.0 - 3.0)  # quarters of one iteration
+    assert curve_rise([5.0]) is None and curve_rise([]) is None
 
 
 def test_method_colours_are_distinct_for_the_full_method_list():
