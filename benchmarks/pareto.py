@@ -64,7 +64,8 @@ the preset's batch for every trained method (shapes: 1 prompt × 4 identifiers �
 ≈ 1–2 min on 2 cores), 8 evaluation seeds. ``--iterations 0`` takes the preset's own budget
 (shapes: 40 iterations, the ``make demo`` run; ≈ 5 min a cell). ``OUT`` receives ``table.md``,
 ``pareto.json``, ``fronts.png``, ``hypervolume.png`` and ``curves.png`` (each trained method's training-batch
-mean reward per iteration, mean over seeds; the table adds how it moved from the first to the last quarter of the iterations). Wall times of the runs made: BENCHMARKS.md.
+mean reward per iteration, mean over seeds; the table adds how it moved from the first to the last quarter
+of the iterations). Wall times of the runs made: BENCHMARKS.md.
 
 Modules: this script runs the cells and assembles ``pareto.json``; ``pareto_cells.py`` holds the
 method catalogue and the cells' flags and files, ``pareto_stats.py`` the statistics,

@@ -150,7 +150,8 @@ def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells
     # each trained cell keeps its training curve (batch mean per iteration); the rise is last − first with 2 iterations
     curve = saved["methods"]["ws2"]["seeds"]["0"]["curve"]
     assert curve.keys() == {"jpeg_compressibility", "clip_score", "sentiment"} and all(len(v) == 2 for v in curve.values())
-    assert saved["methods"]["ws2"]["summary"]["training_rise"]["sentiment"][0] == pytest.approx(curve["sentiment"][1] - curve["sentiment"][0])
+    rise = saved["methods"]["ws2"]["summary"]["training_rise"]["sentiment"][0]
+    assert rise == pytest.approx(curve["sentiment"][1] - curve["sentiment"][0])
     assert saved["methods"]["base"]["seeds"]["none"]["curve"] == {} and saved["methods"]["base"]["summary"]["training_rise"] == {}
     assert "| parrot-no-pcg |" in (tmp_path / "out" / "table.md").read_text().split("Training-batch reward")[1]
     for name in ("fronts.png", "hypervolume.png", "curves.png"):
