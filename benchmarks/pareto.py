@@ -97,6 +97,7 @@ from benchmarks.pareto_cells import (  # noqa: E402
     base_overrides,
     cell_flags,
     cell_path,
+    grpo_catalogue,
     method_catalogue,
     method_config,
     read_cell,
@@ -197,7 +198,11 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     held_out = read_prompt_list(probe.prompts.evaluation, probe.prompts.evaluation_file, "prompts.evaluation")
     if not held_out:
         raise SystemExit("the config has no held-out prompts: set prompts.evaluation or prompts.evaluation_file (--set)")
-    methods = choose_methods(args, method_catalogue(reward_names, probe.sampling.guidance_scale))
+    if args.catalogue == "grpo":
+        catalogue = grpo_catalogue(reward_names, args.hard or reward_names[0])
+    else:
+        catalogue = method_catalogue(reward_names, probe.sampling.guidance_scale)
+    methods = choose_methods(args, catalogue)
     sys.stdout.write(
         f"pareto: {len(methods)} methods, training seeds {seeds}; budget per trained cell = {probe.iterations} iterations × "
         f"{derived_quantities(probe, 1).images_per_iteration} images (same for every trained method); evaluation {len(held_out)} held-out "
@@ -239,6 +244,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default=DEFAULT_PRESET, help="parrot.train preset (default: %(default)s)")
     parser.add_argument("--set", default="", metavar="FLAGS", help="extra parrot.train flags in one string, e.g. --set='--t2i.lr 1e-3'")
+    parser.add_argument(
+        "--catalogue",
+        choices=("parrot", "grpo"),
+        default="parrot",
+        help="the methods: Parrot's benchmark (default) or the GRPO rows of issue 16 (see pareto_cells.grpo_catalogue)",
+    )
+    parser.add_argument("--hard", default="", help="--catalogue grpo: the reward of the single-reward rows (default: the first reward)")
     parser.add_argument("--methods", nargs="+", help="a subset of the methods (base is always added)")
     parser.add_argument("--skip", nargs="+", default=[], help="methods to leave out (e.g. rwr where parrot.train lacks its estimator)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
