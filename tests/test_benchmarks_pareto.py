@@ -111,6 +111,29 @@ def test_methods_are_the_issue_settings():
     assert load_train_config([*common, *catalogue["parrot"].overrides]).sampling.w1 > 0
 
 
+def test_grpo_catalogue_is_the_issue_settings():
+    from benchmarks.pareto_cells import GRPO_KL_WEIGHT, grpo_catalogue
+
+    common = ["--preset", "tiny", "--logging.log_with", "none", "--model.pipeline", "builtin:tiny_sd3"]
+    names = list(load_train_config(common).rewards.names)
+    catalogue = grpo_catalogue(names, "clip_score")
+    assert list(catalogue) == ["base", "ddpo:clip_score", "grpo:clip_score", "grpo-ws", "gdpo", "grpo-pareto"]
+    configs = {m: load_train_config([*common, *method.overrides]) for m, method in catalogue.items()}
+    for name, config in configs.items():
+        assert config.mode == "t2i" and not config.expander.model and not config.identifiers.enabled, name
+    ddpo, grpo = configs["ddpo:clip_score"], configs["grpo:clip_score"]
+    assert ddpo.selection.gradient_normalisation == "per_prompt" and ddpo.t2i.kl_weight == 0 and ddpo.t2i.estimator == "is"
+    assert ddpo.selection.mode == grpo.selection.mode == "single:clip_score" and ddpo.selection.reward_weighting == "normalised"
+    for name in ("grpo:clip_score", "grpo-ws", "gdpo", "grpo-pareto"):
+        config = configs[name]
+        assert config.selection.gradient_normalisation == "group" and config.selection.reward_weighting == "normalised", name
+        assert config.t2i.kl_weight == GRPO_KL_WEIGHT and config.t2i.estimator == "is", name
+    assert [configs[m].selection.mode for m in ("grpo-ws", "gdpo", "grpo-pareto")] == ["weighted", "gdpo", "pareto"]
+    assert configs["grpo-ws"].selection.selection_normalisation == "batch"
+    with pytest.raises(SystemExit, match="--hard 'nope' is not among the rewards"):
+        grpo_catalogue(names, "nope")
+
+
 def test_rwr_row_fails_loudly_until_the_estimator_exists(tmp_path):
     common = ["--preset", "tiny", "--logging.log_with", "none"]
     flags = [*common, *pareto.method_catalogue(["a", "b", "c"], 3.0)["rwr"].overrides]
