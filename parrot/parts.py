@@ -77,23 +77,27 @@ class TrainingParts:
         generators: list[torch.Generator],
         guidance: Guidance | None = None,
         sde_steps: list[int] | None = None,
+        eta: float | None = None,
     ) -> Trajectory:
         """One image per conditioning prompt with the run's sampler settings and ``guidance`` (default:
         the inference guidance; c feeds it when it is prompt-centred); ``sde_steps``: the SDE window
-        (:func:`parrot.sde_window.window_steps`; None: every step stochastic)."""
+        (:func:`parrot.sde_window.window_steps`; None: every step stochastic); ``eta``: another η than
+        ``sampling.eta`` (0: the deterministic DDIM / Euler sampler, no log-probs)."""
         sampling = self.config.sampling
         guidance = self.guidance if guidance is None else guidance
+        eta = sampling.eta if eta is None else eta
         return self.policy.sample(
             conditioning,
             original_prompts=originals,  # the guidance decides whether c is used
             guidance=guidance,
             negative_prompt=sampling.negative_prompt,
             num_inference_steps=sampling.num_steps,
-            eta=sampling.eta,
+            eta=eta,
             generator=generators,
             height=sampling.resolution or None,
             width=sampling.resolution or None,
             sde_steps=sde_steps,
+            compute_log_probs=eta > 0,
         )
 
     def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:

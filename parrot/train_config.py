@@ -231,6 +231,10 @@ class EvaluationConfig:
         metadata={"help": "expander temperature of 'sample' decoding; 0 = expander.sampling.temperature (the one trained with)"},
     )
     enabled: bool = field(default=True, metadata={"help": "write evaluation.json and print the held-out table at the end"})
+    eta: float = field(
+        default=-1.0,
+        metadata={"help": "η of held-out sampling: < 0 = sampling.eta (as trained); 0 = deterministic DDIM or flow ODE (as Flow-GRPO)"},
+    )
 
     def __post_init__(self) -> None:
         if self.expansion_decoding not in ("beam", "sample"):
