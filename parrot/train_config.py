@@ -14,6 +14,7 @@ no preset imports the world's code.
 ``builtin:`` model names are built in code instead of loaded: ``builtin:tiny`` (the toy SD
 pipeline of :mod:`t2i.tiny`), ``builtin:tiny_sdxl`` (the toy SDXL pipeline of :mod:`t2i.tiny_sdxl`),
 ``builtin:tiny_sd3`` (the toy SD3 pipeline of :mod:`t2i.tiny_sd3`; its ``eta`` is Flow-GRPO's noise level a),
+``builtin:tiny_flux`` (the toy FLUX.1 pipeline of :mod:`t2i.tiny_flux`, guidance-distilled, the same noise level),
 ``builtin:tiny_clip`` (a reward setting: the toy CLIP of :mod:`rewards.tiny`, saved under the run
 directory) and ``builtin:tiny_gpt2`` (a random GPT-2 expander with a BPE tokenizer trained on the
 training prompts); ``builtin:random:<arch>`` is a full-size architecture of :mod:`t2i.random_init`
@@ -23,6 +24,7 @@ with random weights, as a pipeline (``sd15``, ``sdxl_base``, …), a reward CLIP
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,14 +70,21 @@ class ModelConfig:
     pipeline: str = field(
         default="runwayml/stable-diffusion-v1-5",
         metadata={
-            "help": "hub id or local diffusers pipeline directory (SD 1.x/2.x, SDXL or SD3: read from its model_index.json), "
-            "'builtin:tiny' / 'builtin:tiny_sdxl' / 'builtin:tiny_sd3', "
-            "or 'builtin:random:<arch>' (full size, random weights: sd15, sdxl_base)"
+            "help": "hub id or local diffusers pipeline directory (SD 1.x/2.x, SDXL, SD3 or FLUX.1: read from its model_index.json), "
+            "'builtin:tiny' / 'builtin:tiny_sdxl' / 'builtin:tiny_sd3' / 'builtin:tiny_flux', "
+            "or 'builtin:random:<arch>' (full size, random weights: sd15, sdxl_base, sd35_medium, flux_dev)"
         },
     )
     dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})
     compile: CompileSettings = field(default_factory=CompileSettings, metadata={"help": "torch.compile of the UNet (off by default)"})
+    distilled_guidance: float = field(
+        default=3.5,
+        metadata={
+            "help": "guidance-distilled FLUX.1 (FLUX.1-dev): the value g of the transformer's guidance embedding (FluxPipeline's "
+            "guidance_scale, 3.5 by default); sampling.guidance_scale > 1 adds true CFG on top. Other families have none"
+        },
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata={
@@ -83,6 +92,10 @@ class ModelConfig:
             "less memory per trained step, ~1 extra forward pass of time; same gradients"
         },
     )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.distilled_guidance, bool) or not math.isfinite(self.distilled_guidance):
+            raise ValueError(f"distilled_guidance={self.distilled_guidance!r} must be a finite number")
 
 
 @dataclass
@@ -126,7 +139,7 @@ class SamplingConfig:
         },
     )
     num_steps: int = field(default=50, metadata={"help": "DDIM steps T"})
-    eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0)"})
+    eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0); for SD3 / FLUX the noise level a of Flow-GRPO's SDE (0.7 there)"})
     training_guidance: str = field(
         default="cfg",
         metadata={

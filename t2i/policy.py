@@ -15,7 +15,9 @@ is shared), ``encode_prompts`` (prompts → UNet keyword tensors), ``frozen_modu
 needed ``unet_forward`` (the model call), ``step`` (one transition of p_θ with its log-density:
 stochastic DDIM here) and ``decode``. ``StableDiffusionPolicy`` is SD 1.x/2.x; SDXL
 (:mod:`t2i.sdxl`) adds pooled embeddings and time ids in its own ``encode_prompts``/``unet_forward``;
-the flow-matching SD3 family (:mod:`t2i.sd3`) adds its own ``step`` (Flow-GRPO's SDE, :mod:`t2i.flow`). :mod:`t2i.families` picks the family
+the flow-matching families SD3 (:mod:`t2i.sd3`) and FLUX (:mod:`t2i.flux`) share their ``step`` (Flow-GRPO's SDE,
+:mod:`t2i.flow`) through :class:`t2i.flow_policy.FlowMatchingPolicy`; FLUX also packs latents around its model call
+and overrides the sampler's ``initial_latents`` and ``set_timesteps`` hooks. :mod:`t2i.families` picks the family
 from a pipeline's ``model_index.json``.
 """
 
@@ -48,6 +50,7 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
     upcasts_vae: ClassVar[bool] = False  # decode a float16 VAE in float32 when its config says force_upcast (SDXL)
     denoiser_name: ClassVar[str] = "unet"  # the pipeline's denoiser attribute, also its LoRA keyword (``unet_lora_layers``)
     scheduler_class: ClassVar[type] = DDIMScheduler  # the scheduler ``step`` reads; another one is converted from its config
+    default_guidance_scale: ClassVar[float] = 7.5  # CFG scale of ``sample`` when no guidance is given (1: none, FLUX)
 
     def __init__(self, pipeline: DiffusionPipeline):
         if not isinstance(pipeline.scheduler, self.scheduler_class):
