@@ -24,7 +24,6 @@ with random weights, as a pipeline (``sd15``, ``sdxl_base``, …), a reward CLIP
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,10 +79,7 @@ class ModelConfig:
     compile: CompileSettings = field(default_factory=CompileSettings, metadata={"help": "torch.compile of the UNet (off by default)"})
     distilled_guidance: float = field(
         default=3.5,
-        metadata={
-            "help": "guidance-distilled FLUX.1 (FLUX.1-dev): the value g of the transformer's guidance embedding (FluxPipeline's "
-            "guidance_scale, 3.5 by default); sampling.guidance_scale > 1 adds true CFG on top. Other families have none"
-        },
+        metadata={"help": "FLUX.1-dev: the value g of its guidance embedding (FluxPipeline's guidance_scale); others have none"},
     )
     gradient_checkpointing: bool = field(
         default=False,
@@ -92,10 +88,6 @@ class ModelConfig:
             "less memory per trained step, ~1 extra forward pass of time; same gradients"
         },
     )
-
-    def __post_init__(self) -> None:
-        if isinstance(self.distilled_guidance, bool) or not math.isfinite(self.distilled_guidance):
-            raise ValueError(f"distilled_guidance={self.distilled_guidance!r} must be a finite number")
 
 
 @dataclass

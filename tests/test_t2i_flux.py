@@ -17,6 +17,7 @@ from t2i.flux import flux_shift_mu
 from t2i.tiny_flux import TinyFluxConfig, build_tiny_flux_pipeline
 
 PROMPTS = ["a red circle", "a large blue square at the left on a white background"]
+FLOW_GRPO_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_recomputed_log_probs_equal_the_recording_and_move_with_the_lora(flux_po
 
 
 def test_lora_saved_in_diffusers_format_loads_into_a_fresh_stock_flux_pipeline(tmp_path, flux_policy, stock):
-    flux_policy.add_lora(LoraSettings(rank=4))
+    flux_policy.add_lora(LoraSettings(rank=4, alpha=8, target_modules=FLOW_GRPO_TARGETS))  # configs/flux_dev.yaml's modules
     perturb_lora(flux_policy, scale=0.5)
     path = flux_policy.save_lora(tmp_path)
     assert path.name == "pytorch_lora_weights.safetensors"
