@@ -50,7 +50,6 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
     upcasts_vae: ClassVar[bool] = False  # decode a float16 VAE in float32 when its config says force_upcast (SDXL)
     denoiser_name: ClassVar[str] = "unet"  # the pipeline's denoiser attribute, also its LoRA keyword (``unet_lora_layers``)
     scheduler_class: ClassVar[type] = DDIMScheduler  # the scheduler ``step`` reads; another one is converted from its config
-    default_guidance_scale: ClassVar[float] = 7.5  # CFG scale of ``sample`` when no guidance is given (1: none, FLUX)
 
     def __init__(self, pipeline: DiffusionPipeline):
         if not isinstance(pipeline.scheduler, self.scheduler_class):

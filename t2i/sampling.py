@@ -4,14 +4,16 @@
 calls only the policy's ``build_conditioning``, ``predict_noise`` (the guided model call),
 ``step`` (one transition of p_θ and its log-density; a family whose scheduler step takes no η also
 overrides ``step_without_log_prob``), ``decode``, ``scheduler``, ``pipeline``,
-``unet``, ``device`` and ``default_guidance_scale``, so a new model family changes none of it. Two hooks
-here have defaults a family may override: ``initial_latents`` (x_T as the stock pipeline draws it) and
-``set_timesteps`` (the schedule; FLUX's depends on the image size). Notation: :mod:`t2i.trajectory`.
+``unet`` and ``device``, so a new model family changes none of it. A family may override the defaults kept
+here: ``default_guidance_scale`` (CFG 7.5 when ``sample`` is given no guidance; FLUX: 1), and the hooks
+``initial_latents`` (x_T as the stock pipeline draws it) and ``set_timesteps`` (the schedule; FLUX's depends
+on the image size). Notation: :mod:`t2i.trajectory`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -51,6 +53,8 @@ def step_index(trajectory: Trajectory, step_indices: torch.Tensor | Sequence[int
 
 class SamplingMixin:
     """Sampling and log-prob recomputation for a policy (see the module docstring for what it needs)."""
+
+    default_guidance_scale: ClassVar[float] = 7.5  # CFG scale of ``sample`` when no guidance is given
 
     @torch.no_grad()
     def sample(
