@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = LoadWatch(settle_s=args.settle)
+    load = LoadWatch(settle_s=args.settle, own_threads=torch.get_num_threads())
     results = [
         measure(size, args.batch, args.num_steps, args.repeats, compile_mode=args.compile, family=args.family) for size in args.sizes
     ]

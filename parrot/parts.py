@@ -71,10 +71,16 @@ class TrainingParts:
         return self.config.mode in ("joint", "expander")
 
     def sample_policy(
-        self, conditioning: list[str], originals: list[str] | None, generators: list[torch.Generator], guidance: Guidance | None = None
+        self,
+        conditioning: list[str],
+        originals: list[str] | None,
+        generators: list[torch.Generator],
+        guidance: Guidance | None = None,
+        sde_steps: list[int] | None = None,
     ) -> Trajectory:
         """One image per conditioning prompt with the run's sampler settings and ``guidance`` (default:
-        the inference guidance; c feeds it when it is prompt-centred)."""
+        the inference guidance; c feeds it when it is prompt-centred); ``sde_steps``: the SDE window
+        (:func:`parrot.sde_window.window_steps`; None: every step stochastic)."""
         sampling = self.config.sampling
         guidance = self.guidance if guidance is None else guidance
         return self.policy.sample(
@@ -87,6 +93,7 @@ class TrainingParts:
             generator=generators,
             height=sampling.resolution or None,
             width=sampling.resolution or None,
+            sde_steps=sde_steps,
         )
 
     def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -70,6 +70,8 @@ PRESETS["shapes"] = {
             "preference": {"path": "{world}/preference"},
             "clip_score": {"model": "{world}/clip"},
             "sentiment": {"model": "{world}/clip", "probe_path": "{world}/sentiment/probe.safetensors"},
+            # GenEval-style: the world's pixel checker (named, imported by the reward only when it is used)
+            "attribute_rules": {"checker": "shapes.checker:prompt_verdicts"},
         },
     },
     # the world's own prompt files (shapes.data.PROMPT_FILES): its train split and held-out colour × shape pairs

@@ -35,6 +35,7 @@ from parrot.layout import BatchLayout
 from parrot.models import resolve_world, with_world
 from parrot.presets import PRESETS, preset_name
 from parrot.prompts import PromptsConfig
+from parrot.sde_window import SDEWindowConfig, describe_window
 from parrot.selection import SelectionConfig
 from parrot_base.config import ConfigError, parse_config
 from prompt_expander.config import ExpanderSamplingConfig
@@ -43,21 +44,10 @@ from t2i.compile import CompileSettings
 from t2i.lora import LoraSettings
 
 __all__ = [
-    "TrainConfig",
-    "ModelConfig",
-    "RewardsConfig",
-    "PromptsConfig",
-    "SamplingConfig",
-    "T2IUpdateConfig",
-    "ExpanderTrainingConfig",
-    "EvaluationConfig",
-    "LoggingConfig",
-    "DerivedQuantities",
-    "derived_quantities",
-    "batch_layout",
-    "identifier_count",
+    "TrainConfig", "ModelConfig", "RewardsConfig", "PromptsConfig", "SamplingConfig", "T2IUpdateConfig", "ExpanderTrainingConfig",
+    "EvaluationConfig", "LoggingConfig", "DerivedQuantities", "derived_quantities", "batch_layout", "identifier_count",
     "load_train_config",
-]
+]  # fmt: skip
 
 _MODES = ("joint", "t2i", "expander")
 _TRAINING_GUIDANCE = ("cfg", "prompt_centred")
@@ -131,7 +121,10 @@ class SamplingConfig:
         },
     )
     num_steps: int = field(default=50, metadata={"help": "DDIM steps T"})
-    eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0); for SD3 / FLUX the noise level a of Flow-GRPO's SDE (0.7 there)"})
+    eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0); a flow family's SDE noise level a (Flow-GRPO: 0.7)"})
+    sde_window: SDEWindowConfig = field(
+        default_factory=SDEWindowConfig, metadata={"help": "Flow-GRPO-Fast / MixGRPO: only a window of steps stochastic and trained"}
+    )
     training_guidance: str = field(
         default="cfg",
         metadata={
@@ -170,6 +163,7 @@ class SamplingConfig:
             raise ValueError(f"eta={self.eta} must be > 0: training needs log-probs of stochastic steps")
         if self.training_guidance not in _TRAINING_GUIDANCE:
             raise ValueError(f"training_guidance={self.training_guidance!r}: use one of {_TRAINING_GUIDANCE}")
+        self.sde_window.check(self.num_steps)
 
 
 @dataclass
@@ -316,9 +310,13 @@ class TrainConfig:
                 f"expander.update.baseline='group_mean' compares the expansions of one prompt, but there is {expansions}: "
                 "set sampling.expansions_per_prompt >= 2 (or turn identifiers on), or use baseline 'mean'"
             )
-        if self.selection.gradient_normalisation == "group" and self.sampling.images_per_prompt < 2 * groups:
+        # GRPO's group of G images: z-scoring a group of 1 has no statistics (its advantage would always be 0)
+        z_groups = "mode='gdpo'" if self.selection.mode == "gdpo" else "gradient_normalisation='group'"
+        if (
+            self.selection.mode == "gdpo" or self.selection.gradient_normalisation == "group"
+        ) and self.sampling.images_per_prompt < 2 * groups:
             raise ValueError(
-                "selection.gradient_normalisation='group' z-scores the images of a group: set "
+                f"selection.{z_groups} z-scores the images of a group: set "
                 f"sampling.images_per_prompt >= 2 × the {groups} expansions × identifiers of a prompt"
             )
         if not self.prompts.train and not self.prompts.train_file:
@@ -333,12 +331,13 @@ class DerivedQuantities:
     images_per_minibatch: int
     updates_per_iteration: int
     trained_steps_per_image: int
+    window: str = ""  # the SDE window's words (parrot.sde_window.describe_window), '' when every step is stochastic
 
     def describe(self) -> str:
         return (
             f"{self.num_processes} process(es) × {self.images_per_process} images = {self.images_per_iteration} images "
             f"per iteration; {self.updates_per_iteration} optimiser step(s) per iteration of {self.images_per_minibatch} "
-            f"images per process; {self.trained_steps_per_image} trained denoising step(s) per image"
+            f"images per process; {self.trained_steps_per_image} trained denoising step(s) per image{self.window}"
         )
 
 
@@ -366,7 +365,8 @@ def derived_quantities(config: TrainConfig, num_processes: int) -> DerivedQuanti
             f"t2i.minibatches={config.t2i.minibatches} must divide the {per_process} images per process "
             f"(sampling.prompts_per_process × sampling.images_per_prompt)"
         )
-    steps = max(1, round(config.t2i.timestep_fraction * config.sampling.num_steps))
+    sampling = config.sampling  # with an SDE window, the trained steps are (a timestep_fraction of) the window's W
+    steps = max(1, round(config.t2i.timestep_fraction * (sampling.sde_window.size or sampling.num_steps)))
     return DerivedQuantities(
         num_processes=num_processes,
         images_per_process=per_process,
@@ -374,6 +374,7 @@ def derived_quantities(config: TrainConfig, num_processes: int) -> DerivedQuanti
         images_per_minibatch=per_process // config.t2i.minibatches,
         updates_per_iteration=config.t2i.minibatches * config.t2i.inner_epochs,
         trained_steps_per_image=steps,
+        window=describe_window(sampling.sde_window, sampling.num_steps),
     )
 
 

@@ -3,6 +3,7 @@
 Importing this package registers every built-in reward: ``jpeg_compressibility``,
 ``jpeg_incompressibility``, ``clip_score``, ``pickscore``, ``sentiment``, ``laion_aesthetic``,
 ``caption_alignment``, ``preference`` (models trained with ``python -m rewards.train_preference``),
+``attribute_rules`` (GenEval-style: the fraction of a prompt's attributes a rule checker finds honoured),
 and ``hpsv2`` and ``imagereward`` (their packages are installed by hand on GPU machines).
 """
 
@@ -10,7 +11,7 @@ from parrot_base.cli import quiet_if_run_as_command
 
 quiet_if_run_as_command()  # before the imports below print anything (commands only)
 
-from rewards import aesthetic, caption, clip_rewards, external, jpeg, preference  # noqa: F401  (registration)
+from rewards import aesthetic, attribute_rules, caption, clip_rewards, external, jpeg, preference  # noqa: F401  (registration)
 from rewards.aesthetic import AestheticHead, AestheticHeadConfig, LaionAesthetic, fit_aesthetic_head
 from rewards.base import Reward, RewardConfig, as_image_tensor
 from rewards.clip import ClipBackbone, ImagePreprocessor

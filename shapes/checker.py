@@ -37,7 +37,7 @@ from scipy.ndimage import binary_dilation, label
 
 from shapes.data import BACKGROUNDS, COLOURS, HALF_EXTENT, PromptAttributes, parse_caption
 
-__all__ = ["CheckResult", "ImageReading", "QualityReading", "check", "check_prompt", "read_image", "read_quality"]
+__all__ = ["CheckResult", "ImageReading", "QualityReading", "check", "check_prompt", "prompt_verdicts", "read_image", "read_quality"]
 
 #: fill ratios of the ideal shapes are 1/2 (triangle), π/4 (circle), 1 (square); the cut points
 #: sit between them, nearer the triangle because small anti-aliased triangles read a little full
@@ -210,3 +210,9 @@ def check(image, prompt: PromptAttributes) -> CheckResult:
 def check_prompt(image, prompt: str) -> CheckResult:
     """:func:`check` against a caption-grammar prompt (see :func:`shapes.data.parse_caption`)."""
     return check(image, parse_caption(prompt))
+
+
+def prompt_verdicts(image, prompt: str) -> dict[str, bool]:
+    """{attribute: honoured} for each attribute ``prompt`` states (colour, shape, and size and background
+    where named): the checker of the ``attribute_rules`` reward (:mod:`rewards.attribute_rules`)."""
+    return check_prompt(image, prompt).correct

@@ -51,7 +51,7 @@ def test_each_command_answers_a_mistake_in_one_line(tmp_path, capsys):
         (train.main, ["--preset", "tiny", "--sampling.eta", "0"],
          "error: sampling: eta=0.0 must be > 0: training needs log-probs of stochastic steps"),
         (train.main, ["--preset", "tiny", "--rewards.names", "nope", "jpeg_compressibility"],
-         "error: unknown reward 'nope'; known rewards: caption_alignment, clip_score, hpsv2, imagereward, "
+         "error: unknown reward 'nope'; known rewards: attribute_rules, caption_alignment, clip_score, hpsv2, imagereward, "
          "jpeg_compressibility, jpeg_incompressibility, laion_aesthetic, pickscore, preference, sentiment"),
         (train.main, ["--preset", "tiny", "--sampling.etaa", "1"],
          "error: unknown option --sampling.etaa; did you mean --sampling.eta? (--help lists every option)"),
@@ -76,7 +76,7 @@ def test_each_command_answers_a_mistake_in_one_line(tmp_path, capsys):
         (train_preference.main, ["--freeze_fraction", "1.5"], "error: freeze_fraction=1.5 must lie in [0, 1]"),
         (train_preference.main, ["--data", f"{missing}.jsonl"], f"error: no pairs file at '{missing}.jsonl'"),
         (best_of_n.main, ["--model", "builtin:tiny", "--reward", "nope", "--prompt", "a circle", "--out", str(tmp_path / "b")],
-         "error: unknown reward 'nope'; known rewards: caption_alignment, clip_score, hpsv2, imagereward, "
+         "error: unknown reward 'nope'; known rewards: attribute_rules, caption_alignment, clip_score, hpsv2, imagereward, "
          "jpeg_compressibility, jpeg_incompressibility, laion_aesthetic, pickscore, preference, sentiment"),
         (sft.main, ["--lora_rank", "-1"], "error: lora_rank=-1 must be >= 0 (0 = full fine-tuning)"),
     ]  # fmt: skip

@@ -21,7 +21,7 @@ def test_every_shipped_config_loads(path):
         assert parse_config(EvaluateConfig, ["--config", str(path)]).rewards
     else:
         config = load_train_config(["--config", str(path)])
-        assert config.preset == "none" and derived_quantities(config, 1).images_per_minibatch >= 1
+        assert derived_quantities(config, 1).images_per_minibatch >= 1
 
 
 FLOW_CONFIGS = [("flux_dev", "black-forest-labs/FLUX.1-dev", 1.0), ("sd35_medium", "stabilityai/stable-diffusion-3.5-medium", 4.5)]

@@ -119,6 +119,10 @@ def test_recomputed_log_probs_equal_the_recording_and_move_with_the_lora(flux_po
         torch.testing.assert_close(flux_policy.log_probs(traj, list(range(5))), traj.log_probs, atol=1e-5, rtol=0)
     changed.sum().backward()
     assert sum(p.grad.abs().sum() for p in params) > 0
+    window = flux_policy.sample(PROMPTS, num_inference_steps=4, eta=0.7, sde_steps=[1, 2], generator=make_generator(5))  # Flow-GRPO-Fast
+    assert window.log_probs[:, [0, 3]].isnan().all() and torch.isfinite(window.log_probs[:, [1, 2]]).all()
+    with torch.no_grad():
+        torch.testing.assert_close(flux_policy.log_probs(window, [1, 2]), window.log_probs[:, [1, 2]], atol=1e-5, rtol=0)
 
 
 def test_lora_saved_in_diffusers_format_loads_into_a_fresh_stock_flux_pipeline(tmp_path, flux_policy, stock):
