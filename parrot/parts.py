@@ -141,7 +141,10 @@ def build_parts(config: TrainConfig, accelerator: Accelerator, train_prompts: li
     trains_t2i = config.mode in ("joint", "t2i")
     torch.manual_seed(config.seed)
     shapes_world = resolve_world(config.world)
-    policy = build_policy(with_world(config.model.pipeline, shapes_world), config.model.dtype, device, config.model.gradient_checkpointing)
+    policy = build_policy(
+        with_world(config.model.pipeline, shapes_world), config.model.dtype, device, config.model.gradient_checkpointing,
+        config.model.distilled_guidance,
+    )  # fmt: skip
     t2i_params = policy.add_lora(config.model.lora)
     compile_denoiser(policy.unet, config.model.compile)  # after the adapters, so the graph includes them
     if not trains_t2i:

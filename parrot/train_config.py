@@ -14,6 +14,7 @@ no preset imports the world's code.
 ``builtin:`` model names are built in code instead of loaded: ``builtin:tiny`` (the toy SD
 pipeline of :mod:`t2i.tiny`), ``builtin:tiny_sdxl`` (the toy SDXL pipeline of :mod:`t2i.tiny_sdxl`),
 ``builtin:tiny_sd3`` (the toy SD3 pipeline of :mod:`t2i.tiny_sd3`; its ``eta`` is Flow-GRPO's noise level a),
+``builtin:tiny_flux`` (the toy FLUX.1 pipeline of :mod:`t2i.tiny_flux`, guidance-distilled, the same noise level),
 ``builtin:tiny_clip`` (a reward setting: the toy CLIP of :mod:`rewards.tiny`, saved under the run
 directory) and ``builtin:tiny_gpt2`` (a random GPT-2 expander with a BPE tokenizer trained on the
 training prompts); ``builtin:random:<arch>`` is a full-size architecture of :mod:`t2i.random_init`
@@ -58,14 +59,18 @@ class ModelConfig:
     pipeline: str = field(
         default="runwayml/stable-diffusion-v1-5",
         metadata={
-            "help": "hub id or local diffusers pipeline directory (SD 1.x/2.x, SDXL or SD3: read from its model_index.json), "
-            "'builtin:tiny' / 'builtin:tiny_sdxl' / 'builtin:tiny_sd3', "
-            "or 'builtin:random:<arch>' (full size, random weights: sd15, sdxl_base)"
+            "help": "hub id or local diffusers pipeline directory (SD 1.x/2.x, SDXL, SD3 or FLUX.1: read from its model_index.json), "
+            "'builtin:tiny' / 'builtin:tiny_sdxl' / 'builtin:tiny_sd3' / 'builtin:tiny_flux', "
+            "or 'builtin:random:<arch>' (full size, random weights: sd15, sdxl_base, sd35_medium, flux_dev)"
         },
     )
     dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})
     compile: CompileSettings = field(default_factory=CompileSettings, metadata={"help": "torch.compile of the UNet (off by default)"})
+    distilled_guidance: float = field(
+        default=3.5,
+        metadata={"help": "FLUX.1-dev: the value g of its guidance embedding (FluxPipeline's guidance_scale); others have none"},
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata={

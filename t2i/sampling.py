@@ -4,12 +4,16 @@
 calls only the policy's ``build_conditioning``, ``predict_noise`` (the guided model call),
 ``step`` (one transition of p_θ and its log-density; a family whose scheduler step takes no η also
 overrides ``step_without_log_prob``), ``decode``, ``scheduler``, ``pipeline``,
-``unet`` and ``device``, so a new model family changes none of it. Notation: :mod:`t2i.trajectory`.
+``unet`` and ``device``, so a new model family changes none of it. A family may override the defaults kept
+here: ``default_guidance_scale`` (CFG 7.5 when ``sample`` is given no guidance; FLUX: 1), and the hooks
+``initial_latents`` (x_T as the stock pipeline draws it) and ``set_timesteps`` (the schedule; FLUX's depends
+on the image size). Notation: :mod:`t2i.trajectory`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -69,6 +73,8 @@ def step_index(trajectory: Trajectory, step_indices: torch.Tensor | Sequence[int
 class SamplingMixin:
     """Sampling and log-prob recomputation for a policy (see the module docstring for what it needs)."""
 
+    default_guidance_scale: ClassVar[float] = 7.5  # CFG scale of ``sample`` when no guidance is given
+
     @torch.no_grad()
     def sample(
         self,
@@ -93,12 +99,13 @@ class SamplingMixin:
             prompts: the prompts the images are generated from (ĉ in Parrot, c otherwise).
             original_prompts: the original prompts c, one per prompt; prompt-centred guidance
                 (``Guidance.prompt_centred(w1, w2)``) needs them, CFG does not use them.
-            guidance: weights of the conditions; default ``Guidance.cfg(7.5)`` as in SD.
+            guidance: weights of the conditions; default CFG at the family's ``default_guidance_scale`` (7.5 as in
+                SD; 1, no guidance, for guidance-distilled FLUX).
             negative_prompt: the ∅ branch's prompt(s).
             num_inference_steps: T, the number of DDIM steps.
             eta: η; must be > 0 when ``compute_log_probs`` (η = 1 is DDPM-like); a flow family's noise level a.
             generator: as in diffusers; one generator for the batch or one per sample.
-            latents: optional x_T; drawn from ``generator`` like the stock pipeline otherwise.
+            latents: optional x_T, (B, C, h, w); drawn from ``generator`` like the stock pipeline otherwise.
             compute_log_probs: with False and η = 0, plain deterministic DDIM or Euler (log_probs are NaN).
             sde_steps: the SDE window (Flow-GRPO-Fast, MixGRPO): indices of the only steps taken with noise
                 η and a log-prob; every other step is deterministic (η = 0: DDIM or Euler) with a NaN
@@ -106,14 +113,14 @@ class SamplingMixin:
                 trajectory (``Trajectory.stochastic``).
         """
         prompts = check_prompts("prompts", prompts)
-        guidance = guidance if guidance is not None else Guidance.cfg(7.5)
+        guidance = guidance if guidance is not None else Guidance.cfg(self.default_guidance_scale)
         check_sampling_settings(eta, num_inference_steps, compute_log_probs)
         if original_prompts is not None:
             original_prompts = check_prompts("original_prompts", original_prompts)
         conditions = guidance.conditions(prompts, original_prompts)  # [c, ĉ] or [prompts]: decided by the guidance
         conditioning = self.build_conditioning(conditions, guidance, negative_prompt)
         x_T = self.initial_latents(len(prompts), height, width, generator, latents)
-        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        self.set_timesteps(num_inference_steps, x_T)
         stochastic = None if sde_steps is None else stochastic_mask(sde_steps, num_inference_steps)
         all_latents, log_probs = self.denoise(x_T, conditioning, eta, generator, compute_log_probs, progress, stochastic)
         return Trajectory(
@@ -174,6 +181,13 @@ class SamplingMixin:
         """
         return self.scheduler.step(model_output, t, x, eta=eta, generator=generator, return_dict=False)[0]
 
+    def set_timesteps(self, num_inference_steps: int, x_T: torch.Tensor) -> None:
+        """The scheduler's schedule of T steps for latents shaped like ``x_T``: its plain ``set_timesteps(T)``.
+
+        A family whose schedule depends on the image size overrides it (FLUX's resolution-dependent shift μ).
+        """
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+
     def initial_latents(
         self,
         batch: int,
@@ -210,10 +224,17 @@ class SamplingMixin:
         """
         samples, flat = step_index(trajectory, step_indices)
         check_stochastic(trajectory, flat)
-        if self.scheduler.num_inference_steps != trajectory.num_inference_steps:
-            self.scheduler.set_timesteps(trajectory.num_inference_steps, device=self.device)
+        self.match_timesteps(trajectory)
         x_t = trajectory.latents[samples, flat]
         x_prev = trajectory.latents[samples, flat + 1]
         t = trajectory.timesteps.to(flat.device)[flat]
         eps = self.predict_noise(x_t, t, trajectory.conditioning, index=samples)
         return self.step(eps, t, x_t, eta=trajectory.eta, prev_sample=x_prev)
+
+    def match_timesteps(self, trajectory: Trajectory) -> None:
+        """Set the scheduler to the trajectory's schedule unless it holds it (same T, same timesteps)."""
+        current = self.scheduler.timesteps
+        n = trajectory.num_inference_steps
+        same = self.scheduler.num_inference_steps == n and current is not None and len(current) == len(trajectory.timesteps)
+        if not (same and torch.equal(current.to(trajectory.timesteps.device), trajectory.timesteps)):
+            self.set_timesteps(n, trajectory.latents[:, 0])

@@ -77,7 +77,7 @@ class Trajectory:
     """A batch of recorded sampling trajectories (see the module docstring for notation)."""
 
     latents: torch.Tensor  # (B, T+1, C, h, w) float32, x_T … x_0
-    timesteps: torch.Tensor  # (T,) int64 for DDIM; float32 t = σ·1000 for flow matching (SD3)
+    timesteps: torch.Tensor  # (T,) int64 for DDIM; float32 t = σ·1000 for flow matching (SD3, FLUX)
     log_probs: torch.Tensor  # (B, T) float32, mean over latent dims
     images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1]
     conditioning: Conditioning
