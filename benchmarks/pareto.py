@@ -112,6 +112,7 @@ from parrot.prompts import read_prompt_list  # noqa: E402
 from parrot.run_dir import read_curves  # noqa: E402
 from parrot.train import ParrotTrainer  # noqa: E402
 from parrot.train_config import TrainConfig, derived_quantities, load_train_config  # noqa: E402
+from parrot_base.config import ConfigError  # noqa: E402
 
 __all__ = [
     "DPOK_KL_WEIGHT",
@@ -193,7 +194,10 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     seeds = QUICK["seeds"] if args.quick else args.seeds
     eval_seeds = QUICK["eval_seeds"] if args.quick else args.eval_seeds
     common = base_overrides(args, eval_seeds, iterations)
-    probe = load_train_config([*common, "--mode", "t2i"])
+    try:
+        probe = load_train_config([*common, "--mode", "t2i"])
+    except ConfigError as err:
+        raise SystemExit(f"error: the benchmark's parrot.train flags (preset, budget, --set) are refused: {err}") from None
     reward_names = list(probe.rewards.names)
     held_out = read_prompt_list(probe.prompts.evaluation, probe.prompts.evaluation_file, "prompts.evaluation")
     if not held_out:
