@@ -13,7 +13,7 @@ process high-water mark ``VmHWM`` at the end), and on a GPU ``torch.cuda.max_mem
 
 Every pipeline architecture's weights are also counted on the meta device (nothing allocated) and
 compared with a 24 GiB budget in float32 and bfloat16 (with the reward and the expander). An
-architecture without a policy family yet (SD3.5, FLUX) gets that table and the line saying so.
+architecture file whose pipeline class has no policy family gets that table and the line saying so.
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/dry_run.py --arch sd15 --json runs/dry_run_sd15.json
     python benchmarks/dry_run.py --arch tiny        # the toy models of the tests, seconds

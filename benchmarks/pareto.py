@@ -39,7 +39,7 @@ printed) with the same training seeds (same prompt draws and initial noise per i
 Untrained methods do not depend on the training seed: they are evaluated once (seed ``none``).
 
 Cells: one (method, training seed) is one cell, kept as ``OUT/cells/<method>-seed<s>.json``
-(written atomically: its held-out samples, the exact ``parrot.train`` flags, wall time). A rerun
+(written atomically: its held-out samples, its training curve, the exact ``parrot.train`` flags, wall time). A rerun
 with the same ``--out`` loads the finished cells and runs only the missing ones, so the full run
 can be done in parts; a cell made with other flags is refused, not reused.
 
@@ -63,7 +63,9 @@ Commands (from the repository root, ``OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONP
 the preset's batch for every trained method (shapes: 1 prompt × 4 identifiers × 4 images, 20 DDIM steps; a cell
 ≈ 1–2 min on 2 cores), 8 evaluation seeds. ``--iterations 0`` takes the preset's own budget
 (shapes: 40 iterations, the ``make demo`` run; ≈ 5 min a cell). ``OUT`` receives ``table.md``,
-``pareto.json``, ``fronts.png`` and ``hypervolume.png``. Wall times of the runs made: BENCHMARKS.md.
+``pareto.json``, ``fronts.png``, ``hypervolume.png`` and ``curves.png`` (each trained method's training-batch
+mean reward per iteration, mean over seeds; the table adds how it moved from the first to the last quarter
+of the iterations). Wall times of the runs made: BENCHMARKS.md.
 
 Modules: this script runs the cells and assembles ``pareto.json``; ``pareto_cells.py`` holds the
 method catalogue and the cells' flags and files, ``pareto_stats.py`` the statistics,
@@ -95,6 +97,7 @@ from benchmarks.pareto_cells import (  # noqa: E402
     base_overrides,
     cell_flags,
     cell_path,
+    grpo_catalogue,
     method_catalogue,
     method_config,
     read_cell,
@@ -106,8 +109,10 @@ from benchmarks.pareto_stats import gain_ratio, method_results  # noqa: E402
 from parrot.evaluation import EvaluationSamples, front_hypervolume, minmax_bounds, normalise, reference_point  # noqa: E402
 from parrot.presets import DEFAULT_PRESET  # noqa: E402
 from parrot.prompts import read_prompt_list  # noqa: E402
+from parrot.run_dir import read_curves  # noqa: E402
 from parrot.train import ParrotTrainer  # noqa: E402
 from parrot.train_config import TrainConfig, derived_quantities, load_train_config  # noqa: E402
+from parrot_base.config import ConfigError  # noqa: E402
 
 __all__ = [
     "DPOK_KL_WEIGHT",
@@ -128,13 +133,17 @@ __all__ = [
 FULL_RUN_ITERATIONS = 12
 
 
-def run_cell(config: TrainConfig, method: Method) -> EvaluationSamples:
-    """Train (if the method trains) and return its held-out samples in the method's setting."""
+def run_cell(config: TrainConfig, method: Method) -> tuple[EvaluationSamples, dict[str, list[float]]]:
+    """Train (if the method trains); its held-out samples in the method's setting and its training curve:
+    reward name → the training batch's mean reward at each iteration (``curves.jsonl``; {} untrained)."""
     trainer = ParrotTrainer(config)
+    curve: dict[str, list[float]] = {}
     if method.trained:
         with contextlib.redirect_stdout(io.StringIO()):  # the trainer's one-line size summary; printed once here instead
             trainer.train()
-    return trainer.evaluation_samples(method.setting)
+        curves = read_curves(trainer.run)
+        curve = {name: curves[f"reward/{name}/mean"][1].tolist() for name in trainer.parts.reward_names if f"reward/{name}/mean" in curves}
+    return trainer.evaluation_samples(method.setting), curve
 
 
 def run_cells(common: list[str], methods: list[Method], seeds: list[int], cells: Path, work: Path) -> tuple[dict, tuple[int, int]]:
@@ -156,9 +165,9 @@ def run_cells(common: list[str], methods: list[Method], seeds: list[int], cells:
         if cell is None:
             bar.set_postfix_str(f"{method.name} seed {seed}")
             tick = time.perf_counter()
-            samples = run_cell(configs[key], method)
+            samples, curve = run_cell(configs[key], method)
             cell = {"method": method.name, "seed": seed, "setting": method.setting, "flags": flags[key],
-                    "wall_s": round(time.perf_counter() - tick, 2), "samples": samples.to_json()}  # fmt: skip
+                    "wall_s": round(time.perf_counter() - tick, 2), "samples": samples.to_json(), "curve": curve}  # fmt: skip
             write_cell(path, cell)
         done[key] = cell
     return done, budget
@@ -185,12 +194,19 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     seeds = QUICK["seeds"] if args.quick else args.seeds
     eval_seeds = QUICK["eval_seeds"] if args.quick else args.eval_seeds
     common = base_overrides(args, eval_seeds, iterations)
-    probe = load_train_config([*common, "--mode", "t2i"])
+    try:
+        probe = load_train_config([*common, "--mode", "t2i"])
+    except ConfigError as err:
+        raise SystemExit(f"error: the benchmark's parrot.train flags (preset, budget, --set) are refused: {err}") from None
     reward_names = list(probe.rewards.names)
     held_out = read_prompt_list(probe.prompts.evaluation, probe.prompts.evaluation_file, "prompts.evaluation")
     if not held_out:
         raise SystemExit("the config has no held-out prompts: set prompts.evaluation or prompts.evaluation_file (--set)")
-    methods = choose_methods(args, method_catalogue(reward_names, probe.sampling.guidance_scale))
+    if args.catalogue == "grpo":
+        catalogue = grpo_catalogue(reward_names, args.hard or reward_names[0])
+    else:
+        catalogue = method_catalogue(reward_names, probe.sampling.guidance_scale)
+    methods = choose_methods(args, catalogue)
     sys.stdout.write(
         f"pareto: {len(methods)} methods, training seeds {seeds}; budget per trained cell = {probe.iterations} iterations × "
         f"{derived_quantities(probe, 1).images_per_iteration} images (same for every trained method); evaluation {len(held_out)} held-out "
@@ -232,6 +248,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default=DEFAULT_PRESET, help="parrot.train preset (default: %(default)s)")
     parser.add_argument("--set", default="", metavar="FLAGS", help="extra parrot.train flags in one string, e.g. --set='--t2i.lr 1e-3'")
+    parser.add_argument(
+        "--catalogue",
+        choices=("parrot", "grpo"),
+        default="parrot",
+        help="the methods: Parrot's benchmark (default) or the GRPO rows of issue 16 (see pareto_cells.grpo_catalogue)",
+    )
+    parser.add_argument("--hard", default="", help="--catalogue grpo: the reward of the single-reward rows (default: the first reward)")
     parser.add_argument("--methods", nargs="+", help="a subset of the methods (base is always added)")
     parser.add_argument("--skip", nargs="+", default=[], help="methods to leave out (e.g. rwr where parrot.train lacks its estimator)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")

@@ -20,11 +20,13 @@ from parrot_base.config import ConfigError
 
 __all__ = [
     "DPOK_KL_WEIGHT",
+    "GRPO_KL_WEIGHT",
     "QUICK",
     "Method",
     "base_overrides",
     "cell_flags",
     "cell_path",
+    "grpo_catalogue",
     "method_catalogue",
     "method_config",
     "read_cell",
@@ -91,6 +93,53 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
         Method("ws2+expander", ("--mode", "joint", *expander_no_ids, *ws2), "trained"),
         Method("dpok", (*t2i_alone, *ws2, "--t2i.kl_weight", str(DPOK_KL_WEIGHT)), "trained"),
         Method("rwr", (*t2i_alone, *ws2, "--t2i.estimator", "rwr"), "trained"),
+    ]
+    return {m.name: m for m in methods}
+
+
+#: β of the KL to the LoRA-off reference in the GRPO rows (Flow-GRPO's SD3.5 runs use 0.04 with rewards in [0, 1])
+GRPO_KL_WEIGHT = 0.04
+
+
+def grpo_catalogue(reward_names: list[str], hard: str) -> dict[str, Method]:
+    """The GRPO methods (issue 16; ``--catalogue grpo``), all T2I only (no expander, no identifiers), on one
+    group of G = ``sampling.images_per_prompt`` images per prompt:
+
+    - ``base``            the model alone (no training);
+    - ``ddpo:<hard>``     DDPO on the reward ``hard`` alone: each reward z-scored against the history of its
+                          prompt (DDPO's per-prompt stat tracker), PPO-clipped ratio, no KL;
+    - ``grpo:<hard>``     GRPO on it alone: z-scored within the group, PPO clip, KL to the LoRA-off reference;
+    - ``grpo-ws``         GRPO on the equal-weight sum of the rewards (each z-scored over the batch so that
+                          scales do not set the weights), the sum z-scored within the group (Flow-GRPO's
+                          multi-reward advantage);
+    - ``gdpo``            GDPO: each reward z-scored in its group, the equal-weight sum z-scored over the batch;
+    - ``grpo-pareto``     Parrot's non-dominated set within each group, A = z_g(r_k) on it, 0 elsewhere.
+    """
+    if hard not in reward_names:
+        raise SystemExit(f"--hard {hard!r} is not among the rewards {reward_names}")
+    t2i_alone = ("--mode", "t2i", "--expander.model", "", "--identifiers.enabled", "false")
+    shared = ("--t2i.estimator", "is", "--selection.reward_weighting", "normalised")
+    grpo = (*t2i_alone, *shared, "--selection.gradient_normalisation", "group", "--t2i.kl_weight", str(GRPO_KL_WEIGHT))
+    methods = [
+        Method("base", t2i_alone, "plain_base"),
+        Method(
+            f"ddpo:{hard}",
+            (
+                *t2i_alone,
+                *shared,
+                "--selection.gradient_normalisation",
+                "per_prompt",
+                "--t2i.kl_weight",
+                "0",
+                "--selection.mode",
+                f"single:{hard}",
+            ),
+            "trained",
+        ),  # fmt: skip
+        Method(f"grpo:{hard}", (*grpo, "--selection.mode", f"single:{hard}"), "trained"),
+        Method("grpo-ws", (*grpo, "--selection.mode", "weighted", "--selection.selection_normalisation", "batch"), "trained"),
+        Method("gdpo", (*grpo, "--selection.mode", "gdpo"), "trained"),
+        Method("grpo-pareto", (*grpo, "--selection.mode", "pareto"), "trained"),
     ]
     return {m.name: m for m in methods}
 

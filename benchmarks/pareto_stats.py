@@ -21,12 +21,21 @@ from parrot.evaluation import (
     table1_averages,
 )
 
-__all__ = ["gain_ratio", "method_results", "summarise"]
+__all__ = ["curve_rise", "gain_ratio", "method_results", "summarise"]
 
 
 def summarise(values: list[float]) -> list[float | None]:
     """[mean, standard error over seeds] (SE None for one value)."""
     return [float(np.mean(values)), float(sem(values)) if len(values) > 1 else None]
+
+
+def curve_rise(values: list[float]) -> float | None:
+    """How a training curve moved: the mean of its last quarter of iterations less that of its first
+    quarter (at least one iteration each); None for a curve of fewer than 2 iterations."""
+    if len(values) < 2:
+        return None
+    quarter = max(1, len(values) // 4)
+    return float(np.mean(values[-quarter:]) - np.mean(values[:quarter]))
 
 
 def method_results(
@@ -58,6 +67,7 @@ def method_results(
                 "num_images": int(len(matrix)),
                 "wall_s": cells[(name, seed)]["wall_s"],
                 "scores": matrix.tolist(),
+                "curve": cells[(name, seed)].get("curve", {}),  # training-batch mean per iteration (older cells: none)
             }
         result_methods[method.name] = _method_entry(method, per_seed, reward_names)
     base_hv = result_methods["base"]["summary"]["hypervolume"][0]
@@ -78,6 +88,11 @@ def _method_entry(method: Method, per_seed: dict[str, dict], reward_names: list[
             "average_normalised": summarise([s["average_normalised"] for s in runs_of]),
             "hypervolume": summarise([s["hypervolume"] for s in runs_of]),
             "front_size": summarise([s["front_size"] for s in runs_of]),
+            "training_rise": {
+                r: summarise(rises)
+                for r in reward_names
+                if (rises := [x for s in runs_of if (x := curve_rise(s["curve"].get(r, []))) is not None])
+            },
         },
     }
 

@@ -1,18 +1,23 @@
-"""Rollout overhead: trajectory-recording sampling ÷ a stock diffusers pipeline call (SD or SDXL).
+"""Rollout overhead: trajectory-recording sampling ÷ a stock diffusers pipeline call (SD, SDXL, SD3 or FLUX).
 
-Both run the same pipeline object (same weights, prompts, steps, batch, η, CFG scale and
-seed); the stock call returns tensors (``output_type="pt"``) like the policy does, and its
-progress bar is off like the policy's. Calls are interleaved (stock, policy, stock, …) so
-drift in machine load hits both alike; the figure is the ratio of medians.
+Both run the same pipeline object (same weights, prompts, steps, batch, guidance and seed); the
+stock call returns tensors (``output_type="pt"``) like the policy does, and its progress bar is off
+like the policy's. Calls are interleaved (stock, policy, stock, …) so drift in machine load hits
+both alike; the figure is the ratio of medians.
 
     python benchmarks/rollout_overhead.py --json runs/rollout_overhead.json
     python benchmarks/rollout_overhead.py --family sdxl --json runs/rollout_overhead_sdxl.json
+    python benchmarks/rollout_overhead.py --family sd3 --json runs/rollout_overhead_sd3.json
+    python benchmarks/rollout_overhead.py --family flux --json runs/rollout_overhead_flux.json
 
 ``--family sd`` times ``StableDiffusionPolicy`` against ``StableDiffusionPipeline`` on the tiny SD
-pipeline (:mod:`t2i.tiny`); ``--family sdxl`` times ``StableDiffusionXLPolicy`` against
-``StableDiffusionXLPipeline`` on the tiny SDXL pipeline (:mod:`t2i.tiny_sdxl`). Sizes: ``small`` is
-the test pipeline (UNet 32/64, 8×8 latents); ``large`` is UNet 64/128/256 on 32×32 latents, where
-the UNet dominates the time.
+pipeline (:mod:`t2i.tiny`), ``sdxl`` the SDXL ones (:mod:`t2i.tiny_sdxl`), ``sd3`` the SD3 ones
+(:mod:`t2i.tiny_sd3`) and ``flux`` the FLUX.1 ones (:mod:`t2i.tiny_flux`). The UNet families sample
+stochastic DDIM with η = 1 against the stock call with ``eta=1.0``, CFG 7.5; the flow families record
+Flow-GRPO's SDE (noise level a = 0.7, log-probs) against the stock Euler call: SD3 with CFG 7.5, FLUX
+CFG-free with its distilled guidance 3.5 (:func:`call_settings`). Sizes: ``small`` is the test pipeline
+(SD: UNet 32/64, 8×8 latents); ``large`` is UNet 64/128/256 (SD3, FLUX: a wider, deeper transformer)
+on 32×32 latents, where the denoiser dominates the time.
 """
 
 from __future__ import annotations
@@ -32,9 +37,19 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages and b
     sys.path.insert(0, str(REPO))
 
 from benchmarks.machine_load import LoadWatch  # noqa: E402
-from t2i import DiffusionPolicy, Guidance, StableDiffusionPolicy, StableDiffusionXLPolicy  # noqa: E402
+from t2i import (  # noqa: E402
+    DiffusionPolicy,
+    FlowMatchingPolicy,
+    FluxPolicy,
+    Guidance,
+    StableDiffusion3Policy,
+    StableDiffusionPolicy,
+    StableDiffusionXLPolicy,
+)
 from t2i.compile import COMPILE_MODES, CompileSettings, compile_denoiser  # noqa: E402
 from t2i.tiny import TinyPipelineConfig, build_tiny_pipeline  # noqa: E402
+from t2i.tiny_flux import TinyFluxConfig, build_tiny_flux_pipeline  # noqa: E402
+from t2i.tiny_sd3 import TinySD3Config, build_tiny_sd3_pipeline  # noqa: E402
 from t2i.tiny_sdxl import TinySDXLConfig, build_tiny_sdxl_pipeline  # noqa: E402
 
 SIZES = {
@@ -45,12 +60,51 @@ SDXL_SIZES = {
     "small": TinySDXLConfig(),
     "large": TinySDXLConfig(block_out_channels=(64, 128, 256), latent_size=32, text_hidden_size=64, text_hidden_size_2=64),
 }
-POLICIES: dict[str, type[DiffusionPolicy]] = {"sd": StableDiffusionPolicy, "sdxl": StableDiffusionXLPolicy}
+SD3_SIZES = {
+    "small": TinySD3Config(),
+    "large": TinySD3Config(latent_size=32, num_layers=4, num_attention_heads=4, attention_head_dim=32, text_hidden_size=64,
+                           text_hidden_size_2=64, projection_dims=(64, 64), joint_attention_dim=128),
+}  # fmt: skip
+FLUX_SIZES = {
+    "small": TinyFluxConfig(),
+    "large": TinyFluxConfig(latent_size=32, num_layers=2, num_single_layers=4, num_attention_heads=4, attention_head_dim=32,
+                            axes_dims_rope=(8, 12, 12), text_hidden_size=64, joint_attention_dim=128),
+}  # fmt: skip
+POLICIES: dict[str, type[DiffusionPolicy]] = {
+    "sd": StableDiffusionPolicy,
+    "sdxl": StableDiffusionXLPolicy,
+    "sd3": StableDiffusion3Policy,
+    "flux": FluxPolicy,
+}
+BUILDERS = {
+    "sd": lambda size: build_tiny_pipeline(SIZES[size]),
+    "sdxl": lambda size: build_tiny_sdxl_pipeline(SDXL_SIZES[size]),
+    "sd3": lambda size: build_tiny_sd3_pipeline(SD3_SIZES[size]),
+    "flux": lambda size: build_tiny_flux_pipeline(FLUX_SIZES[size]),
+}
+FLOW_NOISE_LEVEL = 0.7  # Flow-GRPO's a
 
 
 def tiny_pipeline(family: str, size: str) -> DiffusionPipeline:
-    """The tiny pipeline of ``family`` ('sd' or 'sdxl') at ``size`` (seeded: every call gives the same weights)."""
-    return build_tiny_sdxl_pipeline(SDXL_SIZES[size]) if family == "sdxl" else build_tiny_pipeline(SIZES[size])
+    """The tiny pipeline of ``family`` (a key of :data:`POLICIES`) at ``size`` (seeded: every call gives the same weights)."""
+    return BUILDERS[family](size)
+
+
+def call_settings(policy: DiffusionPolicy, guidance_scale: float) -> tuple[dict, dict]:
+    """Keyword arguments of the stock call and of ``policy.sample`` that draw the same kind of rollout.
+
+    DDIM families: η = 1 on both sides, CFG ``guidance_scale``. Flow families: the stock Euler call against the
+    policy's SDE at a = 0.7 with log-probs; SD3 with CFG ``guidance_scale``; FLUX CFG-free (one pass, its
+    distilled guidance g as the stock ``guidance_scale``), or true CFG when ``guidance_scale`` > 1.
+    """
+    if isinstance(policy, FluxPolicy):
+        stock = {"guidance_scale": policy.distilled_guidance}
+        if guidance_scale > 1:
+            stock |= {"true_cfg_scale": guidance_scale, "negative_prompt": ""}
+        return stock, {"eta": FLOW_NOISE_LEVEL, "guidance": Guidance.cfg(max(guidance_scale, 1.0))}
+    if isinstance(policy, FlowMatchingPolicy):
+        return {"guidance_scale": guidance_scale}, {"eta": FLOW_NOISE_LEVEL, "guidance": Guidance.cfg(guidance_scale)}
+    return {"eta": 1.0, "guidance_scale": guidance_scale}, {"eta": 1.0, "guidance": Guidance.cfg(guidance_scale)}
 
 
 def time_once(fn) -> float:
@@ -64,15 +118,17 @@ def time_once(fn) -> float:
 
 
 def measure(
-    size: str, batch: int, steps: int, repeats: int, guidance_scale: float = 7.5, compile_mode: str = "off", family: str = "sd"
+    size: str, batch: int, steps: int, repeats: int, guidance_scale: float | None = None, compile_mode: str = "off", family: str = "sd"
 ) -> dict:
     """Stock call and policy sample of ``family``, interleaved; with ``compile_mode`` the policy samples with its
-    own copy of the pipeline (same seed, same weights) whose UNet is compiled, against the eager stock call."""
+    own copy of the pipeline (same seed, same weights) whose UNet is compiled, against the eager stock call.
+    ``guidance_scale`` None is the family's default: 7.5, or 1 (CFG-free) for FLUX."""
     pipeline = tiny_pipeline(family, size)
     policy = POLICIES[family](pipeline if compile_mode == "off" else tiny_pipeline(family, size))
     compile_denoiser(policy.unet, CompileSettings(mode=compile_mode))
-    figures = compare_rollouts(pipeline, policy, batch, steps, repeats, guidance_scale)
-    return {"family": family, "size": size, **figures, "compile": compile_mode}
+    scale = policy.default_guidance_scale if guidance_scale is None else guidance_scale
+    figures = compare_rollouts(pipeline, policy, batch, steps, repeats, scale)
+    return {"family": family, "size": size, **figures, "guidance_scale": scale, "compile": compile_mode}
 
 
 def compare_rollouts(
@@ -84,15 +140,16 @@ def compare_rollouts(
     prompts = [f"a {c} circle" for c in ("red", "green", "blue", "yellow")] * (batch // 4 + 1)
     prompts = prompts[:batch]
     device = policy.device
+    stock_settings, policy_settings = call_settings(policy, guidance_scale)
 
     def plain():
         with torch.no_grad():
-            pipeline(prompts, num_inference_steps=steps, eta=1.0, guidance_scale=guidance_scale, height=height, width=height,
-                     generator=torch.Generator(device).manual_seed(0), output_type="pt")  # fmt: skip
+            pipeline(prompts, num_inference_steps=steps, height=height, width=height, generator=torch.Generator(device).manual_seed(0),
+                     output_type="pt", **stock_settings)  # fmt: skip
 
     def recorded():
-        policy.sample(prompts, num_inference_steps=steps, eta=1.0, guidance=Guidance.cfg(guidance_scale), height=height, width=height,
-                      generator=torch.Generator(device).manual_seed(0))  # fmt: skip
+        policy.sample(prompts, num_inference_steps=steps, height=height, width=height, generator=torch.Generator(device).manual_seed(0),
+                      **policy_settings)  # fmt: skip
 
     plain()  # warm-up
     compile_s = time_once(recorded)  # warm-up; with compile on, the first call compiles the sampling graph
@@ -115,10 +172,10 @@ def compare_rollouts(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--family", default="sd", choices=sorted(POLICIES), help="pipeline family: SD 1.x or SDXL")
+    parser.add_argument("--family", default="sd", choices=sorted(POLICIES), help="pipeline family: SD 1.x, SDXL, SD3 or FLUX.1")
     parser.add_argument("--sizes", nargs="+", default=["small", "large"], choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=4, help="images per call")
-    parser.add_argument("--num_steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--num_steps", type=int, default=20, help="denoising steps (DDIM, or the flow families' SDE / Euler)")
     parser.add_argument("--repeats", type=int, default=9, help="timed calls of each kind (after one warm-up)")
     parser.add_argument(
         "--settle", type=float, default=0.0, help="wait up to this many seconds for the load to fall below 0.75 per core first"
@@ -129,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = LoadWatch(settle_s=args.settle)
+    load = LoadWatch(settle_s=args.settle, own_threads=torch.get_num_threads())
     results = [
         measure(size, args.batch, args.num_steps, args.repeats, compile_mode=args.compile, family=args.family) for size in args.sizes
     ]
@@ -137,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         print(
             f"{r['family']} {r['size']:>6}: stock {r['plain_s']:.3f}s  policy {r['policy_s']:.3f}s  ratio {r['ratio']:.3f} "
-            f"(batch {r['batch']}, {r['steps']} steps, median of {r['repeats']}; compile {r['compile']}, "
+            f"(batch {r['batch']}, {r['steps']} steps, guidance {r['guidance_scale']}, median of {r['repeats']}; compile {r['compile']}, "
             f"first policy call {r['first_policy_call_s']:.1f}s)"
         )
     if args.json:

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = LoadWatch(settle_s=args.settle)
+    load = LoadWatch(settle_s=args.settle, own_threads=torch.get_num_threads())
     results: dict = {"versions": versions(), "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="parrot-throughput-") as tmp:
         work = Path(tmp)

@@ -140,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> BestOfN:
     parser.add_argument(
         "--model",
         default="builtin:tiny",
-        help="hub id or local SD 1.x/2.x or SDXL pipeline directory, or 'builtin:tiny' / 'builtin:tiny_sdxl' (random toys)",
+        help="hub id or local SD 1.x/2.x, SDXL, SD3 or FLUX.1 pipeline directory, or 'builtin:tiny' / 'builtin:tiny_sdxl' / "
+        "'builtin:tiny_sd3' / 'builtin:tiny_flux' (random toys)",
     )
     parser.add_argument("--dtype", default="float32", help="model dtype: float32, float16, bfloat16")
     parser.add_argument("--reward", required=True, help="registered reward name")

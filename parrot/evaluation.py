@@ -123,6 +123,12 @@ def held_out_expansions(parts: TrainingParts, seed: int) -> list[str]:
     return expanded_texts(parts.eval_prompts, expansions)
 
 
+def evaluation_eta(parts: TrainingParts) -> float:
+    """η of held-out sampling: ``evaluation.eta``, or the training ``sampling.eta`` when it is negative."""
+    eta = parts.config.evaluation.eta
+    return parts.config.sampling.eta if eta < 0 else eta
+
+
 @torch.no_grad()
 def held_out_samples(parts: TrainingParts, setting: str) -> EvaluationSamples:
     """Every held-out image (prompt × evaluation seed, fixed noise) of ``setting`` with its rewards."""
@@ -144,7 +150,7 @@ def held_out_samples(parts: TrainingParts, setting: str) -> EvaluationSamples:
                 expanded = held_out_expansions(parts, seed)  # beam: one ĉ per prompt for every seed
             conditioning = expanded if plain else [with_identifiers(e, parts.eval_identifiers, template) for e in expanded]
             generators = [torch.Generator(parts.device).manual_seed(derived_seed(seed, EVAL, i)) for i in range(len(prompts))]
-            trajectory = parts.sample_policy(conditioning, prompts, generators, guidance)
+            trajectory = parts.sample_policy(conditioning, prompts, generators, guidance, eta=evaluation_eta(parts))
             columns.append(parts.evaluator(trajectory.images, prompts, expansion_metadata(expanded)).scores)
             expanded_all += expanded
             seeds += [seed] * len(prompts)

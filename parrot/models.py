@@ -27,10 +27,19 @@ from rewards import MultiRewardEvaluator, load_reward
 from rewards.base import resolve_dtype
 from rewards.registry import reward_config_class
 from rewards.tiny import save_random_clip, save_tiny_clip
-from t2i import DiffusionPolicy, LoraSettings, StableDiffusion3Policy, StableDiffusionPolicy, StableDiffusionXLPolicy, load_policy
+from t2i import (
+    DiffusionPolicy,
+    FluxPolicy,
+    LoraSettings,
+    StableDiffusion3Policy,
+    StableDiffusionPolicy,
+    StableDiffusionXLPolicy,
+    load_policy,
+)
 from t2i.families import policy_of_pipeline
 from t2i.random_init import build_random_pipeline
 from t2i.tiny import build_tiny_pipeline
+from t2i.tiny_flux import build_tiny_flux_pipeline
 from t2i.tiny_sd3 import build_tiny_sd3_pipeline
 from t2i.tiny_sdxl import build_tiny_sdxl_pipeline
 
@@ -48,15 +57,17 @@ __all__ = [
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_TINY_SDXL = "builtin:tiny_sdxl"
 BUILTIN_TINY_SD3 = "builtin:tiny_sd3"
+BUILTIN_TINY_FLUX = "builtin:tiny_flux"
 BUILTIN_TINY_CLIP = "builtin:tiny_clip"
 BUILTIN_TINY_GPT2 = "builtin:tiny_gpt2"
 BUILTIN_RANDOM = "builtin:random:"  # + an architecture name of t2i.random_init
 WORLD_PLACEHOLDER = "{world}"
-#: the toy pipelines built in code (random weights): SD 1.x, SDXL and SD3
+#: the toy pipelines built in code (random weights): SD 1.x, SDXL, SD3 and FLUX
 BUILTIN_PIPELINES: dict[str, Callable[[], DiffusionPolicy]] = {
     BUILTIN_TINY: lambda: StableDiffusionPolicy(build_tiny_pipeline()),
     BUILTIN_TINY_SDXL: lambda: StableDiffusionXLPolicy(build_tiny_sdxl_pipeline()),
     BUILTIN_TINY_SD3: lambda: StableDiffusion3Policy(build_tiny_sd3_pipeline()),
+    BUILTIN_TINY_FLUX: lambda: FluxPolicy(build_tiny_flux_pipeline()),
 }
 
 
@@ -92,13 +103,16 @@ def with_world(value: Any, world: Path) -> Any:
     return value
 
 
-def build_policy(pipeline: str, dtype: str, device: torch.device | str, gradient_checkpointing: bool = False) -> DiffusionPolicy:
+def build_policy(
+    pipeline: str, dtype: str, device: torch.device | str, gradient_checkpointing: bool = False, distilled_guidance: float | None = None
+) -> DiffusionPolicy:
     """The T2I policy π_θ from a hub id, a local pipeline directory, a ``builtin:`` toy or ``builtin:random:<arch>``.
 
-    The family (SD 1.x/2.x, SDXL) is read from the pipeline's ``model_index.json``
+    The family (SD 1.x/2.x, SDXL, SD3, FLUX) is read from the pipeline's ``model_index.json``
     (:func:`t2i.load_policy`), or from the class of a ``builtin:random:`` pipeline. ``gradient_checkpointing``
     turns on diffusers' UNet activation checkpointing (used only where gradients flow, i.e. in the T2I
-    update's log-prob recomputation).
+    update's log-prob recomputation). ``distilled_guidance`` (when given) is a FLUX policy's guidance value g;
+    other families have none.
     """
     if pipeline in BUILTIN_PIPELINES:
         policy = BUILTIN_PIPELINES[pipeline]().to(device)
@@ -115,6 +129,8 @@ def build_policy(pipeline: str, dtype: str, device: torch.device | str, gradient
         policy = load_policy(pipeline, torch_dtype=resolve_dtype(dtype), device=device)
     if gradient_checkpointing:
         policy.unet.enable_gradient_checkpointing()
+    if distilled_guidance is not None and isinstance(policy, FluxPolicy):
+        policy.distilled_guidance = float(distilled_guidance)
     return policy
 
 

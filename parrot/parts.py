@@ -71,22 +71,33 @@ class TrainingParts:
         return self.config.mode in ("joint", "expander")
 
     def sample_policy(
-        self, conditioning: list[str], originals: list[str] | None, generators: list[torch.Generator], guidance: Guidance | None = None
+        self,
+        conditioning: list[str],
+        originals: list[str] | None,
+        generators: list[torch.Generator],
+        guidance: Guidance | None = None,
+        sde_steps: list[int] | None = None,
+        eta: float | None = None,
     ) -> Trajectory:
         """One image per conditioning prompt with the run's sampler settings and ``guidance`` (default:
-        the inference guidance; c feeds it when it is prompt-centred)."""
+        the inference guidance; c feeds it when it is prompt-centred); ``sde_steps``: the SDE window
+        (:func:`parrot.sde_window.window_steps`; None: every step stochastic); ``eta``: another η than
+        ``sampling.eta`` (0: the deterministic DDIM / Euler sampler, no log-probs)."""
         sampling = self.config.sampling
         guidance = self.guidance if guidance is None else guidance
+        eta = sampling.eta if eta is None else eta
         return self.policy.sample(
             conditioning,
             original_prompts=originals,  # the guidance decides whether c is used
             guidance=guidance,
             negative_prompt=sampling.negative_prompt,
             num_inference_steps=sampling.num_steps,
-            eta=sampling.eta,
+            eta=eta,
             generator=generators,
             height=sampling.resolution or None,
             width=sampling.resolution or None,
+            sde_steps=sde_steps,
+            compute_log_probs=eta > 0,
         )
 
     def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -130,7 +141,10 @@ def build_parts(config: TrainConfig, accelerator: Accelerator, train_prompts: li
     trains_t2i = config.mode in ("joint", "t2i")
     torch.manual_seed(config.seed)
     shapes_world = resolve_world(config.world)
-    policy = build_policy(with_world(config.model.pipeline, shapes_world), config.model.dtype, device, config.model.gradient_checkpointing)
+    policy = build_policy(
+        with_world(config.model.pipeline, shapes_world), config.model.dtype, device, config.model.gradient_checkpointing,
+        config.model.distilled_guidance,
+    )  # fmt: skip
     t2i_params = policy.add_lora(config.model.lora)
     compile_denoiser(policy.unet, config.model.compile)  # after the adapters, so the graph includes them
     if not trains_t2i:

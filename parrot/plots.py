@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from parrot.selection import non_dominated_mask  # noqa: E402
 
-__all__ = ["front_2d", "method_colours", "pairwise_front_plot", "seed_bar_plot", "reward_scatter"]
+__all__ = ["front_2d", "method_colours", "pairwise_front_plot", "seed_bar_plot", "training_curve_plot", "reward_scatter"]
 
 
 def front_2d(points: np.ndarray) -> np.ndarray:
@@ -93,6 +93,28 @@ def seed_bar_plot(values: Mapping[str, Sequence[float]], path: str | Path, ylabe
     if title:
         axis.set_title(title)
     figure.tight_layout()
+    return _save(figure, path)
+
+
+def training_curve_plot(methods: Mapping[str, Mapping[str, Sequence[float]]], reward_names: Sequence[str], path: str | Path,
+                        title: str = "") -> Path:  # fmt: skip
+    """One panel per reward: a line per method of its value at each training iteration (rewards a method lacks are left out)."""
+    names = list(reward_names)
+    if not methods or not names:
+        raise ValueError("no methods or no rewards to plot")
+    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for colour, (method, curves) in zip(method_colours(len(methods)), methods.items()):
+        for axis, name in zip(axes.flat, names):
+            if name in curves:
+                axis.plot(np.arange(len(curves[name])), np.asarray(curves[name], dtype=float), color=colour, label=method)
+    for axis, name in zip(axes.flat, names):
+        axis.set_xlabel("iteration")
+        axis.set_ylabel(name)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize="small")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.12, 1, 0.95 if title else 1))
     return _save(figure, path)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from parrot.identifiers import with_identifiers
 from parrot.parts import TrainingParts
+from parrot.sde_window import window_steps
 from parrot.seeding import EXPANDER, IMAGES, PROMPTS, derived_seed
 from prompt_expander.expansions import Expansions
 from rewards import RewardScores
@@ -102,7 +103,8 @@ def sample_images(
 
     Image i is drawn from its own generator seeded by its global index ``offset + i``, so any
     split of the images into parts samples exactly the images of one call. With ``t2i.estimator``
-    ``rwr`` the images come from the base model (LoRA off), as DPOK's supervised baseline.
+    ``rwr`` the images come from the base model (LoRA off), as DPOK's supervised baseline. With
+    ``sampling.sde_window`` only the iteration's window of steps is stochastic (:mod:`parrot.sde_window`).
     """
     layout = parts.layout.for_prompts(len(prompts))
     texts = group_texts(parts, prompts, expanded)
@@ -116,7 +118,8 @@ def sample_images(
     model = parts.policy.adapters_disabled() if parts.config.t2i.estimator == "rwr" else contextlib.nullcontext()
     with model:
         conditioning = conditioning_prompts(parts, expanded_per_image, own)
-        trajectory = parts.sample_policy(conditioning, originals, generators, parts.training_guidance)
+        window = window_steps(parts.config.sampling.sde_window, parts.config.sampling.num_steps, iteration)
+        trajectory = parts.sample_policy(conditioning, originals, generators, parts.training_guidance, window)
     return Rollout(trajectory, originals, expanded_per_image, own, offset + (indices[0] if indices else 0))
 
 

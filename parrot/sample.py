@@ -32,7 +32,10 @@ class SampleConfig:
 
     model: str = field(
         default="builtin:tiny",
-        metadata={"help": "hub id or local SD 1.x/2.x or SDXL pipeline directory, or 'builtin:tiny' / 'builtin:tiny_sdxl' (random toys)"},
+        metadata={
+            "help": "hub id or local SD 1.x/2.x, SDXL, SD3 or FLUX.1 pipeline directory, or 'builtin:tiny' / 'builtin:tiny_sdxl' / "
+            "'builtin:tiny_sd3' / 'builtin:tiny_flux' (random toys)"
+        },
     )
     prompt: tuple[str, ...] = field(default=(), metadata={"help": "prompts (ĉ, the ones sampled from), one argument each"})
     original_prompt: tuple[str, ...] = field(

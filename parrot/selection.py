@@ -2,36 +2,56 @@
 
 Notation (Parrot, Lee et al. 2024, Alg. 1 steps 5–6): R[i, k] = r_k(x_i, c_i) for the N images
 of the *global* batch (all processes) and K rewards. Images come in groups g(i) of one
-(prompt c, expansion ĉ, identifier k) (:class:`parrot.layout.BatchLayout`). The non-dominated set
-P holds the images that no other image *of the same group* dominates (``scope`` ``group``, the
-paper's "same text prompt"; ``batch`` takes P over the whole mixed batch), where a dominates b iff
-R[a, k] ≥ R[b, k] for every k and R[a, k] > R[b, k] for at least one k (maximisation). Exact
-duplicates do not dominate each other, so all copies of a non-dominated row are in P; with one
-reward, P is every image that attains its group's maximum. P is always taken over all K rewards.
-The T2I update weights image i's log-likelihood by the advantage A[i, k]:
+(prompt c, expansion ĉ, identifier k) (:class:`parrot.layout.BatchLayout`; GRPO's group of G images).
+The non-dominated set P holds the images that no other image *of the same group* dominates
+(``scope`` ``group``, the paper's "same text prompt"; ``batch`` takes P over the whole mixed batch),
+where a dominates b iff R[a, k] ≥ R[b, k] for every k and R[a, k] > R[b, k] for at least one k
+(maximisation). Exact duplicates do not dominate each other, so all copies of a non-dominated row are
+in P; with one reward, P is every image that attains its group's maximum. P is always taken over all
+K rewards. z_g(x) is x z-scored within each group, z_B(x) over the global batch (a constant set
+gives 0, never NaN). The T2I update weights image i's log-likelihood by A_i = Σ_k A[i, k]:
 
-- ``pareto``:          A[i, k] = R̃[i, k]·1[i ∈ P]          (Parrot; rewards outside P are 0)
-- ``weighted``:        A[i, k] = w_k·R̃[i, k]                (no selection; Parrot's WS baselines)
-- ``single:<name>``:   A[i, k] = R̃[i, k]·1[k = name]        (one reward, e.g. DDPO)
+- ``pareto``:          A[i, k] = R̃[i, k]·1[i ∈ P]          (Parrot; with ``normalised`` + ``group``: z_g(r_k)·1[i ∈ P_g])
+- ``single:<name>``:   A[i, k] = R̃[i, k]·1[k = name]        (one reward, e.g. DDPO; GRPO with ``group``: z_g(r_name))
+- ``weighted``:        A_i = G(s)_i of the weighted sum s_i = Σ_k w_k·r̂_ik  (no selection; Parrot's WS
+                       baselines; Flow-GRPO / DanceGRPO's multi-reward GRPO with ``normalised`` + ``group``)
+- ``gdpo``:            A_i = z_B(Σ_k w_k·z_g(r_k))_i       (GDPO, Liu et al. 2026: each reward normalised in its
+                       group, the weighted sum normalised over the batch; the three settings below do not apply)
 
-R̃ is set by ``reward_weighting``: ``raw`` (default) is the paper's weighting, R̃ = R (r_k on P, 0
-elsewhere; it measured better than ``normalised`` on the shapes world, BENCHMARKS.md "Reward
-weighting"); ``normalised`` is R after ``gradient_normalisation``:
+For ``pareto`` and ``single``, R̃ is set by ``reward_weighting``: ``raw`` (default) is the paper's
+weighting, R̃ = R (r_k on P, 0 elsewhere; it measured better than ``normalised`` on the shapes world,
+BENCHMARKS.md "Reward weighting"); ``normalised`` is R with each column after ``gradient_normalisation``:
 
-- ``batch`` (default): each column z-scored over the global batch;
-- ``group``: each column z-scored within the image's group (GRPO-style);
-- ``per_prompt``: DDPO's per-prompt stat tracker (each column z-scored against the history of the
-  same original prompt, falling back to the batch statistics until ``min_count`` scores are seen);
+- ``batch`` (default): z-scored over the global batch;
+- ``group``: z-scored within the image's group (GRPO);
+- ``per_prompt``: DDPO's per-prompt stat tracker (z-scored against the history of the same original
+  prompt, falling back to the batch statistics until ``min_count`` scores are seen);
 - ``none``: raw R (the same as ``reward_weighting`` ``raw``).
+
+For ``weighted`` the rewards are summed first and the *sum* is what ``gradient_normalisation``
+normalises, as GRPO does: r̂_k is r_k in the units of ``selection_normalisation`` (``batch``, the
+default: z_B(r_k), so that rewards of different scales can be summed; ``none``: raw), s = Σ_k w_k·r̂_k,
+and G(s) is s itself with ``raw`` (the default: A_i = Σ_k w_k·z_B(r_k)_i, the WS baselines as before)
+or, with ``normalised``, s z-scored per ``gradient_normalisation`` (``group``: z_g(s), Flow-GRPO's
+multi-reward advantage with ``selection_normalisation none``; ``batch``: z_B(s), which differs from the
+former Σ_k w_k·z_B(r_k) by the positive factor 1/std_B(s) only).
+
+Per-reward form of a per-image advantage (``weighted``, ``gdpo``): the update reads A_i = Σ_k A[i, k],
+and identifier credit keeps one column, so the scalar is split into each reward's share. A
+z-score of a sum is linear in its terms: z(s)_i = Σ_k (w_k·r̂_ik − μ_k) / σ(s), with μ_k the mean of
+w_k·r̂_k and σ(s) the standard deviation of s over the same images (group or batch); A[i, k] is the
+k-th term, reward k's centred contribution, so the row sums to A_i exactly, and with identifiers the
+image of "<k>, ĉ" keeps its own reward's share. (``per_prompt`` standardises against a history, which
+has no such split: there A[i, k] = A_i·w_k / Σ_j w_j.)
 
 Identifier credit: with reward identifiers on, an image sampled from "<k>, ĉ" is pushed by reward k
 only: A[i, j] = 0 for j ≠ k(i) (after selection over all K rewards).
 
-Before selection (``selection_normalisation``): Pareto selection depends only on the order of each
-reward column, so it is *invariant* to any per-reward increasing transform and is computed on the
-raw scores; this setting only changes the weighted sum (``batch`` z-scores each column first).
+Pareto selection depends only on the order of each reward column, so it is *invariant* to any
+per-reward increasing transform and is computed on the raw scores.
 
-Then A is clipped to [−``advantage_clip``, ``advantage_clip``]. Entries whose reward was
+Then A is clipped to [−``advantage_clip``, ``advantage_clip``]: each entry for ``pareto`` / ``single``,
+the row sum A_i for ``weighted`` / ``gdpo`` (its shares scaled together). Entries whose reward was
 non-finite (``valid`` False; the evaluator replaced them by the batch's worst score so that
 they can still be ranked) get A = 0: a NaN never reaches the gradient.
 """
@@ -47,18 +67,9 @@ import numpy as np
 import torch
 
 __all__ = [
-    "SelectionConfig",
-    "Selection",
-    "parse_selection",
-    "non_dominated_mask",
-    "zscore_columns",
-    "zscore_per_group",
-    "non_dominated_per_group",
-    "identifier_credit",
-    "PerPromptStatTracker",
-    "compute_advantages",
-    "Advantages",
-]
+    "SelectionConfig", "Selection", "parse_selection", "non_dominated_mask", "column_statistics", "zscore_columns", "zscore_per_group",
+    "standardised_shares", "non_dominated_per_group", "identifier_credit", "PerPromptStatTracker", "compute_advantages", "Advantages",
+]  # fmt: skip
 
 _NORMALISATIONS = ("none", "batch", "group", "per_prompt")
 _SCOPES = ("group", "batch")
@@ -71,15 +82,19 @@ class SelectionConfig:
 
     mode: str = field(
         default="pareto",
-        metadata={"help": "'pareto' (Parrot), 'weighted' (weighted sum, no selection) or 'single:<reward name>'"},
+        metadata={
+            "help": "'pareto' (Parrot), 'weighted' (weighted sum, no selection; GRPO's multi-reward with reward_weighting "
+            "normalised + gradient_normalisation group), 'gdpo' (each reward z-scored in its group, weighted sum z-scored "
+            "over the batch) or 'single:<reward name>'"
+        },
     )
     weights: tuple[float, ...] = field(
         default=(),
-        metadata={"help": "per-reward weights for mode 'weighted', in rewards.names order; empty = equal weights"},
+        metadata={"help": "per-reward weights w_k of modes 'weighted' and 'gdpo', in rewards.names order; empty = equal weights"},
     )
     selection_normalisation: str = field(
         default="batch",
-        metadata={"help": "'none' or 'batch' z-score before the weighted sum (Pareto selection is invariant to it)"},
+        metadata={"help": "mode 'weighted': each reward as summed, 'batch' (z-scored over the batch) or 'none' (raw)"},
     )
     scope: str = field(
         default="group",
@@ -90,13 +105,16 @@ class SelectionConfig:
     )
     reward_weighting: str = field(
         default="raw",
-        metadata={"help": "'raw' (the paper: A[i,k] = r_k on P, 0 elsewhere) or 'normalised' (R after gradient_normalisation)"},
+        metadata={
+            "help": "'raw' (the paper: A[i,k] = r_k on P, 0 elsewhere; 'weighted': the sum itself) or 'normalised' "
+            "(after gradient_normalisation: each reward, or the weighted sum of 'weighted')"
+        },
     )
     gradient_normalisation: str = field(
         default="batch",
         metadata={
-            "help": "R̃ of reward_weighting 'normalised': 'batch' (z-score per reward), 'group' (z-score within each "
-            "group), 'per_prompt' (DDPO stat tracker) or 'none'"
+            "help": "reward_weighting 'normalised': 'batch' (z-score over the batch), 'group' (z-score within each "
+            "group of G images, GRPO), 'per_prompt' (DDPO stat tracker) or 'none'"
         },
     )
     stat_buffer_size: int = field(default=32, metadata={"help": "per_prompt: scores kept per prompt and reward"})
@@ -104,8 +122,8 @@ class SelectionConfig:
     advantage_clip: float = field(default=5.0, metadata={"help": "clip advantages to [-c, c] (DDPO: 5)"})
 
     def __post_init__(self) -> None:
-        if not (self.mode in ("pareto", "weighted") or self.mode.startswith("single:")):
-            raise ValueError(f"mode={self.mode!r}: use 'pareto', 'weighted' or 'single:<reward name>'")
+        if not (self.mode in ("pareto", "weighted", "gdpo") or self.mode.startswith("single:")):
+            raise ValueError(f"mode={self.mode!r}: use 'pareto', 'weighted', 'gdpo' or 'single:<reward name>'")
         if self.selection_normalisation not in ("none", "batch"):
             raise ValueError(f"selection_normalisation={self.selection_normalisation!r}: use 'none' or 'batch'")
         if self.scope not in _SCOPES:
@@ -126,7 +144,7 @@ class SelectionConfig:
 
 @dataclass(frozen=True)
 class Selection:
-    """A parsed selection mode: ``kind`` pareto|weighted|single and its weights w_k (K,)."""
+    """A parsed selection mode: ``kind`` pareto|weighted|gdpo|single and its weights w_k (K,)."""
 
     kind: str
     weights: tuple[float, ...]
@@ -140,13 +158,13 @@ def parse_selection(config: SelectionConfig, reward_names: Sequence[str]) -> Sel
         if target not in names:
             raise ValueError(f"selection.mode={config.mode!r}: reward {target!r} is not among rewards.names {names}")
         return Selection("single", tuple(1.0 if n == target else 0.0 for n in names))
-    if config.mode == "weighted":
+    if config.mode in ("weighted", "gdpo"):
         weights = config.weights or tuple(1.0 / len(names) for _ in names)
         if len(weights) != len(names):
             raise ValueError(f"selection.weights has {len(weights)} value(s) {weights} but there are {len(names)} rewards {names}")
-        return Selection("weighted", tuple(float(w) for w in weights))
+        return Selection(config.mode, tuple(float(w) for w in weights))
     if config.weights:
-        raise ValueError(f"selection.weights={config.weights} is only used with selection.mode 'weighted'")
+        raise ValueError(f"selection.weights={config.weights} is only used with selection.mode 'weighted' or 'gdpo'")
     return Selection("pareto", tuple(1.0 for _ in names))
 
 
@@ -165,15 +183,23 @@ def non_dominated_mask(rewards: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.asarray(mask, dtype=bool))
 
 
-def zscore_columns(rewards: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
-    """(R − mean) / (std + eps) per column, statistics over the ``valid`` entries only."""
-    valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid
-    weights = valid.to(rewards.dtype)
+def column_statistics(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per column over the ``valid`` entries: mean, (population) std, and whether they are all equal (or none)."""
+    weights = valid.to(values.dtype)
     count = weights.sum(0).clamp(min=1)
-    filled = torch.where(valid, rewards, torch.zeros_like(rewards))
+    filled = torch.where(valid, values, torch.zeros_like(values))
     mean = filled.sum(0) / count
-    var = (((filled - mean) ** 2) * weights).sum(0) / count
-    return (rewards - mean) / (var.sqrt() + eps)
+    std = ((((filled - mean) ** 2) * weights).sum(0) / count).sqrt()
+    top = torch.where(valid, values, torch.full_like(values, -float("inf"))).max(0).values
+    bottom = torch.where(valid, values, torch.full_like(values, float("inf"))).min(0).values
+    return mean, std, ~(top > bottom)
+
+
+def zscore_columns(rewards: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """(R − mean) / (std + eps) per column, statistics over the ``valid`` entries only; 0 in a constant column."""
+    valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid
+    mean, std, constant = column_statistics(rewards, valid)
+    return torch.where(constant, torch.zeros_like(rewards), (rewards - mean) / (std + eps))
 
 
 def zscore_per_group(rewards: torch.Tensor, valid: torch.Tensor, groups: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -182,6 +208,22 @@ def zscore_per_group(rewards: torch.Tensor, valid: torch.Tensor, groups: torch.T
     for g in torch.unique(groups):
         rows = groups == g
         out[rows] = zscore_columns(rewards[rows], valid[rows], eps)
+    return out
+
+
+def standardised_shares(contributions: torch.Tensor, valid_rows: torch.Tensor, groups: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """z(s) of the row sums s = Σ_k C[:, k] within each group, split into per-column shares (N, K).
+
+    Share (C[i, k] − μ_k) / (σ(s) + eps), μ_k the mean of column k and σ(s) the std of s over the
+    group's ``valid_rows``: the row sums are exactly (s − mean(s)) / (σ(s) + eps); 0 in a group whose s is constant.
+    """
+    out = torch.zeros_like(contributions)
+    for g in torch.unique(groups):
+        rows = groups == g
+        block, ok = contributions[rows], valid_rows[rows]
+        mean, _, _ = column_statistics(block, ok[:, None].expand_as(block))
+        _, std, constant = column_statistics(block.sum(1, keepdim=True), ok[:, None])
+        out[rows] = torch.where(constant, torch.zeros_like(block), (block - mean) / (std + eps))
     return out
 
 
@@ -280,32 +322,71 @@ def compute_advantages(
     if groups.shape != rewards.shape[:1]:
         raise ValueError(f"groups {tuple(groups.shape)} must label each of the {rewards.shape[0]} rows")
 
-    if config.reward_weighting == "raw" or config.gradient_normalisation == "none":
-        normalised = ranked.clone()
-    elif config.gradient_normalisation == "batch":
-        normalised = zscore_columns(ranked, valid)
-    elif config.gradient_normalisation == "group":
-        normalised = zscore_per_group(ranked, valid, groups)
-    else:
-        if tracker is None:
-            raise ValueError("gradient_normalisation='per_prompt' needs a PerPromptStatTracker")
-        normalised = tracker.normalise(prompts, ranked, valid)
-
     weights = torch.tensor(selection.weights, dtype=rewards.dtype)
-    if selection.kind == "pareto":
-        selected = non_dominated_per_group(ranked, groups) if config.scope == "group" else non_dominated_mask(ranked)
-        values = normalised * selected[:, None].to(rewards.dtype)
-        normaliser = float(selected.sum())
+    selected = torch.ones(rewards.shape[0], dtype=torch.bool)
+    normaliser = float(rewards.shape[0])
+    if selection.kind in ("weighted", "gdpo"):
+        values = scalar_advantage_shares(ranked, valid, prompts, config, selection, tracker, groups)
     else:
-        selected = torch.ones(rewards.shape[0], dtype=torch.bool)
-        if selection.kind == "weighted" and config.selection_normalisation == "batch":
-            # z-scored columns for the sum; every gradient normalisation but 'none' already is one
-            already = config.reward_weighting == "normalised" and config.gradient_normalisation != "none"
-            normalised = normalised if already else zscore_columns(normalised, valid)
-        values = normalised * weights
-        normaliser = float(rewards.shape[0])
+        normalised = normalised_columns(ranked, valid, prompts, config, tracker, groups)
+        if selection.kind == "pareto":
+            selected = non_dominated_per_group(ranked, groups) if config.scope == "group" else non_dominated_mask(ranked)
+            normaliser = float(selected.sum())
+        values = normalised * selected[:, None].to(rewards.dtype) * weights  # pareto: weights 1; single: one-hot
     if identifiers is not None:
         values = identifier_credit(values, identifiers.cpu())
-    values = values.clamp(-config.advantage_clip, config.advantage_clip)
+    if selection.kind in ("weighted", "gdpo"):  # clip the image's advantage A_i, its shares together
+        size = values.sum(1, keepdim=True).abs()
+        values = values * torch.where(size > config.advantage_clip, config.advantage_clip / size, 1.0)
+    else:
+        values = values.clamp(-config.advantage_clip, config.advantage_clip)
     values = torch.where(valid, values, torch.zeros_like(values))
     return Advantages(values=values.float(), selected=selected, normaliser=normaliser)
+
+
+def normalised_columns(
+    ranked: torch.Tensor,
+    valid: torch.Tensor,
+    prompts: Sequence[str],
+    config: SelectionConfig,
+    tracker: PerPromptStatTracker | None,
+    groups: torch.Tensor,
+) -> torch.Tensor:
+    """R̃ (N, K): every column per ``reward_weighting`` and ``gradient_normalisation`` (``pareto``, ``single``)."""
+    if config.reward_weighting == "raw" or config.gradient_normalisation == "none":
+        return ranked.clone()
+    if config.gradient_normalisation == "batch":
+        return zscore_columns(ranked, valid)
+    if config.gradient_normalisation == "group":
+        return zscore_per_group(ranked, valid, groups)
+    if tracker is None:
+        raise ValueError("gradient_normalisation='per_prompt' needs a PerPromptStatTracker")
+    return tracker.normalise(prompts, ranked, valid)
+
+
+def scalar_advantage_shares(
+    ranked: torch.Tensor,
+    valid: torch.Tensor,
+    prompts: Sequence[str],
+    config: SelectionConfig,
+    selection: Selection,
+    tracker: PerPromptStatTracker | None,
+    groups: torch.Tensor,
+) -> torch.Tensor:
+    """A (N, K) of ``weighted`` and ``gdpo``: the per-image advantage A_i split into per-reward shares
+    that sum to it (module docstring)."""
+    weights = torch.tensor(selection.weights, dtype=ranked.dtype)
+    rows = valid[:, weights > 0].all(1)  # images with every weighted reward finite give the statistics of s
+    batch = torch.zeros_like(groups)
+    if selection.kind == "gdpo":
+        return standardised_shares(zscore_per_group(ranked, valid, groups) * weights, rows, batch)
+    summed = ranked if config.selection_normalisation == "none" else zscore_columns(ranked, valid)
+    contributions = summed * weights  # w_k·r̂_ik, the terms of s_i
+    if config.reward_weighting == "raw" or config.gradient_normalisation == "none":
+        return contributions
+    if config.gradient_normalisation in ("batch", "group"):
+        return standardised_shares(contributions, rows, groups if config.gradient_normalisation == "group" else batch)
+    if tracker is None:
+        raise ValueError("gradient_normalisation='per_prompt' needs a PerPromptStatTracker")
+    advantage = tracker.normalise(prompts, contributions.sum(1, keepdim=True), rows[:, None])
+    return advantage * weights / weights.sum()

@@ -25,16 +25,18 @@ __all__ = ["update_t2i", "trained_steps", "old_log_probs", "recomputed_log_probs
 
 
 def trained_steps(parts: TrainingParts, rollout: Rollout, iteration: int) -> torch.Tensor:
-    """(N_local, S) step indices per image: all T, or a random subset (DDPO's timestep_fraction)."""
-    steps = rollout.trajectory.timesteps.numel()
+    """(N_local, S) step indices per image: all T, or a random subset (DDPO's timestep_fraction); with an
+    SDE window, its steps as the trajectory recorded them (or a random subset of them)."""
+    window = rollout.trajectory.stochastic
+    candidates = torch.arange(rollout.trajectory.timesteps.numel()) if window is None else window.cpu().nonzero().flatten()
     count = parts.derived.trained_steps_per_image
     rows = []
     for i in range(rollout.trajectory.batch_size):
-        if count == steps:
-            rows.append(torch.arange(steps))
+        if count == candidates.numel():
+            rows.append(candidates)
             continue
         g = torch.Generator().manual_seed(derived_seed(parts.config.seed, iteration, STEPS, rollout.global_offset + i))
-        rows.append(torch.randperm(steps, generator=g)[:count].sort().values)
+        rows.append(candidates[torch.randperm(candidates.numel(), generator=g)[:count]].sort().values)
     return torch.stack(rows).to(rollout.trajectory.latents.device)
 
 

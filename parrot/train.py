@@ -35,8 +35,17 @@ identifiers × images (:class:`parrot.layout.BatchLayout`), a *group* being the 
 At inference (held-out evaluation, :mod:`parrot.evaluation`) all identifiers are prepended and, with
 an expander, Parrot's prompt-centred guidance with weights ``sampling.w1``, ``sampling.w2`` is used (§4.3).
 
-Baselines are settings of the same loop: ``selection.mode`` weighted / single:<reward>,
-``mode`` t2i / expander, ``t2i.estimator`` sf / is / rwr, ``t2i.kl_weight`` (DPOK).
+Baselines are settings of the same loop: ``selection.mode`` weighted / gdpo / single:<reward>,
+``mode`` t2i / expander, ``t2i.estimator`` sf / is / rwr, ``t2i.kl_weight`` (DPOK). GRPO (Flow-GRPO,
+DanceGRPO) is four of them: a group of G images of one prompt (``sampling.images_per_prompt`` = G with one
+expansion and identifiers off), advantages relative to the group (``selection.reward_weighting``
+normalised + ``gradient_normalisation`` group: (r − mean_g) / std_g, a group of one refused; with several
+rewards ``weighted`` sums them and z-scores the sum in the group, ``gdpo`` z-scores each reward in its group
+and the weighted sum over the batch, ``pareto`` keeps the group's non-dominated set), PPO's clipped ratio
+(``t2i.estimator`` is, ``t2i.clip_range``) and the KL to the LoRA-off reference between the two Gaussian
+means (``t2i.kl_weight``); ``sampling.guidance_scale`` 1 samples CFG-free and ``sampling.sde_window`` makes
+only a window of steps stochastic, and trained (Flow-GRPO-Fast, MixGRPO: :mod:`parrot.sde_window`).
+``configs/grpo_tiny_sd3.yaml`` puts them together.
 
 Determinism: every random draw of iteration n comes from a generator seeded by
 (seed, n, global image or process index, purpose) (:mod:`parrot.seeding`), so a resumed run repeats

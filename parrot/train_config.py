@@ -14,6 +14,7 @@ no preset imports the world's code.
 ``builtin:`` model names are built in code instead of loaded: ``builtin:tiny`` (the toy SD
 pipeline of :mod:`t2i.tiny`), ``builtin:tiny_sdxl`` (the toy SDXL pipeline of :mod:`t2i.tiny_sdxl`),
 ``builtin:tiny_sd3`` (the toy SD3 pipeline of :mod:`t2i.tiny_sd3`; its ``eta`` is Flow-GRPO's noise level a),
+``builtin:tiny_flux`` (the toy FLUX.1 pipeline of :mod:`t2i.tiny_flux`, guidance-distilled, the same noise level),
 ``builtin:tiny_clip`` (a reward setting: the toy CLIP of :mod:`rewards.tiny`, saved under the run
 directory) and ``builtin:tiny_gpt2`` (a random GPT-2 expander with a BPE tokenizer trained on the
 training prompts); ``builtin:random:<arch>`` is a full-size architecture of :mod:`t2i.random_init`
@@ -34,6 +35,8 @@ from parrot.layout import BatchLayout
 from parrot.models import resolve_world, with_world
 from parrot.presets import PRESETS, preset_name
 from parrot.prompts import PromptsConfig
+from parrot.sampling_config import SamplingConfig
+from parrot.sde_window import describe_window
 from parrot.selection import SelectionConfig
 from parrot_base.config import ConfigError, parse_config
 from prompt_expander.config import ExpanderSamplingConfig
@@ -42,24 +45,12 @@ from t2i.compile import CompileSettings
 from t2i.lora import LoraSettings
 
 __all__ = [
-    "TrainConfig",
-    "ModelConfig",
-    "RewardsConfig",
-    "PromptsConfig",
-    "SamplingConfig",
-    "T2IUpdateConfig",
-    "ExpanderTrainingConfig",
-    "EvaluationConfig",
-    "LoggingConfig",
-    "DerivedQuantities",
-    "derived_quantities",
-    "batch_layout",
-    "identifier_count",
+    "TrainConfig", "ModelConfig", "RewardsConfig", "PromptsConfig", "SamplingConfig", "T2IUpdateConfig", "ExpanderTrainingConfig",
+    "EvaluationConfig", "LoggingConfig", "DerivedQuantities", "derived_quantities", "batch_layout", "identifier_count",
     "load_train_config",
-]
+]  # fmt: skip
 
 _MODES = ("joint", "t2i", "expander")
-_TRAINING_GUIDANCE = ("cfg", "prompt_centred")
 _ESTIMATORS = ("sf", "is", "rwr")
 
 
@@ -68,14 +59,18 @@ class ModelConfig:
     pipeline: str = field(
         default="runwayml/stable-diffusion-v1-5",
         metadata={
-            "help": "hub id or local diffusers pipeline directory (SD 1.x/2.x, SDXL or SD3: read from its model_index.json), "
-            "'builtin:tiny' / 'builtin:tiny_sdxl' / 'builtin:tiny_sd3', "
-            "or 'builtin:random:<arch>' (full size, random weights: sd15, sdxl_base)"
+            "help": "hub id or local diffusers pipeline directory (SD 1.x/2.x, SDXL, SD3 or FLUX.1: read from its model_index.json), "
+            "'builtin:tiny' / 'builtin:tiny_sdxl' / 'builtin:tiny_sd3' / 'builtin:tiny_flux', "
+            "or 'builtin:random:<arch>' (full size, random weights: sd15, sdxl_base, sd35_medium, flux_dev)"
         },
     )
     dtype: str = field(default="float32", metadata={"help": "UNet/VAE/text-encoder dtype: float32, float16, bfloat16"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "T2I LoRA settings"})
     compile: CompileSettings = field(default_factory=CompileSettings, metadata={"help": "torch.compile of the UNet (off by default)"})
+    distilled_guidance: float = field(
+        default=3.5,
+        metadata={"help": "FLUX.1-dev: the value g of its guidance embedding (FluxPipeline's guidance_scale); others have none"},
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata={
@@ -106,65 +101,6 @@ class RewardsConfig:
             raise ValueError(f"names={self.names} repeats a reward")
         if not isinstance(self.settings, dict) or not all(isinstance(v, dict) for v in self.settings.values()):
             raise ValueError(f"settings must be a mapping of reward name to a mapping of settings; got {self.settings!r}")
-
-
-@dataclass
-class SamplingConfig:
-    prompts_per_process: int = field(default=4, metadata={"help": "original prompts c per process per iteration"})
-    expansions_per_prompt: int = field(
-        default=1,
-        metadata={
-            "help": "E: expansions ĉ sampled per prompt c (per identifier when identifiers are on); >= 2 gives the "
-            "expander's group_mean baseline several expansions of the same c to compare"
-        },
-    )
-    images_per_prompt: int = field(
-        default=4,
-        metadata={
-            "help": "images per original prompt c, split evenly over its E × (K identifiers or 1) conditioning "
-            'texts "<k>, ĉ": N = images_per_prompt / (E·K) images per group of the non-dominated selection'
-        },
-    )
-    num_steps: int = field(default=50, metadata={"help": "DDIM steps T"})
-    eta: float = field(default=1.0, metadata={"help": "DDIM η (> 0)"})
-    training_guidance: str = field(
-        default="cfg",
-        metadata={
-            "help": "guidance of the training samples: 'cfg' (the paper: CFG with guidance_scale on \"<k>, ĉ\") or "
-            "'prompt_centred' (w1 on c, w2 on \"<k>, ĉ\"; needs an expander)"
-        },
-    )
-    guidance_scale: float = field(
-        default=7.5, metadata={"help": "CFG scale of training samples, and of held-out samples when there is no expander"}
-    )
-    w1: float = field(
-        default=5.0,
-        metadata={
-            "help": "Parrot's prompt-centred guidance weight of the original prompt c at inference (held-out "
-            "evaluation, with an expander; §4.3), and in training with training_guidance 'prompt_centred'"
-        },
-    )
-    w2: float = field(default=5.0, metadata={"help": 'prompt-centred guidance weight of "<ids>, ĉ" (see w1)'})
-    negative_prompt: str = field(default="", metadata={"help": "prompt of the unconditional branch"})
-    resolution: int = field(default=0, metadata={"help": "image side in pixels; 0 = the pipeline's default"})
-    chunks: int = field(
-        default=1,
-        metadata={
-            "help": "sample each process's images in this many parts, scoring part j on the reward thread while "
-            "part j+1 samples (same images and scores for any value); 1 = sample all, then score. "
-            "Pays off when rewards run on other hardware than sampling (e.g. a GPU UNet and CPU JPEG/PIL "
-            "rewards, or rewards on a second GPU); on a CPU-only machine both contend for the same cores"
-        },
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("prompts_per_process", "expansions_per_prompt", "images_per_prompt", "num_steps", "chunks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if not self.eta > 0:
-            raise ValueError(f"eta={self.eta} must be > 0: training needs log-probs of stochastic steps")
-        if self.training_guidance not in _TRAINING_GUIDANCE:
-            raise ValueError(f"training_guidance={self.training_guidance!r}: use one of {_TRAINING_GUIDANCE}")
 
 
 @dataclass
@@ -237,6 +173,10 @@ class EvaluationConfig:
         metadata={"help": "expander temperature of 'sample' decoding; 0 = expander.sampling.temperature (the one trained with)"},
     )
     enabled: bool = field(default=True, metadata={"help": "write evaluation.json and print the held-out table at the end"})
+    eta: float = field(
+        default=-1.0,
+        metadata={"help": "η of held-out sampling: < 0 = sampling.eta (as trained); 0 = deterministic DDIM or flow ODE (as Flow-GRPO)"},
+    )
 
     def __post_init__(self) -> None:
         if self.expansion_decoding not in ("beam", "sample"):
@@ -311,9 +251,13 @@ class TrainConfig:
                 f"expander.update.baseline='group_mean' compares the expansions of one prompt, but there is {expansions}: "
                 "set sampling.expansions_per_prompt >= 2 (or turn identifiers on), or use baseline 'mean'"
             )
-        if self.selection.gradient_normalisation == "group" and self.sampling.images_per_prompt < 2 * groups:
+        # GRPO's group of G images: z-scoring a group of 1 has no statistics (its advantage would always be 0)
+        z_groups = "mode='gdpo'" if self.selection.mode == "gdpo" else "gradient_normalisation='group'"
+        if (
+            self.selection.mode == "gdpo" or self.selection.gradient_normalisation == "group"
+        ) and self.sampling.images_per_prompt < 2 * groups:
             raise ValueError(
-                "selection.gradient_normalisation='group' z-scores the images of a group: set "
+                f"selection.{z_groups} z-scores the images of a group: set "
                 f"sampling.images_per_prompt >= 2 × the {groups} expansions × identifiers of a prompt"
             )
         if not self.prompts.train and not self.prompts.train_file:
@@ -328,12 +272,13 @@ class DerivedQuantities:
     images_per_minibatch: int
     updates_per_iteration: int
     trained_steps_per_image: int
+    window: str = ""  # the SDE window's words (parrot.sde_window.describe_window), '' when every step is stochastic
 
     def describe(self) -> str:
         return (
             f"{self.num_processes} process(es) × {self.images_per_process} images = {self.images_per_iteration} images "
             f"per iteration; {self.updates_per_iteration} optimiser step(s) per iteration of {self.images_per_minibatch} "
-            f"images per process; {self.trained_steps_per_image} trained denoising step(s) per image"
+            f"images per process; {self.trained_steps_per_image} trained denoising step(s) per image{self.window}"
         )
 
 
@@ -361,7 +306,8 @@ def derived_quantities(config: TrainConfig, num_processes: int) -> DerivedQuanti
             f"t2i.minibatches={config.t2i.minibatches} must divide the {per_process} images per process "
             f"(sampling.prompts_per_process × sampling.images_per_prompt)"
         )
-    steps = max(1, round(config.t2i.timestep_fraction * config.sampling.num_steps))
+    sampling = config.sampling  # with an SDE window, the trained steps are (a timestep_fraction of) the window's W
+    steps = max(1, round(config.t2i.timestep_fraction * (sampling.sde_window.size or sampling.num_steps)))
     return DerivedQuantities(
         num_processes=num_processes,
         images_per_process=per_process,
@@ -369,6 +315,7 @@ def derived_quantities(config: TrainConfig, num_processes: int) -> DerivedQuanti
         images_per_minibatch=per_process // config.t2i.minibatches,
         updates_per_iteration=config.t2i.minibatches * config.t2i.inner_epochs,
         trained_steps_per_image=steps,
+        window=describe_window(sampling.sde_window, sampling.num_steps),
     )
 
 

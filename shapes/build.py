@@ -15,7 +15,8 @@ Layout of ``DIR``::
     preference/  PreferenceScorer directory: load_reward("preference", path=DIR/preference)
     sentiment/   probe.safetensors: load_reward("sentiment", model=DIR/clip, probe_path=DIR/sentiment/probe.safetensors)
     expander/    transformers GPT2LMHeadModel + tokenizer: PromptExpander.from_pretrained(DIR/expander)
-    prompts/     train.txt and held_out.txt: the short colour × shape prompts of each split, one a line
+    prompts/     train.txt and held_out.txt: the short colour × shape prompts of each split, one a line;
+                 train_detailed.txt and held_out_detailed.txt: GenEval-style detailed prompts (size, colour, shape, background)
 
 The alignment reward needs no training: load_reward("clip_score", model=DIR/clip) against the
 original prompt. The reward rules are documented in :mod:`shapes.heads`.

@@ -3,7 +3,7 @@
 ``a red circle`` (:func:`short_caption`); ``a large red circle on a black background with a small
 blue square, sharp, vivid`` (:func:`detailed_caption`); ``<preference> photo, a red circle``
 (:func:`with_prefix`); :func:`parse_caption` reads any of them back to what it states
-(:class:`PromptAttributes`). :data:`PROMPT_FILES` are the world's short-prompt files.
+(:class:`PromptAttributes`). :data:`PROMPT_FILES` are the world's prompt files (short and detailed).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from shapes.attributes import (
 __all__ = [
     "PROMPT_FILES",
     "PromptAttributes",
+    "DETAILED_PROMPT_BACKGROUNDS",
     "detailed_caption",
+    "detailed_prompts",
     "parse_caption",
     "random_prefix",
     "short_caption",
@@ -134,15 +136,36 @@ def random_prefix(rng: np.random.Generator) -> str:
     return " ".join(vocabulary[i] for i in rng.choice(len(vocabulary), size=count, replace=False))
 
 
-#: the world's prompt files (under the world directory): the training and held-out short prompts
-PROMPT_FILES = {"train": "prompts/train.txt", "held_out": "prompts/held_out.txt"}
+#: the world's prompt files (under the world directory): the short colour × shape prompts of each split, and
+#: GenEval-style detailed prompts (size, colour, shape and background stated, every one checkable by the pixel rules)
+PROMPT_FILES = {
+    "train": "prompts/train.txt",
+    "held_out": "prompts/held_out.txt",
+    "train_detailed": "prompts/train_detailed.txt",
+    "held_out_detailed": "prompts/held_out_detailed.txt",
+}
+#: the backgrounds of the detailed prompt files: the neutral ones, never the subject's own colour
+DETAILED_PROMPT_BACKGROUNDS = ("white", "black", "gray")
+
+
+def detailed_prompts(pairs: list[tuple[str, str]]) -> list[str]:
+    """``a {size} {colour} {shape} on a {background} background`` for every pair × size × neutral background."""
+    return [
+        f"a {size} {colour} {shape} on a {background} background"
+        for colour, shape in pairs
+        for size in SIZES
+        for background in DETAILED_PROMPT_BACKGROUNDS
+    ]
 
 
 def write_prompt_files(world: Path) -> None:
-    """``prompts/train.txt`` (the train split's colour × shape prompts) and ``prompts/held_out.txt``
-    (:data:`HELD_OUT_PAIRS`), one short prompt a line: the prompts a training preset on this world names."""
+    """The files of :data:`PROMPT_FILES`, one prompt a line: ``train.txt`` (the train split's colour × shape
+    prompts), ``held_out.txt`` (:data:`HELD_OUT_PAIRS`) and their detailed versions (:func:`detailed_prompts`,
+    2 sizes × 3 backgrounds per pair): the prompts a training preset on this world names."""
     pairs = {"train": training_pairs(), "held_out": list(HELD_OUT_PAIRS)}
+    prompts = {split: [short_prompt(colour, shape) for colour, shape in pairs[split]] for split in pairs}
+    prompts |= {f"{split}_detailed": detailed_prompts(pairs[split]) for split in pairs}
     for split, name in PROMPT_FILES.items():
         path = Path(world) / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(short_prompt(colour, shape) + "\n" for colour, shape in pairs[split]), encoding="utf-8")
+        path.write_text("".join(prompt + "\n" for prompt in prompts[split]), encoding="utf-8")

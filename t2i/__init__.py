@@ -3,6 +3,8 @@
 from t2i.ddim import DDIMStep, ddim_step_with_log_prob
 from t2i.families import POLICY_FAMILIES, load_policy, policy_class_for
 from t2i.flow import FlowStep, flow_sde_step_with_log_prob
+from t2i.flow_policy import FlowMatchingPolicy
+from t2i.flux import FluxPolicy
 from t2i.guidance import Guidance, combine_noise_predictions
 from t2i.lora import LoraSettings
 from t2i.policy import DiffusionPolicy, StableDiffusionPolicy
@@ -15,7 +17,9 @@ __all__ = [
     "Conditioning",
     "DDIMStep",
     "DiffusionPolicy",
+    "FlowMatchingPolicy",
     "FlowStep",
+    "FluxPolicy",
     "Guidance",
     "LoraSettings",
     "SizeConditioning",

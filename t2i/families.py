@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import hf_hub_download
 
+from t2i.flux import FluxPolicy
 from t2i.policy import DiffusionPolicy, StableDiffusionPolicy
 from t2i.sd3 import StableDiffusion3Policy
 from t2i.sdxl import StableDiffusionXLPolicy
@@ -27,6 +28,7 @@ POLICY_FAMILIES: dict[str, type[DiffusionPolicy]] = {
     "StableDiffusionPipeline": StableDiffusionPolicy,
     "StableDiffusionXLPipeline": StableDiffusionXLPolicy,
     "StableDiffusion3Pipeline": StableDiffusion3Policy,
+    "FluxPipeline": FluxPolicy,
 }
 
 

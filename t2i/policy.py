@@ -15,7 +15,9 @@ is shared), ``encode_prompts`` (prompts → UNet keyword tensors), ``frozen_modu
 needed ``unet_forward`` (the model call), ``step`` (one transition of p_θ with its log-density:
 stochastic DDIM here) and ``decode``. ``StableDiffusionPolicy`` is SD 1.x/2.x; SDXL
 (:mod:`t2i.sdxl`) adds pooled embeddings and time ids in its own ``encode_prompts``/``unet_forward``;
-the flow-matching SD3 family (:mod:`t2i.sd3`) adds its own ``step`` (Flow-GRPO's SDE, :mod:`t2i.flow`). :mod:`t2i.families` picks the family
+the flow-matching families SD3 (:mod:`t2i.sd3`) and FLUX (:mod:`t2i.flux`) share their ``step`` (Flow-GRPO's SDE,
+:mod:`t2i.flow`) through :class:`t2i.flow_policy.FlowMatchingPolicy`; FLUX also packs latents around its model call
+and overrides the sampler's ``initial_latents`` and ``set_timesteps`` hooks. :mod:`t2i.families` picks the family
 from a pipeline's ``model_index.json``.
 """
 

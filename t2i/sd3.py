@@ -15,41 +15,37 @@ velocity v_θ(x_σ, t) with t = σ·1000, and the stock pipeline steps with
   ``pipeline.transformer``, saved as ``transformer_lora_layers`` that a stock
   ``StableDiffusion3Pipeline.load_lora_weights`` reads.
 
+The last two are shared with FLUX (:class:`t2i.flow_policy.FlowMatchingPolicy`).
+
 The sampler, recomputation of log-probs, guidance (CFG: ε̄ = v(∅) + w·(v(c) − v(∅)) as stock) and
 decoding (latents / scaling_factor + shift_factor) are the shared ones. An empty negative prompt is
 encoded like any prompt, as the stock pipeline does. The timestep schedule is the scheduler's
-``set_timesteps(T)``: a scheduler with ``use_dynamic_shifting`` (FLUX-style, resolution-dependent μ) is
-refused, since the shared sampler passes no μ.
+``set_timesteps(T)`` (the sampler's default ``set_timesteps`` hook): a scheduler with ``use_dynamic_shifting``
+(resolution-dependent μ, as FLUX's family computes it in :mod:`t2i.flux`) is refused.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+from diffusers import StableDiffusion3Pipeline
 
-from t2i.flow import FlowStep, NoiseSchedule, flow_sde_step_with_log_prob
-from t2i.policy import DiffusionPolicy
+from t2i.flow import NoiseSchedule
+from t2i.flow_policy import FlowMatchingPolicy
 from t2i.prompts import PromptOverflow, first_overflow
 from t2i.trajectory import Embeds
 
 __all__ = ["StableDiffusion3Policy"]
 
 
-class StableDiffusion3Policy(DiffusionPolicy):
+class StableDiffusion3Policy(FlowMatchingPolicy):
     """Stable Diffusion 3 / 3.5 (``StableDiffusion3Pipeline``) as a policy; see the module docstring."""
 
     pipeline_class = StableDiffusion3Pipeline
-    denoiser_name: ClassVar[str] = "transformer"
-    scheduler_class: ClassVar[type] = FlowMatchEulerDiscreteScheduler
-    upcasts_vae = False
 
     def __init__(self, pipeline: StableDiffusion3Pipeline, noise_schedule: NoiseSchedule = "flow_grpo"):
         if pipeline.scheduler.config.get("use_dynamic_shifting", False):
             raise ValueError("the scheduler uses dynamic shifting (use_dynamic_shifting=True), which the SD3 policy does not support")
-        super().__init__(pipeline)
-        self.noise_schedule = noise_schedule
+        super().__init__(pipeline, noise_schedule)
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         parts = (self.pipeline.vae, self.pipeline.text_encoder, self.pipeline.text_encoder_2, self.pipeline.text_encoder_3)
@@ -65,40 +61,6 @@ class StableDiffusion3Policy(DiffusionPolicy):
     def unet_forward(self, model_input: torch.Tensor, t: torch.Tensor, kwargs: Embeds) -> torch.Tensor:
         timestep = t.expand(model_input.shape[0]) if t.ndim == 0 else t
         return self.unet(hidden_states=model_input, timestep=timestep, **kwargs, return_dict=False)[0]
-
-    def step(
-        self,
-        model_output: torch.Tensor,
-        t: torch.Tensor,
-        x: torch.Tensor,
-        *,
-        eta: float,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        prev_sample: torch.Tensor | None = None,
-    ) -> FlowStep:
-        """One SDE step x_t → x_{t-1} with its log-density; ``eta`` is the noise level a (:mod:`t2i.flow`)."""
-        return flow_sde_step_with_log_prob(
-            self.scheduler,
-            model_output,
-            t,
-            x,
-            noise_level=eta,
-            noise_schedule=self.noise_schedule,
-            prev_sample=prev_sample,
-            generator=generator,
-        )
-
-    def step_without_log_prob(
-        self,
-        model_output: torch.Tensor,
-        t: torch.Tensor,
-        x: torch.Tensor,
-        *,
-        eta: float,
-        generator: torch.Generator | list[torch.Generator] | None,
-    ) -> torch.Tensor:
-        """The SDE step's sample (a = 0: the Euler step, as ``FlowMatchEulerDiscreteScheduler.step``)."""
-        return self.step(model_output, t, x, eta=eta, generator=generator).prev_sample
 
     def prompt_overflow(self, prompt: str) -> PromptOverflow | None:
         """The first overflow of ``prompt`` over the CLIP tokenizers (T5 reads longer prompts)."""

@@ -6,7 +6,9 @@ stochastic DDIM (η > 0). ``Trajectory.latents[:, i]`` is the latent *before* st
 (``latents[:, 0]`` is x_T, ``latents[:, -1]`` is x_0), ``timesteps[i]`` its t, and
 ``log_probs[:, i]`` is log p_θ(latents[:, i+1] | latents[:, i]) averaged over latent
 dimensions. c is the conditioning: for CFG one prompt, for Parrot's original-prompt-centred
-guidance the original prompt c and the expansion ĉ (see :mod:`t2i.guidance`).
+guidance the original prompt c and the expansion ĉ (see :mod:`t2i.guidance`). With an SDE window
+(``stochastic``; Flow-GRPO-Fast, MixGRPO) only the window's steps are stochastic at η; the others are
+deterministic (η = 0) and their ``log_probs`` are NaN.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class Trajectory:
     """A batch of recorded sampling trajectories (see the module docstring for notation)."""
 
     latents: torch.Tensor  # (B, T+1, C, h, w) float32, x_T … x_0
-    timesteps: torch.Tensor  # (T,) int64 for DDIM; float32 t = σ·1000 for flow matching (SD3)
+    timesteps: torch.Tensor  # (T,) int64 for DDIM; float32 t = σ·1000 for flow matching (SD3, FLUX)
     log_probs: torch.Tensor  # (B, T) float32, mean over latent dims
     images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1]
     conditioning: Conditioning
@@ -83,6 +85,7 @@ class Trajectory:
     eta: float
     num_inference_steps: int
     original_prompts: list[str] | None = None  # c of prompt-centred guidance; None under CFG
+    stochastic: torch.Tensor | None = None  # (T,) bool, the SDE window: steps taken at η (others at η = 0); None = all
 
     @property
     def batch_size(self) -> int:
@@ -114,8 +117,8 @@ class Trajectory:
             raise ValueError("concatenate needs at least one trajectory")
         first = parts[0]
         for part in parts[1:]:
-            if not torch.equal(part.timesteps, first.timesteps) or part.eta != first.eta:
-                raise ValueError("cannot concatenate trajectories sampled with different timesteps or eta")
+            if not torch.equal(part.timesteps, first.timesteps) or part.eta != first.eta or not _same_window(part, first):
+                raise ValueError("cannot concatenate trajectories sampled with different timesteps, eta or SDE window")
         originals = [p.original_prompts for p in parts]
         return replace(
             first,
@@ -126,3 +129,9 @@ class Trajectory:
             prompts=[text for p in parts for text in p.prompts],
             original_prompts=None if any(o is None for o in originals) else [text for o in originals for text in o],
         )
+
+
+def _same_window(a: Trajectory, b: Trajectory) -> bool:
+    if a.stochastic is None or b.stochastic is None:
+        return a.stochastic is b.stochastic
+    return torch.equal(a.stochastic, b.stochastic)

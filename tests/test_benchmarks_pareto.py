@@ -111,6 +111,29 @@ def test_methods_are_the_issue_settings():
     assert load_train_config([*common, *catalogue["parrot"].overrides]).sampling.w1 > 0
 
 
+def test_grpo_catalogue_is_the_issue_settings():
+    from benchmarks.pareto_cells import GRPO_KL_WEIGHT, grpo_catalogue
+
+    common = ["--preset", "tiny", "--logging.log_with", "none", "--model.pipeline", "builtin:tiny_sd3"]
+    names = list(load_train_config(common).rewards.names)
+    catalogue = grpo_catalogue(names, "clip_score")
+    assert list(catalogue) == ["base", "ddpo:clip_score", "grpo:clip_score", "grpo-ws", "gdpo", "grpo-pareto"]
+    configs = {m: load_train_config([*common, *method.overrides]) for m, method in catalogue.items()}
+    for name, config in configs.items():
+        assert config.mode == "t2i" and not config.expander.model and not config.identifiers.enabled, name
+    ddpo, grpo = configs["ddpo:clip_score"], configs["grpo:clip_score"]
+    assert ddpo.selection.gradient_normalisation == "per_prompt" and ddpo.t2i.kl_weight == 0 and ddpo.t2i.estimator == "is"
+    assert ddpo.selection.mode == grpo.selection.mode == "single:clip_score" and ddpo.selection.reward_weighting == "normalised"
+    for name in ("grpo:clip_score", "grpo-ws", "gdpo", "grpo-pareto"):
+        config = configs[name]
+        assert config.selection.gradient_normalisation == "group" and config.selection.reward_weighting == "normalised", name
+        assert config.t2i.kl_weight == GRPO_KL_WEIGHT and config.t2i.estimator == "is", name
+    assert [configs[m].selection.mode for m in ("grpo-ws", "gdpo", "grpo-pareto")] == ["weighted", "gdpo", "pareto"]
+    assert configs["grpo-ws"].selection.selection_normalisation == "batch"
+    with pytest.raises(SystemExit, match="--hard 'nope' is not among the rewards"):
+        grpo_catalogue(names, "nope")
+
+
 def test_rwr_row_fails_loudly_until_the_estimator_exists(tmp_path):
     common = ["--preset", "tiny", "--logging.log_with", "none"]
     flags = [*common, *pareto.method_catalogue(["a", "b", "c"], 3.0)["rwr"].overrides]
@@ -122,13 +145,13 @@ def test_rwr_row_fails_loudly_until_the_estimator_exists(tmp_path):
 
 
 def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells(tmp_path, monkeypatch):
-    argv = ["--preset", "tiny", "--methods", "ws2", "parrot-no-pcg", "--seeds", "0", "--iterations", "1", "--eval-seeds", "2",
+    argv = ["--preset", "tiny", "--methods", "ws2", "parrot-no-pcg", "--seeds", "0", "--iterations", "2", "--eval-seeds", "2",
             "--set", "--sampling.num_steps 2", "--json", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")]  # fmt: skip
     result = pareto.main(argv)
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["methods"].keys() == {"base", "ws2", "parrot-no-pcg"}
     assert {"command", "budget", "normalisation", "reference_point", "wall_s", "gain_ratio_parrot_over_ws2"} <= saved.keys()
-    assert saved["budget"]["images_per_run"] == 1 * 4 * 3  # tiny: 4 prompts × 3 images, 1 iteration
+    assert saved["budget"]["images_per_run"] == 2 * 4 * 3  # tiny: 4 prompts × 3 images, 2 iterations
     assert list(saved["methods"]["base"]["seeds"]) == ["none"] and list(saved["methods"]["ws2"]["seeds"]) == ["0"]
     lo, hi = np.array(saved["normalisation"]["low"]), np.array(saved["normalisation"]["high"])
     for entry in saved["methods"].values():
@@ -147,7 +170,14 @@ def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells
     union = np.concatenate([np.array(next(iter(e["seeds"].values()))["scores"]) for e in saved["methods"].values()])
     assert lo.tolist() == union.min(0).tolist() and hi.tolist() == union.max(0).tolist()
     assert result["methods"].keys() == saved["methods"].keys()
-    for name in ("fronts.png", "hypervolume.png"):
+    # each trained cell keeps its training curve (batch mean per iteration); the rise is last − first with 2 iterations
+    curve = saved["methods"]["ws2"]["seeds"]["0"]["curve"]
+    assert curve.keys() == {"jpeg_compressibility", "clip_score", "sentiment"} and all(len(v) == 2 for v in curve.values())
+    rise = saved["methods"]["ws2"]["summary"]["training_rise"]["sentiment"][0]
+    assert rise == pytest.approx(curve["sentiment"][1] - curve["sentiment"][0])
+    assert saved["methods"]["base"]["seeds"]["none"]["curve"] == {} and saved["methods"]["base"]["summary"]["training_rise"] == {}
+    assert "| parrot-no-pcg |" in (tmp_path / "out" / "table.md").read_text().split("Training-batch reward")[1]
+    for name in ("fronts.png", "hypervolume.png", "curves.png"):
         with Image.open(tmp_path / "out" / name) as image:
             assert image.format == "PNG" and image.size[0] > 100
     assert "| method | jpeg_compressibility | clip_score | sentiment | avg norm. |" in (tmp_path / "out" / "table.md").read_text()
@@ -167,6 +197,14 @@ def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells
     # a cell made with other flags is refused, not reused
     with pytest.raises(SystemExit, match="was made with other parrot.train flags"):
         pareto.main([*argv[:-4], "--set", "--sampling.num_steps 3", *argv[-4:]])
+
+
+def test_curve_rise_is_last_quarter_less_first_quarter():
+    from benchmarks.pareto_stats import curve_rise
+
+    assert curve_rise([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 9.0]) == pytest.approx((7 + 9) / 2 - (1 + 2) / 2)
+    assert curve_rise([3.0, 1.0, 2.0]) == pytest.approx(2.0 - 3.0)  # quarters of one iteration
+    assert curve_rise([5.0]) is None and curve_rise([]) is None
 
 
 def test_method_colours_are_distinct_for_the_full_method_list():

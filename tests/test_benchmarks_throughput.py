@@ -5,6 +5,7 @@ TRL peer driver's argument / JSON handling (without building the peer's environm
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,14 +161,54 @@ def test_load_watch_marks_a_busy_machine_contended(monkeypatch, capsys):
     from benchmarks import machine_load
 
     assert machine_load.load_threshold(2) == 1.5
-    loads = iter([(0.9, 1.0, 1.0), (1.4, 1.0, 1.0), (0.5, 1.0, 1.0), (1.6, 1.0, 1.0)])
+    loads = iter([(0.9, 1.0, 1.0), (1.4, 1.0, 1.0), (0.5, 1.0, 1.0), (1.6, 1.0, 1.0), (0.5, 1, 1), (2.4, 1, 1), (1.6, 1, 1), (1, 1, 1)])
     monkeypatch.setattr(machine_load.os, "getloadavg", lambda: next(loads))
-    quiet = machine_load.LoadWatch(threshold=1.5).finish()  # 0.9 → 1.4: under 1.5 at both ends
+    quiet = machine_load.LoadWatch(threshold=1.5, sample_s=0).finish()  # 0.9 → 1.4: under 1.5 at both ends
     assert quiet["contended"] is False and quiet["load_average_at_end"][0] == 1.4
     assert capsys.readouterr().err == ""
-    busy = machine_load.LoadWatch(threshold=1.5).finish()  # 0.5 → 1.6: over at the end
+    busy = machine_load.LoadWatch(threshold=1.5, sample_s=0).finish()  # 0.5 → 1.6: over at the end
     assert busy["contended"] is True
-    assert "load 0.50 at start, 1.60 at end, above 1.50" in capsys.readouterr().err
+    assert "1-minute load 1.60 at end (1.60 less own threads), above 1.50" in capsys.readouterr().err
+    # the benchmark's own 2 threads are taken off the end load: 2.4 − 2 = 0.4 is a quiet end
+    own = machine_load.LoadWatch(threshold=1.5, sample_s=0, own_threads=2).finish()
+    assert own["contended"] is False and own["own_threads"] == 2
+    started_busy = machine_load.LoadWatch(threshold=1.5, sample_s=0, own_threads=2).finish()  # 1.6 at start: busy
+    assert started_busy["contended"] is True and "1-minute load 1.60 at start" in capsys.readouterr().err
+
+
+def test_load_watch_samples_other_processes_runnable_threads(monkeypatch, capsys):
+    from benchmarks import machine_load
+
+    monkeypatch.setattr(machine_load.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    counts = iter([(0, 2), (1, 2), (2, 2)])
+    monkeypatch.setattr(machine_load, "runnable_threads", lambda: next(counts, (2, 2)))
+    watch = machine_load.LoadWatch(threshold=1.5, sample_s=0.01)
+    while len(watch.others) < 3:
+        time.sleep(0.01)
+    record = watch.finish()
+    others = watch.others
+    assert others[:3] == [0, 1, 2] and record["others_runnable_mean"] == pytest.approx(sum(others) / len(others))
+    assert record["contended"] is True and record["others_runnable_samples"] == len(others)
+    assert "other processes had" in capsys.readouterr().err
+
+
+def test_runnable_threads_count_other_processes_apart_from_the_own_tree(tmp_path):
+    from benchmarks.machine_load import runnable_threads
+
+    def process(pid: int, parent: int, states: str, name: str = "python") -> None:
+        for tid, state in enumerate(states):
+            task = tmp_path / str(pid) / "task" / str(pid + tid)
+            task.mkdir(parents=True)
+            (task / "stat").write_text(f"{pid + tid} ({name}) {state} {parent} 1 1 0 -1\n")
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({name}) {states[0]} {parent} 1 1 0 -1\n")
+
+    process(1, 0, "S")
+    process(100, 1, "RS")  # ours, one thread running
+    process(200, 100, "RR", name="peer (trl) x")  # a child of ours (a peer benchmark): ours; a ")" in the name is read right
+    process(300, 1, "RRS")  # another job: 2 runnable threads
+    process(400, 300, "R")  # its child: another runnable thread
+    assert runnable_threads(tmp_path, own_pid=100) == (3, 3)
+    assert runnable_threads(tmp_path / "empty", own_pid=100) is None
 
 
 def test_profile_timers_split_the_stages_and_leave_nothing_patched(tmp_path):
@@ -196,7 +237,7 @@ def test_load_watch_waits_for_the_load_to_settle_first(monkeypatch):
     loads = iter([(2.0, 1, 1), (1.8, 1, 1), (1.2, 1, 1), (1.2, 1, 1), (1.3, 1, 1)])
     monkeypatch.setattr(machine_load.os, "getloadavg", lambda: next(loads))
     monkeypatch.setattr(machine_load.time, "sleep", lambda s: None)
-    watch = machine_load.LoadWatch(threshold=1.5, settle_s=60.0)
+    watch = machine_load.LoadWatch(threshold=1.5, settle_s=60.0, sample_s=0)
     assert watch.at_start[0] == 1.2  # waited through 2.0 and 1.8
     record = watch.finish()
     assert record["contended"] is False and record["load_average_at_end"][0] == 1.3 and record["settled_s"] >= 0

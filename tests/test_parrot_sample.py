@@ -35,6 +35,8 @@ def test_cli_names_the_toy_pipeline_builtin_tiny_like_every_command(tmp_path):
     with pytest.raises(ConfigError, match="^unknown option --tiny"):
         main(["--tiny", "--prompt", "a red circle", "--out", str(tmp_path / "y")])
     with pytest.raises(
-        ValueError, match=r"the built-in pipelines are 'builtin:tiny', 'builtin:tiny_sdxl', 'builtin:tiny_sd3' and 'builtin:random:<arch>'"
+        ValueError,
+        match=r"the built-in pipelines are 'builtin:tiny', 'builtin:tiny_sdxl', 'builtin:tiny_sd3', 'builtin:tiny_flux' and "
+        r"'builtin:random:<arch>'",
     ):
         main(["--model", "builtin:toy", "--prompt", "a red circle", "--out", str(tmp_path / "z")])

@@ -20,6 +20,7 @@ from parrot.train import ParrotTrainer
 from parrot.train_config import derived_quantities, load_train_config
 from parrot_base.config import ConfigError
 from rewards.base import Reward
+from t2i import Guidance
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,6 +247,21 @@ def test_held_out_beam_expansions_and_the_plain_base_setting(tmp_path):
         load_train_config(quick_args(tmp_path, "--evaluation.expansion_decoding", "greedy"))
     with pytest.raises(ConfigError, match="evaluation: num_beams=0 must be an integer >= 1"):
         load_train_config(quick_args(tmp_path, "--evaluation.num_beams", "0"))
+
+
+def test_held_out_sampling_eta_zero_is_the_deterministic_sampler(tmp_path):
+    trainer = ParrotTrainer(load_train_config(quick_args(tmp_path, "--evaluation.seeds", "3", "--evaluation.eta", "0",
+                                                         "--identifiers.enabled", "false", "--sampling.guidance_scale", "2")))  # fmt: skip
+    parts = trainer.parts
+    samples = trainer.evaluation_samples("plain_base")
+    generators = [torch.Generator().manual_seed(derived_seed(3, EVAL, i)) for i in range(len(parts.eval_prompts))]
+    with parts.policy.adapters_disabled():
+        ode = parts.policy.sample(parts.eval_prompts, guidance=Guidance.cfg(2.0), num_inference_steps=4, eta=0.0,
+                                  generator=generators, compute_log_probs=False)  # fmt: skip
+    assert torch.allclose(samples.images, ode.images, atol=1e-6)
+    trained_eta = ParrotTrainer(load_train_config(quick_args(tmp_path, "--evaluation.seeds", "3", "--identifiers.enabled", "false",
+                                                             "--sampling.guidance_scale", "2")))  # fmt: skip
+    assert not torch.allclose(trained_eta.evaluation_samples("plain_base").images, ode.images, atol=1e-3)  # default: sampling.eta = 1
 
 
 def test_expander_only_mode_leaves_the_t2i_lora_alone(tmp_path):

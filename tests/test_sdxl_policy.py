@@ -104,13 +104,14 @@ def test_family_is_read_from_model_index_and_unknown_classes_are_refused(tmp_pat
     torch.testing.assert_close(
         loaded.sample(PROMPTS[:1], num_inference_steps=3, generator=make_generator(9)).images, reference, atol=1e-6, rtol=0
     )
-    (tmp_path / "flux").mkdir()
-    (tmp_path / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    (tmp_path / "pixart").mkdir()
+    (tmp_path / "pixart" / "model_index.json").write_text(json.dumps({"_class_name": "PixArtAlphaPipeline"}))
     with pytest.raises(
         ValueError,
-        match=r"is a FluxPipeline; the policy families drive StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline$",
+        match=r"is a PixArtAlphaPipeline; the policy families drive StableDiffusionPipeline, StableDiffusionXLPipeline, "
+        r"StableDiffusion3Pipeline, FluxPipeline$",
     ):
-        load_policy(tmp_path / "flux")
+        load_policy(tmp_path / "pixart")
     with pytest.raises(OSError, match="could not read the model_index.json of 'nobody/no-such-model'"):
         policy_class_for("nobody/no-such-model")
 

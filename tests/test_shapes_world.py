@@ -18,7 +18,7 @@ from parrot.train_config import load_train_config
 from parrot_base.config import ConfigError
 from rewards import load_reward
 from shapes.checker import read_image
-from shapes.data import COLOURS, HELD_OUT_PAIRS, SHAPES, short_prompt, write_prompt_files
+from shapes.data import COLOURS, HELD_OUT_PAIRS, SHAPES, parse_caption, short_prompt, write_prompt_files
 
 WORLD = committed_shapes_world()
 
@@ -88,6 +88,12 @@ def test_the_preset_takes_its_prompts_from_the_world_it_loads(tmp_path):
     write_prompt_files(tmp_path)
     other = load_train_config(["--world", str(tmp_path)])
     assert Path(other.prompts.train_file) == tmp_path / "prompts" / "train.txt"
+    # the detailed held-out prompts: each held-out pair × 2 sizes × 3 neutral backgrounds, and the committed world has them
+    detailed = read_prompts(str(tmp_path / "prompts" / "held_out_detailed.txt"))
+    assert len(detailed) == 3 * 2 * 3 and detailed[0] == "a small red triangle on a white background"
+    assert detailed == read_prompts(str(WORLD / "prompts" / "held_out_detailed.txt"))
+    assert all(parse_caption(p).stated().keys() == {"colour", "shape", "size", "background"} for p in detailed)
+    assert len(read_prompts(str(tmp_path / "prompts" / "train_detailed.txt"))) == 9 * 2 * 3
     assert other.model.pipeline == "{world}/sd"  # models are resolved where they are built
     with pytest.raises(ConfigError, match="world: .* holds no built world"):
         load_train_config(["--world", str(tmp_path / "nowhere")])

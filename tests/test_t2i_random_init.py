@@ -120,11 +120,6 @@ def test_bf16_build_casts_weights_and_seed_fixes_them(tmp_path):
     assert not torch.equal(next(a.unet.parameters()), next(c.unet.parameters()))
 
 
-def test_policy_families_refuse_flux_by_name():
-    with pytest.raises(ValueError, match="a FluxPipeline has no policy family"):
-        policy_of_pipeline(build_random_pipeline("flux_dev", device="meta", skip=("text_encoder_2",)))
-
-
 TOY_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "projection_dim": 32}
 TOY_T5 = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 4}
 TOY_VAE = {"block_out_channels": [16, 32], "norm_num_groups": 8, "layers_per_block": 1, "sample_size": 32,
@@ -156,6 +151,18 @@ def test_a_built_sd35_pipeline_samples_through_its_family_as_its_stock_euler_cal
     ours = policy.sample(
         ["a red circle"], num_inference_steps=3, eta=0.0, compute_log_probs=False, guidance=Guidance.cfg(5.0), generator=make_generator(1)
     )
+    torch.testing.assert_close(ours.images, stock.images, atol=1e-5, rtol=0)
+
+
+def test_a_built_flux_dev_pipeline_samples_through_its_family_as_its_stock_euler_call(tmp_path):
+    """FLUX.1-dev's layout (guidance embedding, dynamic shift, CLIP-L pooled + T5 tokens), shrunken: a = 0 is stock."""
+    pipe = build_random_pipeline(str(shrunken_flow(tmp_path, "flux_dev")))
+    pipe.set_progress_bar_config(disable=True)
+    policy = policy_of_pipeline(pipe)
+    assert type(policy).__name__ == "FluxPolicy" and policy.unet.config.guidance_embeds
+    stock = pipe(["a red circle"], num_inference_steps=3, height=32, width=32, generator=make_generator(1), output_type="pt")
+    ours = policy.sample(["a red circle"], num_inference_steps=3, height=32, width=32, eta=0.0, compute_log_probs=False,
+                         generator=make_generator(1))  # fmt: skip
     torch.testing.assert_close(ours.images, stock.images, atol=1e-5, rtol=0)
 
 

@@ -1,5 +1,7 @@
 """Conditioning and Trajectory alone, on hand-made tensors."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -44,6 +46,12 @@ def test_select_then_concatenate_gives_the_batch_back():
     assert trajectory.log_probs_sum.shape == (4, 2)
 
 
-def test_concatenate_refuses_trajectories_of_different_eta():
-    with pytest.raises(ValueError, match="different timesteps or eta"):
+def test_concatenate_refuses_trajectories_of_different_eta_or_sde_window():
+    with pytest.raises(ValueError, match="different timesteps, eta or SDE window"):
         Trajectory.concatenate([make_trajectory(1, eta=1.0), make_trajectory(1, eta=0.5)])
+    windowed = [replace(make_trajectory(1), stochastic=torch.tensor(mask)) for mask in ([True, False], [True, False], [False, True])]
+    assert Trajectory.concatenate(windowed[:2]).stochastic.tolist() == [True, False]  # one window: kept, and selected rows keep it
+    assert windowed[0].select([0]).stochastic.tolist() == [True, False]
+    for pair in ([windowed[0], windowed[2]], [windowed[0], make_trajectory(1)]):
+        with pytest.raises(ValueError, match="different timesteps, eta or SDE window"):
+            Trajectory.concatenate(pair)

@@ -1,0 +1,106 @@
+"""GRPO-style group advantages for every selection mode, on hand-made groups with hand-computed numbers."""
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from parrot.selection import PerPromptStatTracker, SelectionConfig, compute_advantages, parse_selection
+
+NAMES = ["a", "b"]
+# group 0: three images with distinct scores; group 1: a constant group (every image scores the same)
+REWARDS = torch.tensor([[1.0, 0.0], [2.0, 2.0], [3.0, 1.0], [5.0, 5.0], [5.0, 5.0], [5.0, 5.0]])
+GROUPS = torch.tensor([0, 0, 0, 1, 1, 1])
+VALID = torch.ones_like(REWARDS, dtype=torch.bool)
+C = math.sqrt(1.5)  # z-score of (1, 2, 3): (−C, 0, C)
+
+
+def advantages(identifiers=None, **settings):
+    config = SelectionConfig(**settings)
+    return compute_advantages(REWARDS, VALID, ["p"] * 6, config, parse_selection(config, NAMES), PerPromptStatTracker(),
+                              groups=GROUPS, identifiers=identifiers)  # fmt: skip
+
+
+def z(values):
+    mean, std = statistics.fmean(values), statistics.pstdev(values)
+    return [(v - mean) / std for v in values]
+
+
+def test_pareto_normalised_group_is_group_zscore_on_the_group_front():
+    adv = advantages(reward_weighting="normalised", gradient_normalisation="group")
+    # group 0: (1, 0) is dominated by (2, 2); P = {(2, 2), (3, 1)}; group 1: duplicates, all in P
+    assert adv.selected.tolist() == [False, True, True, True, True, True] and adv.normaliser == 5
+    expected = torch.tensor([[0.0, 0.0], [0.0, C], [C, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    torch.testing.assert_close(adv.values, expected, atol=1e-5, rtol=0)
+    assert torch.equal(adv.values[3:], torch.zeros(3, 2))  # a constant group: exactly 0, not NaN
+
+
+def test_single_reward_group_advantage_is_its_group_zscore():
+    adv = advantages(mode="single:b", reward_weighting="normalised", gradient_normalisation="group")
+    expected = torch.tensor([[0.0, -C], [0.0, C], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    torch.testing.assert_close(adv.values, expected, atol=1e-5, rtol=0)
+    assert adv.selected.all() and adv.normaliser == 6
+
+
+def test_weighted_grpo_sums_the_rewards_then_zscores_the_sum_within_the_group():
+    settings = dict(mode="weighted", weights=(0.75, 0.25), reward_weighting="normalised", gradient_normalisation="group",
+                    selection_normalisation="none")  # fmt: skip
+    adv = advantages(**settings)
+    s = [0.75 * 1 + 0.25 * 0, 0.75 * 2 + 0.25 * 2, 0.75 * 3 + 0.25 * 1]  # 0.75, 2.0, 2.5
+    torch.testing.assert_close(adv.values.sum(1), torch.tensor([*z(s), 0.0, 0.0, 0.0]), atol=1e-5, rtol=0)
+    # not the former Σ_k w_k z_g(r_k) = (−C, 0.25 C, 0.75 C)
+    assert abs(adv.values[0].sum().item() + C) > 0.1
+    # each reward's share: its centred term w_k (r_ik − mean_g) over std_g(s)
+    sigma = statistics.pstdev(s)
+    shares = torch.tensor([[-0.75, -0.25], [0.0, 0.25], [0.75, 0.0]]) / sigma
+    torch.testing.assert_close(adv.values[:3], shares, atol=1e-5, rtol=0)
+    assert torch.equal(adv.values[3:], torch.zeros(3, 2))
+    # identifiers on (group 0 sampled for reward a, group 1 for b): each image keeps its own reward's share
+    credited = advantages(identifiers=torch.tensor([0, 0, 0, 1, 1, 1]), **settings)
+    torch.testing.assert_close(credited.values[:3], shares * torch.tensor([1.0, 0.0]), atol=1e-5, rtol=0)
+
+
+def test_weighted_default_is_unchanged_and_normalised_batch_rescales_it():
+    raw = advantages(mode="weighted", weights=(0.75, 0.25))  # raw + selection_normalisation batch: Σ_k w_k z_B(r_k)
+    za, zb = z(REWARDS[:, 0].tolist()), z(REWARDS[:, 1].tolist())
+    torch.testing.assert_close(raw.values, torch.tensor([za, zb]).T * torch.tensor([0.75, 0.25]), atol=1e-5, rtol=0)
+    normalised = advantages(mode="weighted", weights=(0.75, 0.25), reward_weighting="normalised", gradient_normalisation="batch")
+    s = raw.values.sum(1).tolist()
+    torch.testing.assert_close(normalised.values.sum(1), torch.tensor(z(s)), atol=1e-5, rtol=0)
+    ratio = normalised.values / raw.values.where(raw.values != 0, torch.ones(()))
+    torch.testing.assert_close(ratio[raw.values != 0], torch.full(((raw.values != 0).sum(),), 1 / statistics.pstdev(s)), atol=1e-4, rtol=0)
+
+
+def test_gdpo_zscores_each_reward_in_its_group_then_the_weighted_sum_over_the_batch():
+    adv = advantages(mode="gdpo", weights=(0.75, 0.25))
+    t = [-0.75 * C - 0.25 * C, 0.25 * C, 0.75 * C, 0.0, 0.0, 0.0]  # Σ_k w_k z_g(r_k)
+    expected = z(t)  # ≈ (−1.9215, 0.4804, 1.4412, 0, 0, 0)
+    assert expected[0] == pytest.approx(-1 / math.sqrt(1.625 / 6))
+    torch.testing.assert_close(adv.values.sum(1), torch.tensor(expected), atol=1e-5, rtol=0)
+    torch.testing.assert_close(adv.values[0], torch.tensor([0.75 * -C, 0.25 * -C]) / statistics.pstdev(t), atol=1e-5, rtol=0)
+    assert adv.selected.all() and adv.normaliser == 6
+
+
+def test_scalar_advantage_clip_scales_the_shares_of_an_image_together():
+    adv = advantages(mode="gdpo", weights=(0.75, 0.25), advantage_clip=1.0)
+    free = advantages(mode="gdpo", weights=(0.75, 0.25))
+    torch.testing.assert_close(adv.values.sum(1)[:3], torch.tensor([-1.0, free.values[1].sum().item(), 1.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(adv.values[0], free.values[0] / free.values[0].sum().abs(), atol=1e-6, rtol=0)
+
+
+def test_weighted_per_prompt_splits_the_tracked_advantage_by_the_weights():
+    adv = advantages(mode="weighted", weights=(0.75, 0.25), reward_weighting="normalised", gradient_normalisation="per_prompt",
+                     selection_normalisation="none")  # fmt: skip
+    s = (REWARDS * torch.tensor([0.75, 0.25])).sum(1).tolist()  # 6 scores of one prompt: its own history (min_count 4)
+    torch.testing.assert_close(adv.values.sum(1), torch.tensor(z(s)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(adv.values[:, 0], 3 * adv.values[:, 1], atol=1e-6, rtol=0)
+
+
+def test_nan_reward_in_a_scalar_mode_gets_zero_share_and_finite_advantages():
+    rewards = REWARDS.clone()
+    rewards[0, 1] = float("nan")
+    for mode in ("weighted", "gdpo"):
+        config = SelectionConfig(mode=mode, reward_weighting="normalised", gradient_normalisation="group")
+        adv = compute_advantages(rewards, torch.isfinite(rewards), ["p"] * 6, config, parse_selection(config, NAMES), groups=GROUPS)
+        assert torch.isfinite(adv.values).all() and adv.values[0, 1] == 0
