@@ -58,6 +58,15 @@ Commands (from the repository root, ``OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONP
     python benchmarks/pareto.py --out runs/pareto3                     # the full run; rerun to continue it
     python benchmarks/pareto.py --iterations 0 --seeds 0 --out runs/pareto40
 
+``--catalogue grpo`` replaces the methods by issue 16's GRPO rows (``pareto_cells.grpo_catalogue``: base,
+``ddpo:<hard>``, ``grpo:<hard>``, ``grpo-ws``, ``gdpo``, ``grpo-pareto``; ``--hard`` names the single-reward
+rows' reward), e.g. on the world's SD3 model with the GenEval-style rule reward (BENCHMARKS.md, "GRPO"):
+
+    python benchmarks/pareto.py --catalogue grpo --hard attribute_rules --out runs/grpo16 --set "--model.pipeline {world}/sd3 \
+        --identifiers.enabled false --rewards.names attribute_rules laion_aesthetic preference \
+        --prompts.train_file {world}/prompts/train_detailed.txt --prompts.evaluation_file {world}/prompts/held_out_detailed.txt \
+        --sampling.eta 0.7 --sampling.num_steps 10 --sampling.prompts_per_process 2 --sampling.images_per_prompt 8 --evaluation.eta 0"
+
 ``--quick``: all methods, 1 training seed, 1 iteration of 2 prompts × 4 images, 8 DDIM steps,
 2 evaluation seeds (a smoke run, not a result). The full run: 3 training seeds, 12 iterations of
 the preset's batch for every trained method (shapes: 1 prompt × 4 identifiers × 4 images, 20 DDIM steps; a cell
