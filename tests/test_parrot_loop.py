@@ -165,11 +165,17 @@ def test_new_config_fields_are_validated_with_the_field_name(tmp_path):
     assert batch_layout(config, 2) == BatchLayout(prompts=2, expansions=2, identifiers=2, images=2)
 
 
-def test_an_iteration_samples_groups_with_cfg_and_credits_each_identifier(tmp_path):
+@pytest.mark.parametrize("pipeline", ["builtin:tiny", "builtin:tiny_sd3", "builtin:tiny_flux"])
+def test_an_iteration_samples_groups_with_cfg_and_credits_each_identifier(tmp_path, pipeline):
+    # the joint loop with identifiers is the same on the UNet and the flow-matching families
     args = quick_args(tmp_path, "--mode", "joint", "--expander.model", "builtin:tiny_gpt2", "--expander.sampling.max_new_tokens", "4",
-                      "--sampling.expansions_per_prompt", "2", "--sampling.images_per_prompt", "8", "--iterations", "1")  # fmt: skip
+                      "--sampling.expansions_per_prompt", "2", "--sampling.images_per_prompt", "8", "--iterations", "1",
+                      "--model.pipeline", pipeline)  # fmt: skip
     trainer = ParrotTrainer(load_train_config(args))
+    before = {part: {k: v.detach().clone() for k, v in state.items()} for part, state in trainer.parts.trainable_state().items()}
     result = trainer.run_iteration(0)
+    for part, state in trainer.parts.trainable_state().items():  # both the T2I LoRA and the expander's moved
+        assert any(not torch.equal(before[part][k], v) for k, v in state.items()), part
     rollout = result.rollout
     # 1 prompt × 2 expansions × 2 identifiers × 2 images; one expansion per group, CFG on "<k>, ĉ"
     assert rollout.trajectory.batch_size == 8
