@@ -95,6 +95,8 @@ class RewardsConfig:
     )
 
     def __post_init__(self) -> None:
+        # "a,b" as parrot.evaluate and parrot.generate take it, or space-separated "a b"
+        self.names = tuple(part.strip() for name in self.names for part in str(name).split(",") if part.strip())
         if not self.names:
             raise ValueError("names is empty: give at least one reward")
         if len(set(self.names)) != len(self.names):

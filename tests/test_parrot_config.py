@@ -127,3 +127,19 @@ def test_the_renamed_inference_options_point_to_their_new_names():
     for config, old in ((GenerateConfig, "--steps"), (SampleConfig, "--steps"), (WrongLoraConfig, "--sample_steps")):
         with pytest.raises(ConfigError, match=f"^unknown option {old}: it was renamed --num_steps "):
             parse_config(config, [old, "2"])
+
+
+def test_reward_names_take_commas_as_the_other_commands_do():
+    from parrot.train_config import load_train_config
+
+    common = ["--preset", "tiny", "--logging.log_with", "none"]
+    assert load_train_config([*common, "--rewards.names", "jpeg_compressibility,clip_score"]).rewards.names == (
+        "jpeg_compressibility",
+        "clip_score",
+    )
+    assert load_train_config([*common, "--rewards.names", "jpeg_compressibility", "clip_score"]).rewards.names == (
+        "jpeg_compressibility",
+        "clip_score",
+    )
+    with pytest.raises(ConfigError, match="repeats a reward"):
+        load_train_config([*common, "--rewards.names", "clip_score,clip_score"])
