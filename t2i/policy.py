@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -81,9 +82,9 @@ class DiffusionPolicy(SamplingMixin, ConditioningMixin, LoraMixin, ABC):
         try:
             pipeline = cls.pipeline_class.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
         except (OSError, ValueError) as err:
+            where = "the local directory" if Path(source).is_dir() else "it is not a local directory, and the hub id"
             raise OSError(
-                f"could not load a {cls.pipeline_class.__name__} from {source!r}: it is not a local directory, "
-                f"and loading it as a hub id failed ({type(err).__name__}: {err})"
+                f"could not load a {cls.pipeline_class.__name__} from {source!r}: {where} failed to load ({type(err).__name__}: {err})"
             ) from err
         return cls(pipeline).to(device)
 

@@ -113,8 +113,13 @@ def test_unknown_model_paths_are_refused_by_name(tmp_path):
         StableDiffusionPolicy.from_pretrained(str(missing))
     with pytest.raises(FileNotFoundError, match=r"not a diffusers pipeline directory \(no model_index.json in it\)"):
         StableDiffusionPolicy.from_pretrained(tmp_path)
-    with pytest.raises(OSError, match="could not load a StableDiffusionPipeline from 'nobody/no-such-model'"):
+    with pytest.raises(OSError, match="could not load a StableDiffusionPipeline from 'nobody/no-such-model': it is not a local"):
         StableDiffusionPolicy.from_pretrained("nobody/no-such-model")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
+    with pytest.raises(OSError, match="from '.*broken': the local directory failed to load"):
+        StableDiffusionPolicy.from_pretrained(broken)
 
 
 def test_local_directory_round_trip(tmp_path, tiny_pipeline, policy):
