@@ -325,7 +325,8 @@ def compute_advantages(
     weights = torch.tensor(selection.weights, dtype=rewards.dtype)
     selected = torch.ones(rewards.shape[0], dtype=torch.bool)
     normaliser = float(rewards.shape[0])
-    if selection.kind in ("weighted", "gdpo"):
+    scalar = selection.kind in ("weighted", "gdpo")
+    if scalar:
         values = scalar_advantage_shares(ranked, valid, prompts, config, selection, tracker, groups)
     else:
         normalised = normalised_columns(ranked, valid, prompts, config, tracker, groups)
@@ -335,13 +336,16 @@ def compute_advantages(
         values = normalised * selected[:, None].to(rewards.dtype) * weights  # pareto: weights 1; single: one-hot
     if identifiers is not None:
         values = identifier_credit(values, identifiers.cpu())
-    if selection.kind in ("weighted", "gdpo"):  # clip the image's advantage A_i, its shares together
-        size = values.sum(1, keepdim=True).abs()
-        values = values * torch.where(size > config.advantage_clip, config.advantage_clip / size, 1.0)
-    else:
-        values = values.clamp(-config.advantage_clip, config.advantage_clip)
-    values = torch.where(valid, values, torch.zeros_like(values))
+    values = torch.where(valid, clipped_advantages(values, config.advantage_clip, scalar), torch.zeros_like(values))
     return Advantages(values=values.float(), selected=selected, normaliser=normaliser)
+
+
+def clipped_advantages(values: torch.Tensor, clip: float, scalar: bool) -> torch.Tensor:
+    """A clipped entry-wise to [−clip, clip], or (``scalar``) A_i = Σ_k A[i, k]'s shares scaled together to |A_i| ≤ clip."""
+    if not scalar:
+        return values.clamp(-clip, clip)
+    size = values.sum(1, keepdim=True).abs()
+    return values * torch.where(size > clip, clip / size, 1.0)
 
 
 def normalised_columns(
@@ -359,9 +363,7 @@ def normalised_columns(
         return zscore_columns(ranked, valid)
     if config.gradient_normalisation == "group":
         return zscore_per_group(ranked, valid, groups)
-    if tracker is None:
-        raise ValueError("gradient_normalisation='per_prompt' needs a PerPromptStatTracker")
-    return tracker.normalise(prompts, ranked, valid)
+    return per_prompt_normalised(tracker, prompts, ranked, valid)
 
 
 def scalar_advantage_shares(
@@ -386,7 +388,12 @@ def scalar_advantage_shares(
         return contributions
     if config.gradient_normalisation in ("batch", "group"):
         return standardised_shares(contributions, rows, groups if config.gradient_normalisation == "group" else batch)
+    advantage = per_prompt_normalised(tracker, prompts, contributions.sum(1, keepdim=True), rows[:, None])
+    return advantage * weights / weights.sum()
+
+
+def per_prompt_normalised(tracker: PerPromptStatTracker | None, prompts: Sequence[str], values, valid) -> torch.Tensor:
+    """``values`` z-scored against each original prompt's history (``gradient_normalisation`` 'per_prompt')."""
     if tracker is None:
         raise ValueError("gradient_normalisation='per_prompt' needs a PerPromptStatTracker")
-    advantage = tracker.normalise(prompts, contributions.sum(1, keepdim=True), rows[:, None])
-    return advantage * weights / weights.sum()
+    return tracker.normalise(prompts, values, valid)
