@@ -151,13 +151,16 @@ def main(argv: Sequence[str] | None = None) -> BestOfN:
     parser.add_argument("--k", type=int, default=1, help="images kept per prompt")
     parser.add_argument("--num_steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--guidance_scale", type=float, default=7.5, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--distilled_guidance", type=float, default=None, help="FLUX.1-dev: the value g of its guidance embedding (default 3.5)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=16, help="images per sampling call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="output directory for the kept images and scores.json")
     args = parser.parse_args(argv)
 
-    policy = build_policy(args.model, args.dtype, args.device)
+    policy = build_policy(args.model, args.dtype, args.device, distilled_guidance=args.distilled_guidance)
     settings = dict(args.reward_setting)
     settings.setdefault("device", args.device)
     result = best_of_n(

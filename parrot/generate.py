@@ -50,7 +50,8 @@ from prompt_expander.expander import PromptExpander
 from rewards.base import as_pil_images, expansion_metadata
 from rewards.registry import reward_names
 from t2i import DiffusionPolicy, Guidance
-from t2i.prompt_weighting import plain_prompt, with_prompt_weighting
+from t2i.flux import FluxPolicy
+from t2i.prompt_weighting import has_weighting, plain_prompt, supports_prompt_weighting, with_prompt_weighting
 from t2i.textual_inversion import load_token_embeddings
 
 __all__ = [
@@ -101,8 +102,17 @@ class GenerateConfig:
     w1: float = field(default=5.0, metadata={"help": "weight of the original prompt c (prompt-centred guidance)"})
     w2: float = field(default=5.0, metadata={"help": "weight of the expanded prompt ĉ (prompt-centred guidance)"})
     guidance_scale: float = field(default=7.5, metadata={"help": "CFG scale (guidance cfg)"})
+    distilled_guidance: float = field(
+        default=0.0,
+        metadata={
+            "help": "FLUX.1-dev: the value g of its guidance embedding (0: the --lora's training run's model.distilled_guidance, "
+            "else FluxPipeline's 3.5); other models have none"
+        },
+    )
     negative_prompt: str = field(default="", metadata={"help": "prompt of the ∅ branch, e.g. 'wrong' with a wrong LoRA"})
-    prompt_weighting: bool = field(default=True, metadata={"help": "parse compel weighting syntax like '(red)++' in prompts"})
+    prompt_weighting: bool = field(
+        default=True, metadata={"help": "parse compel weighting syntax like '(red)++' in prompts (SD 1.x/2.x and SDXL models)"}
+    )
     num_steps: int = field(default=50, metadata={"help": "DDIM steps", "formerly": "steps"})
     eta: float = field(default=0.0, metadata={"help": "DDIM η (0: deterministic)"})
     seed: int = field(default=0, metadata={"help": "image j of every prompt uses seed + j (best-of-N: one generator seeded with it)"})
@@ -179,10 +189,12 @@ def resolve_identifiers(config: GenerateConfig) -> tuple[list[str], str]:
 def load_generation_policy(config: GenerateConfig) -> DiffusionPolicy:
     """The T2I model with every token embedding of ``--textual_inversion`` and every LoRA of ``--lora`` loaded and
     active (compel-weighted prompts unless off)."""
-    policy = build_policy(config.model, config.dtype, config.device)
+    policy = build_policy(config.model, config.dtype, config.device, distilled_guidance=generation_distilled_guidance(config))
+    if config.distilled_guidance and not isinstance(policy, FluxPolicy):
+        raise ValueError(f"--distilled_guidance applies to FLUX.1 models only; {config.model} is a {type(policy).__name__}")
     for directory in config.textual_inversion:
         load_token_embeddings(policy.pipeline, directory)
-    if config.prompt_weighting:
+    if config.prompt_weighting and supports_prompt_weighting(policy):
         policy = with_prompt_weighting(policy)
     names = []
     for i, directory in enumerate(config.lora):
@@ -192,6 +204,14 @@ def load_generation_policy(config: GenerateConfig) -> DiffusionPolicy:
     if len(names) > 1:
         policy.pipeline.set_adapters(names)
     return policy
+
+
+def generation_distilled_guidance(config: GenerateConfig) -> float | None:
+    """FLUX's guidance value g: ``--distilled_guidance``, else the first LoRA's training run's, else None (the family's default)."""
+    if config.distilled_guidance:
+        return config.distilled_guidance
+    trained = lora_training_config(config.lora[0]) if config.lora else None
+    return (trained or {}).get("model", {}).get("distilled_guidance")
 
 
 def expand_prompts(config: GenerateConfig, prompts: list[str]) -> list[str]:
@@ -282,11 +302,18 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
     prepare_output_dir(config.out, config.overwrite)
 
     policy = load_generation_policy(config)
+    weighted = config.prompt_weighting and supports_prompt_weighting(policy)
+    literal = [p for p in [*prompts, config.negative_prompt] if config.prompt_weighting and not weighted and has_weighting(p)]
+    if literal:
+        raise ValueError(
+            f"compel's weighting syntax in {literal[0]!r} is read for SD 1.x/2.x and SDXL models only; {config.model} is a "
+            f"{type(policy).__name__}: pass --prompt_weighting false to use the prompt as written"
+        )
     expanded = expand_prompts(config, prompts)
     originals = [p for p in prompts for _ in range(config.images_per_prompt)]
     conditioned = [with_identifiers(e, identifiers, template) for e in expanded]
     images, extras = sample_images(policy, config, conditioned, originals, guidance)
-    scored_prompts = [plain_prompt(p) for p in originals] if config.prompt_weighting else originals
+    scored_prompts = [plain_prompt(p) for p in originals] if weighted else originals
     scores = score_images(config, names, images, scored_prompts, expanded)
 
     w1, w2 = guidance.prompt_centred_weights

@@ -32,6 +32,7 @@ __all__ = [
     "TwoTowerCompel",
     "WeightedPromptXLPolicy",
     "has_weighting",
+    "supports_prompt_weighting",
     "plain_prompt",
     "weighted_prompt_encoder",
     "with_prompt_weighting",
@@ -158,6 +159,11 @@ WEIGHTED_FAMILIES: dict[type[DiffusionPolicy], type[DiffusionPolicy]] = {
     StableDiffusionPolicy: WeightedPromptPolicy,
     StableDiffusionXLPolicy: WeightedPromptXLPolicy,
 }
+
+
+def supports_prompt_weighting(policy: DiffusionPolicy) -> bool:
+    """Whether :func:`with_prompt_weighting` has a weighted form of ``policy``'s family (SD 1.x/2.x, SDXL)."""
+    return type(policy) in WEIGHTED_FAMILIES
 
 
 def with_prompt_weighting(policy: DiffusionPolicy) -> DiffusionPolicy:

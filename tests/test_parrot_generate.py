@@ -212,3 +212,35 @@ def test_prompt_file_formats(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"prompt": "a red circle", "id": 1}\n"a blue square"\n')
     assert read_prompts(tmp_path / "p.txt") == read_prompts(tmp_path / "p.jsonl") == ["a red circle", "a blue square"]
     assert read_prompts(tmp_path / "p.txt", limit=1) == ["a red circle"]
+
+
+def test_flux_distilled_guidance_flag_reaches_the_model_as_in_the_stock_pipeline(tmp_path):
+    from t2i.tiny_flux import build_tiny_flux_pipeline
+
+    out = tmp_path / "flux"
+    args = ["--model", "builtin:tiny_flux", "--prompt", "a red circle", "--guidance", "cfg", "--guidance_scale", "1"]
+    main([*args, "--distilled_guidance", "2.0", "--seed", "3", "--out", str(out), *FAST])
+    stock = build_tiny_flux_pipeline()
+    stock.set_progress_bar_config(disable=True)
+    expected = {
+        g: stock(
+            "a red circle", guidance_scale=g, num_inference_steps=2, generator=torch.Generator().manual_seed(3), output_type="np"
+        ).images[0]
+        for g in (2.0, 3.5)
+    }
+    ours = pixels(out, rows_of(out)[0]).astype(np.float64) / 255.0
+    assert np.abs(ours - expected[2.0]).max() <= 1.0 / 255.0 + 1e-6  # PNG rounding only
+    assert np.abs(ours - expected[3.5]).max() > 4.0 / 255.0  # and not the default g's image: the flag was not ignored
+    with pytest.raises(ValueError, match="--distilled_guidance applies to FLUX.1 models only; builtin:tiny is a StableDiffusionPolicy"):
+        main(["--prompt", "a red circle", "--distilled_guidance", "2.0", "--out", str(tmp_path / "sd"), *FAST])
+
+
+def test_flow_models_generate_without_weighting_and_refuse_weighted_prompts(tmp_path):
+    out = tmp_path / "sd3"
+    main(["--model", "builtin:tiny_sd3", "--prompt", "a red circle", "--out", str(out), *FAST])
+    assert rows_of(out)[0]["prompt"] == "a red circle"
+    with pytest.raises(ValueError, match=r"compel's weighting syntax in '\(red\)\+\+ circle' is read for SD 1.x/2.x and SDXL"):
+        main(["--model", "builtin:tiny_sd3", "--prompt", "(red)++ circle", "--out", str(tmp_path / "w"), *FAST])
+    literal = tmp_path / "literal"
+    main(["--model", "builtin:tiny_sd3", "--prompt", "(red)++ circle", "--prompt_weighting", "false", "--out", str(literal), *FAST])
+    assert rows_of(literal)[0]["conditioned_prompt"] == "(red)++ circle"  # read as written
