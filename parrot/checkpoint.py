@@ -25,8 +25,8 @@ import logging
 import os
 import re
 import shutil
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch

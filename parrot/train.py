@@ -55,8 +55,8 @@ exactly the draws of an uninterrupted one, and a 1-process run with batch 2B dra
 
 from __future__ import annotations
 
-import logging
 import functools
+import logging
 import sys
 import time
 from collections.abc import Mapping
