@@ -24,6 +24,8 @@ from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
 from accelerate.utils.launch import prepare_multi_gpu_env
 from fsdp_worker import FSDP_ENV, VARIANTS
 from safetensors.torch import load_file
+from test_cli_errors import one_error_line
+from test_parrot_train import quick_args
 from test_t2i_flux import stock_images
 
 from parrot.sharding import check_fsdp_settings, fsdp_plugin_of, rows_for_collectives, shard_denoiser
@@ -82,6 +84,23 @@ def test_fsdp_mistakes_are_refused_in_one_line(monkeypatch):
     flux = build_tiny_flux_pipeline().transformer
     with pytest.raises(UsageError, match=r"FSDP wrap policy does not fit FluxTransformer2DModel: .*JointTransformerBlock"):
         shard_denoiser(flux, FullyShardedDataParallelPlugin(), torch.device("cpu"), [])
+
+
+def test_an_fsdp1_launch_stops_every_process_with_one_error_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_FSDP="true", FSDP_VERSION="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--log-dir", str(tmp_path / "logs"),
+         "--redirects", "3", "-m", "parrot.train", *quick_args(tmp_path / "run")],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "exitcode  : 2" in proc.stderr  # run_cli's status for a user's mistake
+    errors = sorted(tmp_path.glob("logs/**/stderr.log"))
+    assert len(errors) == 2
+    for path in errors:  # what each process printed
+        assert one_error_line(path.read_text()) == (
+            "error: the accelerate config asks for FSDP version 1: set fsdp_version: 2 (the denoiser is sharded with FSDP2's "
+            "fully_shard; see configs/accelerate_fsdp.yaml)"
+        )
 
 
 def test_a_minibatch_without_a_trained_image_gets_one_zero_weighted_row():
