@@ -136,10 +136,10 @@ def _guidances(config: TrainConfig, has_expander: bool) -> tuple[Guidance, Guida
 def trained_denoiser(
     config: TrainConfig, plugin: FullyShardedDataParallelPlugin | None, policy: DiffusionPolicy, device: torch.device
 ) -> list[torch.nn.Parameter]:
-    """Add the LoRA to the denoiser, then shard it over the processes on ``device`` with ``plugin`` (an FSDP launch,
-    :mod:`parrot.sharding`; the frozen modules follow to ``device``) or
-    compile it (``model.compile``; after the adapters, so the graph includes them); returns the LoRA's
-    parameters, frozen unless the T2I model trains."""
+    """Add the LoRA to the denoiser; then shard it over the processes onto ``device`` with ``plugin`` (an FSDP
+    launch, :mod:`parrot.sharding`; the frozen modules follow to ``device`` whole), or compile it
+    (``model.compile``; after the adapters, so the graph includes them). Returns the LoRA's parameters (the
+    sharded ones under FSDP), frozen unless the T2I model trains."""
     t2i_params = policy.add_lora(config.model.lora)
     if plugin is not None:
         t2i_params = shard_denoiser(policy.unet, plugin, device, t2i_params)
