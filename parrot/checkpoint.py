@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from parrot.sharding import local_slice
 from parrot_base.cli import UsageError
 
 __all__ = [
@@ -94,9 +96,10 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def optimizer_state_to_files(optimizer: torch.optim.Optimizer, directory: Path, name: str) -> None:
-    """``name.safetensors`` (every tensor of the state) and ``name.json`` (everything else)."""
-    state = optimizer.state_dict()
+def optimizer_state_to_files(optimizer: torch.optim.Optimizer | Mapping[str, Any], directory: Path, name: str) -> None:
+    """``name.safetensors`` (every tensor of the state) and ``name.json`` (everything else) of an optimiser or of
+    its ``state_dict`` (under FSDP the gathered one: :func:`parrot.sharding.full_optimizer_state`)."""
+    state = optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, dict[str, Any]] = {}
     for param_id, entries in state["state"].items():
@@ -110,12 +113,16 @@ def optimizer_state_to_files(optimizer: torch.optim.Optimizer, directory: Path, 
 
 
 def optimizer_state_from_files(optimizer: torch.optim.Optimizer, directory: Path, name: str) -> None:
+    """Load what :func:`optimizer_state_to_files` wrote; a state of a sharded parameter (FSDP) is cut to this
+    process's slice (:func:`parrot.sharding.local_slice`)."""
     meta = read_json(directory / f"{name}.json")
     tensors = load_tensors(directory / f"{name}.safetensors")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         param_id, entry = key.split(".", 1)
-        state.setdefault(int(param_id), {})[entry] = value
+        like = params[int(param_id)] if int(param_id) < len(params) else value
+        state.setdefault(int(param_id), {})[entry] = local_slice(like, value)
     for param_id, entries in meta["plain_state"].items():
         state.setdefault(int(param_id), {}).update(entries)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

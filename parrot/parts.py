@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import FullyShardedDataParallelPlugin
 
 from parrot.identifiers import evaluation_identifiers
 from parrot.layout import BatchLayout
 from parrot.models import build_evaluator, build_expander, build_policy, resolve_reward_settings, resolve_world, with_world
 from parrot.run_dir import RunDir
 from parrot.selection import PerPromptStatTracker, Selection, parse_selection
+from parrot.sharding import check_fsdp_settings, fsdp_plugin_of, is_sharded, reshard, shard_denoiser
 from parrot.train_config import DerivedQuantities, TrainConfig, batch_layout, derived_quantities
 from prompt_expander.expander import PromptExpander
 from rewards import MultiRewardEvaluator
@@ -63,6 +65,11 @@ class TrainingParts:
         return self.accelerator.num_processes
 
     @property
+    def sharded(self) -> bool:
+        """Whether the denoiser is sharded over the processes (FSDP, :mod:`parrot.sharding`)."""
+        return is_sharded(self.policy.unet)
+
+    @property
     def trains_t2i(self) -> bool:
         return self.config.mode in ("joint", "t2i")
 
@@ -101,7 +108,9 @@ class TrainingParts:
         )
 
     def trainable_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The trained tensors by part: ``t2i`` (the LoRA) and, with an expander, ``expander``."""
+        """The trained tensors by part: ``t2i`` (the LoRA; this process's shards under FSDP) and, with an
+        expander, ``expander``."""
+        reshard(self.policy.unet)  # FSDP: a unit left gathered after a forward registers its shards again
         state = {"t2i": {n: p for n, p in self.policy.unet.named_parameters() if "lora_" in n}}
         if self.expander is not None:
             state["expander"] = {n: p for n, p in self.expander.model.named_parameters() if p.requires_grad}
@@ -124,6 +133,27 @@ def _guidances(config: TrainConfig, has_expander: bool) -> tuple[Guidance, Guida
     return inference, training
 
 
+def trained_denoiser(
+    config: TrainConfig, plugin: FullyShardedDataParallelPlugin | None, policy: DiffusionPolicy, device: torch.device
+) -> list[torch.nn.Parameter]:
+    """Add the LoRA to the denoiser; then shard it over the processes onto ``device`` with ``plugin`` (an FSDP
+    launch, :mod:`parrot.sharding`; the frozen modules follow to ``device`` whole), or compile it
+    (``model.compile``; after the adapters, so the graph includes them). Returns the LoRA's parameters (the
+    sharded ones under FSDP), frozen unless the T2I model trains."""
+    t2i_params = policy.add_lora(config.model.lora)
+    if plugin is not None:
+        t2i_params = shard_denoiser(policy.unet, plugin, device, t2i_params)
+        for module in policy.frozen_modules():  # loaded on the CPU (build_parts); replicated on every process
+            module.to(device)
+    else:
+        compile_denoiser(policy.unet, config.model.compile)
+    if config.mode not in ("joint", "t2i"):
+        for p in t2i_params:
+            p.requires_grad_(False)
+    policy.unet.eval()
+    return t2i_params
+
+
 def build_parts(config: TrainConfig, accelerator: Accelerator, train_prompts: list[str], eval_prompts: list[str]) -> TrainingParts:
     """Load the models of ``config`` on this process (reward models: the main process first)."""
     num_processes = accelerator.num_processes
@@ -139,18 +169,18 @@ def build_parts(config: TrainConfig, accelerator: Accelerator, train_prompts: li
         )
     device = accelerator.device if not config.device else torch.device(config.device)
     trains_t2i = config.mode in ("joint", "t2i")
+    plugin = fsdp_plugin_of(accelerator)
+    if plugin is not None:
+        check_fsdp_settings(plugin, config.model.compile.enabled)
     torch.manual_seed(config.seed)
     shapes_world = resolve_world(config.world)
+    # FSDP loads on the CPU: fully_shard moves only this process's shards of the denoiser to the device
     policy = build_policy(
-        with_world(config.model.pipeline, shapes_world), config.model.dtype, device, config.model.gradient_checkpointing,
+        with_world(config.model.pipeline, shapes_world), config.model.dtype, device if plugin is None else "cpu",
+        config.model.gradient_checkpointing,
         config.model.distilled_guidance,
     )  # fmt: skip
-    t2i_params = policy.add_lora(config.model.lora)
-    compile_denoiser(policy.unet, config.model.compile)  # after the adapters, so the graph includes them
-    if not trains_t2i:
-        for p in t2i_params:
-            p.requires_grad_(False)
-    policy.unet.eval()
+    t2i_params = trained_denoiser(config, plugin, policy, device)
     with accelerator.main_process_first():
         settings = resolve_reward_settings(
             reward_names, with_world(config.rewards.settings, shapes_world), RunDir(config.output_dir).builtin_models, str(device),

@@ -45,6 +45,7 @@ from parrot.checkpoint import (
     save_tensors,
     write_json,
 )
+from parrot.sharding import local_slice
 from parrot_base.cli import UsageError
 
 __all__ = [
@@ -251,10 +252,12 @@ def write_checkpoint(
     state: CheckpointState,
     trainable: Mapping[str, Mapping[str, torch.Tensor]],
     save_lora: Callable[[Path], None],
-    optimizers: Mapping[str, torch.optim.Optimizer | None],
+    optimizers: Mapping[str, torch.optim.Optimizer | Mapping[str, Any] | None],
     keep: int,
 ) -> Path:
-    """Checkpoint ``state.iteration`` (atomic, with a manifest), keeping the ``keep`` newest; returns its path."""
+    """Checkpoint ``state.iteration`` (atomic, with a manifest), keeping the ``keep`` newest; returns its path.
+    ``trainable`` holds full tensors and ``optimizers`` optimisers or their full ``state_dict`` (under FSDP gathered
+    by every process first: :mod:`parrot.sharding`)."""
     with atomic_checkpoint_dir(run.checkpoints, state.iteration) as tmp:
         for name, tensors in trainable.items():
             save_tensors(dict(tensors), tmp / f"{name}_trainable.safetensors")
@@ -279,7 +282,7 @@ def read_checkpoint(
             raise ValueError(f"checkpoint {path} lacks {len(missing)} {name} parameter(s), e.g. {missing[0]!r}: other model?")
         with torch.no_grad():
             for key, param in params.items():
-                param.copy_(saved[key])
+                param.copy_(local_slice(param, saved[key]))  # FSDP: this process's slice of the full tensor
     for name, optimizer in optimizers.items():
         if optimizer is not None:
             optimizer_state_from_files(optimizer, path, f"optimizer_{name}")

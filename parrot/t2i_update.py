@@ -3,7 +3,8 @@
 −(1/|P|) Σ_{i∈P} A_i Σ_t log p_θ(x_{t−1}|x_t, "<k_i>, ĉ_i"), A_i = Σ_k A[i, k] (= A[i, k_i] with
 identifiers on), over the trained steps, under the condition each image was sampled with; SF or
 PPO-clipped IS, + β·KL to the LoRA-off base as DPOK; or ``rwr``: DPOK's supervised baseline.
-Gradients are summed over processes (:mod:`parrot.gradients`).
+Gradients are summed over processes (:mod:`parrot.gradients`; under FSDP by the reduce-scatter, and a process
+without a trained image in a minibatch backpropagates a zero-weighted one: :func:`collective_rows`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from parrot.parts import TrainingParts
 from parrot.rollout import Rollout
 from parrot.seeding import NOISE, STEPS, derived_seed
 from parrot.selection import Advantages
+from parrot.sharding import rows_for_collectives
 from t2i import Guidance, Trajectory
 from t2i.objective import noised_sample
 
-__all__ = ["update_t2i", "trained_steps", "old_log_probs", "recomputed_log_probs", "minibatch_steps", "noised_samples"]
+__all__ = ["update_t2i", "trained_steps", "old_log_probs", "recomputed_log_probs", "minibatch_steps", "collective_rows", "noised_samples"]
 
 
 def trained_steps(parts: TrainingParts, rollout: Rollout, iteration: int) -> torch.Tensor:
@@ -38,6 +40,13 @@ def trained_steps(parts: TrainingParts, rollout: Rollout, iteration: int) -> tor
         g = torch.Generator().manual_seed(derived_seed(parts.config.seed, iteration, STEPS, rollout.global_offset + i))
         rows.append(candidates[torch.randperm(candidates.numel(), generator=g)[:count]].sort().values)
     return torch.stack(rows).to(rollout.trajectory.latents.device)
+
+
+def collective_rows(parts: TrainingParts, trainable: torch.Tensor) -> torch.Tensor:
+    """The rows the update runs the denoiser on: ``trainable`` (N_local,) bool; under FSDP plus one zero-weighted
+    row in each minibatch without a trainable image, so that every process runs the sharded model forward and
+    backward in every minibatch (:func:`parrot.sharding.rows_for_collectives`); data parallel, ``trainable``."""
+    return rows_for_collectives(trainable, parts.derived.images_per_minibatch) if parts.sharded else trainable
 
 
 def minibatch_steps(parts: TrainingParts, trainable: torch.Tensor, stats: dict[str, float]) -> Iterator[torch.Tensor]:
@@ -76,7 +85,7 @@ def update_t2i(
     per_image = advantages.values[rollout.rows].to(parts.device).sum(1)  # A_i
     normaliser = advantages.normaliser / cfg.minibatches
     use_kl = cfg.kl_weight > 0
-    need = (per_image != 0) | use_kl
+    need = collective_rows(parts, (per_image != 0) | use_kl)
     with torch.no_grad():
         old = None
         if cfg.estimator == "is":
@@ -119,7 +128,7 @@ def update_t2i_rwr(parts: TrainingParts, rollout: Rollout, advantages: Advantage
     conditioning = parts.policy.build_conditioning([trajectory.prompts], Guidance.cfg(1.0))  # ε(x_t, t, "<k>, ĉ")
     per_step = steps.shape[1]
     stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
-    for active in minibatch_steps(parts, weights > 0, stats):
+    for active in minibatch_steps(parts, collective_rows(parts, weights > 0), stats):
         if active.numel():
             samples = active.repeat_interleave(per_step)
             prediction = parts.policy.predict_noise(noisy[active].flatten(0, 1), t[active].flatten(), conditioning, index=samples)

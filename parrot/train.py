@@ -55,9 +55,11 @@ exactly the draws of an uninterrupted one, and a 1-process run with batch 2B dra
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +86,7 @@ from parrot.run_dir import (
     write_samples,
 )
 from parrot.selection import Advantages
+from parrot.sharding import full_optimizer_state, full_tensors
 from parrot.t2i_update import update_t2i
 from parrot.train_config import TrainConfig, load_train_config
 from parrot.training_log import flat_scalars, log_images, prefixed, progress_postfix, sample_grid, stopwatch
@@ -193,12 +196,15 @@ class ParrotTrainer:
                 write_samples(self.run, grid, record)
 
     def _finish(self) -> dict[str, dict[str, float]]:
-        cfg, acc = self.config, self.parts.accelerator
+        cfg, acc, parts = self.config, self.parts.accelerator, self.parts
         results: dict[str, dict[str, float]] = {}
+        lora = full_tensors(parts.trainable_state()["t2i"])  # under FSDP an all-gather of the LoRA: every process
         if acc.is_main_process:
-            self.save_final()
-            if cfg.evaluation.enabled and self.parts.eval_prompts:  # no held-out prompts: no table
-                record = self.evaluate()
+            self.save_final(lora)
+        # no held-out prompts: no table; under FSDP every process samples (the sharded model's collectives), one writes
+        if cfg.evaluation.enabled and parts.eval_prompts and (acc.is_main_process or parts.sharded):
+            record = self.evaluate()
+            if acc.is_main_process:
                 write_evaluation(self.run, record)
                 results = {key: record[key] for key in ("plain_base", "before", "after")}
                 sys.stdout.write(format_table(record) + "\n")
@@ -211,12 +217,15 @@ class ParrotTrainer:
         return {"t2i": self.parts.t2i_optimizer, "expander": self.parts.expander_optimizer}
 
     def save_checkpoint(self, iteration: int) -> Path | None:
-        """Checkpoint ``iteration`` (main process; every process waits); its path on the main process."""
+        """Checkpoint ``iteration`` (the main process writes, every process waits; under FSDP every process first
+        all-gathers the LoRA and its optimiser state, :mod:`parrot.sharding`); its path on the main process."""
         parts, path = self.parts, None
+        trainable = {part: full_tensors(tensors) for part, tensors in parts.trainable_state().items()}
+        optimizers = {name: None if opt is None else full_optimizer_state(opt) for name, opt in self._optimizers().items()}
         if parts.accelerator.is_main_process:
             state = CheckpointState(iteration, parts.tracker.state_dict(), config_to_dict(self.config))
-            path = write_checkpoint(self.run, state, parts.trainable_state(), parts.policy.save_lora, self._optimizers(),
-                                    self.config.keep_checkpoints)  # fmt: skip
+            save_lora = functools.partial(parts.policy.save_lora, state_dict=trainable["t2i"])
+            path = write_checkpoint(self.run, state, trainable, save_lora, optimizers, self.config.keep_checkpoints)
         parts.accelerator.wait_for_everyone()
         return path
 
@@ -235,8 +244,10 @@ class ParrotTrainer:
             self.load_checkpoint(path)
             logger.info("resumed from %s at iteration %d", path, self.iteration)
 
-    def save_final(self) -> None:
-        self.parts.policy.save_lora(self.run.final_lora)
+    def save_final(self, lora: Mapping[str, torch.Tensor] | None = None) -> None:
+        """The final LoRA (``lora``: its full tensors, gathered by every process under FSDP; default the policy's
+        own) and expander (the main process)."""
+        self.parts.policy.save_lora(self.run.final_lora, state_dict=lora)
         if self.parts.expander is not None:
             self.parts.expander.save_pretrained(self.run.final_expander)
 

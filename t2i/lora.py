@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,16 +66,19 @@ def save_lora(
     directory: str | os.PathLike,
     adapter_name: str,
     denoiser_name: str = "unet",
+    state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``directory/pytorch_lora_weights.safetensors`` in diffusers' LoRA format.
 
     ``denoiser_name`` is the pipeline's keyword for the denoiser's layers: ``unet`` (``unet_lora_layers``), or
-    ``transformer`` for SD3 and FLUX (``transformer_lora_layers``).
+    ``transformer`` for SD3 and FLUX (``transformer_lora_layers``). ``state_dict``: the LoRA's tensors by
+    parameter name to write instead of the UNet's own (a sharded UNet's LoRA gathered to full tensors).
     """
     if adapter_name not in getattr(unet, "peft_config", {}):
         raise ValueError(f"the UNet has no LoRA adapter named {adapter_name!r}; add_lora() or load_lora() first")
     directory = Path(directory)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=adapter_name))
+    own = None if state_dict is None else dict(state_dict)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, state_dict=own, adapter_name=adapter_name))
     pipeline_class.save_lora_weights(
         directory,
         safe_serialization=True,
@@ -110,9 +113,12 @@ class LoraMixin:
         """Add trainable LoRA adapters to the UNet's attention projections; returns their parameters."""
         return add_lora(self.unet, settings or LoraSettings())
 
-    def save_lora(self, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
-        """Save the UNet LoRA in diffusers' format (``pytorch_lora_weights.safetensors``)."""
-        return save_lora(type(self.pipeline), self.unet, directory, adapter_name, self.denoiser_name)
+    def save_lora(
+        self, directory: str | os.PathLike, adapter_name: str = "default", state_dict: Mapping[str, torch.Tensor] | None = None
+    ) -> Path:
+        """Save the UNet LoRA in diffusers' format (``pytorch_lora_weights.safetensors``); ``state_dict``: its
+        tensors to write instead of the UNet's own (:func:`save_lora`)."""
+        return save_lora(type(self.pipeline), self.unet, directory, adapter_name, self.denoiser_name, state_dict)
 
     def load_lora(self, directory: str | os.PathLike, adapter_name: str = "default", trainable: bool = True) -> None:
         """Load a diffusers-format LoRA (ours or any SD LoRA) as adapter ``adapter_name``."""

@@ -16,7 +16,9 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def test_every_shipped_config_loads(path):
     if path.name.startswith("accelerate_"):
         cluster = ClusterConfig.from_yaml_file(str(path))
-        assert cluster.distributed_type == "MULTI_GPU" and cluster.num_processes >= 2
+        kind = (cluster.distributed_type, (cluster.fsdp_config or {}).get("fsdp_version"))
+        assert kind == {"accelerate_multi_gpu.yaml": ("MULTI_GPU", None), "accelerate_fsdp.yaml": ("FSDP", 2)}[path.name]
+        assert cluster.num_processes >= 2
     elif path.name.startswith("table1_"):
         assert parse_config(EvaluateConfig, ["--config", str(path)]).rewards
     else:
