@@ -6,9 +6,10 @@ readings that say *why*, on the same sampling (the project's policy, DDIM 20 ste
 (:func:`shapes.checker.read_image`, :func:`shapes.checker.read_quality`):
 
 1. **Preference's seed share** (goal ≥ 0.30, card 0.12): the within-prompt (seed) share of variance
-   of the preference reward and of the terms of its rule u = 4·adherence + 0.3·a(x) + 0.8·[large],
-   read from the plain-prompt samples of all 12 colour × shape prompts (adherence = share of the
-   prompt's colour and shape the checker reads back; a(x) stood in by the aesthetic reward), and
+   of the preference reward and of the terms of its rule u = 4·adherence + 3·contrast + 2.5·[large]
+   (:func:`shapes.heads.preference_rule`), read from the plain-prompt samples of all 12 colour ×
+   shape prompts (adherence = share of the prompt's colour and shape the checker reads back;
+   contrast of the prompt's colour to the read background), and
    the same shares on the world's prior with perfect rendering (what the data would allow).
 2. **Identifiers' cost on sentiment** (card −0.18 ± 0.04): paired change of each reading when
    "l p c s, " is prepended, and of the sentiment rule read from pixels
@@ -41,6 +42,7 @@ from shapes.data import (
     Attributes,
     Companion,
     ShapesDataConfig,
+    contrast,
     parse_caption,
     qualifies,
     render,
@@ -49,7 +51,7 @@ from shapes.data import (
     training_pairs,
     with_prefix,
 )
-from shapes.heads import WARMTH, aesthetic_rating
+from shapes.heads import WARMTH, aesthetic_rating, preference_rule
 from t2i import Guidance, StableDiffusionPolicy
 
 
@@ -63,8 +65,9 @@ def sample(policy, rewards, texts: list[str], originals: list[str], seeds: list[
 
 
 def readings(pixels: list, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
-    """Per image: adherence to its (colour, shape), [large], background, tint, chroma, edge, specks, sentiment rule."""
-    rows = {k: [] for k in ("adherence", "large", "tint", "chroma", "edge", "specks", "sentiment_rule", "background")}
+    """Per image: adherence to its (colour, shape), [large], background, contrast of the colour to it, tint, chroma,
+    edge, specks, sentiment rule."""
+    rows = {k: [] for k in ("adherence", "large", "tint", "chroma", "edge", "specks", "sentiment_rule", "background", "contrast")}
     for image, (colour, shape) in zip(pixels, pairs):
         seen, quality = read_image(image), read_quality(image)
         rows["adherence"].append(((seen.colour == colour) + (seen.shape == shape)) / 2)
@@ -76,6 +79,7 @@ def readings(pixels: list, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray
         warmth = WARMTH.get(seen.colour, 0.0) + WARMTH[seen.background] + float(np.clip(quality.tint, -1, 1))
         rows["sentiment_rule"].append(warmth)
         rows["background"].append(seen.background)
+        rows["contrast"].append(contrast(colour, seen.background) if seen.background != colour else 0.0)
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
@@ -101,7 +105,7 @@ def prior_figures(draws: int, seed: int) -> dict[str, float]:
         for _ in range(per_pair):
             record = sample_attributes(rng, [pair], data)
             a.append(aesthetic_rating(record))
-            u.append(4.0 + 0.3 * a[-1] + 0.8 * (record.size == "large"))
+            u.append(preference_rule(1.0, record.contrast, float(record.size == "large")))
             s.append(WARMTH[record.colour] + WARMTH[record.background] + record.tint)
     a, u, s = map(np.asarray, (a, u, s))
     figures = {
@@ -177,9 +181,9 @@ def preference_reasons(plain: PlainSamples, prior_draws: int) -> dict[str, objec
     figures: dict[str, object] = {}
     for name in ("preference", "laion_aesthetic"):
         figures[f"seed_share_{name}"] = seed_share(plain.scores[name], plain.groups)
-    for name in ("adherence", "large"):
+    for name in ("adherence", "large", "contrast"):
         figures[f"seed_share_{name}"] = seed_share(plain.read[name], plain.groups)
-    rule = 4.0 * plain.read["adherence"] + 0.3 * plain.scores["laion_aesthetic"] + 0.8 * plain.read["large"]
+    rule = preference_rule(plain.read["adherence"], plain.read["contrast"], plain.read["large"])
     figures["seed_share_preference_rule_read"] = seed_share(rule, plain.groups)
     figures["adherence_mean"] = float(plain.read["adherence"].mean())
     figures["adherence_per_prompt"] = plain.read["adherence"].reshape(plain.groups, -1).mean(1).round(3).tolist()

@@ -47,6 +47,7 @@ from shapes.data import (
     QUALITY_WORDS,
     SHAPES,
     SIZES,
+    Attributes,
     ShapesDataConfig,
     contrast,
     sample_attributes,
@@ -128,13 +129,13 @@ def expected_rating(
 
 def best_expansion(colour: str, shape: str, samples: int, seed: int) -> tuple[str, float]:
     """The expansion with the highest expected rule rating: every positive word, the background of
-    highest contrast, a companion; returns (caption, expected rating)."""
+    highest contrast, a companion, the size a(x) rates higher; returns (caption, expected rating)."""
     positive = tuple(high for high, _ in QUALITY_WORDS.values()) + ("masterpiece",)
     background = max((b for b in BACKGROUNDS if b != colour), key=lambda b: contrast(colour, b))
     words = positive + (("high contrast",) if contrast(colour, background) > 0.5 else ())
     companion_colour = next(c for c in COLOURS if c not in (colour, background))
     companion_shape = next(s for s in SHAPES if s != shape)
-    size = SIZES[1]
+    size = max(SIZES, key=lambda v: aesthetic_rating(Attributes(colour, shape, v, background)))
     text = f"a {size} {colour} {shape} on a {background} background with a small {companion_colour} {companion_shape}, " + ", ".join(words)
     value = expected_rating(colour, shape, size=size, background=background, companion=True, words=words, samples=samples, seed=seed)
     return text, value

@@ -11,25 +11,29 @@ Every head is trained and saved through the project's reward classes (no paralle
 - **sentiment** — a linear probe σ(w·e_x + b) fitted by :func:`rewards.clip_rewards.fit_linear_probe`
   to the label of :func:`sentiment_label`, loaded by the ``sentiment`` reward.
 
-The rules (documented in the world card too)::
+The rules (v5 rewards on the v4 world's models; documented in the world card too)::
 
     luma(rgb)   = 0.299 R + 0.587 G + 0.114 B                            (0..255)
     contrast    = |luma(shape colour) − luma(background)| / 255            (0..0.75)
     centred     = max(0, 1 − ‖offset‖ / 0.1)                               (the seed's composition)
     a(x)        = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity
-                    + 2.5·contrast + 1·centred + 0.5·[companion]                  (1..~9.9)
+                    + 2.5·contrast + 1·centred + 0.5·[companion] − 2·[size = large]     (−1..~9.9)
     warmth      = red +1, yellow +1, white +0.5, green −0.5, gray −0.5, blue −1, black −1
+    tint        ∈ [−1, 1], the seed's light: warm (+) or cold (−)
     sentiment   = 1  iff  warmth(shape colour) + warmth(background) + tint ≥ 0
-    u(x, c)     = 4·adherence(x, c) + 0.3·a(x) + 0.8·[size = large]
-                  adherence = share of c's stated attributes the pixel checker reads back from x;
-                  size is the factor aesthetic ignores
+    u(x, c)     = 4·adherence(x, c) + 3·contrast + 2.5·[size = large]
+                  adherence = share of c's stated attributes the pixel checker reads back from x
     P[a ≻ b | c] = σ(u(x_a, c) − u(x_b, c))            (the Bradley–Terry model the scorer fits)
 
-Trade-offs built in: sentiment wants warm shapes on bright backgrounds and warm light, so
-``a blue square`` (adherence) costs sentiment unless the background is made warm; contrast
-favours dark shapes on white and yellow shapes on black, while sentiment dislikes black; yellow
-on white, the sunniest picture, has the least contrast; a companion shape pleases aesthetic
-but dilutes the subject that CLIPScore and the preference's adherence look for.
+Trade-offs built in (v5): **a large subject enters aesthetic with −2 and preference with +2.5**:
+the aesthetic rule wants space around a small subject, people want to see the subject big, so on
+the base model's samples, where the seed often decides the size, aesthetic and preference pull
+against each other. Both like contrast (a subject that stands out), and only aesthetic reads the
+quality factors, the composition and a companion. Sentiment wants warm shapes on bright
+backgrounds and warm light, so ``a blue square`` (adherence) costs sentiment unless the background
+is made warm; contrast favours dark shapes on white and yellow shapes on black, while sentiment
+dislikes black; a companion shape pleases aesthetic but dilutes the subject that CLIPScore and the
+preference's adherence look for.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ __all__ = [
     "centredness",
     "sentiment_label",
     "utility",
+    "preference_rule",
+    "UTILITY_WEIGHTS",
     "image_embeddings",
     "r_squared",
     "fit_world_aesthetic",
@@ -83,6 +89,8 @@ AESTHETIC_FILE = "head.safetensors"
 SENTIMENT_FILE = "probe.safetensors"
 #: warmth of each colour (shape or background): warm and bright positive, cold and dark negative.
 WARMTH = {"red": 1.0, "yellow": 1.0, "white": 0.5, "green": -0.5, "gray": -0.5, "blue": -1.0, "black": -1.0}
+#: weights of u(x, c)'s terms (module docstring): [large] enters with the sign opposite to a(x)'s, contrast with the same
+UTILITY_WEIGHTS = {"adherence": 4.0, "contrast": 3.0, "large": 2.5}
 
 
 @dataclass
@@ -96,14 +104,14 @@ class ShapesHeadsConfig:
     aesthetic_epochs: int = field(default=200, metadata={"help": "aesthetic head epochs"})
     aesthetic_lr: float = field(default=1e-3, metadata={"help": "aesthetic head learning rate"})
     probe_weight_decay: float = field(default=1e-4, metadata={"help": "L2 penalty of the sentiment probe"})
-    preference_pairs: int = field(default=4000, metadata={"help": "synthetic comparisons to train on"})
+    preference_pairs: int = field(default=8000, metadata={"help": "synthetic comparisons to train on"})
     preference_eval_pairs: int = field(default=500, metadata={"help": "held-out comparisons"})
     preference_keep: float = field(
         default=0.6, metadata={"help": "probability that a candidate image keeps each attribute of the prompt's scene"}
     )
     preference_hidden_dims: tuple[int, ...] = field(default=(128, 32, 16), metadata={"help": "scorer head widths"})
     preference_dropouts: tuple[float, ...] = field(default=(0.1, 0.1, 0.0), metadata={"help": "scorer head dropouts"})
-    preference_epochs: int = field(default=4, metadata={"help": "Bradley–Terry epochs"})
+    preference_epochs: int = field(default=5, metadata={"help": "Bradley–Terry epochs"})
     preference_batch_size: int = field(default=64, metadata={"help": "pairs per step"})
     preference_freeze_fraction: float = field(default=0.5, metadata={"help": "share of each CLIP tower kept frozen"})
     preference_lr: float = field(default=1e-4, metadata={"help": "backbone learning rate"})
@@ -137,6 +145,7 @@ def aesthetic_rating(attributes: Attributes) -> float:
         + 2.5 * attributes.contrast
         + 1.0 * centredness(attributes)
         + 0.5 * (attributes.companion is not None)
+        - 2.0 * (attributes.size == "large")
     )
 
 
@@ -145,10 +154,15 @@ def sentiment_label(attributes: Attributes) -> int:
     return int(WARMTH[attributes.colour] + WARMTH[attributes.background] + attributes.tint >= 0)
 
 
+def preference_rule(adherence, contrast, large):
+    """u = 4·adherence + 3·contrast + 2.5·[large] from its terms (floats or numpy arrays alike)."""
+    return UTILITY_WEIGHTS["adherence"] * adherence + UTILITY_WEIGHTS["contrast"] * contrast + UTILITY_WEIGHTS["large"] * large
+
+
 def utility(image: np.ndarray, attributes: Attributes, prompt: str) -> float:
-    """u(x, c) = 4·adherence + 0.3·a(x) + 0.8·[large]; adherence read by the pixel checker from ``image``."""
+    """u(x, c) of the module docstring; adherence read by the pixel checker from ``image``."""
     adherence = check(image, parse_caption(prompt)).score
-    return 4.0 * adherence + 0.3 * aesthetic_rating(attributes) + 0.8 * (attributes.size == "large")
+    return preference_rule(adherence, attributes.contrast, float(attributes.size == "large"))
 
 
 def _images(examples: list[Example]) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from shapes.data import HELD_OUT_PAIRS
-from shapes.heads import AESTHETIC_FILE, SENTIMENT_FILE
+from shapes.heads import AESTHETIC_FILE, SENTIMENT_FILE, UTILITY_WEIGHTS
 
 if TYPE_CHECKING:
     from shapes.build import BuildState
@@ -168,7 +168,7 @@ def world_card_text(state: BuildState, command: str, load_at_start: tuple[float,
 def _header(state: BuildState, command: str, load_at_start: tuple[float, float, float]) -> list[str]:
     cfg = state.config
     return [
-        "# The shapes world (v4)",
+        "# The shapes world (v4 models, v5 rewards)",
         "",
         f"Built with `{command}` (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s on "
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
@@ -215,17 +215,19 @@ def _figure_tables(state: BuildState) -> list[str]:
 
 
 def _rewards_section(state: BuildState) -> list[str]:
-    cfg = state.config
+    cfg, w = state.config, UTILITY_WEIGHTS
     return [
         "## Rewards (rules in `shapes/heads.py`)",
         "",
         '- aesthetic: `load_reward("laion_aesthetic", clip_model=WORLD/clip, '
         f"head_path=WORLD/aesthetic/{AESTHETIC_FILE})`, the LAION MLP head regressed on",
         "  a(x) = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity + 2.5·contrast + 1·centred",
-        "  + 0.5·[companion]; `aesthetic_held_out_r2` on fresh images.",
+        "  + 0.5·[companion] − 2·[large]; `aesthetic_held_out_r2` on fresh images.",
         '- preference: `load_reward("preference", path=WORLD/preference)`, Bradley–Terry on comparisons drawn with',
-        "  P[a ≻ b | c] = σ(u_a − u_b), u = 4·(share of the prompt's attributes the checker reads back) + 0.3·a(x)",
-        "  + 0.8·[large]; `preference_held_out_accuracy` against the sampled (noisy) labels, `_bayes_accuracy` its ceiling.",
+        f"  P[a ≻ b | c] = σ(u_a − u_b), u = {w['adherence']:g}·(share of the prompt's attributes the checker reads back)",
+        f"  + {w['contrast']:g}·contrast + {w['large']:g}·[large]; `preference_held_out_accuracy` against the sampled (noisy)",
+        "  labels, `_bayes_accuracy` its ceiling. The trade-off built in (v5): a large subject enters aesthetic with −2",
+        f"  and preference with +{w['large']:g}; both like contrast; only aesthetic reads quality, composition and a companion.",
         '- alignment: `load_reward("clip_score", model=WORLD/clip)` against the ORIGINAL prompt (no training);',
         "  `alignment_*` = mean cosine with the right / a wrong short caption and how often the right one scores higher.",
         '- sentiment: `load_reward("sentiment", model=WORLD/clip, '

@@ -18,8 +18,9 @@ def monte_carlo(colour, shape, samples, seed, keep=lambda record: True):
 
 def test_plain_caption_rating_is_the_prior_mean():
     assert expected_rating("red", "triangle", samples=400, seed=3) == pytest.approx(monte_carlo("red", "triangle", 400, 3), rel=1e-12)
-    # a(x) ≈ 1 + 5.5·E[factor] + 2.5·E[contrast] + E[centred] + 0.5·P[companion]: E[factor] ≈ 0.5 (clipped noise around U(0, 1))
-    assert 4.0 < expected_rating("red", "triangle", samples=400, seed=3) < 6.5
+    # a(x) ≈ 1 + 5.5·E[factor] + 2.5·E[contrast] + E[centred] + 0.5·P[companion] − 2·P[large]: E[factor] ≈ 0.5 (clipped
+    # noise around U(0, 1)), E[contrast] = 0.259 for red over its 6 backgrounds, E[centred] ≈ π/12, P = 0.3 and 0.5: ≈ 3.81
+    assert 3.3 < expected_rating("red", "triangle", samples=400, seed=3) < 4.3
 
 
 def test_fixed_background_changes_exactly_the_contrast_term():
@@ -29,10 +30,10 @@ def test_fixed_background_changes_exactly_the_contrast_term():
     # luma(red) = 0.299·220 + 0.587·40 + 0.114·40 = 93.82: contrast 161.18/255 on white, 93.82/255 on black
     assert white - black == pytest.approx(2.5 * (161.18 - 93.82) / 255, abs=1e-9)
     assert contrast("red", "white") == pytest.approx(161.18 / 255)
-    # size does not enter a(x)
-    assert expected_rating("red", "circle", size="small", samples=300, seed=1) == expected_rating(
+    # a large subject costs exactly 2 of a(x) on the same draws
+    assert expected_rating("red", "circle", size="small", samples=300, seed=1) - expected_rating(
         "red", "circle", size="large", samples=300, seed=1
-    )
+    ) == pytest.approx(2.0, abs=1e-9)
 
 
 def test_words_condition_the_prior_draws():
@@ -59,7 +60,7 @@ def test_expected_rating_refuses_impossible_conditions():
 def test_best_expansion_states_every_positive_word_and_the_highest_contrast_background(colour, shape):
     text, value = best_expansion(colour, shape, samples=2000, seed=0)
     parsed = parse_caption(text)
-    assert (parsed.colour, parsed.shape, parsed.size) == (colour, shape, "large")
+    assert (parsed.colour, parsed.shape, parsed.size) == (colour, shape, "small")  # a(x) charges 2 for a large subject
     # hand: red, green, blue contrast most with white (0.632, 0.535, 0.671); yellow (luma 192.2) with black (0.754)
     best = max((b for b in BACKGROUNDS if b != colour), key=lambda b: contrast(colour, b))
     assert parsed.background == best == ("black" if colour == "yellow" else "white")

@@ -15,6 +15,7 @@ from shapes.heads import (
     aesthetic_rating,
     centredness,
     preference_pairs,
+    preference_rule,
     r_squared,
     sentiment_label,
     utility,
@@ -32,17 +33,18 @@ def test_centredness_by_hand():
 
 
 def test_aesthetic_rating_matches_the_documented_rule():
-    # a perfect, centred record: 1 + 1.5 + 1.5 + 1.5 + 1 + 2.5·contrast + 1
+    # a perfect, centred, large record: 1 + 1.5 + 1.5 + 1.5 + 1 + 2.5·contrast + 1 − 2
     blue = Attributes("blue", "circle", "large", "white")
-    assert aesthetic_rating(blue) == pytest.approx(7.5 + 2.5 * BLUE_ON_WHITE)  # 9.176
+    assert aesthetic_rating(blue) == pytest.approx(5.5 + 2.5 * BLUE_ON_WHITE)  # 7.176
     yellow = Attributes(
         "yellow", "square", "small", "white", sharpness=0.2, cleanliness=0.4, vividness=0.6, regularity=0.8,
         offset=(0.03, 0.04), companion=Companion("red", "circle", "top left"),
     )  # fmt: skip
     # 1 + 0.3 + 0.6 + 0.9 + 0.8 + 2.5·0.2462 + 1·0.5 + 0.5 = 5.2154
     assert aesthetic_rating(yellow) == pytest.approx(4.6 + 2.5 * YELLOW_ON_WHITE)
-    # size, shape, tint and words do not enter a(x)
-    assert aesthetic_rating(Attributes("blue", "triangle", "small", "white", tint=-0.9, words=("sharp",))) == aesthetic_rating(blue)
+    # shape, tint and words do not enter a(x); a large subject costs 2 (v5's trade-off with preference)
+    assert aesthetic_rating(Attributes("blue", "triangle", "large", "white", tint=-0.9, words=("sharp",))) == aesthetic_rating(blue)
+    assert aesthetic_rating(Attributes("blue", "circle", "small", "white")) == pytest.approx(7.5 + 2.5 * BLUE_ON_WHITE)
     worst = Attributes("yellow", "square", "small", "white", sharpness=0, cleanliness=0, vividness=0, regularity=0, offset=(0.1, 0))
     assert aesthetic_rating(worst) == pytest.approx(1 + 2.5 * YELLOW_ON_WHITE)
 
@@ -62,15 +64,32 @@ def test_sentiment_label_is_warm_plus_bright_plus_tint(colour, background, tint,
 def test_utility_rewards_adherence_read_by_the_checker():
     scene = Attributes("blue", "square", "large", "white")
     prompt = "a large blue square on a white background"
-    assert utility(render(scene), scene, prompt) == pytest.approx(4.0 + 0.3 * aesthetic_rating(scene) + 0.8)
-    # a prefix and modifier words are not checked: the same four stated attributes
-    assert utility(render(scene), scene, "<preference> p, " + prompt + ", blurry") == pytest.approx(
-        4.0 + 0.3 * aesthetic_rating(scene) + 0.8
-    )
+    # u = 4·adherence + 3·contrast + 2.5·[large]
+    assert utility(render(scene), scene, prompt) == pytest.approx(4.0 + 3.0 * BLUE_ON_WHITE + 2.5)
+    # a prefix and modifier words are not checked: the same four stated attributes; quality does not enter u
+    blurry = Attributes("blue", "square", "large", "white", sharpness=0.3, cleanliness=0.5, vividness=0.4)
+    assert utility(render(blurry), blurry, "<preference> p, " + prompt + ", blurry") == pytest.approx(4.0 + 3.0 * BLUE_ON_WHITE + 2.5)
     wrong_colour = Attributes("red", "square", "large", "white")
-    assert utility(render(wrong_colour), wrong_colour, prompt) == pytest.approx(4.0 * 3 / 4 + 0.3 * (7.5 + 2.5 * RED_ON_WHITE) + 0.8)
+    assert utility(render(wrong_colour), wrong_colour, prompt) == pytest.approx(4.0 * 3 / 4 + 3.0 * RED_ON_WHITE + 2.5)
     small = Attributes("blue", "square", "small", "white")
-    assert utility(render(small), small, "a blue square") == pytest.approx(4.0 + 0.3 * aesthetic_rating(small))
+    assert utility(render(small), small, "a blue square") == pytest.approx(4.0 + 3.0 * BLUE_ON_WHITE)
+
+
+def test_a_large_subject_pulls_aesthetic_and_preference_apart():
+    """v5's trade-off: [large] enters a(x) with −2 and u with +2.5; contrast enters both with +."""
+    large, small = (Attributes("blue", "square", size, "white", tint=0.3) for size in ("large", "small"))
+    prompt = "a blue square"  # both images read back as a blue square: adherence 1
+    assert aesthetic_rating(large) - aesthetic_rating(small) == pytest.approx(-2.0)
+    assert utility(render(large), large, prompt) - utility(render(small), small, prompt) == pytest.approx(2.5)
+    assert sentiment_label(large) == sentiment_label(small)  # size does not enter sentiment
+    on_yellow = Attributes("blue", "square", "large", "yellow", tint=0.3)  # contrast (192.225 − 84) / 255 = 0.4244
+    assert utility(render(large), large, prompt) - utility(render(on_yellow), on_yellow, prompt) == pytest.approx(
+        3.0 * (BLUE_ON_WHITE - (192.225 - 84.0) / 255)
+    )
+    assert aesthetic_rating(large) - aesthetic_rating(on_yellow) == pytest.approx(2.5 * (BLUE_ON_WHITE - (192.225 - 84.0) / 255))
+    assert preference_rule(1.0, 0.5, 1.0) == pytest.approx(4.0 + 1.5 + 2.5)
+    terms = preference_rule(np.array([1.0, 0.5]), np.array([0.5, 0.2]), np.array([0.0, 1.0]))
+    np.testing.assert_allclose(terms, [4.0 + 1.5, 2.0 + 0.6 + 2.5])
 
 
 def test_candidates_keep_the_prompt_scene_with_the_configured_probability():
@@ -98,8 +117,6 @@ def test_redrawn_candidate_colours_cover_every_colour():
     candidates = [_candidate(rng, Attributes("red", "circle", "large", "white"), 0.0, ShapesDataConfig()) for _ in range(1500)]
     neutral = Counter(c.colour for c in candidates if c.background in ("white", "black", "gray"))
     assert sum(neutral.values()) > 500  # 3 of the 6 backgrounds other than red
-    # BUG (shapes/heads.py:232, _candidate): the colour is drawn with rng.integers(3) from a tuple of 4 colours
-    # when the background is white/black/gray, so yellow is never drawn there; this assertion fails until fixed.
     for colour in ("red", "green", "blue", "yellow"):
         assert neutral[colour] / sum(neutral.values()) == pytest.approx(0.25, abs=0.07), neutral
 
@@ -137,11 +154,11 @@ def example(colour, background, sharpness, caption_size="large"):
 
 
 def test_curated_keeps_exactly_the_top_fraction_by_aesthetic_rating():
-    # ratings: 1 + 1.5·sharpness + 1.5 + 1.5 + 1 + 2.5·contrast + 1 — blue on white has the most contrast
+    # ratings: 1 + 1.5·sharpness + 1.5 + 1.5 + 1 + 2.5·contrast + 1 − 2 (large) — blue on white has the most contrast
     examples = [example("yellow", "white", 1.0), example("blue", "white", 1.0), example("yellow", "white", 0.2),
                 example("blue", "white", 0.0), example("yellow", "white", 0.6)]  # fmt: skip
     ratings = [aesthetic_rating(e.attributes) for e in examples]
-    assert ratings[1] > ratings[0] > ratings[3] > ratings[4] > ratings[2]  # 9.18 > 8.12 > 7.68 > 7.52 > 6.92
+    assert ratings[1] > ratings[0] > ratings[3] > ratings[4] > ratings[2]  # 7.18 > 6.12 > 5.68 > 5.52 > 4.92
     assert curated(examples, 0.4) == [examples[0], examples[1]]  # top 2 in input order
     assert curated(examples, 0.6) == [examples[0], examples[1], examples[3]]
     assert curated(examples, 1.0) == examples

@@ -1,4 +1,4 @@
-"""The committed shapes world v4 (shapes/world): it loads, a stock pipeline samples, its rewards score, gates hold."""
+"""The committed shapes world (v4 models, v5 rewards; shapes/world): it loads, a stock pipeline samples, its rewards score, gates hold."""
 
 import json
 import os
@@ -49,10 +49,14 @@ def test_committed_world_is_a_faithful_miniature():
     """The v4 goals the committed world meets (WORLD.md's goals table) stay met."""
     f = json.loads((WORLD / "world.json").read_text())["figures"]
     assert f["card_headroom_rule_min"] >= 1.5  # the plain prompt is mediocre
+    assert f["card_headroom_sampled_delta_laion_aesthetic"] >= 1.5  # ... and so it is on samples (v5 rewards)
     assert f["t2i_word_sharp_edge"] > f["t2i_word_blurry_edge"]  # quality words change the pixels they claim
     assert f["t2i_word_vivid_chroma"] > f["t2i_word_faded_chroma"]
     assert f["t2i_positive_specks"] < f["t2i_negative_specks"] and f["t2i_positive_edge"] > f["t2i_negative_edge"]
     assert f["card_seed_share_laion_aesthetic"] >= 0.3 and f["card_seed_share_sentiment"] >= 0.1  # seeds matter
+    assert f["card_seed_share_preference"] >= 0.3
+    # the rewards trade off (v5: a large subject enters aesthetic with −, preference with +)
+    assert f["card_corr_laion_aesthetic_preference"] < -0.2
     for name in ("laion_aesthetic", "preference"):  # the SFT expander beats c by >= 3 paired SE
         assert f[f"card_sft_delta_{name}"] >= 3 * f[f"card_sft_se_{name}"]
 
