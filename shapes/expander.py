@@ -2,8 +2,9 @@
 
 Pairs are Promptist-style and quality-curated: (``prompt`` = short caption, ``completion`` =
 detailed caption) of the same image, for the images in the top ``curated_fraction`` of the
-training set by the aesthetic rule a(x) (:func:`shapes.heads.aesthetic_rating`), as Promptist
-kept the prompts whose images people rated best;
+training set by how the world's raters score them (:func:`curation_score`: the aesthetic rule a(x) plus
+the preference rule u under the image's own caption), as Promptist kept the prompts whose images people
+rated best;
 training runs :func:`prompt_expander.sft.run_sft` (TRL's SFTTrainer, Parrot's instruction
 template, a GPT-2 + BPE tokenizer built from scratch). The quality gate
 (:func:`well_formed_share`) samples expansions of held-out short prompts (colour × shape pairs
@@ -22,10 +23,18 @@ from pathlib import Path
 
 from prompt_expander.expander import PromptExpander
 from prompt_expander.sft import SFTSettings, run_sft
-from shapes.data import HELD_OUT_PAIRS, Example, ShapesDataConfig, generate_examples, parse_caption, short_prompt
-from shapes.heads import aesthetic_rating
+from shapes.data import HELD_OUT_PAIRS, Attributes, Example, ShapesDataConfig, generate_examples, parse_caption, short_prompt
+from shapes.heads import aesthetic_rating, preference_rule
 
-__all__ = ["ShapesExpanderConfig", "caption_pairs", "curated", "is_faithful_expansion", "well_formed_share", "train_world_expander"]
+__all__ = [
+    "ShapesExpanderConfig",
+    "caption_pairs",
+    "curation_score",
+    "curated",
+    "is_faithful_expansion",
+    "well_formed_share",
+    "train_world_expander",
+]
 
 
 @dataclass
@@ -43,7 +52,10 @@ class ShapesExpanderConfig:
     eval_pairs: int = field(default=200, metadata={"help": "held-out pairs (unseen colour × shape) for the SFT loss"})
     expansions_per_prompt: int = field(default=20, metadata={"help": "sampled expansions per held-out short prompt"})
     curated_fraction: float = field(
-        default=0.35, metadata={"help": "share of training images, best by the aesthetic rule, whose captions become SFT pairs"}
+        default=0.35,
+        metadata={
+            "help": "share of training images, best by curation_score (aesthetic + preference rule), whose captions become SFT pairs"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -59,10 +71,17 @@ def caption_pairs(examples: list[Example]) -> list[dict[str, str]]:
     return [{"prompt": e.short_caption, "completion": e.detailed_caption} for e in examples]
 
 
+def curation_score(attributes: Attributes) -> float:
+    """a(x) + u(x, c_x): the aesthetic rule plus the preference rule of the image under its own detailed caption
+    (adherence 1). Both raters count, as both are "people" here: with a(x) alone (v5 rules) every curated image is
+    small and the SFT expander loses preference (−0.97 on the card), since the two rules disagree on size."""
+    return aesthetic_rating(attributes) + preference_rule(1.0, attributes.contrast, float(attributes.size == "large"))
+
+
 def curated(examples: list[Example], fraction: float) -> list[Example]:
-    """The top ``fraction`` of ``examples`` by the aesthetic rule a(x) (ties kept in input order)."""
+    """The top ``fraction`` of ``examples`` by :func:`curation_score` (ties kept in input order)."""
     keep = max(1, round(fraction * len(examples)))
-    order = sorted(range(len(examples)), key=lambda i: -aesthetic_rating(examples[i].attributes))
+    order = sorted(range(len(examples)), key=lambda i: -curation_score(examples[i].attributes))
     return [examples[i] for i in sorted(order[:keep])]
 
 

@@ -8,7 +8,7 @@ import torch
 
 from parrot.models import resolve_world, with_world
 from shapes.data import Attributes, Companion, Example, ShapesDataConfig, generate_examples, parse_caption, render
-from shapes.expander import caption_pairs, curated, is_faithful_expansion
+from shapes.expander import caption_pairs, curated, curation_score, is_faithful_expansion
 from shapes.heads import (
     ShapesHeadsConfig,
     _candidate,
@@ -153,16 +153,21 @@ def example(colour, background, sharpness, caption_size="large"):
     )
 
 
-def test_curated_keeps_exactly_the_top_fraction_by_aesthetic_rating():
-    # ratings: 1 + 1.5·sharpness + 1.5 + 1.5 + 1 + 2.5·contrast + 1 − 2 (large) — blue on white has the most contrast
+def test_curated_keeps_exactly_the_top_fraction_by_both_raters():
+    # a(x) = 1 + 1.5·sharpness + 1.5 + 1.5 + 1 + 2.5·contrast + 1 − 2 (large); u = 4 + 3·contrast + 2.5 (large, own caption)
+    # contrast: yellow on white 0.2462, blue on white 0.6706 — the preference rule's contrast term reorders them
     examples = [example("yellow", "white", 1.0), example("blue", "white", 1.0), example("yellow", "white", 0.2),
                 example("blue", "white", 0.0), example("yellow", "white", 0.6)]  # fmt: skip
     ratings = [aesthetic_rating(e.attributes) for e in examples]
     assert ratings[1] > ratings[0] > ratings[3] > ratings[4] > ratings[2]  # 7.18 > 6.12 > 5.68 > 5.52 > 4.92
-    assert curated(examples, 0.4) == [examples[0], examples[1]]  # top 2 in input order
+    scores = [curation_score(e.attributes) for e in examples]
+    assert scores == pytest.approx([13.354, 15.688, 12.154, 14.188, 12.754], abs=1e-3)  # a(x) + 6.5 + 3·contrast
+    assert curated(examples, 0.4) == [examples[1], examples[3]]  # top 2 in input order
     assert curated(examples, 0.6) == [examples[0], examples[1], examples[3]]
     assert curated(examples, 1.0) == examples
     assert curated(examples, 0.01) == [examples[1]]  # at least one
+    small = example("blue", "white", 1.0, caption_size="small")  # a(x) + 2, u − 2.5: large wins by 0.5
+    assert curation_score(examples[1].attributes) - curation_score(small.attributes) == pytest.approx(0.5)
     ties = [example("red", "white", 0.5), example("red", "white", 0.5), example("red", "white", 0.5)]
     assert curated(ties, 0.34) == [ties[0]]  # ties kept in input order
 
