@@ -18,6 +18,9 @@ prompts × evaluation seeds (fixed noise). Methods (K rewards r_1..r_K of the pr
                         paper's T2I-only 0.3992 vs WS 0.3273); identifiers as the preset sets them;
 - ``parrot-t2i-noids``  the same without reward identifiers, in training and in evaluation: like-for-like
                         with WS1/WS2 in the evaluated prompt too (c, not "<all ids>, c");
+- ``parrot-t2i-noids-z`` the same with ``reward_weighting normalised`` + ``gradient_normalisation group``:
+                        A = z_g(r_k) on the group's front (each reward centred and scaled in its group, as
+                        the weighted sums' z-scored rewards are), against the paper's raw r_k;
 - ``parrot-expander``   Pareto selection, only the expander trained (``--mode expander``);
 - ``parrot``            Parrot joint (``--mode joint``);
 - ``parrot-noids``      Parrot joint without identifiers (K expansions per prompt): like-for-like with

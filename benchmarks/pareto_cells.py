@@ -69,6 +69,7 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
     t2i_alone = ("--mode", "t2i", "--expander.model", "", "--identifiers.enabled", "false")
     ws2 = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k))
     pareto = ("--selection.mode", "pareto")  # reward identifiers as the preset sets them
+    pareto_z = ("--selection.reward_weighting", "normalised", "--selection.gradient_normalisation", "group")
     # an expander without identifiers samples K expansions per prompt instead of one per identifier:
     # the same images per prompt, and the expander's group-mean baseline still has expansions to compare
     expander_no_ids = ("--identifiers.enabled", "false", "--sampling.expansions_per_prompt", str(k))
@@ -85,6 +86,9 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
         Method("parrot-t2i", ("--mode", "t2i", "--expander.model", "", *pareto), "trained"),
         # like-for-like with WS1/WS2 in the evaluation prompt too: no identifiers in training or evaluation
         Method("parrot-t2i-noids", (*t2i_alone, *pareto), "trained"),
+        # the same with the normalised weighting: z_g(r_k) on the group's front, each reward in its group's units
+        # (the weighted sums z-score their rewards too; raw r_k adds rewards of different scales, uncentred)
+        Method("parrot-t2i-noids-z", (*t2i_alone, *pareto, *pareto_z), "trained"),
         Method("parrot-expander", ("--mode", "expander", *pareto), "trained"),
         Method("parrot", ("--mode", "joint", *pareto), "trained"),
         # joint without identifiers: like-for-like with ws2+expander (K expansions per prompt, c-only evaluation)

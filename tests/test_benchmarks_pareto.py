@@ -73,6 +73,7 @@ def test_methods_are_the_issue_settings():
         "ws2",
         "parrot-t2i",
         "parrot-t2i-noids",
+        "parrot-t2i-noids-z",
         "parrot-expander",
         "parrot",
         "parrot-noids",
@@ -98,6 +99,9 @@ def test_methods_are_the_issue_settings():
     assert joint_no_ids.mode == "joint" and joint_no_ids.selection.mode == "pareto" and not joint_no_ids.identifiers.enabled
     no_ids = load_train_config([*common, *tiny["parrot-t2i-noids"].overrides])
     assert no_ids.selection.mode == "pareto" and no_ids.mode == "t2i" and not no_ids.identifiers.enabled and not no_ids.expander.model
+    z = load_train_config([*common, *tiny["parrot-t2i-noids-z"].overrides])
+    assert z.selection.mode == "pareto" and (z.selection.reward_weighting, z.selection.gradient_normalisation) == ("normalised", "group")
+    assert z.mode == "t2i" and not z.identifiers.enabled and not z.expander.model
     ws2_joint = load_train_config([*common, *tiny["ws2+expander"].overrides])
     assert ws2_joint.mode == "joint" and ws2_joint.expander.model and ws2_joint.selection.weights == pytest.approx((1 / 3,) * 3)
     # without identifiers an expander samples K expansions per prompt (the group-mean baseline compares them)
