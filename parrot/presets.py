@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 PRESETS["shapes"] = {
-    # The shapes world v4 (python -m shapes.build): a trained tiny SD, its expander and the four
+    # The shapes world (v4 models, v5 rewards; python -m shapes.build): a trained tiny SD, its expander and the four
     # rewards of the Parrot paper's loop, all loaded through the same classes as the real models.
     "iterations": 40,
     "checkpoint_every": 20,
@@ -102,10 +102,10 @@ PRESETS["shapes"] = {
     "logging": {"images_every": 10},
     # Reward identifiers on, one letter per reward ("l p c s, ĉ" at evaluation): the v4 world's text
     # tower and UNet were trained with identifier tokens and filler words in front of ~30% of
-    # captions. Measured on the untrained model (48 held-out images, Δ ± paired SE against c alone):
-    # "l p c s" moves aesthetic +0.10 ± 0.11, preference −0.06 ± 0.04, CLIPScore −0.014 ± 0.008,
-    # sentiment −0.18 ± 0.04; the template "<{name}>" (46 tokens for all four) costs preference
-    # −0.60 ± 0.11 (shapes/world/WORLD.md, identifier rows).
+    # captions. Measured on the untrained model (48 held-out images, Δ ± paired SE against c alone, v5
+    # rewards): "l p c s" moves aesthetic +0.20 ± 0.13, preference −0.34 ± 0.13, CLIPScore −0.014 ± 0.008,
+    # sentiment −0.18 ± 0.04 (shapes/world/WORLD.md, identifier rows; on the v4 rewards the template
+    # "<{name}>", 46 tokens for all four, cost preference −0.60 ± 0.11).
     "identifiers": {"enabled": True, "template": "{name:.1}"},
 }
 #: the committed shapes world (shapes/world); ``tiny`` is the random toy built in code.
