@@ -162,8 +162,9 @@ WEIGHTED_FAMILIES: dict[type[DiffusionPolicy], type[DiffusionPolicy]] = {
 
 
 def supports_prompt_weighting(policy: DiffusionPolicy) -> bool:
-    """Whether :func:`with_prompt_weighting` has a weighted form of ``policy``'s family (SD 1.x/2.x, SDXL)."""
-    return type(policy) in WEIGHTED_FAMILIES
+    """Whether ``policy``'s family reads compel's weighting (SD 1.x/2.x, SDXL): it is a weighted policy already, or
+    :func:`with_prompt_weighting` has a weighted form of it."""
+    return type(policy) in WEIGHTED_FAMILIES or type(policy) in WEIGHTED_FAMILIES.values()
 
 
 def with_prompt_weighting(policy: DiffusionPolicy) -> DiffusionPolicy:

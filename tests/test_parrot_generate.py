@@ -241,6 +241,9 @@ def test_flow_models_generate_without_weighting_and_refuse_weighted_prompts(tmp_
     assert rows_of(out)[0]["prompt"] == "a red circle"
     with pytest.raises(ValueError, match=r"compel's weighting syntax in '\(red\)\+\+ circle' is read for SD 1.x/2.x and SDXL"):
         main(["--model", "builtin:tiny_sd3", "--prompt", "(red)++ circle", "--out", str(tmp_path / "w"), *FAST])
+    weighted = tmp_path / "sd"  # an SD model reads the syntax (a weighted policy is recognised as one)
+    main(["--prompt", "(red)++ circle", "--out", str(weighted), *FAST])
+    assert rows_of(weighted)[0]["conditioned_prompt"] == "(red)++ circle"
     literal = tmp_path / "literal"
     main(["--model", "builtin:tiny_sd3", "--prompt", "(red)++ circle", "--prompt_weighting", "false", "--out", str(literal), *FAST])
     assert rows_of(literal)[0]["conditioned_prompt"] == "(red)++ circle"  # read as written
