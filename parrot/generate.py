@@ -51,7 +51,7 @@ from rewards.base import as_pil_images, expansion_metadata
 from rewards.registry import reward_names
 from t2i import DiffusionPolicy, Guidance
 from t2i.flux import FluxPolicy
-from t2i.prompt_weighting import has_weighting, plain_prompt, supports_prompt_weighting, with_prompt_weighting
+from t2i.prompt_weighting import has_weighting, plain_prompt, reads_weighting, supports_prompt_weighting, with_prompt_weighting
 from t2i.textual_inversion import load_token_embeddings
 
 __all__ = [
@@ -302,7 +302,7 @@ def run_generation(config: GenerateConfig) -> list[dict[str, Any]]:
     prepare_output_dir(config.out, config.overwrite)
 
     policy = load_generation_policy(config)
-    weighted = config.prompt_weighting and supports_prompt_weighting(policy)
+    weighted = reads_weighting(policy)  # load_generation_policy decided it
     literal = [p for p in [*prompts, config.negative_prompt] if config.prompt_weighting and not weighted and has_weighting(p)]
     if literal:
         raise ValueError(

@@ -33,6 +33,7 @@ __all__ = [
     "WeightedPromptXLPolicy",
     "has_weighting",
     "supports_prompt_weighting",
+    "reads_weighting",
     "plain_prompt",
     "weighted_prompt_encoder",
     "with_prompt_weighting",
@@ -162,9 +163,13 @@ WEIGHTED_FAMILIES: dict[type[DiffusionPolicy], type[DiffusionPolicy]] = {
 
 
 def supports_prompt_weighting(policy: DiffusionPolicy) -> bool:
-    """Whether ``policy``'s family reads compel's weighting (SD 1.x/2.x, SDXL): it is a weighted policy already, or
-    :func:`with_prompt_weighting` has a weighted form of it."""
-    return type(policy) in WEIGHTED_FAMILIES or type(policy) in WEIGHTED_FAMILIES.values()
+    """Whether :func:`with_prompt_weighting` has a weighted form of ``policy``'s family (SD 1.x/2.x, SDXL)."""
+    return type(policy) in WEIGHTED_FAMILIES
+
+
+def reads_weighting(policy: DiffusionPolicy) -> bool:
+    """Whether ``policy`` is a weighted policy (:func:`with_prompt_weighting`'s result): it reads compel's syntax."""
+    return type(policy) in WEIGHTED_FAMILIES.values()
 
 
 def with_prompt_weighting(policy: DiffusionPolicy) -> DiffusionPolicy:
