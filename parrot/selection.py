@@ -19,8 +19,9 @@ gives 0, never NaN). The T2I update weights image i's log-likelihood by A_i = Σ
                        group, the weighted sum normalised over the batch; the three settings below do not apply)
 
 For ``pareto`` and ``single``, R̃ is set by ``reward_weighting``: ``raw`` (default) is the paper's
-weighting, R̃ = R (r_k on P, 0 elsewhere; it measured better than ``normalised`` on the shapes world,
-BENCHMARKS.md "Reward weighting"); ``normalised`` is R with each column after ``gradient_normalisation``:
+weighting, R̃ = R (r_k on P, 0 elsewhere; chosen on a 1-seed figure, BENCHMARKS.md "Reward weighting"; on
+3 seeds of the v5 world ``normalised`` + ``group`` measured better, "Pareto fronts" — the default is not yet
+switched); ``normalised`` is R with each column after ``gradient_normalisation``:
 
 - ``batch`` (default): z-scored over the global batch;
 - ``group``: z-scored within the image's group (GRPO);
