@@ -52,7 +52,7 @@ class ShapesExpanderConfig:
     eval_pairs: int = field(default=200, metadata={"help": "held-out pairs (unseen colour × shape) for the SFT loss"})
     expansions_per_prompt: int = field(default=20, metadata={"help": "sampled expansions per held-out short prompt"})
     curated_fraction: float = field(
-        default=0.35,
+        default=0.30,
         metadata={
             "help": "share of training images, best by curation_score (aesthetic + preference rule), whose captions become SFT pairs"
         },

@@ -222,7 +222,7 @@ def _rewards_section(state: BuildState) -> list[str]:
         '- aesthetic: `load_reward("laion_aesthetic", clip_model=WORLD/clip, '
         f"head_path=WORLD/aesthetic/{AESTHETIC_FILE})`, the LAION MLP head regressed on",
         "  a(x) = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity + 2.5·contrast + 1·centred",
-        "  + 0.5·[companion] − 2·[large]; `aesthetic_held_out_r2` on fresh images.",
+        "  + 2.5·[companion] − 2·[large]; `aesthetic_held_out_r2` on fresh images.",
         '- preference: `load_reward("preference", path=WORLD/preference)`, Bradley–Terry on comparisons drawn with',
         f"  P[a ≻ b | c] = σ(u_a − u_b), u = {w['adherence']:g}·(share of the prompt's attributes the checker reads back)",
         f"  + {w['contrast']:g}·contrast + {w['large']:g}·[large]; `preference_held_out_accuracy` against the sampled (noisy)",
