@@ -164,6 +164,7 @@ def dry_run_config(args: argparse.Namespace, output_dir: Path) -> dict:
         "sampling": {"prompts_per_process": 1, "images_per_prompt": args.batch, "num_steps": args.steps,
                      "resolution": args.resolution, "guidance_scale": 7.5},
         "t2i": {"estimator": "is", "inner_epochs": 1, "minibatches": 1, "timestep_fraction": 1.0},
+        "selection": {"reward_weighting": "raw"},  # as measured (the default until issue 13); takes --batch 1 too
         "expander": {"model": expander, "sampling": {"max_new_tokens": args.max_new_tokens}, "update": {"baseline": "mean"}},
         "evaluation": {"enabled": False},
         "logging": {"log_with": "none", "images_every": 0},

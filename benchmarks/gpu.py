@@ -101,6 +101,7 @@ def training_config(pipeline: str, args: argparse.Namespace, side: int, work: Pa
         "identifiers": {"enabled": False}, "expander": {"model": ""}, "prompts": {"train": ["a red circle", "a cat on a sofa"]},
         "sampling": {"prompts_per_process": 1, "images_per_prompt": args.batch, "num_steps": args.steps, "resolution": side},
         "t2i": {"estimator": "is", "clip_range": 1e-4, "inner_epochs": 1, "minibatches": 1, "timestep_fraction": 1.0},
+        "selection": {"reward_weighting": "raw"},  # A = r as before issue 13; any --batch, 1 included
         "evaluation": {"enabled": False}, "logging": {"log_with": "none", "images_every": 0},
     }  # fmt: skip
 

@@ -10,17 +10,21 @@ prompts × evaluation seeds (fixed noise). Methods (K rewards r_1..r_K of the pr
                         (setting ``untrained`` of the joint config, identifiers off);
 - ``base+expander+ids`` the same with every reward identifier prepended as the paper evaluates
                         ("<k1> … <kK>, ĉ"), a diagnostic row of what unseen identifiers cost;
-- ``ddpo:<r>``          DDPO on reward r alone: T2I only, no expander, no identifiers, ``single:<r>``;
+- ``ddpo:<r>``          DDPO on reward r alone: T2I only, no expander, no identifiers, ``single:<r>``
+                        (``reward_weighting raw``: A = r);
 - ``ws1`` / ``ws2``     DPOK-style weighted sums, T2I only, no expander, no identifiers: WS1 puts
                         0.7 on r_1 and splits 0.3 over the others ({.7,.1,.1,.1} for K = 4), WS2
-                        equal weights;
+                        equal weights (``reward_weighting raw``: A_i = Σ_k w_k·z_B(r_k)_i, as in every
+                        weighted-sum row below);
 - ``parrot-t2i``        Pareto selection, T2I only, no expander: like-for-like against WS1/WS2 (the
-                        paper's T2I-only 0.3992 vs WS 0.3273); identifiers as the preset sets them;
-- ``parrot-t2i-noids``  the same without reward identifiers, in training and in evaluation: like-for-like
-                        with WS1/WS2 in the evaluated prompt too (c, not "<all ids>, c");
-- ``parrot-t2i-noids-z`` the same with ``reward_weighting normalised`` + ``gradient_normalisation group``:
-                        A = z_g(r_k) on the group's front (each reward centred and scaled in its group, as
-                        the weighted sums' z-scored rewards are), against the paper's raw r_k;
+                        paper's T2I-only 0.3992 vs WS 0.3273); identifiers as the preset sets them; the
+                        default weighting (as every ``parrot*`` row but the next), A = z_g(r_k) on P_g;
+- ``parrot-t2i-noids``  without reward identifiers, in training and in evaluation: like-for-like with
+                        WS1/WS2 in the evaluated prompt too (c, not "<all ids>, c"), with the paper's
+                        raw r_k on P (``reward_weighting raw``, the default before issue 13);
+- ``parrot-t2i-noids-z`` the same with ``reward_weighting normalised`` + ``gradient_normalisation group``
+                        (pinned; now the default): A = z_g(r_k) on the group's front (each reward centred
+                        and scaled in its group, as the weighted sums' z-scored rewards are);
 - ``parrot-expander``   Pareto selection, only the expander trained (``--mode expander``);
 - ``parrot``            Parrot joint (``--mode joint``);
 - ``parrot-noids``      Parrot joint without identifiers (K expansions per prompt): like-for-like with
@@ -42,9 +46,11 @@ printed) with the same training seeds (same prompt draws and initial noise per i
 Untrained methods do not depend on the training seed: they are evaluated once (seed ``none``).
 
 Cells: one (method, training seed) is one cell, kept as ``OUT/cells/<method>-seed<s>.json``
-(written atomically: its held-out samples, its training curve, the exact ``parrot.train`` flags, wall time). A rerun
-with the same ``--out`` loads the finished cells and runs only the missing ones, so the full run
-can be done in parts; a cell made with other flags is refused, not reused.
+(written atomically: its held-out samples, its training curve, the exact ``parrot.train`` flags, the selection
+settings they resolved to, wall time). A rerun with the same ``--out`` loads the finished cells and runs only the
+missing ones, so the full run can be done in parts; a cell made with other flags, or a trained cell whose flags
+resolved to other selection settings (cells made before issue 13 switched the default weighting from ``raw``), is
+refused, not reused.
 
 Statistics (:mod:`parrot.evaluation`): each reward is min–max normalised over the union of ALL
 cells' per-image held-out scores of the run (R̃ = (R − lo) / (hi − lo), constant → 0). Per cell:
@@ -113,6 +119,7 @@ from benchmarks.pareto_cells import (  # noqa: E402
     method_catalogue,
     method_config,
     read_cell,
+    selection_made_with,
     write_cell,
     ws1_weights,
 )
@@ -173,12 +180,13 @@ def run_cells(common: list[str], methods: list[Method], seeds: list[int], cells:
     bar = tqdm(runs, desc="pareto cells", unit="cell")
     for method, seed in bar:
         key, path = (method.name, seed), cell_path(cells, method, seed)
-        cell = read_cell(path, flags[key])
+        cell = read_cell(path, flags[key], selection_made_with(configs[key]))
         if cell is None:
             bar.set_postfix_str(f"{method.name} seed {seed}")
             tick = time.perf_counter()
             samples, curve = run_cell(configs[key], method)
             cell = {"method": method.name, "seed": seed, "setting": method.setting, "flags": flags[key],
+                    "selection": selection_made_with(configs[key]),
                     "wall_s": round(time.perf_counter() - tick, 2), "samples": samples.to_json(), "curve": curve}  # fmt: skip
             write_cell(path, cell)
         done[key] = cell

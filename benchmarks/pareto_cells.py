@@ -29,7 +29,10 @@ __all__ = [
     "grpo_catalogue",
     "method_catalogue",
     "method_config",
+    "effective_selection",
     "read_cell",
+    "recorded_selection",
+    "selection_made_with",
     "write_cell",
     "ws1_weights",
 ]
@@ -67,8 +70,11 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
     """Every method of the benchmark, in table order (see the module docstring)."""
     k = len(reward_names)
     t2i_alone = ("--mode", "t2i", "--expander.model", "", "--identifiers.enabled", "false")
-    ws2 = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k))
-    pareto = ("--selection.mode", "pareto")  # reward identifiers as the preset sets them
+    # the paper's raw weighting, pinned where a row's figures were made with it (the default before issue 13's switch
+    # to normalised + group): the WS baselines' A_i = Σ_k w_k·z_B(r_k)_i, DDPO's r, the "raw" Pareto row's r_k on P
+    raw = ("--selection.reward_weighting", "raw")
+    ws2 = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k), *raw)
+    pareto = ("--selection.mode", "pareto")  # reward identifiers as the preset sets them; the default weighting
     pareto_z = ("--selection.reward_weighting", "normalised", "--selection.gradient_normalisation", "group")
     # an expander without identifiers samples K expansions per prompt instead of one per identifier:
     # the same images per prompt, and the expander's group-mean baseline still has expansions to compare
@@ -79,15 +85,16 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
         # diagnostic: the paper's evaluation prompt "<all ids>, ĉ" before any training
         Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true", "--identifiers.evaluation", "all"), "untrained"),
     ]
-    methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}"), "trained") for r in reward_names]
+    methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}", *raw), "trained") for r in reward_names]
     methods += [
-        Method("ws1", (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, ws1_weights(k))), "trained"),
+        Method("ws1", (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, ws1_weights(k)), *raw), "trained"),
         Method("ws2", (*t2i_alone, *ws2), "trained"),
         Method("parrot-t2i", ("--mode", "t2i", "--expander.model", "", *pareto), "trained"),
-        # like-for-like with WS1/WS2 in the evaluation prompt too: no identifiers in training or evaluation
-        Method("parrot-t2i-noids", (*t2i_alone, *pareto), "trained"),
-        # the same with the normalised weighting: z_g(r_k) on the group's front, each reward in its group's units
-        # (the weighted sums z-score their rewards too; raw r_k adds rewards of different scales, uncentred)
+        # like-for-like with WS1/WS2 in the evaluation prompt too: no identifiers in training or evaluation; the paper's raw r_k
+        Method("parrot-t2i-noids", (*t2i_alone, *pareto, *raw), "trained"),
+        # the same with the normalised weighting (now the default, pinned as measured): z_g(r_k) on the group's front,
+        # each reward in its group's units (the weighted sums z-score their rewards too; raw r_k adds rewards of
+        # different scales, uncentred)
         Method("parrot-t2i-noids-z", (*t2i_alone, *pareto, *pareto_z), "trained"),
         Method("parrot-expander", ("--mode", "expander", *pareto), "trained"),
         Method("parrot", ("--mode", "joint", *pareto), "trained"),
@@ -189,12 +196,43 @@ def write_cell(path: Path, cell: dict) -> None:
     os.replace(tmp, path)
 
 
-def read_cell(path: Path, flags: list[str]) -> dict | None:
-    """A finished cell made with exactly ``flags``; None when there is none; refuses one made with other flags."""
+#: the selection settings of cells written before cells recorded them: the defaults until issue 13
+SELECTION_BEFORE_RECORD = {"reward_weighting": "raw", "gradient_normalisation": "batch"}
+
+
+def effective_selection(reward_weighting: str, gradient_normalisation: str) -> dict[str, str]:
+    """The weighting settings as the advantages see them: ``raw`` ignores ``gradient_normalisation``."""
+    return {"reward_weighting": reward_weighting, "gradient_normalisation": gradient_normalisation if reward_weighting != "raw" else "-"}
+
+
+def selection_made_with(config: TrainConfig) -> dict[str, str]:
+    """The weighting a trained cell's advantages depend on, as resolved (flags and defaults), so that a change of
+    default cannot pass an old cell off as a new one with the same flags."""
+    return effective_selection(config.selection.reward_weighting, config.selection.gradient_normalisation)
+
+
+def recorded_selection(cell: dict) -> dict[str, str]:
+    """A cell's weighting: as recorded, or for an older cell :data:`SELECTION_BEFORE_RECORD` under its flags."""
+    if "selection" in cell:
+        return cell["selection"]
+    flags, made = cell.get("flags", []), dict(SELECTION_BEFORE_RECORD)
+    for flag, value in zip(flags, flags[1:]):
+        if flag.startswith("--selection.") and flag.removeprefix("--selection.") in made:
+            made[flag.removeprefix("--selection.")] = value
+    return effective_selection(**made)
+
+
+def read_cell(path: Path, flags: list[str], selection: dict[str, str] | None = None) -> dict | None:
+    """A finished cell made with exactly ``flags`` (and, when trained, ``selection``: :func:`selection_made_with`);
+    None when there is none; refuses one made otherwise."""
     if not path.is_file():
         return None
     cell = json.loads(path.read_text(encoding="utf-8"))
     if cell.get("flags") != flags:
         raise SystemExit(f"{path} was made with other parrot.train flags ({shlex.join(cell.get('flags', []))}); "
                          "remove it or use another --out")  # fmt: skip
+    made = recorded_selection(cell)
+    if selection is not None and cell.get("setting") == "trained" and made != selection:
+        raise SystemExit(f"{path} was made with selection {made}, not the {selection} its flags give now (the defaults "
+                         "changed in issue 13); remove it or use another --out")  # fmt: skip
     return cell

@@ -45,6 +45,7 @@ def ddpo_args(output_dir: Path, pipeline: str, batch: int, steps: int, inner_epo
         "--preset", "tiny", "--output_dir", str(output_dir), "--mode", "t2i", "--expander.model", "",
         "--model.pipeline", pipeline, "--model.lora.rank", "4",
         "--rewards.names", "jpeg_compressibility", "--selection.mode", "single:jpeg_compressibility",
+        "--selection.reward_weighting", "raw",  # A = r: groups of one image, nothing to z-score them in (as before issue 13)
         "--identifiers.enabled", "false", "--sampling.prompts_per_process", str(batch), "--sampling.images_per_prompt", "1",
         "--sampling.num_steps", str(steps), "--sampling.guidance_scale", "5.0", "--t2i.estimator", "is",
         "--t2i.clip_range", "1e-4", "--t2i.lr", "3e-4", "--t2i.inner_epochs", str(inner_epochs), "--t2i.minibatches", "1",

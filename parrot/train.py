@@ -39,7 +39,7 @@ Baselines are settings of the same loop: ``selection.mode`` weighted / gdpo / si
 ``mode`` t2i / expander, ``t2i.estimator`` sf / is / rwr, ``t2i.kl_weight`` (DPOK). GRPO (Flow-GRPO,
 DanceGRPO) is four of them: a group of G images of one prompt (``sampling.images_per_prompt`` = G with one
 expansion and identifiers off), advantages relative to the group (``selection.reward_weighting``
-normalised + ``gradient_normalisation`` group: (r − mean_g) / std_g, a group of one refused; with several
+normalised + ``gradient_normalisation`` group, the defaults: (r − mean_g) / std_g, a group of one refused; with several
 rewards ``weighted`` sums them and z-scores the sum in the group, ``gdpo`` z-scores each reward in its group
 and the weighted sum over the batch, ``pareto`` keeps the group's non-dominated set), PPO's clipped ratio
 (``t2i.estimator`` is, ``t2i.clip_range``) and the KL to the LoRA-off reference between the two Gaussian

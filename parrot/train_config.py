@@ -47,7 +47,7 @@ from t2i.lora import LoraSettings
 __all__ = [
     "TrainConfig", "ModelConfig", "RewardsConfig", "PromptsConfig", "SamplingConfig", "T2IUpdateConfig", "ExpanderTrainingConfig",
     "EvaluationConfig", "LoggingConfig", "DerivedQuantities", "derived_quantities", "batch_layout", "identifier_count",
-    "load_train_config",
+    "check_groups_of_one", "load_train_config",
 ]  # fmt: skip
 
 _MODES = ("joint", "t2i", "expander")
@@ -253,17 +253,27 @@ class TrainConfig:
                 f"expander.update.baseline='group_mean' compares the expansions of one prompt, but there is {expansions}: "
                 "set sampling.expansions_per_prompt >= 2 (or turn identifiers on), or use baseline 'mean'"
             )
-        # GRPO's group of G images: z-scoring a group of 1 has no statistics (its advantage would always be 0)
-        z_groups = "mode='gdpo'" if self.selection.mode == "gdpo" else "gradient_normalisation='group'"
-        if (
-            self.selection.mode == "gdpo" or self.selection.gradient_normalisation == "group"
-        ) and self.sampling.images_per_prompt < 2 * groups:
-            raise ValueError(
-                f"selection.{z_groups} z-scores the images of a group: set "
-                f"sampling.images_per_prompt >= 2 × the {groups} expansions × identifiers of a prompt"
-            )
+        if self.sampling.images_per_prompt < 2 * groups:
+            check_groups_of_one(self.selection, groups)
         if not self.prompts.train and not self.prompts.train_file:
             raise ValueError("prompts.train and prompts.train_file are both empty: give training prompts")
+
+
+def check_groups_of_one(selection: SelectionConfig, groups: int) -> None:
+    """Refuse a z-score within groups of one image (GRPO's group of G = 1 has no statistics: its advantage would
+    always be 0), naming what to set; the default selection (reward_weighting 'normalised', gradient_normalisation
+    'group') does that z-score, 'raw' and the other normalisations do not."""
+    if selection.mode == "gdpo":
+        raise ValueError(
+            f"selection.mode='gdpo' z-scores the images of a group: set sampling.images_per_prompt >= 2 × the {groups} "
+            "expansions × identifiers of a prompt"
+        )
+    if selection.reward_weighting == "normalised" and selection.gradient_normalisation == "group":
+        raise ValueError(
+            f"selection.gradient_normalisation='group' (the default) z-scores the images of a group: set sampling.images_per_prompt "
+            f">= 2 × the {groups} expansions × identifiers of a prompt, or selection.gradient_normalisation 'batch' "
+            "(z-scores over the batch) or selection.reward_weighting 'raw' (the paper's r_k)"
+        )
 
 
 @dataclass

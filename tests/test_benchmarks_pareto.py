@@ -115,6 +115,44 @@ def test_methods_are_the_issue_settings():
     assert load_train_config([*common, *catalogue["parrot"].overrides]).sampling.w1 > 0
 
 
+def test_baselines_keep_the_raw_weighting_and_parrot_rows_follow_the_default():
+    """Issue 13 switched the default to normalised + group; rows measured with raw pin it, the Parrot rows do not."""
+    common = ["--preset", "tiny", "--logging.log_with", "none"]
+    names = list(load_train_config(common).rewards.names)
+    catalogue = pareto.method_catalogue(names, 3.0)
+    raw_rows = ["ws1", "ws2", *(f"ddpo:{r}" for r in names), "dpok", "rwr", "ws2+expander", "parrot-t2i-noids"]
+    default_rows = ["parrot-t2i", "parrot-t2i-noids-z", "parrot-expander", "parrot", "parrot-noids", "parrot-no-pcg"]
+    assert set(raw_rows + default_rows) == {m.name for m in catalogue.values() if m.trained}
+    for name in raw_rows:
+        assert catalogue[name].overrides[-2:] == ("--selection.reward_weighting", "raw") or name in ("dpok", "rwr"), name
+        assert load_train_config([*common, *catalogue[name].overrides]).selection.reward_weighting == "raw", name
+    ws2 = load_train_config([*common, *catalogue["ws2"].overrides]).selection
+    assert (ws2.mode, ws2.selection_normalisation) == ("weighted", "batch")  # A_i = Σ_k w_k z_B(r_k)_i, as before the switch
+    for name in default_rows:
+        selection = load_train_config([*common, *catalogue[name].overrides]).selection
+        assert (selection.mode, selection.reward_weighting, selection.gradient_normalisation) == ("pareto", "normalised", "group")
+    assert not any("--selection.reward_weighting" in catalogue[name].overrides for name in default_rows if name != "parrot-t2i-noids-z")
+
+
+def test_a_cell_made_under_the_old_default_is_not_reused_for_the_new_one(tmp_path):
+    from benchmarks.pareto_cells import read_cell, recorded_selection, write_cell
+
+    flags = ["--preset", "tiny", "--mode", "joint", "--selection.mode", "pareto", "--seed", "0"]
+    now = {"reward_weighting": "normalised", "gradient_normalisation": "group"}
+    old = {"method": "parrot", "seed": 0, "setting": "trained", "flags": flags}  # written before cells recorded "selection"
+    write_cell(tmp_path / "parrot-seed0.json", old)
+    assert recorded_selection(old) == {"reward_weighting": "raw", "gradient_normalisation": "-"}  # raw ignores it
+    with pytest.raises(SystemExit, match=r"made with selection \{'reward_weighting': 'raw'.*the defaults changed in issue 13"):
+        read_cell(tmp_path / "parrot-seed0.json", flags, now)
+    pinned = [*flags[:-2], "--selection.reward_weighting", "normalised", "--selection.gradient_normalisation", "group", "--seed", "0"]
+    write_cell(tmp_path / "z-seed0.json", {**old, "flags": pinned})
+    assert read_cell(tmp_path / "z-seed0.json", pinned, now)["flags"] == pinned  # what its flags pinned, as now
+    write_cell(tmp_path / "base-seednone.json", {**old, "setting": "plain_base"})
+    assert read_cell(tmp_path / "base-seednone.json", flags, now) is not None  # untrained: no advantages to differ
+    write_cell(tmp_path / "new-seed0.json", {**old, "selection": now})
+    assert read_cell(tmp_path / "new-seed0.json", flags, now)["selection"] == now
+
+
 def test_grpo_catalogue_is_the_issue_settings():
     from benchmarks.pareto_cells import GRPO_KL_WEIGHT, grpo_catalogue
 

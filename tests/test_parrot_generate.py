@@ -94,9 +94,10 @@ def fake_training_run(root):
     policy = StableDiffusionPolicy(build_tiny_pipeline())
     policy.add_lora()
     policy.save_lora(root / "final" / "lora")
-    config = load_train_config(
-        ["--preset", "tiny", "--rewards.names", "jpeg_compressibility", "clip_score", "--sampling.images_per_prompt", "2"]
-    )
+    config = load_train_config(  # groups of one image (2 identifiers × 1): the paper's raw weighting, nothing to z-score
+        ["--preset", "tiny", "--rewards.names", "jpeg_compressibility", "clip_score", "--sampling.images_per_prompt", "2",
+         "--selection.reward_weighting", "raw"]
+    )  # fmt: skip
     state = root / "checkpoints" / "checkpoint-000002"
     state.mkdir(parents=True)
     write_json({"iteration": 2, "config": config_to_dict(config)}, state / "state.json")

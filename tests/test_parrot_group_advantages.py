@@ -61,8 +61,8 @@ def test_weighted_grpo_sums_the_rewards_then_zscores_the_sum_within_the_group():
     torch.testing.assert_close(credited.values[:3], shares * torch.tensor([1.0, 0.0]), atol=1e-5, rtol=0)
 
 
-def test_weighted_default_is_unchanged_and_normalised_batch_rescales_it():
-    raw = advantages(mode="weighted", weights=(0.75, 0.25))  # raw + selection_normalisation batch: Σ_k w_k z_B(r_k)
+def test_weighted_raw_is_the_ws_sum_normalised_batch_rescales_it_and_the_default_zscores_it_in_the_group():
+    raw = advantages(mode="weighted", weights=(0.75, 0.25), reward_weighting="raw")  # with selection_normalisation batch: Σ_k w_k z_B(r_k)
     za, zb = z(REWARDS[:, 0].tolist()), z(REWARDS[:, 1].tolist())
     torch.testing.assert_close(raw.values, torch.tensor([za, zb]).T * torch.tensor([0.75, 0.25]), atol=1e-5, rtol=0)
     normalised = advantages(mode="weighted", weights=(0.75, 0.25), reward_weighting="normalised", gradient_normalisation="batch")
@@ -70,6 +70,9 @@ def test_weighted_default_is_unchanged_and_normalised_batch_rescales_it():
     torch.testing.assert_close(normalised.values.sum(1), torch.tensor(z(s)), atol=1e-5, rtol=0)
     ratio = normalised.values / raw.values.where(raw.values != 0, torch.ones(()))
     torch.testing.assert_close(ratio[raw.values != 0], torch.full(((raw.values != 0).sum(),), 1 / statistics.pstdev(s)), atol=1e-4, rtol=0)
+    # the defaults (normalised + group, since issue 13): z_g of the same sum, Flow-GRPO's multi-reward advantage
+    default = advantages(mode="weighted", weights=(0.75, 0.25))
+    torch.testing.assert_close(default.values.sum(1), torch.tensor([*z(s[:3]), 0.0, 0.0, 0.0]), atol=1e-5, rtol=0)
 
 
 def test_gdpo_zscores_each_reward_in_its_group_then_the_weighted_sum_over_the_batch():

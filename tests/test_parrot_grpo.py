@@ -82,8 +82,9 @@ def test_a_group_of_one_image_is_refused_in_one_line(tmp_path, capsys):
     status, _, err = run(main, quick_args(tmp_path, "--config", str(YAML), "--sampling.images_per_prompt", "1"), capsys)
     assert status == 2
     assert one_error_line(err) == (
-        "error: selection.gradient_normalisation='group' z-scores the images of a group: set sampling.images_per_prompt "
-        ">= 2 × the 1 expansions × identifiers of a prompt"
+        "error: selection.gradient_normalisation='group' (the default) z-scores the images of a group: set "
+        "sampling.images_per_prompt >= 2 × the 1 expansions × identifiers of a prompt, or selection.gradient_normalisation "
+        "'batch' (z-scores over the batch) or selection.reward_weighting 'raw' (the paper's r_k)"
     )
     status, _, err = run(main, quick_args(tmp_path, "--selection.mode", "gpdo"), capsys)
     assert "error: selection: mode='gpdo': use 'pareto', 'weighted', 'gdpo' or 'single:<reward name>'" == one_error_line(err)

@@ -153,8 +153,15 @@ def test_new_config_fields_are_validated_with_the_field_name(tmp_path):
         load_train_config(quick_args(tmp_path, *joint))
     load_train_config(quick_args(tmp_path, *joint, "--expander.update.baseline", "mean"))
     load_train_config(quick_args(tmp_path, *joint, "--sampling.expansions_per_prompt", "2"))  # 2 groups of 2 images
-    with pytest.raises(ConfigError, match="gradient_normalisation='group' z-scores the images of a group"):
-        load_train_config(quick_args(tmp_path, "--selection.gradient_normalisation", "group", "--sampling.images_per_prompt", "2"))
+    # groups of one image (2 identifiers × 1): the default z-score within the group is refused, naming both ways out
+    with pytest.raises(
+        ConfigError,
+        match=r"gradient_normalisation='group' \(the default\) z-scores the images of a group: .*, "
+        r"or selection.gradient_normalisation 'batch' .* or selection.reward_weighting 'raw'",
+    ):
+        load_train_config(quick_args(tmp_path, "--sampling.images_per_prompt", "2"))
+    for way_out in (["--selection.gradient_normalisation", "batch"], ["--selection.reward_weighting", "raw"]):
+        load_train_config(quick_args(tmp_path, "--sampling.images_per_prompt", "2", *way_out))
     with pytest.raises(ConfigError, match="images_per_prompt=4 must be a multiple of the 6 expansions × identifiers"):
         load_train_config(quick_args(tmp_path, "--sampling.expansions_per_prompt", "3"))
     with pytest.raises(ConfigError, match="t2i: kl_weight=0.1 is the policy-gradient estimators' KL"):
@@ -206,7 +213,7 @@ def test_rwr_iteration_trains_the_lora_on_base_samples(tmp_path):
 def test_the_selection_stage_on_a_hand_made_batch():
     """Stage 5 alone: R of 1 prompt × 2 identifiers × 2 images → P per group, each identifier's images credited by r_k."""
     names = ["r1", "r2"]
-    selection = SelectionConfig()  # pareto over each group, raw rewards
+    selection = SelectionConfig(reward_weighting="raw")  # pareto over each group, raw rewards
     parts = SimpleNamespace(
         layout=BatchLayout(prompts=1, identifiers=2, images=2), reward_names=names, num_processes=1, device=torch.device("cpu"),
         config=SimpleNamespace(identifiers=SimpleNamespace(enabled=True), selection=selection),

@@ -52,11 +52,30 @@ def test_pareto_advantages_zero_outside_p_and_normaliser_is_size_of_p():
     assert torch.equal(adv.values, torch.tensor([[1.0, 2.0], [2.0, 1.0], [0.0, 0.0], [0.0, 0.0]]))
 
 
+def test_the_default_is_the_group_zscore_on_each_group_front():
+    """Default SelectionConfig: A[i, k] = z_g(r_k)_i·1[i ∈ P_g] (reward_weighting normalised, gradient_normalisation group)."""
+    config = SelectionConfig()
+    assert (config.mode, config.reward_weighting, config.gradient_normalisation) == ("pareto", "normalised", "group")
+    # group 0: (2, 1) is dominated by (2, 2) and (4, 1), so P_0 = rows 0-2; a: mean 2, std √2; b: mean 2, std √1.5.
+    # group 1, ten times the scale: (10, 10) and (20, 5) trade off, both in P_1, each column z-scores to ∓1
+    rewards = torch.tensor([[4.0, 1.0], [0.0, 4.0], [2.0, 2.0], [2.0, 1.0], [10.0, 10.0], [20.0, 5.0]])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1])
+    valid = torch.ones_like(rewards, dtype=torch.bool)
+    adv = compute_advantages(rewards, valid, ["p"] * 6, config, parse_selection(config, NAMES), groups=groups)
+    assert adv.selected.tolist() == [True, True, True, False, True, True] and adv.normaliser == 5
+    a, b = math.sqrt(2.0), math.sqrt(1.5)
+    expected = torch.tensor([[2 / a, -1 / b], [-2 / a, 2 / b], [0.0, 0.0], [0.0, 0.0], [-1.0, 1.0], [1.0, -1.0]])
+    torch.testing.assert_close(adv.values, expected, atol=1e-5, rtol=0)  # (the z-score's eps 1e-6 in the std)
+    raw = SelectionConfig(reward_weighting="raw")  # the paper's: r_k on P, in the rewards' own units
+    adv = compute_advantages(rewards, valid, ["p"] * 6, raw, parse_selection(raw, NAMES), groups=groups)
+    assert adv.values[[0, 3, 5]].tolist() == [[4.0, 1.0], [0.0, 0.0], [5.0, 5.0]]  # clipped at advantage_clip 5
+
+
 def test_weighted_and_single_modes_reduce_to_expected_advantages():
     rewards = torch.tensor([[1.0, 4.0], [3.0, 0.0], [2.0, 2.0]])
     valid = torch.ones_like(rewards, dtype=torch.bool)
     z = zscore_columns(rewards.double()).float()
-    weighted = SelectionConfig(mode="weighted", weights=(0.7, 0.3))
+    weighted = SelectionConfig(mode="weighted", weights=(0.7, 0.3), reward_weighting="raw")  # the WS baselines' Σ_k w_k z_B(r_k)
     adv = compute_advantages(rewards, valid, ["p"] * 3, weighted, parse_selection(weighted, NAMES))
     assert torch.allclose(adv.values, z * torch.tensor([0.7, 0.3]), atol=1e-6)
     assert adv.normaliser == 3 and adv.selected.all()
