@@ -24,6 +24,7 @@ __all__ = [
     "HALF_EXTENT",
     "HELD_OUT_PAIRS",
     "IDENTIFIER_WORDS",
+    "PRESET_IDENTIFIERS",
     "MODIFIER_WORDS",
     "QUALITY_WORDS",
     "SHAPES",
@@ -66,6 +67,8 @@ MODIFIER_WORDS = tuple(w for pair in QUALITY_WORDS.values() for w in pair) + GLO
 #: reward identifiers of the shapes preset (template ``<{name}>``) and single letters: the world's
 #: text tower and UNet learn them as harmless tokens (no pixel consequence)
 IDENTIFIER_WORDS = ("<laion_aesthetic>", "<preference>", "<clip_score>", "<sentiment>", "l", "p", "c", "s")
+#: the shapes preset's reward identifiers (template ``{name:.1}``), as Parrot prepends them ("l, ĉ"; "l p c s, ĉ")
+PRESET_IDENTIFIERS = IDENTIFIER_WORDS[4:8]
 #: filler words prepended like identifiers, so the text tower learns to ignore a prefix
 FILLER_WORDS = ("photo", "picture", "image", "drawing", "art", "render", "digital", "illustration")
 #: colour × shape pairs never seen in training.

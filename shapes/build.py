@@ -38,26 +38,25 @@ import torch
 
 from parrot_base.cli import run_cli
 from rewards.clip import ClipBackbone
-from shapes.card import CardSettings, measure_card
+from shapes.build_config import BuildConfig, quick_config
+from shapes.card import measure_card
 from shapes.clip import (
-    ShapesClipConfig,
     build_clip,
     clip_image_processor,
     retrieval_accuracy,
     train_clip,
     train_tokenizer,
 )
-from shapes.data import Example, ShapesDataConfig, generate_examples, write_prompt_files
-from shapes.expander import ShapesExpanderConfig, train_world_expander
+from shapes.data import Example, generate_examples, write_prompt_files
+from shapes.expander import train_world_expander
 from shapes.heads import (
-    ShapesHeadsConfig,
     fit_world_aesthetic,
     fit_world_sentiment,
     train_world_preference,
     world_alignment,
 )
+from shapes.identifiers import train_prefix_invariance
 from shapes.sd import (
-    ShapesSDConfig,
     build_unet,
     build_vae,
     evaluate_pipeline,
@@ -66,74 +65,12 @@ from shapes.sd import (
     train_vae,
     vae_checker_agreement,
 )
-from shapes.sd3 import ShapesSD3Config, train_world_sd3
+from shapes.sd3 import train_world_sd3
 from shapes.sdxl import train_world_sdxl
 from shapes.world_card import read_record, write_world_card
 from t2i.tiny import assemble_sd_pipeline
 
 __all__ = ["STAGES", "BuildConfig", "BuildState", "build_world", "main", "quick_config", "redo_stages"]
-
-
-@dataclass
-class BuildConfig:
-    """What to build; ``quick_config()`` gives the seconds-long variant the tests run."""
-
-    seed: int = field(default=0, metadata={"help": "seed of every random choice in the build"})
-    train_examples: int = field(default=10000, metadata={"help": "training images generated"})
-    eval_examples: int = field(default=300, metadata={"help": "fresh images per evaluation split"})
-    data: ShapesDataConfig = field(default_factory=ShapesDataConfig, metadata={"help": "generator settings"})
-    clip: ShapesClipConfig = field(default_factory=ShapesClipConfig, metadata={"help": "tiny CLIP settings"})
-    sd: ShapesSDConfig = field(default_factory=ShapesSDConfig, metadata={"help": "tiny Stable Diffusion settings"})
-    sd3: ShapesSD3Config = field(default_factory=ShapesSD3Config, metadata={"help": "SD3-architecture model settings"})
-    heads: ShapesHeadsConfig = field(default_factory=ShapesHeadsConfig, metadata={"help": "reward head settings"})
-    expander: ShapesExpanderConfig = field(default_factory=ShapesExpanderConfig, metadata={"help": "expander settings"})
-    card: CardSettings = field(default_factory=CardSettings, metadata={"help": "sampling of the card's figures"})
-
-    def __post_init__(self) -> None:
-        if self.train_examples < self.clip.batch_size:
-            raise ValueError(f"train_examples={self.train_examples} is smaller than clip.batch_size={self.clip.batch_size}")
-        if self.eval_examples < 1:
-            raise ValueError(f"eval_examples={self.eval_examples} must be >= 1")
-
-
-def quick_config(seed: int = 0) -> BuildConfig:
-    """A build that runs end to end in seconds (same architectures, toy widths and step counts)."""
-    return BuildConfig(
-        seed=seed,
-        train_examples=256,
-        eval_examples=24,
-        clip=ShapesClipConfig(hidden_size=32, heads=2, layers=1, patch_size=8, projection_dim=32, steps=20, batch_size=32),
-        sd=ShapesSDConfig(
-            vae_channels=(8, 16),
-            vae_steps=10,
-            vae_batch_size=8,
-            unet_channels=(16, 32),
-            unet_cross_attention=(False, True),
-            unet_heads=2,
-            unet_steps=10,
-            unet_batch_size=8,
-            eval_steps=2,
-            eval_images_per_prompt=1,
-        ),
-        sd3=ShapesSD3Config(layers=1, heads=2, head_dim=8, steps=10, batch_size=8),
-        heads=ShapesHeadsConfig(
-            examples=200,
-            eval_examples=60,
-            aesthetic_hidden_dims=(16, 8),
-            aesthetic_dropouts=(0.0, 0.0),
-            aesthetic_epochs=5,
-            preference_pairs=48,
-            preference_eval_pairs=16,
-            preference_hidden_dims=(16, 8),
-            preference_dropouts=(0.0, 0.0),
-            preference_epochs=1,
-            preference_batch_size=16,
-        ),
-        expander=ShapesExpanderConfig(
-            max_steps=4, batch_size=8, n_embd=32, n_head=2, vocab_size=300, eval_pairs=8, expansions_per_prompt=1
-        ),
-        card=CardSettings(images_per_prompt=2, num_steps=2, rule_samples=3000),
-    )
 
 
 @dataclass
@@ -153,6 +90,7 @@ class BuildState:
     seconds: dict[str, float] = field(default_factory=dict)
     parameters: dict[str, int] = field(default_factory=dict)
     expansions: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
 
 
 def _parameter_count(module: torch.nn.Module) -> int:
@@ -217,11 +155,30 @@ def stage_unet(state: BuildState) -> None:
     state.pipeline.save_pretrained(state.out / "sd")
 
 
-def stage_t2i_eval(state: BuildState) -> None:
-    if state.pipeline is None:  # a --redo of this stage on a built world
+def _sd_pipeline(state: BuildState):
+    """This build's SD pipeline, or the built world's for a ``--redo``."""
+    if state.pipeline is None:
         from diffusers import StableDiffusionPipeline
 
         state.pipeline = StableDiffusionPipeline.from_pretrained(state.out / "sd", safety_checker=None)
+    return state.pipeline
+
+
+def stage_identifiers(state: BuildState) -> None:
+    """The SD UNet made identifier-robust (:mod:`shapes.identifiers`), saved over ``sd/``. It starts from the UNet
+    in hand: after ``unet`` in a build; a ``--redo identifiers`` distils the saved model once more (redo ``unet`` too
+    for the recipe from scratch)."""
+    cfg = state.config
+    torch.manual_seed(cfg.seed)
+    figures = train_prefix_invariance(_sd_pipeline(state), state.train, cfg.identifiers, seed=cfg.seed + 30, progress=state.progress)
+    figures.pop("seconds")
+    state.figures |= figures
+    state.steps["identifiers"] = cfg.identifiers.steps
+    state.pipeline.save_pretrained(state.out / "sd")
+
+
+def stage_t2i_eval(state: BuildState) -> None:
+    _sd_pipeline(state)
     state.figures.update({f"t2i_{k}": v for k, v in evaluate_pipeline(state.pipeline, state.config.sd, state.config.seed).items()})
 
 
@@ -315,6 +272,7 @@ STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
     ("clip", stage_clip),
     ("vae", stage_vae),
     ("unet", stage_unet),
+    ("identifiers", stage_identifiers),
     ("t2i_eval", stage_t2i_eval),
     ("sdxl", stage_sdxl),
     ("sd3", stage_sd3),
@@ -356,6 +314,7 @@ def redo_stages(out: str | os.PathLike, config: BuildConfig, names: list[str], p
     state.figures, state.seconds = record["figures"], record["seconds"]
     state.steps, state.parameters = record["steps"], record["parameters"]
     state.expansions = record.get("sft_expansions", [])
+    state.commands = record.get("commands", ["an earlier build (its commands were not recorded)"])
     load = os.getloadavg()
     for name, stage in STAGES:
         if name == "data" or name in names:

@@ -39,11 +39,11 @@ from scipy import stats
 
 from parrot_base.cli import run_cli
 from rewards import load_reward
+from shapes.attributes import PRESET_IDENTIFIERS
 from shapes.data import (
     BACKGROUNDS,
     COLOURS,
     HELD_OUT_PAIRS,
-    IDENTIFIER_WORDS,
     QUALITY_WORDS,
     SHAPES,
     SIZES,
@@ -62,7 +62,7 @@ __all__ = ["CardSettings", "REWARDS", "best_expansion", "expected_rating", "load
 
 REWARDS = ("laion_aesthetic", "preference", "clip_score", "sentiment")
 #: every identifier of the shapes preset (template ``{name:.1}``: l p c s), as evaluation prepends them
-ALL_IDENTIFIERS = " ".join(IDENTIFIER_WORDS[4:8])
+ALL_IDENTIFIERS = " ".join(PRESET_IDENTIFIERS)
 
 
 @dataclass

@@ -17,7 +17,7 @@ The rules (v5 rewards on the v4 world's models; documented in the world card too
     contrast    = |luma(shape colour) − luma(background)| / 255            (0..0.75)
     centred     = max(0, 1 − ‖offset‖ / 0.1)                               (the seed's composition)
     a(x)        = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity
-                    + 2.5·contrast + 1·centred + 2.5·[companion] − 2·[size = large]     (−1..~11.9)
+                    + 2.5·contrast + 1·centred + 1.5·[companion] − 2·[size = large]     (−1..~10.9)
     warmth      = red +1, yellow +1, white +0.5, green −0.5, gray −0.5, blue −1, black −1
     tint        ∈ [−1, 1], the seed's light: warm (+) or cold (−)
     sentiment   = 1  iff  warmth(shape colour) + warmth(background) + tint ≥ 0
@@ -33,10 +33,11 @@ quality factors, the composition and a companion. Sentiment wants warm shapes on
 backgrounds and warm light, so ``a blue square`` (adherence) costs sentiment unless the background
 is made warm; contrast favours dark shapes on white and yellow shapes on black, while sentiment
 dislikes black; a companion shape pleases aesthetic but dilutes the subject that CLIPScore and the
-preference's adherence look for. v6 raises the companion's weight 0.5 → 2.5, so that most curated SFT
-targets (:mod:`shapes.expander`) carry one and the expansions dilute c, as real ones do (scene words
+preference's adherence look for. v6 raises the companion's weight 0.5 → 1.5, so that about half the curated
+SFT targets (:mod:`shapes.expander`) carry one and expansions dilute c, as real ones do (scene words
 beside the subject), which is what prompt-centred guidance is for: with 0.5 no near-greedy expansion
-named a companion and prompt-centred guidance had nothing to recover (card, v5).
+named a companion and prompt-centred guidance had nothing to recover (card, v5); 2.5 (tried) put one in most
+expansions but cost the SFT expander its aesthetic and preference gains over c (card: +0.74 ± 0.27, +0.19 ± 0.18).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def aesthetic_rating(attributes: Attributes) -> float:
         + 1.0 * attributes.regularity
         + 2.5 * attributes.contrast
         + 1.0 * centredness(attributes)
-        + 2.5 * (attributes.companion is not None)
+        + 1.5 * (attributes.companion is not None)
         - 2.0 * (attributes.size == "large")
     )
 

@@ -41,8 +41,10 @@ def read_record(out: Path) -> dict:
 
 def write_world_card(state: BuildState, stages: list[str], command: str, load: tuple[float, float, float]) -> None:
     """``WORLD.md`` and ``world.json`` of ``state`` (``stages``: the build's stage names in order)."""
+    state.commands = [*state.commands, command]
     (state.out / CARD_FILE).write_text(world_card_text(state, command, load, stages))
     record = {
+        "commands": state.commands,
         "figures": state.figures,
         "seconds": state.seconds,
         "steps": state.steps,
@@ -168,9 +170,10 @@ def world_card_text(state: BuildState, command: str, load_at_start: tuple[float,
 def _header(state: BuildState, command: str, load_at_start: tuple[float, float, float]) -> list[str]:
     cfg = state.config
     return [
-        "# The shapes world (v4 models, v5 rewards)",
+        "# The shapes world (v4 models with an identifier-robust SD UNet, v6 rewards)",
         "",
-        f"Built with `{command}` (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s on "
+        f"Built with {_history(state.commands or [command])} (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s "
+        "(each stage's last run) on "
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
         f"{torch.get_num_threads()}; 1-minute load average at start {load_at_start[0]:.1f} "
         "(other jobs shared the CPU, so times are upper bounds).",
@@ -179,6 +182,11 @@ def _header(state: BuildState, command: str, load_at_start: tuple[float, float, 
         f"held-out colour × shape pairs {', '.join(f'{c} {s}' for c, s in HELD_OUT_PAIRS)}.",
         "",
     ]
+
+
+def _history(commands: list[str]) -> str:
+    """The commands that made the world, in order (a record from before histories were kept starts the list unnamed)."""
+    return ", then ".join(f"`{c}`" for c in commands)
 
 
 def _stage_and_size_tables(state: BuildState, stages: list[str]) -> list[str]:
@@ -222,12 +230,13 @@ def _rewards_section(state: BuildState) -> list[str]:
         '- aesthetic: `load_reward("laion_aesthetic", clip_model=WORLD/clip, '
         f"head_path=WORLD/aesthetic/{AESTHETIC_FILE})`, the LAION MLP head regressed on",
         "  a(x) = 1 + 1.5·sharpness + 1.5·cleanliness + 1.5·vividness + 1·regularity + 2.5·contrast + 1·centred",
-        "  + 2.5·[companion] − 2·[large]; `aesthetic_held_out_r2` on fresh images.",
+        "  + 1.5·[companion] − 2·[large]; `aesthetic_held_out_r2` on fresh images.",
         '- preference: `load_reward("preference", path=WORLD/preference)`, Bradley–Terry on comparisons drawn with',
         f"  P[a ≻ b | c] = σ(u_a − u_b), u = {w['adherence']:g}·(share of the prompt's attributes the checker reads back)",
         f"  + {w['contrast']:g}·contrast + {w['large']:g}·[large]; `preference_held_out_accuracy` against the sampled (noisy)",
-        "  labels, `_bayes_accuracy` its ceiling. The trade-off built in (v5): a large subject enters aesthetic with −2",
-        f"  and preference with +{w['large']:g}; both like contrast; only aesthetic reads quality, composition and a companion.",
+        "  labels, `_bayes_accuracy` its ceiling. The trade-offs built in: a large subject enters aesthetic with −2",
+        f"  and preference with +{w['large']:g} (v5); both like contrast; only aesthetic reads quality and composition, and a",
+        "  companion shape pleases aesthetic (+1.5, v6) while diluting the subject that CLIPScore and adherence look for.",
         '- alignment: `load_reward("clip_score", model=WORLD/clip)` against the ORIGINAL prompt (no training);',
         "  `alignment_*` = mean cosine with the right / a wrong short caption and how often the right one scores higher.",
         '- sentiment: `load_reward("sentiment", model=WORLD/clip, '
@@ -235,7 +244,8 @@ def _rewards_section(state: BuildState) -> list[str]:
         "  warmth(shape) + warmth(background) + tint ≥ 0 (red, yellow +1; white +0.5; green, gray −0.5; blue, black −1;",
         "  tint ∈ [−1, 1] the seed's warm or cold light).",
         "- expander: `PromptExpander.from_pretrained(WORLD/expander)`, GPT-2 SFT (TRL) on Promptist-style pairs: short",
-        f"  caption → detailed caption of the top {cfg.expander.curated_fraction:.0%} of training images by a(x);",
+        f"  caption → detailed caption of the top {cfg.expander.curated_fraction:.0%} of training images by a(x) + u under",
+        "  the image's own caption (`shapes.expander.curation_score`);",
         "  `expander_held_out_well_formed` = share of sampled expansions of the held-out short prompts that parse as",
         "  detailed captions keeping the prompt's colour and shape.",
     ]

@@ -43,8 +43,8 @@ def test_quick_build_writes_every_directory_and_figure(world):
     for key in ("clip_top1_train_pairs", "clip_top1_held_out_pairs", "t2i_short_train_colour_shape", "t2i_detailed_all"):
         assert 0.0 <= record["figures"][key] <= 1.0
     assert list(record["seconds"]) == [
-        "data", "clip", "vae", "unet", "t2i_eval", "sdxl", "sd3", "aesthetic", "preference", "sentiment", "alignment", "expander",
-        "card",
+        "data", "clip", "vae", "unet", "identifiers", "t2i_eval", "sdxl", "sd3", "aesthetic", "preference", "sentiment",
+        "alignment", "expander", "card",
     ]  # fmt: skip
     for key in ("sentiment_held_out_accuracy", "preference_held_out_accuracy", "expander_held_out_well_formed"):
         assert 0.0 <= record["figures"][key] <= 1.0
@@ -324,3 +324,23 @@ def test_shapes_preset_trains_the_sd3_model_and_its_lora_loads_in_stock_sd3(worl
     }
     assert after.keys() == before.keys()
     assert max(float((after[k] - before[k]).abs().max()) for k in before) > 0  # the trained LoRA moved the stock transformer
+
+
+def test_redo_reruns_only_the_named_stages_and_keeps_the_history(world, tmp_path):
+    import shutil
+
+    from shapes.build import redo_stages
+
+    out, _ = world
+    copy = tmp_path / "world"
+    shutil.copytree(out, copy)
+    before = json.loads((copy / "world.json").read_text())
+    assert before["commands"] == ["python -m shapes.build --out " + str(out)]
+    redo_stages(copy, quick_config(seed=0), ["alignment"], progress=False, command="redo alignment")
+    after = json.loads((copy / "world.json").read_text())
+    assert after["commands"] == [*before["commands"], "redo alignment"]
+    assert after["figures"] == pytest.approx(before["figures"])  # the same seed recomputes the same figures
+    assert {k for k in after["seconds"] if after["seconds"][k] != before["seconds"][k]} <= {"data", "alignment"}
+    assert "`redo alignment`" in (copy / "WORLD.md").read_text().split("\n")[2]
+    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['nope'\]"):
+        redo_stages(copy, quick_config(seed=0), ["nope"], progress=False)

@@ -40,8 +40,8 @@ def test_aesthetic_rating_matches_the_documented_rule():
         "yellow", "square", "small", "white", sharpness=0.2, cleanliness=0.4, vividness=0.6, regularity=0.8,
         offset=(0.03, 0.04), companion=Companion("red", "circle", "top left"),
     )  # fmt: skip
-    # 1 + 0.3 + 0.6 + 0.9 + 0.8 + 2.5·0.2462 + 1·0.5 + 2.5 = 7.2154
-    assert aesthetic_rating(yellow) == pytest.approx(6.6 + 2.5 * YELLOW_ON_WHITE)
+    # 1 + 0.3 + 0.6 + 0.9 + 0.8 + 2.5·0.2462 + 1·0.5 + 1.5 = 6.2154
+    assert aesthetic_rating(yellow) == pytest.approx(5.6 + 2.5 * YELLOW_ON_WHITE)
     # shape, tint and words do not enter a(x); a large subject costs 2 (v5's trade-off with preference)
     assert aesthetic_rating(Attributes("blue", "triangle", "large", "white", tint=-0.9, words=("sharp",))) == aesthetic_rating(blue)
     assert aesthetic_rating(Attributes("blue", "circle", "small", "white")) == pytest.approx(7.5 + 2.5 * BLUE_ON_WHITE)

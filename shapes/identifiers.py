@@ -1,0 +1,124 @@
+"""Identifier-robust denoiser: a short distillation that makes "<prefix>, c" draw what c draws.
+
+Parrot prepends reward identifiers ("l, ĉ"; "l p c s, ĉ" at evaluation) and assumes they steer
+only through what training gives them: on the base model an identifier should be a harmless token.
+The world's data puts identifier and filler prefixes on ~30% of captions (:func:`shapes.data.random_prefix`)
+with no pixel consequence, but at the world's training budget that is not enough: on the v5 card
+"l p c s, c" still moved the untrained model's rewards by 1.5–4.5 paired SE (a prefix shifts
+every caption token's position, and the cross-attention reads positions).
+
+So the build adds one stage after the UNet (``identifiers``): the denoiser ε_θ is fine-tuned so
+that a prefixed caption predicts what the pre-stage model ε_0 (a frozen copy) predicts for the
+caption alone, while the caption alone keeps its prediction::
+
+    L = ‖ε_θ(z_t, t, "<prefix>, c") − ε_0(z_t, t, c)‖² + ‖ε_θ(z_t, t, c) − ε_0(z_t, t, c)‖²
+
+with z_t the noised latents of training images at random timesteps, c each image's own (mode)
+caption, dropped to "" with the UNet's ``uncond_probability`` so the unconditional prediction that
+CFG needs stays anchored too, and "<prefix>" drawn by :func:`shapes.data.random_prefix` (1–4
+identifier or filler words: the preset's l, p, c, s and the ``<name>`` templates among them).
+Distilling to ε_0 rather than to the noise target makes the prefix change *nothing* the base model
+does, which is what "no pixel consequence" means; the UNet's other behaviour is kept by the second term.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from shapes.attributes import PRESET_IDENTIFIERS
+from shapes.data import Example, random_prefix, with_prefix
+from shapes.sd import encode_latents
+from t2i.families import policy_of_pipeline
+from t2i.objective import noised_sample, training_timesteps
+
+__all__ = ["IdentifierInvarianceConfig", "distillation_prefix", "prefix_invariance_loss", "train_prefix_invariance"]
+
+
+@dataclass
+class IdentifierInvarianceConfig:
+    """The ``identifiers`` build stage (see the module docstring)."""
+
+    steps: int = field(default=1000, metadata={"help": "optimiser steps of the distillation (0: skip the stage)"})
+    batch_size: int = field(default=32, metadata={"help": "latents per step"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW peak learning rate (cosine schedule)"})
+    uncond_probability: float = field(default=0.1, metadata={"help": "probability that c is the empty prompt"})
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, learning_rate={self.learning_rate}: need >= 0, >= 1, > 0")
+
+
+def prefix_invariance_loss(policy, teacher, noisy: torch.Tensor, timesteps: torch.Tensor, plain: list[str], prefixed: list[str]):
+    """L of the module docstring for one batch: the student (``policy``'s denoiser) on the prefixed and the
+    plain captions against the ``teacher`` policy (ε_0) on the plain ones; returns (L, its first term alone).
+    Both are called through their family's ``unet_forward``, so SDXL's and SD3's extra conditioning passes too."""
+    with torch.no_grad():
+        plain_embeds = policy.encode_prompts(plain)
+        prefixed_embeds = policy.encode_prompts(prefixed)
+        target = teacher.unet_forward(noisy, timesteps, plain_embeds)
+    shifted = F.mse_loss(policy.unet_forward(noisy, timesteps, prefixed_embeds), target)
+    kept = F.mse_loss(policy.unet_forward(noisy, timesteps, plain_embeds), target)
+    return shifted + kept, shifted
+
+
+def distillation_prefix(rng: np.random.Generator) -> str:
+    """A prefix as Parrot writes them, half the time: one identifier of the shapes preset ("l"), or all four
+    in the evaluation's order ("l p c s"); otherwise the data's 1–4 random identifier or filler words."""
+    u = rng.random()
+    if u < 0.25:
+        return PRESET_IDENTIFIERS[int(rng.integers(len(PRESET_IDENTIFIERS)))]
+    return " ".join(PRESET_IDENTIFIERS) if u < 0.5 else random_prefix(rng)
+
+
+def _captions(examples: list[Example], index: list[int], drop: list[bool], rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """(c, "<prefix>, c") for the batch: each example's own caption without its data prefix."""
+    plain = ["" if d else replace(examples[i], prefix="").caption for i, d in zip(index, drop)]
+    return plain, [with_prefix(c, distillation_prefix(rng)) for c in plain]
+
+
+def train_prefix_invariance(
+    pipeline, examples: list[Example], config: IdentifierInvarianceConfig, seed: int = 0, progress: bool = True
+) -> dict[str, float]:
+    """Fine-tune ``pipeline``'s denoiser in place by the module docstring's L; the first term (the prefix's
+    remaining effect) at the start and the end, mean of the first and last tenth of the steps."""
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    policy = policy_of_pipeline(pipeline)
+    teacher = policy_of_pipeline(copy.deepcopy(pipeline))
+    teacher.unet.eval().requires_grad_(False)
+    denoiser, scheduler = policy.unet, pipeline.scheduler
+    denoiser.requires_grad_(True)
+    latents = encode_latents(pipeline.vae, examples)
+    optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimiser, max(1, config.steps // 20), max(1, config.steps))
+    denoiser.train()
+    start, shifts = time.perf_counter(), []
+    for _ in tqdm(range(config.steps), desc="identifiers", disable=not progress):
+        index = torch.randint(len(examples), (config.batch_size,), generator=generator)
+        drop = (torch.rand(len(index), generator=generator) < config.uncond_probability).tolist()
+        plain, prefixed = _captions(examples, index.tolist(), drop, rng)
+        z0 = latents[index]
+        noise = torch.randn(z0.shape, generator=generator)
+        sample = noised_sample(scheduler, z0, noise, training_timesteps(scheduler, len(index), generator))
+        loss, shifted = prefix_invariance_loss(policy, teacher, sample.noisy, sample.timesteps, plain, prefixed)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        shifts.append(shifted.item())
+    denoiser.eval().requires_grad_(False)
+    tenth = max(1, len(shifts) // 10)
+    return {
+        "identifiers_prefix_mse_start": float(np.mean(shifts[:tenth])) if shifts else 0.0,
+        "identifiers_prefix_mse_end": float(np.mean(shifts[-tenth:])) if shifts else 0.0,
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,76 @@
+"""The identifier-prefix distillation of the world's UNet (shapes.identifiers)."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shapes.data import ShapesDataConfig, generate_examples
+from shapes.identifiers import IdentifierInvarianceConfig, prefix_invariance_loss, train_prefix_invariance
+from shapes.sd import encode_latents
+from t2i.families import policy_of_pipeline
+
+PLAIN = ["a red circle", "a large blue square on a white background, sharp", ""]
+PREFIXED = ["l p c s, a red circle", "<preference> photo, a large blue square on a white background, sharp", "l, "]
+
+
+def _batch(pipeline, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(len(PLAIN), 4, 8, 8, generator=generator)
+    return z, torch.tensor([50, 400, 900])
+
+
+def test_loss_is_the_two_mses_against_the_teacher_on_the_plain_captions(tiny_pipeline):
+    policy = policy_of_pipeline(tiny_pipeline)
+    teacher = policy_of_pipeline(copy.deepcopy(tiny_pipeline))
+    noisy, t = _batch(tiny_pipeline)
+    with torch.no_grad():
+        loss, shifted = prefix_invariance_loss(policy, teacher, noisy, t, PLAIN, PLAIN)
+        assert loss.item() == 0.0 and shifted.item() == 0.0  # an unchanged student, no prefix: nothing to learn
+        tiny_pipeline.unet.conv_out.bias.add_(0.5)  # the student drifts by a constant 0.5 on every output
+        loss, shifted = prefix_invariance_loss(policy, teacher, noisy, t, PLAIN, PREFIXED)
+        target = teacher.unet(noisy, t, encoder_hidden_states=policy.encode_prompts(PLAIN)["encoder_hidden_states"]).sample
+        by_hand = F.mse_loss(
+            policy.unet(noisy, t, encoder_hidden_states=policy.encode_prompts(PREFIXED)["encoder_hidden_states"]).sample, target
+        )
+    assert shifted.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert loss.item() - shifted.item() == pytest.approx(0.25, rel=1e-5)  # the plain term: the drift 0.5 squared
+
+
+def test_distillation_removes_the_prefix_effect_and_keeps_the_plain_prediction(tiny_pipeline):
+    torch.manual_seed(0)
+    with torch.no_grad():  # a student whose prefix effect is large: the text tower's output reaches the UNet strongly
+        for p in tiny_pipeline.unet.parameters():
+            p.mul_(1.5)
+    policy = policy_of_pipeline(tiny_pipeline)
+    teacher = policy_of_pipeline(copy.deepcopy(tiny_pipeline))
+    examples = generate_examples(
+        16, 3, "train", ShapesDataConfig(image_size=16, supersample=2, short_fraction=1.0, tagged_fraction=0.0)
+    )  # short: the byte tokenizer reads them whole
+    latents = encode_latents(tiny_pipeline.vae, examples)
+    noisy = torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
+    t = torch.full((len(examples),), 500)
+    plain = [e.short_caption for e in examples]
+    prefixed = [f"l p c s, {c}" for c in plain]
+
+    def effects():
+        with torch.no_grad():
+            _, shifted = prefix_invariance_loss(policy, teacher, noisy, t, plain, prefixed)
+            _, kept = prefix_invariance_loss(policy, teacher, noisy, t, plain, plain)
+        return shifted.item(), kept.item() / 2  # with prefixed = plain both terms are the plain one
+
+    before, drift_before = effects()
+    record = train_prefix_invariance(tiny_pipeline, examples, IdentifierInvarianceConfig(steps=100, batch_size=8, learning_rate=1e-4))
+    after, drift_after = effects()
+    assert drift_before == 0.0 and before > 0.0
+    # on this held-aside batch (seen: 0.053 → 0.033; a random text tower makes the prefix hard to undo in 100 steps)
+    assert after < 0.75 * before  # the prefix's effect on ε shrinks
+    assert drift_after < 0.25 * before  # while the plain captions still predict what they did (seen: 0.007)
+    assert record["identifiers_prefix_mse_end"] < record["identifiers_prefix_mse_start"]
+    assert not any(p.requires_grad for p in tiny_pipeline.unet.parameters())  # left frozen, as the policy expects
+
+
+def test_config_refuses_impossible_settings():
+    with pytest.raises(ValueError, match="batch_size=0"):
+        IdentifierInvarianceConfig(batch_size=0)
