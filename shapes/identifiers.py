@@ -35,7 +35,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from shapes.attributes import PRESET_IDENTIFIERS
 from shapes.data import Example, random_prefix, with_prefix
-from shapes.sd import encode_latents
+from shapes.sd import clipped_step, encode_latents
 from t2i.families import policy_of_pipeline
 from t2i.objective import noised_sample, training_timesteps
 
@@ -109,11 +109,7 @@ def train_prefix_invariance(
         noise = torch.randn(z0.shape, generator=generator)
         sample = noised_sample(scheduler, z0, noise, training_timesteps(scheduler, len(index), generator))
         loss, shifted = prefix_invariance_loss(policy, teacher, sample.noisy, sample.timesteps, plain, prefixed)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
+        clipped_step(loss, denoiser, optimiser, schedule)
         shifts.append(shifted.item())
     denoiser.eval().requires_grad_(False)
     tenth = max(1, len(shifts) // 10)

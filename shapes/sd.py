@@ -47,6 +47,7 @@ __all__ = [
     "ShapesSDConfig",
     "build_unet",
     "build_vae",
+    "clipped_step",
     "encode_latents",
     "evaluate_pipeline",
     "quality_vocabulary",
@@ -228,6 +229,15 @@ def encode_latents(vae: AutoencoderKL, examples: list[Example]) -> torch.Tensor:
     return (means - shift) * vae.config.scaling_factor
 
 
+def clipped_step(loss: torch.Tensor, model: torch.nn.Module, optimiser, schedule) -> None:
+    """One optimiser step on ``loss`` with the gradient norm clipped to 1, then one schedule step."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimiser.step()
+    schedule.step()
+
+
 def train_unet(
     pipeline, examples: list[Example], config: ShapesSDConfig, seed: int = 0, progress: bool = True, density: TimestepDensity | None = None
 ) -> dict[str, float]:
@@ -261,11 +271,7 @@ def train_unet(
             noise = noise + config.offset_noise * torch.randn((*z0.shape[:2], 1, 1), generator=generator)
         sample = noised_sample(scheduler, z0, noise, training_timesteps(scheduler, len(index), generator, density))
         loss = F.mse_loss(policy.unet_forward(sample.noisy, sample.timesteps, text), sample.target)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
+        clipped_step(loss, denoiser, optimiser, schedule)
         losses.append(loss.item())
     denoiser.eval()
     return {"final_loss": float(np.mean(losses[-100:])), "seconds": time.perf_counter() - start}
