@@ -1,0 +1,57 @@
+"""Paired differences between two methods of a Pareto benchmark run, over their shared training seeds.
+
+``python benchmarks/pareto_paired.py runs/pareto-v6/pareto.json parrot-t2i-noids-z ws2 [A B ...]`` prints, for each
+pair (A, B), the mean ± standard error over seeds of A's cell minus B's cell (the same prompt draws and evaluation
+noise) for the Table-1 average, the hypervolume of the per-prompt means and each reward's mean. An untrained B
+(one cell, seed ``none``) is subtracted from every seed of A.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import sem
+
+from parrot_base.cli import run_cli
+
+__all__ = ["main", "paired_differences"]
+
+
+def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, float]]:
+    """{figure: (mean, SE)} of A − B over the seeds both have (B's single cell when B is untrained)."""
+    for name in (a, b):
+        if name not in methods:
+            raise SystemExit(f"method {name!r} is not in this run; it has {sorted(methods)}")
+    cells_a, cells_b = methods[a]["seeds"], methods[b]["seeds"]
+    pairs = [
+        (cells_a[s], cells_b["none"] if "none" in cells_b else cells_b[s]) for s in sorted(cells_a) if "none" in cells_b or s in cells_b
+    ]
+    if len(pairs) < 2:
+        raise SystemExit(f"{a} and {b} share {len(pairs)} seed(s); a paired SE needs at least 2")
+    figures = {"table1_average": lambda c: c["average_normalised"], "hypervolume": lambda c: c["hypervolume"]}
+    figures |= {name: (lambda c, n=name: c["means"][n]) for name in pairs[0][0]["means"]}
+    out = {}
+    for name, read in figures.items():
+        difference = [read(x) - read(y) for x, y in pairs]
+        out[name] = (float(np.mean(difference)), float(sem(difference)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pareto_json", type=Path, help="pareto.json of a benchmarks/pareto.py run")
+    parser.add_argument("methods", nargs="+", help="pairs of method names: A B [A B ...] (A − B)")
+    args = parser.parse_args(argv)
+    if len(args.methods) % 2:
+        raise SystemExit("give the methods in pairs: A B [A B ...]")
+    methods = json.loads(args.pareto_json.read_text())["methods"]
+    for a, b in zip(args.methods[::2], args.methods[1::2]):
+        figures = paired_differences(methods, a, b)
+        print(f"{a} − {b}: " + "; ".join(f"{k} {m:+.4f} ± {s:.4f}" for k, (m, s) in figures.items()))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,40 @@
+"""benchmarks/pareto_paired.py: paired A − B over the shared seeds, by hand."""
+
+import json
+
+import pytest
+
+from benchmarks.pareto_paired import main, paired_differences
+
+
+def cell(avg, hv, aesthetic):
+    return {"average_normalised": avg, "hypervolume": hv, "means": {"laion_aesthetic": aesthetic}}
+
+
+METHODS = {
+    "a": {"seeds": {"0": cell(0.6, 0.3, 4.0), "1": cell(0.7, 0.5, 5.0), "2": cell(0.5, 0.4, 4.5)}},
+    "b": {"seeds": {"0": cell(0.5, 0.3, 4.0), "1": cell(0.6, 0.2, 4.0)}},
+    "base": {"seeds": {"none": cell(0.4, 0.1, 3.0)}},
+}
+
+
+def test_differences_over_the_shared_seeds_and_against_an_untrained_cell():
+    d = paired_differences(METHODS, "a", "b")  # seeds 0 and 1: avg diffs 0.1, 0.1; HV 0.0, 0.3; aesthetic 0.0, 1.0
+    assert d["table1_average"] == pytest.approx((0.1, 0.0), abs=1e-12)
+    assert d["hypervolume"] == pytest.approx((0.15, 0.15))  # SE of (0, 0.3): std 0.2121 / √2
+    assert d["laion_aesthetic"] == pytest.approx((0.5, 0.5))
+    d = paired_differences(METHODS, "a", "base")  # every seed of a against base's one cell: 0.2, 0.3, 0.1
+    assert d["table1_average"] == pytest.approx((0.2, 0.1 / 3**0.5))
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="method 'c' is not in this run"):
+        paired_differences(METHODS, "a", "c")
+    with pytest.raises(SystemExit, match="share 1 seed"):
+        paired_differences({"x": {"seeds": {"0": cell(0, 0, 0)}}, "y": {"seeds": {"0": cell(0, 0, 0)}}}, "x", "y")
+    path = tmp_path / "pareto.json"
+    path.write_text(json.dumps({"methods": METHODS}))
+    main([str(path), "a", "b"])
+    assert capsys.readouterr().out.startswith("a − b: table1_average +0.1000 ± 0.0000; hypervolume +0.1500 ± 0.1500")
+    with pytest.raises(SystemExit, match="in pairs"):
+        main([str(path), "a"])
