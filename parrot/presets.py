@@ -100,12 +100,12 @@ PRESETS["shapes"] = {
     # 3 held-out colour × shape pairs × 8 seeds: 24 images per column of the held-out table
     "evaluation": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7]},
     "logging": {"images_every": 10},
-    # Reward identifiers on, one letter per reward ("l p c s, ĉ" at evaluation): the v4 world's text
+    # Reward identifiers on, one letter per reward ("l p c s, ĉ" at evaluation): the world's text
     # tower and UNet were trained with identifier tokens and filler words in front of ~30% of
-    # captions. Measured on the untrained model (48 held-out images, Δ ± paired SE against c alone, v5
-    # rewards): "l p c s" moves aesthetic +0.20 ± 0.13, preference −0.34 ± 0.13, CLIPScore −0.014 ± 0.008,
-    # sentiment −0.18 ± 0.04 (shapes/world/WORLD.md, identifier rows; on the v4 rewards the template
-    # "<{name}>", 46 tokens for all four, cost preference −0.60 ± 0.11).
+    # captions, and v6 distils the SD UNet so that a prefix changes nothing (shapes/identifiers.py).
+    # Measured on the untrained model (48 held-out images, Δ ± paired SE against c alone, v6):
+    # "l p c s" moves aesthetic −0.14 ± 0.10, preference +0.03 ± 0.08, CLIPScore −0.010 ± 0.007,
+    # sentiment −0.05 ± 0.03 (v5's UNet: +0.20, −0.34, −0.014, −0.18; shapes/world/WORLD.md, identifier rows).
     "identifiers": {"enabled": True, "template": "{name:.1}"},
 }
 #: the committed shapes world (shapes/world); ``tiny`` is the random toy built in code.
