@@ -17,7 +17,7 @@ from scipy.stats import sem
 
 from parrot_base.cli import run_cli
 
-__all__ = ["main", "paired_differences"]
+__all__ = ["main", "paired_differences", "read_methods"]
 
 
 def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, float]]:
@@ -40,6 +40,14 @@ def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, 
     return out
 
 
+def read_methods(path: Path) -> dict:
+    """The ``methods`` of a ``pareto.json``; one line naming the file when it is not one."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["methods"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise SystemExit(f"{path} is not a pareto.json of benchmarks/pareto.py (no 'methods' in it)") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pareto_json", type=Path, help="pareto.json of a benchmarks/pareto.py run")
@@ -47,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.methods) % 2:
         raise SystemExit("give the methods in pairs: A B [A B ...]")
-    methods = json.loads(args.pareto_json.read_text())["methods"]
+    methods = read_methods(args.pareto_json)
     for a, b in zip(args.methods[::2], args.methods[1::2]):
         figures = paired_differences(methods, a, b)
         print(f"{a} − {b}: " + "; ".join(f"{k} {m:+.4f} ± {s:.4f}" for k, (m, s) in figures.items()))

@@ -38,3 +38,6 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("a − b: table1_average +0.1000 ± 0.0000; hypervolume +0.1500 ± 0.1500")
     with pytest.raises(SystemExit, match="in pairs"):
         main([str(path), "a"])
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="other.json is not a pareto.json"):
+        main([str(tmp_path / "other.json"), "a", "b"])
