@@ -11,7 +11,7 @@ Every head is trained and saved through the project's reward classes (no paralle
 - **sentiment** — a linear probe σ(w·e_x + b) fitted by :func:`rewards.clip_rewards.fit_linear_probe`
   to the label of :func:`sentiment_label`, loaded by the ``sentiment`` reward.
 
-The rules (v5 rewards on the v4 world's models; documented in the world card too)::
+The rules (v6 rewards: v5's with the companion's weight raised; documented in the world card too)::
 
     luma(rgb)   = 0.299 R + 0.587 G + 0.114 B                            (0..255)
     contrast    = |luma(shape colour) − luma(background)| / 255            (0..0.75)
