@@ -216,8 +216,16 @@ def train_preference(
         logger.info("epoch %d: train loss %.4f, held-out loss %.4f, held-out pairwise accuracy %.3f", *record.values())
     scorer.eval()
     output = scorer.save_pretrained(config.output_dir)
-    (output / "training_history.json").write_text(json.dumps({"config": asdict(config), "history": history}, indent=2))
+    record = {"config": portable_config(asdict(config), output), "history": history}
+    (output / "training_history.json").write_text(json.dumps(record, indent=2))
     return scorer, history
+
+
+def portable_config(config: dict, output: Path) -> dict:
+    """The config as recorded beside the model: local paths relative to ``output`` (the record travels with the
+    model, and a build in a temporary directory leaves no machine's path in it); hub ids and empty fields as given."""
+    paths = ("data", "eval_data", "backbone", "init_from", "output_dir")
+    return {k: os.path.relpath(v, output) if k in paths and v and os.path.exists(v) else v for k, v in config.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, float]]:

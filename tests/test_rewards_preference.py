@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import datasets
 import numpy as np
@@ -97,6 +98,9 @@ def test_bradley_terry_training_separates_held_out_pairs_and_loads_as_a_reward(c
     reward = load_reward("preference", path=str(tmp_path / "scorer"), batch_size=16)
     saved = json.loads((tmp_path / "scorer" / "training_history.json").read_text())
     assert saved["history"] == history
+    # local paths recorded relative to the model's folder: no machine's path in a committed record
+    assert saved["config"]["backbone"] == os.path.relpath(clip_dir, tmp_path / "scorer")
+    assert saved["config"]["output_dir"] == "."
     rows = held_out[:]
     images_a = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1) for im in rows["image_a"]])
     images_b = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1) for im in rows["image_b"]])
