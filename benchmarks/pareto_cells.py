@@ -19,6 +19,7 @@ from parrot.train_config import TrainConfig, load_train_config
 from parrot_base.config import ConfigError
 
 __all__ = [
+    "DDPO_ADVANTAGE",
     "DPOK_KL_WEIGHT",
     "GRPO_KL_WEIGHT",
     "QUICK",
@@ -38,6 +39,12 @@ __all__ = [
 ]
 
 QUICK = {"iterations": 1, "seeds": [0], "eval_seeds": 2, "overrides": ["--sampling.prompts_per_process", "2", "--sampling.num_steps", "8"]}
+
+#: DDPO's advantage (Black et al. 2023): r z-scored against its prompt's history (the per-prompt stat tracker), so that
+#: it is centred. Not ``raw``: with one reward, raw is A = r itself, uncentred, which pushes up the likelihood of every
+#: image with a positive score (measured in BENCHMARKS.md "Pareto fronts": it did not raise its own reward on v6)
+DDPO_ADVANTAGE = ("--selection.reward_weighting", "normalised", "--selection.gradient_normalisation", "per_prompt")
+
 #: β of DPOK's KL to the base model in the ``dpok`` row (DPOK's own runs use 0.01 with its reward scale)
 DPOK_KL_WEIGHT = 0.01
 
@@ -71,7 +78,7 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
     k = len(reward_names)
     t2i_alone = ("--mode", "t2i", "--expander.model", "", "--identifiers.enabled", "false")
     # the paper's raw weighting, pinned where a row's figures were made with it (the default before issue 13's switch
-    # to normalised + group): the WS baselines' A_i = Σ_k w_k·z_B(r_k)_i, DDPO's r, the "raw" Pareto row's r_k on P
+    # to normalised + group): the WS baselines' A_i = Σ_k w_k·z_B(r_k)_i, the "raw" Pareto row's r_k on P
     raw = ("--selection.reward_weighting", "raw")
     ws2 = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k), *raw)
     pareto = ("--selection.mode", "pareto")  # reward identifiers as the preset sets them; the default weighting
@@ -85,7 +92,7 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
         # diagnostic: the paper's evaluation prompt "<all ids>, ĉ" before any training
         Method("base+expander+ids", ("--mode", "joint", "--identifiers.enabled", "true", "--identifiers.evaluation", "all"), "untrained"),
     ]
-    methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}", *raw), "trained") for r in reward_names]
+    methods += [Method(f"ddpo:{r}", (*t2i_alone, "--selection.mode", f"single:{r}", *DDPO_ADVANTAGE), "trained") for r in reward_names]
     methods += [
         Method("ws1", (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, ws1_weights(k)), *raw), "trained"),
         Method("ws2", (*t2i_alone, *ws2), "trained"),
@@ -135,18 +142,9 @@ def grpo_catalogue(reward_names: list[str], hard: str) -> dict[str, Method]:
         Method("base", t2i_alone, "plain_base"),
         Method(
             f"ddpo:{hard}",
-            (
-                *t2i_alone,
-                *shared,
-                "--selection.gradient_normalisation",
-                "per_prompt",
-                "--t2i.kl_weight",
-                "0",
-                "--selection.mode",
-                f"single:{hard}",
-            ),
+            (*t2i_alone, "--t2i.estimator", "is", *DDPO_ADVANTAGE, "--t2i.kl_weight", "0", "--selection.mode", f"single:{hard}"),
             "trained",
-        ),  # fmt: skip
+        ),
         Method(f"grpo:{hard}", (*grpo, "--selection.mode", f"single:{hard}"), "trained"),
         Method("grpo-ws", (*grpo, "--selection.mode", "weighted", "--selection.selection_normalisation", "batch"), "trained"),
         Method("gdpo", (*grpo, "--selection.mode", "gdpo"), "trained"),

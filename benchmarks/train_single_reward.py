@@ -63,7 +63,9 @@ def base_args(out: Path, iterations: int, seed: int, reward: str, preset: str = 
     return [
         "--preset", preset, "--output_dir", str(out), "--mode", "t2i", "--expander.model", "", "--iterations", str(iterations),
         "--seed", str(seed), "--rewards.names", reward, "--selection.mode", f"single:{reward}",
-        "--selection.reward_weighting", "raw",  # A = r, as the figures in BENCHMARKS.md were made (the default until issue 13)
+        # A = z_B(r), as the figures in BENCHMARKS.md were made (the default until issue 13); never raw, which with one
+        # reward is A = r itself, uncentred
+        "--selection.reward_weighting", "normalised", "--selection.gradient_normalisation", "batch",
         "--identifiers.enabled", "false", "--checkpoint_every", "0", "--logging.log_with", "none",
         "--evaluation.enabled", "false", *PRESET_ARGS[preset],
     ]  # fmt: skip

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from parrot.selection import PerPromptStatTracker, compute_advantages, parse_selection
 from parrot.train_config import load_train_config
 from parrot_base.config import ConfigError
 from t2i import Guidance
@@ -90,6 +92,13 @@ def test_methods_are_the_issue_settings():
     assert ws1.mode == "t2i" and not ws1.expander.model and not ws1.identifiers.enabled
     ddpo = load_train_config([*common, *catalogue["ddpo:clip_score"].overrides])
     assert ddpo.selection.mode == "single:clip_score" and ddpo.mode == "t2i" and not ddpo.identifiers.enabled
+    # DDPO's advantage is centred: r z-scored against its prompt's scores (here its 4 images), never r itself
+    rewards = torch.tensor([[0.0, 0.0, r, 0.0] for r in (1.0, 2.0, 3.0, 4.0)])
+    valid = torch.ones_like(rewards, dtype=torch.bool)
+    selection = parse_selection(ddpo.selection, names)
+    values = compute_advantages(rewards, valid, ["c"] * 4, ddpo.selection, selection, tracker=PerPromptStatTracker()).values
+    assert values[:, 2].tolist() == pytest.approx([d / 1.25**0.5 for d in (-1.5, -0.5, 0.5, 1.5)], abs=1e-5)
+    assert not values[:, [0, 1, 3]].any()
     tiny_names = list(load_train_config(common + ["--mode", "t2i"]).rewards.names)
     tiny = pareto.method_catalogue(tiny_names, 3.0)
     # T2I-only Parrot has no expander, like WS; WS2 + expander trains both on the equal-weight sum
@@ -120,12 +129,16 @@ def test_baselines_keep_the_raw_weighting_and_parrot_rows_follow_the_default():
     common = ["--preset", "tiny", "--logging.log_with", "none"]
     names = list(load_train_config(common).rewards.names)
     catalogue = pareto.method_catalogue(names, 3.0)
-    raw_rows = ["ws1", "ws2", *(f"ddpo:{r}" for r in names), "dpok", "rwr", "ws2+expander", "parrot-t2i-noids"]
+    raw_rows = ["ws1", "ws2", "dpok", "rwr", "ws2+expander", "parrot-t2i-noids"]
+    ddpo_rows = [f"ddpo:{r}" for r in names]
     default_rows = ["parrot-t2i", "parrot-t2i-noids-z", "parrot-expander", "parrot", "parrot-noids", "parrot-no-pcg"]
-    assert set(raw_rows + default_rows) == {m.name for m in catalogue.values() if m.trained}
+    assert set(raw_rows + ddpo_rows + default_rows) == {m.name for m in catalogue.values() if m.trained}
     for name in raw_rows:
         assert catalogue[name].overrides[-2:] == ("--selection.reward_weighting", "raw") or name in ("dpok", "rwr"), name
         assert load_train_config([*common, *catalogue[name].overrides]).selection.reward_weighting == "raw", name
+    for name in ddpo_rows:  # DDPO's per-prompt z-score, as the GRPO catalogue's DDPO row
+        selection = load_train_config([*common, *catalogue[name].overrides]).selection
+        assert (selection.reward_weighting, selection.gradient_normalisation) == ("normalised", "per_prompt"), name
     ws2 = load_train_config([*common, *catalogue["ws2"].overrides]).selection
     assert (ws2.mode, ws2.selection_normalisation) == ("weighted", "batch")  # A_i = Σ_k w_k z_B(r_k)_i, as before the switch
     for name in default_rows:
