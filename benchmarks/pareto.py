@@ -57,9 +57,11 @@ cells' per-image held-out scores of the run (R̃ = (R − lo) / (hi − lo), con
 the per-reward means, the Table-1 average (mean over rewards of the mean R̃) and the hypervolume
 of its P per-prompt mean vectors in R̃ space (never of pooled images) against r_ref = (−δ, …, −δ),
 δ = ``--ref-offset``, by ``moocore.hypervolume``. Per method: mean ± standard error over training
-seeds (``scipy.stats.sem``, ddof 1; "–" for one seed); HV gain = mean HV − HV(base). The headline
-is gain(parrot) ÷ gain(ws2) (goal ≥ 1.3). Normalisation and reference use the run's union, so HV
-values compare methods within a run, not across runs with different method sets.
+seeds (``scipy.stats.sem``, ddof 1; "–" for one seed); HV gain = mean HV − HV(base). Under the table,
+issue 13's comparisons paired over training seeds (``pareto_report.GOAL_PAIRS``: Pareto T2I-only − WS1 and
+− WS2, joint − base + SFT expander, prompt-centred guidance − CFG on ĉ, DPOK − RWR). Normalisation and
+reference use the run's union, so HV values compare methods within a run, not across runs with different
+method sets.
 
 Commands (from the repository root, ``OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 PYTHONPATH=.``):
 
@@ -124,7 +126,7 @@ from benchmarks.pareto_cells import (  # noqa: E402
     ws1_weights,
 )
 from benchmarks.pareto_report import markdown_table, write_plots  # noqa: E402
-from benchmarks.pareto_stats import gain_ratio, method_results  # noqa: E402
+from benchmarks.pareto_stats import method_results  # noqa: E402
 from parrot.evaluation import EvaluationSamples, front_hypervolume, minmax_bounds, normalise, reference_point  # noqa: E402
 from parrot.presets import DEFAULT_PRESET  # noqa: E402
 from parrot.prompts import read_prompt_list  # noqa: E402
@@ -258,7 +260,6 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
         "reference_point": reference.tolist(),
         "hypervolume_of": "per-prompt mean reward vectors (over evaluation seeds), normalised",
         "methods": result_methods,
-        "gain_ratio_parrot_over_ws2": gain_ratio(result_methods),
         "wall_s": round(time.perf_counter() - started, 1),
     }
 

@@ -17,7 +17,7 @@ from scipy.stats import sem
 
 from parrot_base.cli import run_cli
 
-__all__ = ["main", "paired_differences", "read_methods"]
+__all__ = ["main", "paired_cells", "paired_differences", "read_methods"]
 
 
 def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, float]]:
@@ -25,10 +25,7 @@ def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, 
     for name in (a, b):
         if name not in methods:
             raise SystemExit(f"method {name!r} is not in this run; it has {sorted(methods)}")
-    cells_a, cells_b = methods[a]["seeds"], methods[b]["seeds"]
-    pairs = [
-        (cells_a[s], cells_b["none"] if "none" in cells_b else cells_b[s]) for s in sorted(cells_a) if "none" in cells_b or s in cells_b
-    ]
+    pairs = paired_cells(methods, a, b)
     if len(pairs) < 2:
         raise SystemExit(f"{a} and {b} share {len(pairs)} seed(s); a paired SE needs at least 2")
     figures = {"table1_average": lambda c: c["average_normalised"], "hypervolume": lambda c: c["hypervolume"]}
@@ -38,6 +35,14 @@ def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, 
         difference = [read(x) - read(y) for x, y in pairs]
         out[name] = (float(np.mean(difference)), float(sem(difference)))
     return out
+
+
+def paired_cells(methods: dict, a: str, b: str) -> list[tuple[dict, dict]]:
+    """(A's cell, B's cell) for every training seed both have; B's one cell for each of A's when B is untrained."""
+    cells_a, cells_b = methods[a]["seeds"], methods[b]["seeds"]
+    return [
+        (cells_a[s], cells_b["none"] if "none" in cells_b else cells_b[s]) for s in sorted(cells_a) if "none" in cells_b or s in cells_b
+    ]
 
 
 def read_methods(path: Path) -> dict:

@@ -21,7 +21,7 @@ from parrot.evaluation import (
     table1_averages,
 )
 
-__all__ = ["curve_rise", "gain_ratio", "method_results", "summarise"]
+__all__ = ["curve_rise", "method_results", "summarise"]
 
 
 def summarise(values: list[float]) -> list[float | None]:
@@ -95,12 +95,3 @@ def _method_entry(method: Method, per_seed: dict[str, dict], reward_names: list[
             },
         },
     }
-
-
-def gain_ratio(result_methods: dict[str, dict]) -> float | None:
-    """HV gain of parrot ÷ HV gain of ws2 (the headline); None without both or when ws2 gains nothing."""
-    ratio = None
-    if "parrot" in result_methods and "ws2" in result_methods:
-        ws2_gain = result_methods["ws2"]["summary"]["hypervolume_gain"]
-        ratio = result_methods["parrot"]["summary"]["hypervolume_gain"] / ws2_gain if ws2_gain > 0 else None
-    return ratio

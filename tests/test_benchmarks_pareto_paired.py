@@ -5,6 +5,7 @@ import json
 import pytest
 
 from benchmarks.pareto_paired import main, paired_differences
+from benchmarks.pareto_report import paired_goal_lines
 
 
 def cell(avg, hv, aesthetic):
@@ -41,3 +42,20 @@ def test_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "other.json").write_text("[1, 2]")
     with pytest.raises(SystemExit, match="other.json is not a pareto.json"):
         main([str(tmp_path / "other.json"), "a", "b"])
+
+
+def test_the_report_prints_issue_13s_pairs_that_the_run_has():
+    methods = {
+        "parrot-t2i-noids-z": METHODS["a"],
+        "ws2": METHODS["b"],  # seeds 0 and 1 shared: the same figures as a − b above
+        "ws1": {"seeds": {"0": cell(0.5, 0.3, 4.0)}},  # one shared seed: no paired SE, left out
+        "parrot": METHODS["a"],
+        "base+expander": METHODS["base"],  # untrained: every seed of parrot against its one cell
+    }
+    lines = paired_goal_lines(methods)
+    assert lines[1].startswith("Paired over training seeds")
+    assert lines[3:] == [
+        "- parrot-t2i-noids-z − ws2: Table-1 avg +0.1000 ± 0.0000, HV +0.1500 ± 0.1500, laion_aesthetic +0.5000 ± 0.5000",
+        "- parrot − base+expander: Table-1 avg +0.2000 ± 0.0577, HV +0.3000 ± 0.0577, laion_aesthetic +1.5000 ± 0.2887",
+    ]
+    assert paired_goal_lines({"ws2": METHODS["b"]}) == []
