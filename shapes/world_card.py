@@ -42,7 +42,7 @@ def read_record(out: Path) -> dict:
 def write_world_card(state: BuildState, stages: list[str], command: str, load: tuple[float, float, float]) -> None:
     """``WORLD.md`` and ``world.json`` of ``state`` (``stages``: the build's stage names in order)."""
     state.commands = [*state.commands, command]
-    (state.out / CARD_FILE).write_text(world_card_text(state, command, load, stages))
+    (state.out / CARD_FILE).write_text(world_card_text(state, load, stages))
     record = {
         "commands": state.commands,
         "figures": state.figures,
@@ -138,11 +138,12 @@ def family_rows(figures: dict[str, float], row) -> list[str]:
     return rows
 
 
-def world_card_text(state: BuildState, command: str, load_at_start: tuple[float, float, float], stages: list[str]) -> str:
-    """The text of ``WORLD.md``: build header, stage and size tables, figures, goals, rewards, configuration."""
+def world_card_text(state: BuildState, load_at_start: tuple[float, float, float], stages: list[str]) -> str:
+    """The text of ``WORLD.md``: build header (``state.commands``, the build's commands so far, this one last), stage
+    and size tables, figures, goals, rewards, configuration."""
     cfg = state.config
     lines = [
-        *_header(state, command, load_at_start),
+        *_header(state, load_at_start),
         *_stage_and_size_tables(state, stages),
         *_figure_tables(state),
         "",
@@ -167,12 +168,12 @@ def world_card_text(state: BuildState, command: str, load_at_start: tuple[float,
     return "\n".join(lines)
 
 
-def _header(state: BuildState, command: str, load_at_start: tuple[float, float, float]) -> list[str]:
+def _header(state: BuildState, load_at_start: tuple[float, float, float]) -> list[str]:
     cfg = state.config
     return [
         "# The shapes world (v4 models with an identifier-robust SD UNet, v6 rewards)",
         "",
-        f"Built with {_history(state.commands or [command])} (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s "
+        f"Built with {_history(state.commands)} (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s "
         "(each stage's last run) on "
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
         f"{torch.get_num_threads()}; 1-minute load average at start {load_at_start[0]:.1f} "
