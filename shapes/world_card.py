@@ -171,7 +171,7 @@ def world_card_text(state: BuildState, load_at_start: tuple[float, float, float]
 def _header(state: BuildState, load_at_start: tuple[float, float, float]) -> list[str]:
     cfg = state.config
     return [
-        "# The shapes world (v4 models with an identifier-robust SD UNet, v6 rewards)",
+        "# The shapes world (v4 models; v7: an identifier-robust SD UNet and text tower; v6 rewards)",
         "",
         f"Built with {_history(state.commands)} (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s "
         "(each stage's last run) on "

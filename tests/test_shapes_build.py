@@ -150,8 +150,9 @@ def test_stock_pipeline_samples_from_the_saved_directory(world):
         output_type="np",
     ).images
     assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
+    # the world CLIP's text tower, moved only by the identifiers stage's 3 steps (lr 3e-4) of the quick build
     torch.testing.assert_close(
-        pipeline.text_encoder.embeddings.token_embedding.weight, state.clip.text_model.embeddings.token_embedding.weight
+        pipeline.text_encoder.embeddings.token_embedding.weight, state.clip.text_model.embeddings.token_embedding.weight, atol=3e-3, rtol=0
     )
 
 

@@ -38,6 +38,20 @@ def test_loss_is_the_two_mses_against_the_teacher_on_the_plain_captions(tiny_pip
     assert loss.item() - shifted.item() == pytest.approx(0.25, rel=1e-5)  # the plain term: the drift 0.5 squared
 
 
+def test_the_target_reads_c_through_the_teachers_text_tower(tiny_pipeline):
+    policy = policy_of_pipeline(tiny_pipeline)
+    teacher = policy_of_pipeline(copy.deepcopy(tiny_pipeline))
+    noisy, t = _batch(tiny_pipeline)
+    with torch.no_grad():
+        tiny_pipeline.text_encoder.final_layer_norm.bias.add_(0.5)  # only the student's tower moves
+        loss, shifted = prefix_invariance_loss(policy, teacher, noisy, t, PLAIN, PLAIN)
+        target = teacher.unet(noisy, t, encoder_hidden_states=teacher.encode_prompts(PLAIN)["encoder_hidden_states"]).sample
+        by_hand = F.mse_loss(
+            policy.unet(noisy, t, encoder_hidden_states=policy.encode_prompts(PLAIN)["encoder_hidden_states"]).sample, target
+        )
+    assert shifted.item() > 0.0 and shifted.item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
 def test_distillation_removes_the_prefix_effect_and_keeps_the_plain_prediction(tiny_pipeline):
     torch.manual_seed(0)
     with torch.no_grad():  # a student whose prefix effect is large: the text tower's output reaches the UNet strongly
@@ -69,6 +83,39 @@ def test_distillation_removes_the_prefix_effect_and_keeps_the_plain_prediction(t
     assert drift_after < 0.25 * before  # while the plain captions still predict what they did (seen: 0.007)
     assert record["identifiers_prefix_mse_end"] < record["identifiers_prefix_mse_start"]
     assert not any(p.requires_grad for p in tiny_pipeline.unet.parameters())  # left frozen, as the policy expects
+
+
+def _prefix_effect(pipeline, teacher, examples, latents):
+    """The loss's first term on a held-aside batch at t = 500, and the student's drift on the plain captions."""
+    policy = policy_of_pipeline(pipeline)
+    noisy = torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
+    t = torch.full((len(examples),), 500)
+    plain = [e.short_caption for e in examples]
+    with torch.no_grad():
+        _, shifted = prefix_invariance_loss(policy, teacher, noisy, t, plain, [f"l p c s, {c}" for c in plain])
+        _, kept = prefix_invariance_loss(policy, teacher, noisy, t, plain, plain)
+    return shifted.item(), kept.item()
+
+
+def test_training_the_text_tower_too_undoes_more_of_the_prefix_against_the_untouched_teacher(tiny_pipeline):
+    with torch.no_grad():
+        for p in tiny_pipeline.unet.parameters():
+            p.mul_(1.5)
+    examples = generate_examples(16, 3, "train", ShapesDataConfig(image_size=16, supersample=2, short_fraction=1.0, tagged_fraction=0.0))
+    latents = encode_latents(tiny_pipeline.vae, examples)
+    teacher = policy_of_pipeline(copy.deepcopy(tiny_pipeline))
+    tower = copy.deepcopy(tiny_pipeline.text_encoder.state_dict())
+    effects = {}
+    for text_encoder in (False, True):
+        pipeline = copy.deepcopy(tiny_pipeline)
+        torch.manual_seed(0)
+        config = IdentifierInvarianceConfig(steps=60, batch_size=8, learning_rate=1e-4, text_encoder=text_encoder)
+        train_prefix_invariance(pipeline, examples, config, progress=False)
+        moved = max((pipeline.text_encoder.state_dict()[k] - v).abs().max().item() for k, v in tower.items())
+        assert (moved > 0.0) == text_encoder  # the tower is trained only when asked
+        assert not any(p.requires_grad for p in pipeline.text_encoder.parameters())  # and left frozen either way
+        effects[text_encoder] = _prefix_effect(pipeline, teacher, examples, latents)
+    assert effects[True][0] < effects[False][0]  # the world's build: 10x less prefix effect than the UNet alone
 
 
 def test_config_refuses_impossible_settings():
