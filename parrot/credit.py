@@ -16,7 +16,7 @@ from parrot.parts import TrainingParts
 from parrot.selection import Advantages, compute_advantages
 from rewards import RewardScores
 
-__all__ = ["GatheredRewards", "gather_scores", "batch_advantages", "reward_metrics"]
+__all__ = ["GatheredRewards", "gather_scores", "batch_identifiers", "batch_advantages", "reward_metrics"]
 
 
 @dataclass
@@ -35,22 +35,43 @@ def gather_scores(parts: TrainingParts, scores: RewardScores) -> GatheredRewards
     return GatheredRewards(gathered[:, :k], gathered[:, k:] > 0.5)
 
 
+def batch_identifiers(parts: TrainingParts, global_prompts: list[str]) -> torch.Tensor | None:
+    """k(i), the identifier (reward index) each image of the global batch was sampled with; None when identifiers are off."""
+    return parts.layout.for_prompts(len(global_prompts)).image_identifier() if parts.config.identifiers.enabled else None
+
+
 def batch_advantages(parts: TrainingParts, gathered: GatheredRewards, global_prompts: list[str]) -> Advantages:
     """A (N, K) of the global batch: P per group (c, ĉ, k), identifier k's images credited by r_k only."""
     layout = parts.layout.for_prompts(len(global_prompts))
     image_prompts = [global_prompts[p] for p in layout.image_prompt().tolist()]
-    identifiers = layout.image_identifier() if parts.config.identifiers.enabled else None
     return compute_advantages(
         gathered.rewards, gathered.valid, image_prompts, parts.config.selection, parts.selection, parts.tracker,
-        groups=layout.image_group(), identifiers=identifiers,
+        groups=layout.image_group(), identifiers=batch_identifiers(parts, global_prompts),
     )  # fmt: skip
 
 
-def reward_metrics(reward_names: list[str], gathered: GatheredRewards, advantages: Advantages) -> dict[str, float]:
-    """The batch's scalars: per reward mean and std of R, |P|/N and the count of non-finite scores."""
+def reward_metrics(
+    reward_names: list[str], gathered: GatheredRewards, advantages: Advantages, identifiers: torch.Tensor | None = None
+) -> dict[str, float]:
+    """The batch's scalars: per reward mean and std of R, |P|/N and the count of non-finite scores; with
+    ``identifiers`` (k(i) per image) also ``identifier/<name>/own_minus_others``: mean r_k of the images sampled
+    under <k> minus mean r_k of the others (finite scores only), the training batch's view of Parrot's Fig. 7."""
     rewards = gathered.rewards
     metrics = {f"reward/{name}/mean": float(rewards[:, k].mean()) for k, name in enumerate(reward_names)}
     metrics |= {f"reward/{name}/std": float(rewards[:, k].std()) for k, name in enumerate(reward_names)}
     metrics["pareto/selected_fraction"] = float(advantages.selected.float().mean())
     metrics["reward/nonfinite"] = float((~gathered.valid).sum())
+    if identifiers is not None:
+        metrics |= own_identifier_margins(reward_names, gathered, identifiers)
     return metrics
+
+
+def own_identifier_margins(reward_names: list[str], gathered: GatheredRewards, identifiers: torch.Tensor) -> dict[str, float]:
+    """``identifier/<name>/own_minus_others`` of :func:`reward_metrics` for every reward with images on both sides."""
+    margins = {}
+    for k, name in enumerate(reward_names):
+        valid = gathered.valid[:, k]
+        own, others = valid & (identifiers == k), valid & (identifiers != k)
+        if own.any() and others.any():
+            margins[f"identifier/{name}/own_minus_others"] = float(gathered.rewards[own, k].mean() - gathered.rewards[others, k].mean())
+    return margins

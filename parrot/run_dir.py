@@ -8,7 +8,8 @@ Every file of a run is named here and read or written only through this module, 
                                      lora/ (diffusers format), optimizer_{t2i,expander}.{safetensors,json},
                                      rng.safetensors, state.json {iteration, stat_tracker, config}, manifest.json
     RUN/curves.jsonl                 one line per iteration: {"iteration", "reward/<name>/{mean,std}",
-                                     "pareto/selected_fraction", "reward/nonfinite", "time/iteration_s", "time/<stage>_s"}
+                                     "pareto/selected_fraction", "reward/nonfinite", "time/iteration_s", "time/<stage>_s",
+                                     with identifiers "identifier/<name>/own_minus_others"}
     RUN/samples/iteration-NNNNNN.png / .json   the last batch before a checkpoint: a grid and its :class:`SampleRecord`
     RUN/evaluation.json              the held-out record (its content: :func:`parrot.evaluation.evaluation_record`)
     RUN/final/lora, RUN/final/expander   the trained LoRA (diffusers format) and expander

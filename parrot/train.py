@@ -68,7 +68,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from parrot.checkpoint import latest_valid_checkpoint
-from parrot.credit import GatheredRewards, batch_advantages, gather_scores, reward_metrics
+from parrot.credit import GatheredRewards, batch_advantages, batch_identifiers, gather_scores, reward_metrics
 from parrot.evaluation import EvaluationSamples, evaluation_record, format_table, held_out_samples
 from parrot.expander_update import relative_rewards, update_expander
 from parrot.parts import TrainingParts, build_parts, make_accelerator
@@ -137,7 +137,7 @@ class ParrotTrainer:
             rollout, scores = sample_and_score(parts, prompts, expanded_texts(prompts, expansions), iteration, offset)  # x, R
         gathered = gather_scores(parts, scores)  # R of the global batch
         advantages = batch_advantages(parts, gathered, global_prompts)  # P and A
-        metrics = reward_metrics(parts.reward_names, gathered, advantages)
+        metrics = reward_metrics(parts.reward_names, gathered, advantages, batch_identifiers(parts, global_prompts))
         if parts.trains_t2i:
             with stopwatch(seconds, "time/update_t2i_s"):
                 metrics |= prefixed("t2i", update_t2i(parts, rollout, advantages, iteration, recompute_old_log_probs))

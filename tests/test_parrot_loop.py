@@ -232,3 +232,8 @@ def test_the_selection_stage_on_a_hand_made_batch():
     assert metrics["reward/r1/mean"] == 1.5 and metrics["pareto/selected_fraction"] == 0.75 and metrics["reward/nonfinite"] == 1.0
     assert set(metrics) == {"reward/r1/mean", "reward/r2/mean", "reward/r1/std", "reward/r2/std", "pareto/selected_fraction",
                             "reward/nonfinite"}  # fmt: skip
+    # the training batch's Fig. 7: r1 under <r1> (rows 0, 1) 1.5 − under <r2> (rows 2, 3) 1.5; r2 under <r2> only
+    # row 2 is finite (1.0) − under <r1> (4 + 3) / 2
+    with_identifiers = reward_metrics(names, gathered, advantages, torch.tensor([0, 0, 1, 1]))
+    assert with_identifiers["identifier/r1/own_minus_others"] == 0.0 and with_identifiers["identifier/r2/own_minus_others"] == -2.5
+    assert set(with_identifiers) - set(metrics) == {"identifier/r1/own_minus_others", "identifier/r2/own_minus_others"}
