@@ -162,12 +162,15 @@ def append_curve(run: RunDir, iteration: int, metrics: Mapping[str, float]) -> N
     """Append iteration ``iteration``'s training-batch reward statistics, |P| share and seconds to ``curves.jsonl``.
 
     One JSON object a line: ``{"iteration": n, "reward/<name>/mean": …, "reward/<name>/std": …,
-    "pareto/selected_fraction": …, "reward/nonfinite": …, "time/iteration_s": …}`` (wall seconds of the
+    "pareto/selected_fraction": …, "reward/nonfinite": …, "identifier/<name>/own_minus_others": … (with
+    identifiers), "time/iteration_s": …}`` (wall seconds of the
     iteration's stages, without logging and checkpoints) and the seconds of its stages that ran
     (``time/sample_and_score_s``, ``time/update_t2i_s``, ``time/update_expander_s``). A resumed run
     appends the iterations it repeats again; :func:`read_curves` keeps the last line of each iteration.
     """
-    line = {"iteration": int(iteration)} | {k: float(v) for k, v in metrics.items() if k.startswith(("reward/", "pareto/", "time/"))}
+    line = {"iteration": int(iteration)} | {
+        k: float(v) for k, v in metrics.items() if k.startswith(("reward/", "pareto/", "identifier/", "time/"))
+    }
     with run.curves.open("a", encoding="utf-8") as file:
         file.write(json.dumps(line) + "\n")
 

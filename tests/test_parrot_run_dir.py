@@ -67,9 +67,10 @@ def test_an_unknown_layout_version_is_one_error_line_of_the_report(tmp_path, cap
 def test_curves_keep_the_last_line_of_each_iteration(tmp_path):
     run = RunDir(tmp_path)
     for iteration, value in ((1, 0.5), (2, 0.7), (2, 0.9)):  # iteration 2 repeated after a resume
-        append_curve(run, iteration, {"reward/r1/mean": value, "pareto/selected_fraction": 0.25, "t2i/loss": 3.0, "time/iteration_s": 1.5})
-    curves = read_curves(run)
-    assert set(curves) == {"reward/r1/mean", "pareto/selected_fraction", "time/iteration_s"}
+        metrics = {"reward/r1/mean": value, "pareto/selected_fraction": 0.25, "t2i/loss": 3.0, "time/iteration_s": 1.5}
+        append_curve(run, iteration, metrics | {"identifier/r1/own_minus_others": -0.1})
+    curves = read_curves(run)  # the update's own statistics (t2i/…) are not curves
+    assert set(curves) == {"reward/r1/mean", "pareto/selected_fraction", "identifier/r1/own_minus_others", "time/iteration_s"}
     steps, values = curves["reward/r1/mean"]
     assert steps.tolist() == [1, 2] and values.tolist() == [0.5, 0.9]
     assert read_curves(RunDir(tmp_path / "nowhere")) == {}
