@@ -93,10 +93,9 @@ def _captions(examples: list[Example], index: list[int], drop: list[bool], rng: 
     return plain, [with_prefix(c, distillation_prefix(rng)) for c in plain]
 
 
-def _text_towers(pipeline) -> list[torch.nn.Module]:
-    """The pipeline's text encoders (SD: one; SDXL: two; SD3: up to three)."""
-    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
-    return [m for m in (getattr(pipeline, n, None) for n in names) if m is not None]
+def _text_towers(policy) -> list[torch.nn.Module]:
+    """The policy's text encoders: the modules its family never trains by RL (``frozen_modules``) but the VAE."""
+    return [m for m in policy.frozen_modules() if m is not policy.pipeline.vae]
 
 
 def train_prefix_invariance(
@@ -109,9 +108,9 @@ def train_prefix_invariance(
     rng = np.random.default_rng(seed)
     policy = policy_of_pipeline(pipeline)
     teacher = policy_of_pipeline(copy.deepcopy(pipeline))
-    torch.nn.ModuleList([teacher.unet, *_text_towers(teacher.pipeline)]).eval().requires_grad_(False)
+    torch.nn.ModuleList([teacher.unet, *_text_towers(teacher)]).eval().requires_grad_(False)
     scheduler = pipeline.scheduler
-    trained = torch.nn.ModuleList([policy.unet] + (_text_towers(pipeline) if config.text_encoder else []))
+    trained = torch.nn.ModuleList([policy.unet] + (_text_towers(policy) if config.text_encoder else []))
     trained.requires_grad_(True)
     latents = encode_latents(pipeline.vae, examples)
     optimiser = torch.optim.AdamW(trained.parameters(), lr=config.learning_rate, weight_decay=0.0)
