@@ -7,6 +7,10 @@ identifiers; the margin is r_k(<k>) − max_{j≠k} r_k(<j>) with the paired sta
 per-image differences against that runner-up (``scipy.stats.sem``, ddof 1). Rows "all" (every
 identifier, as Parrot evaluates) and "none" (ĉ alone) are printed for reference.
 
+The untrained start (LoRA off, the SFT expander) is sampled the same way, because a world's tokens
+can move pixels before any training: the training's own part is the **lift** of each identifier,
+[r_k(<k>) − mean_{j≠k} r_k(<j>)] trained − the same untrained, per image (same noise), ± its SE.
+
 The run is rebuilt from its own command line (the training flags) and its newest valid
 checkpoint::
 
@@ -30,7 +34,7 @@ from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 from parrot_base.cli import run_cli
 
-__all__ = ["identifier_margins", "identifier_table", "main"]
+__all__ = ["identifier_margins", "identifier_lifts", "identifier_table", "lift_table", "main"]
 
 
 def identifier_margins(scores: dict[str, np.ndarray], reward_names: list[str]) -> dict[str, dict[str, float]]:
@@ -52,6 +56,38 @@ def identifier_margins(scores: dict[str, np.ndarray], reward_names: list[str]) -
             "paired_se": float(stats.sem(difference)),
         }
     return result
+
+
+def own_minus_mean_of_others(scores: dict[str, np.ndarray], reward_names: list[str], k: int) -> np.ndarray:
+    """Per image: r_k under <k> − the mean of r_k under the other single identifiers."""
+    others = [scores[j][:, k] for j in reward_names if j != reward_names[k]]
+    return scores[reward_names[k]][:, k] - np.mean(others, axis=0)
+
+
+def identifier_lifts(
+    trained: dict[str, np.ndarray], untrained: dict[str, np.ndarray], reward_names: list[str]
+) -> dict[str, dict[str, float]]:
+    """Per reward k: own − mean of others on the untrained start and on the trained run, and the training's lift
+    (trained − untrained, paired per image) with its SE; both dicts map each single identifier to (images, K)."""
+    result = {}
+    for k, name in enumerate(reward_names):
+        before = own_minus_mean_of_others(untrained, reward_names, k)
+        after = own_minus_mean_of_others(trained, reward_names, k)
+        result[name] = {
+            "untrained": float(before.mean()),
+            "trained": float(after.mean()),
+            "lift": float((after - before).mean()),
+            "lift_se": float(stats.sem(after - before)),
+        }
+    return result
+
+
+def lift_table(trained: dict[str, np.ndarray], untrained: dict[str, np.ndarray], reward_names: list[str]) -> str:
+    """Markdown: per reward k, own − mean of the other single identifiers untrained, trained, and the lift."""
+    lines = ["| reward k | own − others, untrained | trained | lift ± paired SE |", "|---|---:|---:|---:|"]
+    for name, m in identifier_lifts(trained, untrained, reward_names).items():
+        lines.append(f"| {name} | {m['untrained']:+.4f} | {m['trained']:+.4f} | {m['lift']:+.4f} ± {m['lift_se']:.4f} |")
+    return "\n".join(lines)
 
 
 def identifier_table(scores: dict[str, np.ndarray], reward_names: list[str]) -> str:
@@ -84,14 +120,23 @@ def main(argv: list[str] | None = None) -> None:
         raise FileNotFoundError(f"no checkpoint under {config.output_dir}/checkpoints: train the run first")
     trainer.load_checkpoint(checkpoint)
     names = list(trainer.parts.reward_names)
-    scores = {}
+    scores, untrained = {}, {}
     for label, identifiers in [(n, [n]) for n in names] + [("all", names), ("none", [])]:
         trainer.parts.eval_identifiers = identifiers
         scores[label] = trainer.evaluation_samples("trained").scores.numpy()
+        if len(identifiers) == 1:
+            untrained[label] = trainer.evaluation_samples("untrained").scores.numpy()
     print(f"run {config.output_dir}, checkpoint {checkpoint.name}; {scores['all'].shape[0]} held-out images per row")
     print(identifier_table(scores, names))
+    print("\nThe training's part (untrained start: LoRA off, SFT expander; same images):\n")
+    print(lift_table(scores, untrained, names))
     if args.json:
-        record = {"scores": {k: v.tolist() for k, v in scores.items()}, "margins": identifier_margins(scores, names)}
+        record = {
+            "scores": {k: v.tolist() for k, v in scores.items()},
+            "untrained_scores": {k: v.tolist() for k, v in untrained.items()},
+            "margins": identifier_margins(scores, names),
+            "lifts": identifier_lifts(scores, untrained, names),
+        }
         Path(args.json).write_text(json.dumps(record, indent=1))
 
 
