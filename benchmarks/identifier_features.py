@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionPipeline
 
+from parrot.identifiers import IdentifierConfig, identifier
 from parrot.models import committed_shapes_world
 from parrot.presets import PRESETS
 from parrot_base.cli import run_cli
@@ -38,23 +39,31 @@ from shapes.data import generate_examples, with_prefix
 from shapes.sd import encode_latents
 from t2i.families import policy_of_pipeline
 
-__all__ = ["mean_square", "identifier_shares", "main"]
+__all__ = ["mean_square", "between_identifiers", "from_reference", "identifier_shares", "main"]
 
 
 def mean_square(x: torch.Tensor) -> float:
     return float((x.double() ** 2).mean())
 
 
+def between_identifiers(values: dict[str, torch.Tensor]) -> float:
+    """mean over identifier pairs (a, b) of mean ‖values[a] − values[b]‖²."""
+    pairs = list(itertools.combinations(values, 2))
+    return sum(mean_square(values[a] - values[b]) for a, b in pairs) / len(pairs)
+
+
+def from_reference(values: dict[str, torch.Tensor], reference: torch.Tensor) -> float:
+    """mean over identifiers a of mean ‖values[a] − reference‖² (reference 0: the mean squared norm)."""
+    return sum(mean_square(v - reference) for v in values.values()) / len(values)
+
+
 def identifier_shares(features: dict[str, torch.Tensor], plain_features: torch.Tensor, first: dict[str, torch.Tensor]) -> dict[str, float]:
     """The two feature shares of the module docstring from H per identifier text (B, L, D), H(c) and the first
     identifier token's state per identifier (B, D)."""
-    texts = list(features)
-    pairs = list(itertools.combinations(texts, 2))
-    prefix = sum(mean_square(features[a] - plain_features) for a in texts) / len(texts)
-    between = sum(mean_square(features[a] - features[b]) for a, b in pairs) / len(pairs)
-    first_between = sum(mean_square(first[a] - first[b]) for a, b in pairs) / len(pairs)
-    first_norm = sum(mean_square(first[a]) for a in texts) / len(texts)
-    return {"features_id_vs_id": between / prefix, "first_position_id_vs_id": first_between / first_norm}
+    return {
+        "features_id_vs_id": between_identifiers(features) / from_reference(features, plain_features),
+        "first_position_id_vs_id": between_identifiers(first) / from_reference(first, torch.zeros(())),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,10 +74,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--t", type=int, default=500, help="the timestep at which ε is compared")
     parser.add_argument("--json", default="", help="also write the figures here")
     args = parser.parse_args(argv)
+    for template in args.templates:
+        IdentifierConfig(template=template)  # one clear line for a template that is not a format of {name}
+    if args.captions < 1:
+        raise ValueError(f"--captions {args.captions}: need at least 1")
     model = Path(args.model) if args.model else committed_shapes_world() / "sd"
+    if not (model / "model_index.json").is_file():
+        raise FileNotFoundError(f"--model {str(model)!r} is not an SD pipeline directory (no model_index.json)")
     torch.manual_seed(0)
     pipeline = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
     policy = policy_of_pipeline(pipeline)
+    steps = pipeline.scheduler.config.num_train_timesteps
+    if not 0 <= args.t < steps:
+        raise ValueError(f"--t {args.t}: the scheduler's timesteps are 0 … {steps - 1}")
     examples = generate_examples(4 * args.captions, 0, "train", BuildConfig().data)[: args.captions]
     captions = [replace(e, prefix="").caption for e in examples]
     latents = encode_latents(pipeline.vae, examples)
@@ -81,23 +99,22 @@ def main(argv: list[str] | None = None) -> None:
         eps_plain = policy.unet_forward(noisy, t, plain)
         signal = mean_square(eps_plain - policy.unet_forward(noisy, t, policy.encode_prompts([""] * len(captions))))
         for template in args.templates:
-            texts = [template.format(name=n) for n in names]
+            texts = [identifier(template, n) for n in names]
             embeds = {a: policy.encode_prompts([with_prefix(c, a) for c in captions]) for a in texts}
             eps = {a: policy.unet_forward(noisy, t, embeds[a]) for a in texts}
             states = {a: e["encoder_hidden_states"] for a, e in embeds.items()}
             shares = identifier_shares(states, plain["encoder_hidden_states"], {a: s[:, 1] for a, s in states.items()})
-            pairs = list(itertools.combinations(texts, 2))
-            shares["eps_id_vs_id"] = sum(mean_square(eps[a] - eps[b]) for a, b in pairs) / len(pairs) / signal
-            shares["eps_prefix"] = sum(mean_square(eps[a] - eps_plain) for a in texts) / len(texts) / signal
+            shares["eps_id_vs_id"] = between_identifiers(eps) / signal
+            shares["eps_prefix"] = from_reference(eps, eps_plain) / signal
+            shares["identifiers"] = texts
             shares["tokens"] = [pipeline.tokenizer(a, add_special_tokens=False).input_ids for a in texts]
             figures[template] = shares
     print(f"model {model}; {len(captions)} training captions, ε at t = {args.t}")
     print("| template | identifiers | features id-vs-id / prefix | first position id-vs-id | ε id-vs-id | ε prefix |")
     print("|---|---|---:|---:|---:|---:|")
     for template, f in figures.items():
-        shown = " ".join(template.format(name=n) for n in names)
         print(
-            f"| `{template}` | {shown} | {f['features_id_vs_id']:.4f} | {f['first_position_id_vs_id']:.4f} | "
+            f"| `{template}` | {' '.join(f['identifiers'])} | {f['features_id_vs_id']:.4f} | {f['first_position_id_vs_id']:.4f} | "
             f"{f['eps_id_vs_id']:.5f} | {f['eps_prefix']:.5f} |"
         )
     if args.json:
