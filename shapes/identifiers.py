@@ -27,6 +27,16 @@ prediction stayed at 9 % and 6 % of the conditional signal ‖ε(c) − ε(∅)�
 (on the v6 world "l p c s, c" still moved the four rewards by 2.5–6.6 paired SE over 192 images); 1,000
 steps with the tower trained too brought it to 0.8 %, 1,000 more to 0.4 % (v7's world): over the same 192
 images "l p c s" then moves aesthetic, CLIPScore and sentiment by < 2 SE and preference by +0.028 (2.9 SE).
+
+But a tower trained by L alone also merges the identifiers: on v7's world the difference between two identifiers'
+effects on ε fell 18× (to 0.04 % of the conditional signal), so a UNet LoRA has almost nothing to tell "l" from
+"c" by, and Parrot's identifiers cannot learn different behaviours (its Fig. 7). ``anchor_weight`` adds a third
+term that keeps the tower's states *at the prefix's own positions* where the teacher had them::
+
+    L_anchor = ‖h_θ("<prefix>")[:m] − h_0("<prefix>")[:m]‖²   (m = the prefix's tokens with BOS)
+
+The towers are causal, so those states are the same with or without the caption after the prefix; the UNet must
+then learn to ignore distinct identifier states rather than the tower learning to blur them.
 """
 
 from __future__ import annotations
@@ -47,7 +57,13 @@ from shapes.sd import clipped_step, encode_latents
 from t2i.families import policy_of_pipeline
 from t2i.objective import noised_sample, training_timesteps
 
-__all__ = ["IdentifierInvarianceConfig", "distillation_prefix", "prefix_invariance_loss", "train_prefix_invariance"]
+__all__ = [
+    "IdentifierInvarianceConfig",
+    "distillation_prefix",
+    "prefix_anchor_loss",
+    "prefix_invariance_loss",
+    "train_prefix_invariance",
+]
 
 
 @dataclass
@@ -61,10 +77,16 @@ class IdentifierInvarianceConfig:
     text_encoder: bool = field(
         default=True, metadata={"help": "fine-tune the T2I model's own text tower(s) by L too, not only the denoiser"}
     )
+    anchor_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of L_anchor: the trained tower's states at the prefix's positions held to the teacher's (0: off)"},
+    )
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, learning_rate={self.learning_rate}: need >= 0, >= 1, > 0")
+        if self.anchor_weight < 0:
+            raise ValueError(f"anchor_weight={self.anchor_weight}: need >= 0")
 
 
 def prefix_invariance_loss(policy, teacher, noisy: torch.Tensor, timesteps: torch.Tensor, plain: list[str], prefixed: list[str]):
@@ -78,6 +100,18 @@ def prefix_invariance_loss(policy, teacher, noisy: torch.Tensor, timesteps: torc
     return shifted + kept, shifted
 
 
+def prefix_anchor_loss(policy, teacher, prefixes: list[str]) -> torch.Tensor:
+    """L_anchor of the module docstring: mean squared difference of the student's and the teacher's text states
+    (``encode_prompts``' ``encoder_hidden_states``) over each prefix's own positions — BOS and the prefix's tokens,
+    counted by the family's first tokenizer — which a causal tower computes without looking at what follows."""
+    lengths = [len(ids) - 1 for ids in policy.pipeline.tokenizer(prefixes).input_ids]  # all but the EOS
+    with torch.no_grad():
+        target = teacher.encode_prompts(prefixes)["encoder_hidden_states"]
+    states = policy.encode_prompts(prefixes)["encoder_hidden_states"]
+    mask = (torch.arange(states.shape[1])[None, :] < torch.tensor(lengths)[:, None]).to(states.dtype)[..., None]
+    return ((states - target) ** 2 * mask).sum() / (mask.sum() * states.shape[-1])
+
+
 def distillation_prefix(rng: np.random.Generator) -> str:
     """A prefix as Parrot writes them, half the time: one identifier of the shapes preset ("l"), or all four
     in the evaluation's order ("l p c s"); otherwise the data's 1–4 random identifier or filler words."""
@@ -87,10 +121,13 @@ def distillation_prefix(rng: np.random.Generator) -> str:
     return " ".join(PRESET_IDENTIFIERS) if u < 0.5 else random_prefix(rng)
 
 
-def _captions(examples: list[Example], index: list[int], drop: list[bool], rng: np.random.Generator) -> tuple[list[str], list[str]]:
-    """(c, "<prefix>, c") for the batch: each example's own caption without its data prefix."""
+def _captions(
+    examples: list[Example], index: list[int], drop: list[bool], rng: np.random.Generator
+) -> tuple[list[str], list[str], list[str]]:
+    """(c, "<prefix>, c", "<prefix>") for the batch: each example's own caption without its data prefix."""
     plain = ["" if d else replace(examples[i], prefix="").caption for i, d in zip(index, drop)]
-    return plain, [with_prefix(c, distillation_prefix(rng)) for c in plain]
+    prefixes = [distillation_prefix(rng) for _ in plain]
+    return plain, [with_prefix(c, p) for c, p in zip(plain, prefixes)], prefixes
 
 
 def _text_towers(policy) -> list[torch.nn.Module]:
@@ -116,15 +153,19 @@ def train_prefix_invariance(
     optimiser = torch.optim.AdamW(trained.parameters(), lr=config.learning_rate, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimiser, max(1, config.steps // 20), max(1, config.steps))
     trained.train()
-    start, shifts = time.perf_counter(), []
+    start, shifts, anchors = time.perf_counter(), [], []
     for _ in tqdm(range(config.steps), desc="identifiers", disable=not progress):
         index = torch.randint(len(examples), (config.batch_size,), generator=generator)
         drop = (torch.rand(len(index), generator=generator) < config.uncond_probability).tolist()
-        plain, prefixed = _captions(examples, index.tolist(), drop, rng)
+        plain, prefixed, prefixes = _captions(examples, index.tolist(), drop, rng)
         z0 = latents[index]
         noise = torch.randn(z0.shape, generator=generator)
         sample = noised_sample(scheduler, z0, noise, training_timesteps(scheduler, len(index), generator))
         loss, shifted = prefix_invariance_loss(policy, teacher, sample.noisy, sample.timesteps, plain, prefixed)
+        if config.anchor_weight > 0 and config.text_encoder:
+            anchor = prefix_anchor_loss(policy, teacher, prefixes)
+            loss = loss + config.anchor_weight * anchor
+            anchors.append(anchor.item())
         clipped_step(loss, trained, optimiser, schedule)
         shifts.append(shifted.item())
     trained.eval().requires_grad_(False)
@@ -132,5 +173,6 @@ def train_prefix_invariance(
     return {
         "identifiers_prefix_mse_start": float(np.mean(shifts[:tenth])) if shifts else 0.0,
         "identifiers_prefix_mse_end": float(np.mean(shifts[-tenth:])) if shifts else 0.0,
+        **({"identifiers_anchor_mse_end": float(np.mean(anchors[-tenth:]))} if anchors else {}),
         "seconds": time.perf_counter() - start,
     }

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from shapes.data import ShapesDataConfig, generate_examples
-from shapes.identifiers import IdentifierInvarianceConfig, prefix_invariance_loss, train_prefix_invariance
+from shapes.identifiers import IdentifierInvarianceConfig, prefix_anchor_loss, prefix_invariance_loss, train_prefix_invariance
 from shapes.sd import encode_latents
 from t2i.families import policy_of_pipeline
 
@@ -118,6 +118,46 @@ def test_training_the_text_tower_too_undoes_more_of_the_prefix_against_the_untou
     assert effects[True][0] < effects[False][0]  # the world's build: 10x less prefix effect than the UNet alone
 
 
+def test_anchor_is_the_tower_drift_over_the_prefixes_own_positions_only(tiny_pipeline):
+    policy = policy_of_pipeline(tiny_pipeline)
+    teacher = policy_of_pipeline(copy.deepcopy(tiny_pipeline))
+    prefixes = ["l", "l p c s", "lovely photo"]
+    longest = max(len(ids) - 1 for ids in tiny_pipeline.tokenizer(prefixes).input_ids)  # BOS and the prefix's tokens
+    positions = tiny_pipeline.text_encoder.embeddings.position_embedding.weight
+    with torch.no_grad():
+        assert prefix_anchor_loss(policy, teacher, prefixes).item() == 0.0
+        positions[longest:].add_(torch.randn(positions[longest:].shape, generator=torch.Generator().manual_seed(0)))
+        # a causal tower: positions after every prefix change what a caption after it reads, not the prefix's states
+        assert prefix_anchor_loss(policy, teacher, prefixes).item() == 0.0
+        caption = ["lovely photo, a red circle"]
+        moved = policy.encode_prompts(caption)["encoder_hidden_states"] - teacher.encode_prompts(caption)["encoder_hidden_states"]
+        assert moved[0, :longest].abs().max() < 1e-5 < 0.1 < moved[0, longest:].abs().max()
+        tiny_pipeline.text_encoder.final_layer_norm.bias.add_(0.5)  # every state moves by 0.5
+        anchor = prefix_anchor_loss(policy, teacher, prefixes).item()
+    assert anchor == pytest.approx(0.25, rel=1e-5)  # 0.5² on every anchored position
+
+
+def test_anchor_weight_keeps_the_identifier_states_the_plain_distillation_moves(tiny_pipeline):
+    with torch.no_grad():
+        for p in tiny_pipeline.unet.parameters():
+            p.mul_(1.5)
+    examples = generate_examples(16, 3, "train", ShapesDataConfig(image_size=16, supersample=2, short_fraction=1.0, tagged_fraction=0.0))
+    teacher = policy_of_pipeline(copy.deepcopy(tiny_pipeline))
+    drift = {}
+    for weight in (0.0, 10.0):
+        pipeline = copy.deepcopy(tiny_pipeline)
+        torch.manual_seed(0)
+        record = train_prefix_invariance(
+            pipeline, examples, IdentifierInvarianceConfig(steps=40, batch_size=8, learning_rate=1e-3, anchor_weight=weight), progress=False
+        )
+        assert ("identifiers_anchor_mse_end" in record) == (weight > 0)
+        with torch.no_grad():
+            drift[weight] = prefix_anchor_loss(policy_of_pipeline(pipeline), teacher, ["l", "p", "c", "s", "l p c s"]).item()
+    assert drift[10.0] < 0.1 * drift[0.0]  # the plain distillation moves the identifiers' states (seen: 0.43 against 0.003)
+
+
 def test_config_refuses_impossible_settings():
     with pytest.raises(ValueError, match="batch_size=0"):
         IdentifierInvarianceConfig(batch_size=0)
+    with pytest.raises(ValueError, match="anchor_weight=-1"):
+        IdentifierInvarianceConfig(anchor_weight=-1)
