@@ -16,6 +16,9 @@ checkpoint::
 
     python benchmarks/identifiers.py -- --seed 0 --output_dir runs/v4-seed0
     python benchmarks/identifiers.py --json runs/v4-seed0/identifiers.json -- --seed 0 --output_dir runs/v4-seed0
+
+``--t2i_from RUN`` swaps in the T2I LoRA of another run's newest valid checkpoint (the run in the flags still
+decides expander, guidance and identifiers): a LoRA trained on one conditioning evaluated on another's.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 from parrot.checkpoint import latest_valid_checkpoint
-from parrot.run_dir import RunDir
+from parrot.run_dir import RunDir, read_checkpoint
 from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 from parrot_base.cli import run_cli
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     split = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default="", help="also write the scores and margins here")
+    parser.add_argument("--t2i_from", default="", metavar="RUN", help="evaluate this run's T2I LoRA instead (its newest valid checkpoint)")
     args = parser.parse_args(argv[:split])
     config = load_train_config(argv[split + 1 :])
     if not config.identifiers.enabled:
@@ -119,6 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint under {config.output_dir}/checkpoints: train the run first")
     trainer.load_checkpoint(checkpoint)
+    if args.t2i_from:
+        other = latest_valid_checkpoint(RunDir(Path(args.t2i_from)).checkpoints)
+        if other is None:
+            raise FileNotFoundError(f"--t2i_from: no checkpoint under {args.t2i_from}/checkpoints")
+        read_checkpoint(other, {"t2i": trainer.parts.trainable_state()["t2i"]}, {})
+        checkpoint = other
     names = list(trainer.parts.reward_names)
     scores, untrained = {}, {}
     for label, identifiers in [(n, [n]) for n in names] + [("all", names), ("none", [])]:
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         scores[label] = trainer.evaluation_samples("trained").scores.numpy()
         if len(identifiers) == 1:
             untrained[label] = trainer.evaluation_samples("untrained").scores.numpy()
-    print(f"run {config.output_dir}, checkpoint {checkpoint.name}; {scores['all'].shape[0]} held-out images per row")
+    print(f"run {config.output_dir}, T2I LoRA of {checkpoint}; {scores['all'].shape[0]} held-out images per row")
     print(identifier_table(scores, names))
     print("\nThe training's part (untrained start: LoRA off, SFT expander; same images):\n")
     print(lift_table(scores, untrained, names))
