@@ -90,6 +90,8 @@ class IdentifierInvarianceConfig:
             raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, learning_rate={self.learning_rate}: need >= 0, >= 1, > 0")
         if self.anchor_weight < 0:
             raise ValueError(f"anchor_weight={self.anchor_weight}: need >= 0")
+        if self.anchor_weight > 0 and not self.text_encoder:
+            raise ValueError(f"anchor_weight={self.anchor_weight} needs text_encoder=True: a frozen tower keeps its states anyway")
 
 
 def prefix_invariance_loss(policy, teacher, noisy: torch.Tensor, timesteps: torch.Tensor, plain: list[str], prefixed: list[str]):
@@ -165,7 +167,7 @@ def train_prefix_invariance(
         noise = torch.randn(z0.shape, generator=generator)
         sample = noised_sample(scheduler, z0, noise, training_timesteps(scheduler, len(index), generator))
         loss, shifted = prefix_invariance_loss(policy, teacher, sample.noisy, sample.timesteps, plain, prefixed)
-        if config.anchor_weight > 0 and config.text_encoder:
+        if config.anchor_weight > 0:
             anchor = prefix_anchor_loss(policy, teacher, prefixes)
             loss = loss + config.anchor_weight * anchor
             anchors.append(anchor.item())

@@ -161,3 +161,5 @@ def test_config_refuses_impossible_settings():
         IdentifierInvarianceConfig(batch_size=0)
     with pytest.raises(ValueError, match="anchor_weight=-1"):
         IdentifierInvarianceConfig(anchor_weight=-1)
+    with pytest.raises(ValueError, match="needs text_encoder=True"):
+        IdentifierInvarianceConfig(anchor_weight=1.0, text_encoder=False)
