@@ -47,6 +47,7 @@ def batch_advantages(parts: TrainingParts, gathered: GatheredRewards, global_pro
     return compute_advantages(
         gathered.rewards, gathered.valid, image_prompts, parts.config.selection, parts.selection, parts.tracker,
         groups=layout.image_group(), identifiers=batch_identifiers(parts, global_prompts),
+        identifier_contrast=parts.config.identifiers.contrast,
     )  # fmt: skip
 
 

@@ -26,6 +26,14 @@ class IdentifierConfig:
         default=("all",),
         metadata={"help": "identifiers prepended at evaluation: 'all', reward names, or 'none'"},
     )
+    contrast: float = field(
+        default=0.0,
+        metadata={
+            "help": "λ: an image of '<k>, ĉ' is also pushed against the other rewards, A_i = A[i,k] − λ·mean_{j≠k} A[i,j] "
+            "(0, the paper: r_k only; 1: the shared part of the four rewards' updates cancels, only what tells the "
+            "identifiers apart is trained). Not in the paper; BENCHMARKS.md 'Fig. 7' has the measured reason"
+        },
+    )
 
     def __post_init__(self) -> None:
         if "{name" not in self.template:
@@ -34,6 +42,8 @@ class IdentifierConfig:
             self.template.format(name="reward")
         except (KeyError, IndexError, ValueError) as err:
             raise ValueError(f"template={self.template!r} is not a format string with only {{name}}: {err}") from None
+        if not 0.0 <= self.contrast <= 1.0:
+            raise ValueError(f"contrast={self.contrast} must lie in [0, 1] (0: the paper's credit, r_k only)")
 
     def check_distinct(self, reward_names: Sequence[str]) -> None:
         """Refuse a template that gives two rewards the same identifier."""

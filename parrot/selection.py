@@ -237,12 +237,22 @@ def non_dominated_per_group(rewards: torch.Tensor, groups: torch.Tensor) -> torc
     return selected
 
 
-def identifier_credit(values: torch.Tensor, identifiers: torch.Tensor) -> torch.Tensor:
-    """A with every column but the image's own identifier k(i) zeroed: "<k>, ĉ" is pushed by r_k only."""
+def identifier_credit(values: torch.Tensor, identifiers: torch.Tensor, contrast: float = 0.0) -> torch.Tensor:
+    """A with the image's own identifier's column k(i) kept and every other column j scaled by −λ/(K−1): "<k>, ĉ" is
+    pushed by r_k only (λ = ``contrast`` = 0, the paper) or also against the mean of the other rewards.
+
+    Why λ: summed over identifiers, the paper's update is Σ_k ∇J_k(<k>) with J_k(y) = E_{x~p(·|y)} r_k(x); when the
+    identifiers' conditions are close, ∇J_k(<k>) = a_k + d_k with a small identifier-specific part d_k, and the
+    common part Σ a_k moves r_k under <k> against the other identifiers by ⟨d_k, Σ a⟩, first order in d, of any sign,
+    while the aligned ⟨d_k, d_k⟩ is second order. Crediting each image of <j> with −λ·mean_{k≠j} A[·, k] adds
+    −λ·mean_{j≠k} ∇J_k(<j>) for each k, which removes λ of the common part."""
     if identifiers.shape != values.shape[:1]:
         raise ValueError(f"identifiers {tuple(identifiers.shape)} must give one reward index per row of {tuple(values.shape)}")
-    own = torch.nn.functional.one_hot(identifiers.long(), values.shape[1]).to(values.dtype)
-    return values * own
+    num_rewards = values.shape[1]
+    own = torch.nn.functional.one_hot(identifiers.long(), num_rewards).to(values.dtype)
+    if contrast == 0.0 or num_rewards == 1:
+        return values * own
+    return values * (own - (1.0 - own) * contrast / (num_rewards - 1))
 
 
 class PerPromptStatTracker:
@@ -302,12 +312,13 @@ def compute_advantages(
     tracker: PerPromptStatTracker | None = None,
     groups: torch.Tensor | None = None,
     identifiers: torch.Tensor | None = None,
+    identifier_contrast: float = 0.0,
 ) -> Advantages:
     """Advantages of the global batch (N, K) per the module docstring.
 
     ``groups`` (N,) labels each image's (prompt, expansion, identifier) group (None: the whole batch
     is one group); ``identifiers`` (N,) the reward index k each image was sampled for (None:
-    identifiers off, every reward credits every image).
+    identifiers off, every reward credits every image); ``identifier_contrast`` λ of :func:`identifier_credit`.
     """
     if rewards.ndim != 2 or valid.shape != rewards.shape:
         raise ValueError(f"rewards {tuple(rewards.shape)} and valid {tuple(valid.shape)} must both be (N, K)")
@@ -336,7 +347,7 @@ def compute_advantages(
             normaliser = float(selected.sum())
         values = normalised * selected[:, None].to(rewards.dtype) * weights  # pareto: weights 1; single: one-hot
     if identifiers is not None:
-        values = identifier_credit(values, identifiers.cpu())
+        values = identifier_credit(values, identifiers.cpu(), identifier_contrast)
     values = torch.where(valid, clipped_advantages(values, config.advantage_clip, scalar), torch.zeros_like(values))
     return Advantages(values=values.float(), selected=selected, normaliser=normaliser)
 

@@ -6,7 +6,7 @@ import statistics
 import pytest
 import torch
 
-from parrot.selection import PerPromptStatTracker, SelectionConfig, compute_advantages, parse_selection
+from parrot.selection import PerPromptStatTracker, SelectionConfig, compute_advantages, identifier_credit, parse_selection
 
 NAMES = ["a", "b"]
 # group 0: three images with distinct scores; group 1: a constant group (every image scores the same)
@@ -107,3 +107,37 @@ def test_nan_reward_in_a_scalar_mode_gets_zero_share_and_finite_advantages():
         config = SelectionConfig(mode=mode, reward_weighting="normalised", gradient_normalisation="group")
         adv = compute_advantages(rewards, torch.isfinite(rewards), ["p"] * 6, config, parse_selection(config, NAMES), groups=GROUPS)
         assert torch.isfinite(adv.values).all() and adv.values[0, 1] == 0
+
+
+def test_identifier_contrast_pushes_each_image_against_the_other_rewards_by_lambda_over_k_minus_1():
+    values = torch.tensor([[1.0, 0.0, 2.0], [3.0, 1.0, 0.0], [2.0, 2.0, 1.0]])  # A (N = 3, K = 3) before credit
+    # image 0 sampled for reward 0, image 1 for reward 2, image 2 for reward 1; λ = 0.5, K − 1 = 2: others × −0.25
+    credited = identifier_credit(values, torch.tensor([0, 2, 1]), contrast=0.5)
+    expected = torch.tensor([[1.0, 0.0, -0.5], [-0.75, -0.25, 0.0], [-0.5, 2.0, -0.25]])
+    torch.testing.assert_close(credited, expected)
+    assert torch.equal(identifier_credit(values, torch.tensor([0, 2, 1])), values * torch.eye(3)[[0, 2, 1]])  # λ = 0: the paper
+
+
+def test_full_contrast_cancels_the_common_update_when_identifiers_change_no_image():
+    # the same 3 images (same noise, identifiers invisible) under each of K = 2 identifiers, one group per identifier:
+    # with λ = 1 the advantages summed over identifiers are 0 for every image, so the update has no common part;
+    # with λ = 0 (the paper) they are z(r_a) + z(r_b) per image, on the group front
+    rewards = torch.tensor([[1.0, 0.0], [2.0, 2.0], [3.0, 1.0]]).repeat(2, 1)
+    groups, identifiers = torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([0, 0, 0, 1, 1, 1])
+    config = SelectionConfig(reward_weighting="normalised", gradient_normalisation="group")
+
+    def summed(contrast):
+        adv = compute_advantages(rewards, torch.ones_like(rewards, dtype=torch.bool), ["p"] * 6, config,
+                                 parse_selection(config, NAMES), groups=groups, identifiers=identifiers,
+                                 identifier_contrast=contrast)  # fmt: skip
+        return adv.values.sum(1).view(2, 3).sum(0)
+
+    torch.testing.assert_close(summed(1.0), torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(summed(0.0), torch.tensor([0.0, C, C]), atol=1e-5, rtol=0)  # P = {(2,2), (3,1)}
+
+
+def test_identifier_contrast_outside_0_1_is_a_config_error():
+    from parrot.identifiers import IdentifierConfig
+
+    with pytest.raises(ValueError, match=r"contrast=1.5 must lie in \[0, 1\]"):
+        IdentifierConfig(contrast=1.5)

@@ -216,7 +216,7 @@ def test_the_selection_stage_on_a_hand_made_batch():
     selection = SelectionConfig(reward_weighting="raw")  # pareto over each group, raw rewards
     parts = SimpleNamespace(
         layout=BatchLayout(prompts=1, identifiers=2, images=2), reward_names=names, num_processes=1, device=torch.device("cpu"),
-        config=SimpleNamespace(identifiers=SimpleNamespace(enabled=True), selection=selection),
+        config=SimpleNamespace(identifiers=SimpleNamespace(enabled=True, contrast=0.0), selection=selection),
         selection=parse_selection(selection, names), tracker=None,
     )  # fmt: skip
     scores = torch.tensor([[1.0, 4.0], [2.0, 3.0], [1.0, 1.0], [2.0, float("nan")]])
