@@ -17,6 +17,14 @@ checkpoint::
     python benchmarks/identifiers.py -- --seed 0 --output_dir runs/v4-seed0
     python benchmarks/identifiers.py --json runs/v4-seed0/identifiers.json -- --seed 0 --output_dir runs/v4-seed0
 
+Each identifier also changes the *other* rewards: the **change matrix** D[k, j] = [r_j(<k>) − mean_i r_j(<i>)]
+trained − the same untrained (mean over images, in units of r_j's standard deviation over the untrained images) has
+the lifts on its diagonal (D[k, k] = lift_k·(K − 1)/K) and each identifier's side effects off it.
+``--summarise A.json B.json …`` reads the ``--json`` records of several training seeds and prints, per reward, the
+mean ± SE over seeds of the lift, the seeds where <k> wins by ≥ 2 SE, and D averaged over the seeds::
+
+    python benchmarks/identifiers.py --summarise runs/ids-s0.json runs/ids-s1.json runs/ids-s2.json
+
 ``--t2i_from RUN`` swaps in the T2I LoRA of another run's newest valid checkpoint (the run in the flags still
 decides expander, guidance and identifiers): a LoRA trained on one conditioning evaluated on another's.
 """
@@ -37,7 +45,7 @@ from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 from parrot_base.cli import run_cli
 
-__all__ = ["identifier_margins", "identifier_lifts", "identifier_table", "lift_table", "main"]
+__all__ = ["identifier_margins", "identifier_lifts", "change_matrix", "identifier_table", "lift_table", "summary", "main"]
 
 
 def identifier_margins(scores: dict[str, np.ndarray], reward_names: list[str]) -> dict[str, dict[str, float]]:
@@ -85,6 +93,39 @@ def identifier_lifts(
     return result
 
 
+def change_matrix(trained: dict[str, np.ndarray], untrained: dict[str, np.ndarray], reward_names: list[str]) -> np.ndarray:
+    """D (K, K): row k identifier <k>, column j reward r_j; [r_j(<k>) − mean_i r_j(<i>)] trained − untrained, mean over
+    images, over r_j's standard deviation on the untrained images of every single identifier."""
+    after = np.stack([trained[name] for name in reward_names])  # (K identifiers, images, K rewards)
+    before = np.stack([untrained[name] for name in reward_names])
+    specific = (after - after.mean(0)) - (before - before.mean(0))
+    change, spread = specific.mean(1), before.reshape(-1, before.shape[-1]).std(0)
+    return np.divide(change, spread, out=np.full_like(change, np.nan), where=spread > 0)  # a constant reward has no unit
+
+
+def summary(records: list[dict]) -> str:
+    """Markdown over training seeds (``--json`` records): lift mean ± SE and wins per reward, then D's mean ± SE."""
+    names = list(records[0]["lifts"])
+    lines = [f"{len(records)} runs; lift = own − mean of the other single identifiers, trained − untrained (reward units)", "",
+             "| reward k | lift ± SE over runs | runs where <k> wins by ≥ 2 SE |", "|---|---:|---:|"]  # fmt: skip
+    for name in names:
+        lifts = np.array([r["lifts"][name]["lift"] for r in records])
+        wins = sum(r["margins"][name]["margin"] >= 2 * r["margins"][name]["paired_se"] for r in records)
+        lines.append(
+            f"| {name} | {lifts.mean():+.4f} ± {stats.sem(lifts) if len(records) > 1 else float('nan'):.4f} | {wins} of {len(records)} |"
+        )
+    matrices = np.stack([
+        change_matrix(*({k: np.array(v) for k, v in r[key].items()} for key in ("scores", "untrained_scores")), names)
+        for r in records
+    ])  # fmt: skip
+    mean, se = matrices.mean(0), (stats.sem(matrices, axis=0) if len(records) > 1 else np.full(matrices.shape[1:], np.nan))
+    lines += ["", "Change matrix D (rows: identifier <k>; columns: reward r_j; standard deviations of r_j; ± SE over runs)", "",
+              "| identifier | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]  # fmt: skip
+    for k, name in enumerate(names):
+        lines.append(f"| <{name}> | " + " | ".join(f"{mean[k, j]:+.3f} ± {se[k, j]:.3f}" for j in range(len(names))) + " |")
+    return "\n".join(lines)
+
+
 def lift_table(trained: dict[str, np.ndarray], untrained: dict[str, np.ndarray], reward_names: list[str]) -> str:
     """Markdown: per reward k, own − mean of the other single identifiers untrained, trained, and the lift."""
     lines = ["| reward k | own − others, untrained | trained | lift ± paired SE |", "|---|---:|---:|---:|"]
@@ -114,7 +155,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default="", help="also write the scores and margins here")
     parser.add_argument("--t2i_from", default="", metavar="RUN", help="evaluate this run's T2I LoRA instead (its newest valid checkpoint)")
+    parser.add_argument("--summarise", nargs="+", default=[], metavar="JSON", help="only summarise these --json records of several seeds")
     args = parser.parse_args(argv[:split])
+    if args.summarise:
+        records = []
+        for path in args.summarise:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"--summarise: no file {path}")
+            record = json.loads(Path(path).read_text())
+            if "untrained_scores" not in record:
+                raise ValueError(f"--summarise: {path} has no untrained scores (written before lifts were recorded): rerun it")
+            records.append(record)
+        print(summary(records))
+        return
     config = load_train_config(argv[split + 1 :])
     if not config.identifiers.enabled:
         raise ValueError("the run trained without identifiers (identifiers.enabled false): nothing to compare")

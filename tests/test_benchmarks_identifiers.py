@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.identifiers import identifier_lifts, identifier_margins, identifier_table, lift_table
+from benchmarks.identifiers import change_matrix, identifier_lifts, identifier_margins, identifier_table, lift_table, main, summary
 
 
 def test_margin_is_against_the_best_other_identifier_with_paired_se():
@@ -40,3 +40,36 @@ def test_lift_is_the_training_change_of_own_minus_mean_of_others_paired_per_imag
     # rewards b and c do not depend on the identifier: no lift
     assert lifts["b"]["lift"] == pytest.approx(0.0) and lifts["c"]["trained"] == pytest.approx(0.0)
     assert "| a | -0.5000 | +2.0000 | +2.5000 ± 1.5000 |" in lift_table(trained, untrained, names)
+
+
+def test_change_matrix_holds_the_lifts_and_each_identifiers_side_effects_in_standard_deviations():
+    names = ["a", "b", "c"]
+    base = np.array([[2.0, 1.0, 0.0], [4.0, 1.0, 0.0]])
+    untrained = {"a": base - np.array([[1.0, 0, 0], [0, 0, 0]]), "b": base.copy(), "c": base.copy()}
+    trained = {"a": base + 1 + np.array([[3.0, 0, 0], [1.0, 0, 0]]), "b": base + 1, "c": base + 1}
+    d = change_matrix(trained, untrained, names)
+    # reward a over the 6 untrained images (1, 4, 2, 4, 2, 4): population SD √(318/216)
+    sd = np.sqrt(318 / 216)
+    # <a>: [r_a(<a>) − mean_i r_a(<i>)] untrained (−2/3, 0), trained (2, 2/3): change (8/3, 2/3), mean 5/3 = lift·(K−1)/K
+    # <b>: untrained (1/3, 0), trained (−1, −1/3): change (−4/3, −1/3), mean −5/6; <c> the same
+    np.testing.assert_allclose(d[:, 0], np.array([5 / 3, -5 / 6, -5 / 6]) / sd)
+    assert np.isnan(d[:, 1:]).all()  # rewards b and c are constant: no standard deviation to measure in
+
+
+def test_summary_over_seeds_and_its_one_line_errors(tmp_path, capsys):
+    names = ["a", "b"]
+    untrained = {"a": np.array([[1.0, 0.0], [3.0, 2.0]]), "b": np.array([[1.0, 1.0], [3.0, 1.0]])}
+    records = []
+    for gain in (1.0, 3.0):  # <a> raises reward a by `gain` over the untrained start; <b> changes nothing
+        trained = {"a": untrained["a"] + np.array([[gain, 0.0], [gain, 0.0]]), "b": untrained["b"].copy()}
+        records.append({
+            "scores": {k: v.tolist() for k, v in trained.items()}, "untrained_scores": {k: v.tolist() for k, v in untrained.items()},
+            "margins": identifier_margins(trained, names), "lifts": identifier_lifts(trained, untrained, names),
+        })  # fmt: skip
+    table = summary(records)
+    # lifts 1 and 3: mean 2, SE 1; <a> wins on a by 2 vs 0 with SE 0 in both runs (own − <b>: 1+1−1, 3+3−3 per image)
+    assert "| a | +2.0000 ± 1.0000 | 2 of 2 |" in table
+    # D[a, a] = lift·(K−1)/K / SD of reward a over the untrained images (1, 3, 1, 3: SD 1) = 0.5 and 1.5: mean 1, SE 0.5
+    assert "| <a> | +1.000 ± 0.500 |" in table
+    with pytest.raises(FileNotFoundError, match="--summarise: no file"):
+        main(["--summarise", str(tmp_path / "missing.json")])
