@@ -35,6 +35,15 @@ class IdentifierConfig:
         },
     )
 
+    paired_noise: bool = field(
+        default=False,
+        metadata={
+            "help": "the images of one (prompt, expansion) draw the same noise under every identifier (common random "
+            "numbers: what the identifiers share then cancels within the batch under contrast 1); off: every image "
+            "its own noise"
+        },
+    )
+
     def __post_init__(self) -> None:
         if "{name" not in self.template:
             raise ValueError(f"template={self.template!r} must contain '{{name}}' (or a format of it, e.g. '{{name:.1}}')")

@@ -102,7 +102,8 @@ def sample_images(
     list), with trajectories; ``expanded`` gives ĉ per group (or per prompt, see :func:`group_texts`).
 
     Image i is drawn from its own generator seeded by its global index ``offset + i``, so any
-    split of the images into parts samples exactly the images of one call. With ``t2i.estimator``
+    split of the images into parts samples exactly the images of one call; with ``identifiers.paired_noise`` by
+    the index of its namesake under identifier 0, ``offset + i − k(i)·N``: the images (p, e, ·, j) share their noise. With ``t2i.estimator``
     ``rwr`` the images come from the base model (LoRA off), as DPOK's supervised baseline. With
     ``sampling.sde_window`` only the iteration's window of steps is stochastic (:mod:`parrot.sde_window`).
     """
@@ -112,9 +113,9 @@ def sample_images(
     originals = [prompts[p] for p in layout.image_prompt()[part].tolist()]
     expanded_per_image = [texts[g] for g in layout.image_group()[part].tolist()]
     own = layout.image_identifier()[part]
-    generators = [
-        torch.Generator(parts.device).manual_seed(derived_seed(parts.config.seed, iteration, IMAGES, offset + i)) for i in indices
-    ]
+    paired = parts.config.identifiers.enabled and parts.config.identifiers.paired_noise
+    seed_indices = [offset + i - (k * layout.images if paired else 0) for i, k in zip(indices, own.tolist())]
+    generators = [torch.Generator(parts.device).manual_seed(derived_seed(parts.config.seed, iteration, IMAGES, i)) for i in seed_indices]
     model = parts.policy.adapters_disabled() if parts.config.t2i.estimator == "rwr" else contextlib.nullcontext()
     with model:
         conditioning = conditioning_prompts(parts, expanded_per_image, own)

@@ -237,3 +237,15 @@ def test_the_selection_stage_on_a_hand_made_batch():
     with_identifiers = reward_metrics(names, gathered, advantages, torch.tensor([0, 0, 1, 1]))
     assert with_identifiers["identifier/r1/own_minus_others"] == 0.0 and with_identifiers["identifier/r2/own_minus_others"] == -2.5
     assert set(with_identifiers) - set(metrics) == {"identifier/r1/own_minus_others", "identifier/r2/own_minus_others"}
+
+
+def test_paired_noise_gives_each_image_its_namesakes_x_t_under_every_identifier(tmp_path):
+    def first_latents(*flags):
+        parts = ParrotTrainer(load_train_config(quick_args(tmp_path, *flags))).parts
+        prompts = local_prompts(parts, draw_prompts(parts, 0))
+        return sample_images(parts, prompts, prompts, 0, 0).trajectory.latents[:, 0]  # x_T of the 4 images (k, j)
+
+    own, paired = first_latents(), first_latents("--identifiers.paired_noise", "true")
+    # layout (k, j): 0 (0, 0), 1 (0, 1), 2 (1, 0), 3 (1, 1); identifier 0 keeps its images' own seeds
+    assert torch.equal(paired[:2], own[:2]) and torch.equal(paired[2:], paired[:2])
+    assert not torch.equal(own[2], own[0]) and not torch.equal(paired[1], paired[0])
