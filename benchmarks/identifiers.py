@@ -19,7 +19,8 @@ checkpoint::
 
 Each identifier also changes the *other* rewards: the **change matrix** D[k, j] = [r_j(<k>) − mean_i r_j(<i>)]
 trained − the same untrained (mean over images, in units of r_j's standard deviation over the untrained images) has
-the lifts on its diagonal (D[k, k] = lift_k·(K − 1)/K) and each identifier's side effects off it.
+the lifts on its diagonal (D[k, k] = lift_k·(K − 1)/K) and each identifier's side effects off it; the change every
+identifier shares (trained − untrained, same units) is printed below it.
 ``--summarise A.json B.json …`` reads the ``--json`` records of several training seeds and prints, per reward, the
 mean ± SE over seeds of the lift, the seeds where <k> wins by ≥ 2 SE, and D averaged over the seeds::
 
@@ -45,7 +46,7 @@ from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 from parrot_base.cli import run_cli
 
-__all__ = ["identifier_margins", "identifier_lifts", "change_matrix", "identifier_table", "lift_table", "summary", "main"]
+__all__ = ["identifier_margins", "identifier_lifts", "common_change", "change_matrix", "identifier_table", "lift_table", "summary", "main"]
 
 
 def identifier_margins(scores: dict[str, np.ndarray], reward_names: list[str]) -> dict[str, dict[str, float]]:
@@ -93,6 +94,15 @@ def identifier_lifts(
     return result
 
 
+def common_change(trained: dict[str, np.ndarray], untrained: dict[str, np.ndarray], reward_names: list[str]) -> np.ndarray:
+    """(K,): the change every single identifier shares, mean over identifiers and images of r_j trained − untrained, in
+    the standard deviations of :func:`change_matrix` (what the lifts are to be read against)."""
+    after = np.stack([trained[name] for name in reward_names])
+    before = np.stack([untrained[name] for name in reward_names])
+    change, spread = (after - before).mean((0, 1)), before.reshape(-1, before.shape[-1]).std(0)
+    return np.divide(change, spread, out=np.full_like(change, np.nan), where=spread > 0)
+
+
 def change_matrix(trained: dict[str, np.ndarray], untrained: dict[str, np.ndarray], reward_names: list[str]) -> np.ndarray:
     """D (K, K): row k identifier <k>, column j reward r_j; [r_j(<k>) − mean_i r_j(<i>)] trained − untrained, mean over
     images, over r_j's standard deviation on the untrained images of every single identifier."""
@@ -114,15 +124,16 @@ def summary(records: list[dict]) -> str:
         lines.append(
             f"| {name} | {lifts.mean():+.4f} ± {stats.sem(lifts) if len(records) > 1 else float('nan'):.4f} | {wins} of {len(records)} |"
         )
-    matrices = np.stack([
-        change_matrix(*({k: np.array(v) for k, v in r[key].items()} for key in ("scores", "untrained_scores")), names)
-        for r in records
-    ])  # fmt: skip
+    pairs = [[{k: np.array(v) for k, v in r[key].items()} for key in ("scores", "untrained_scores")] for r in records]
+    matrices = np.stack([change_matrix(trained, untrained, names) for trained, untrained in pairs])
+    common = np.stack([common_change(trained, untrained, names) for trained, untrained in pairs])
     mean, se = matrices.mean(0), (stats.sem(matrices, axis=0) if len(records) > 1 else np.full(matrices.shape[1:], np.nan))
+    common_se = stats.sem(common, axis=0) if len(records) > 1 else np.full(common.shape[1:], np.nan)
     lines += ["", "Change matrix D (rows: identifier <k>; columns: reward r_j; standard deviations of r_j; ± SE over runs)", "",
               "| identifier | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]  # fmt: skip
     for k, name in enumerate(names):
         lines.append(f"| <{name}> | " + " | ".join(f"{mean[k, j]:+.3f} ± {se[k, j]:.3f}" for j in range(len(names))) + " |")
+    lines.append("| common (every identifier) | " + " | ".join(f"{m:+.3f} ± {e:.3f}" for m, e in zip(common.mean(0), common_se)) + " |")
     return "\n".join(lines)
 
 

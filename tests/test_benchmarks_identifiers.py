@@ -71,5 +71,7 @@ def test_summary_over_seeds_and_its_one_line_errors(tmp_path, capsys):
     assert "| a | +2.0000 ± 1.0000 | 2 of 2 |" in table
     # D[a, a] = lift·(K−1)/K / SD of reward a over the untrained images (1, 3, 1, 3: SD 1) = 0.5 and 1.5: mean 1, SE 0.5
     assert "| <a> | +1.000 ± 0.500 |" in table
+    # shared change of reward a: (gain on the 2 images under <a>, 0 on the 2 under <b>) / 4 = 0.5, 1.5: mean 1, SE 0.5
+    assert "| common (every identifier) | +1.000 ± 0.500 | +0.000 ± 0.000 |" in table
     with pytest.raises(FileNotFoundError, match="--summarise: no file"):
         main(["--summarise", str(tmp_path / "missing.json")])
