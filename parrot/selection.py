@@ -245,7 +245,9 @@ def identifier_credit(values: torch.Tensor, identifiers: torch.Tensor, contrast:
     identifiers' conditions are close, ∇J_k(<k>) = a_k + d_k with a small identifier-specific part d_k, and the
     common part Σ a_k moves r_k under <k> against the other identifiers by ⟨d_k, Σ a⟩, first order in d, of any sign,
     while the aligned ⟨d_k, d_k⟩ is second order. Crediting each image of <j> with −λ·mean_{k≠j} A[·, k] adds
-    −λ·mean_{j≠k} ∇J_k(<j>) for each k, which removes λ of the common part."""
+    −λ·mean_{j≠k} ∇J_k(<j>) for each k, which removes λ of the common part. Measured on the shapes world, with
+    ``identifiers.paired_noise`` at λ = 1 it does, but no identifier then ranks first on its reward either
+    (BENCHMARKS.md, "Why the identifier-specific changes take either sign"): an extension, off by default."""
     if identifiers.shape != values.shape[:1]:
         raise ValueError(f"identifiers {tuple(identifiers.shape)} must give one reward index per row of {tuple(values.shape)}")
     num_rewards = values.shape[1]
