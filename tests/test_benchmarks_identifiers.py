@@ -26,13 +26,18 @@ def test_margin_is_against_the_best_other_identifier_with_paired_se():
     assert "| b | 3.0000 | <a> 1.0000 | +2.0000 ± 0.5774 | yes |" in table
 
 
-def test_lift_is_the_training_change_of_own_minus_mean_of_others_paired_per_image():
-    names = ["a", "b", "c"]
-    # 2 images; untrained: every identifier gives the same rewards except <a> lowers reward a by 1 on image 0
+def three_identifiers() -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Names, trained and untrained (images, K) scores of 3 identifiers over 2 images: untrained, every identifier
+    gives the same rewards except <a> lowers reward a by 1 on image 0; trained, everything +1 and <a> raises reward
+    a by 3 on image 0 and 1 on image 1 over <b>, <c>."""
     base = np.array([[2.0, 1.0, 0.0], [4.0, 1.0, 0.0]])
     untrained = {"a": base - np.array([[1.0, 0, 0], [0, 0, 0]]), "b": base.copy(), "c": base.copy()}
-    # trained: everything +1, <a> raises reward a by 3 on image 0 and 1 on image 1 over <b>, <c>
     trained = {"a": base + 1 + np.array([[3.0, 0, 0], [1.0, 0, 0]]), "b": base + 1, "c": base + 1}
+    return ["a", "b", "c"], trained, untrained
+
+
+def test_lift_is_the_training_change_of_own_minus_mean_of_others_paired_per_image():
+    names, trained, untrained = three_identifiers()
     lifts = identifier_lifts(trained, untrained, names)
     # reward a, own − mean of others: untrained (−1, 0), trained (3, 1); lift (4, 1): mean 2.5, SE = std(4, 1)/√2 = 1.5
     assert lifts["a"]["untrained"] == pytest.approx(-0.5) and lifts["a"]["trained"] == pytest.approx(2.0)
@@ -43,10 +48,7 @@ def test_lift_is_the_training_change_of_own_minus_mean_of_others_paired_per_imag
 
 
 def test_change_matrix_holds_the_lifts_and_each_identifiers_side_effects_in_standard_deviations():
-    names = ["a", "b", "c"]
-    base = np.array([[2.0, 1.0, 0.0], [4.0, 1.0, 0.0]])
-    untrained = {"a": base - np.array([[1.0, 0, 0], [0, 0, 0]]), "b": base.copy(), "c": base.copy()}
-    trained = {"a": base + 1 + np.array([[3.0, 0, 0], [1.0, 0, 0]]), "b": base + 1, "c": base + 1}
+    names, trained, untrained = three_identifiers()
     d = change_matrix(trained, untrained, names)
     # reward a over the 6 untrained images (1, 4, 2, 4, 2, 4): population SD √(318/216)
     sd = np.sqrt(318 / 216)
