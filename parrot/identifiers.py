@@ -29,18 +29,17 @@ class IdentifierConfig:
     contrast: float = field(
         default=0.0,
         metadata={
-            "help": "λ: an image of '<k>, ĉ' is also pushed against the other rewards, A_i = A[i,k] − λ·mean_{j≠k} A[i,j] "
-            "(0, the paper: r_k only; 1: the shared part of the four rewards' updates cancels, only what tells the "
-            "identifiers apart is trained). Not in the paper; BENCHMARKS.md 'Fig. 7' has the measured reason"
+            "help": "λ: in the T2I update an image of '<k>, ĉ' is also pushed against the other rewards, A_i = A[i,k] − "
+            "λ·mean_{j≠k} A[i,j] (0: the paper's credit, r_k only; 1: the part every identifier shares cancels, in "
+            "expectation, or within the batch with paired_noise). An extension: measured not to give Parrot's Fig. 7 "
+            "on the shapes world (BENCHMARKS.md)"
         },
     )
-
     paired_noise: bool = field(
         default=False,
         metadata={
             "help": "the images of one (prompt, expansion) draw the same noise under every identifier (common random "
-            "numbers: what the identifiers share then cancels within the batch under contrast 1); off: every image "
-            "its own noise"
+            "numbers); off: every image its own noise"
         },
     )
 

@@ -103,9 +103,10 @@ def sample_images(
 
     Image i is drawn from its own generator seeded by its global index ``offset + i``, so any
     split of the images into parts samples exactly the images of one call; with ``identifiers.paired_noise`` by
-    the index of its namesake under identifier 0, ``offset + i − k(i)·N``: the images (p, e, ·, j) share their noise. With ``t2i.estimator``
-    ``rwr`` the images come from the base model (LoRA off), as DPOK's supervised baseline. With
-    ``sampling.sde_window`` only the iteration's window of steps is stochastic (:mod:`parrot.sde_window`).
+    the index of its namesake under identifier 0, ``offset + i − k(i)·N``: the images (p, e, ·, j) share their
+    noise. With ``t2i.estimator`` ``rwr`` the images come from the base model (LoRA off), as DPOK's supervised
+    baseline. With ``sampling.sde_window`` only the iteration's window of steps is stochastic
+    (:mod:`parrot.sde_window`).
     """
     layout = parts.layout.for_prompts(len(prompts))
     texts = group_texts(parts, prompts, expanded)

@@ -46,7 +46,8 @@ of s over the same images (group or batch); A[i, k] is the k-th term, reward k's
 sums to A_i exactly, and with identifiers the image of "<k>, ĉ" keeps its own reward's share. (``per_prompt``
 standardises against a history, which has no such split: there A[i, k] = A_i·w_k / Σ_j w_j.)
 
-Identifier credit: with identifiers on, an image of "<k>, ĉ" is pushed by r_k only: A[i, j] = 0 for j ≠ k(i) (after P).
+Identifier credit: with identifiers on, an image of "<k>, ĉ" is pushed by r_k only: A[i, j] = 0 for j ≠ k(i) (after P);
+with ``identifiers.contrast`` λ > 0 (an extension, off by default) A[i, j] is scaled by −λ/(K−1) instead.
 
 P depends only on each reward column's order (*invariant* to increasing per-reward transforms): taken on raw scores.
 
