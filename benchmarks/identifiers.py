@@ -94,23 +94,36 @@ def identifier_lifts(
     return result
 
 
+def stacked(scores: dict[str, np.ndarray], reward_names: list[str]) -> np.ndarray:
+    """(K identifiers, images, K rewards): the single identifiers' score matrices in reward order."""
+    return np.stack([scores[name] for name in reward_names])
+
+
+def in_untrained_sd(change: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """``change`` (…, K) over each reward's standard deviation on the untrained images of every single identifier
+    (``before``, as :func:`stacked`); NaN for a constant reward, which has no unit."""
+    spread = before.reshape(-1, before.shape[-1]).std(0)
+    return np.divide(change, spread, out=np.full_like(change, np.nan), where=spread > 0)
+
+
 def common_change(trained: dict[str, np.ndarray], untrained: dict[str, np.ndarray], reward_names: list[str]) -> np.ndarray:
     """(K,): the change every single identifier shares, mean over identifiers and images of r_j trained − untrained, in
     the standard deviations of :func:`change_matrix` (what the lifts are to be read against)."""
-    after = np.stack([trained[name] for name in reward_names])
-    before = np.stack([untrained[name] for name in reward_names])
-    change, spread = (after - before).mean((0, 1)), before.reshape(-1, before.shape[-1]).std(0)
-    return np.divide(change, spread, out=np.full_like(change, np.nan), where=spread > 0)
+    after, before = stacked(trained, reward_names), stacked(untrained, reward_names)
+    return in_untrained_sd((after - before).mean((0, 1)), before)
 
 
 def change_matrix(trained: dict[str, np.ndarray], untrained: dict[str, np.ndarray], reward_names: list[str]) -> np.ndarray:
     """D (K, K): row k identifier <k>, column j reward r_j; [r_j(<k>) − mean_i r_j(<i>)] trained − untrained, mean over
     images, over r_j's standard deviation on the untrained images of every single identifier."""
-    after = np.stack([trained[name] for name in reward_names])  # (K identifiers, images, K rewards)
-    before = np.stack([untrained[name] for name in reward_names])
+    after, before = stacked(trained, reward_names), stacked(untrained, reward_names)
     specific = (after - after.mean(0)) - (before - before.mean(0))
-    change, spread = specific.mean(1), before.reshape(-1, before.shape[-1]).std(0)
-    return np.divide(change, spread, out=np.full_like(change, np.nan), where=spread > 0)  # a constant reward has no unit
+    return in_untrained_sd(specific.mean(1), before)
+
+
+def sem_over_runs(values: np.ndarray) -> np.ndarray:
+    """SE over the first axis (runs, ddof 1); NaN for a single run."""
+    return stats.sem(values, axis=0) if len(values) > 1 else np.full(values.shape[1:], np.nan)
 
 
 def summary(records: list[dict]) -> str:
@@ -121,14 +134,11 @@ def summary(records: list[dict]) -> str:
     for name in names:
         lifts = np.array([r["lifts"][name]["lift"] for r in records])
         wins = sum(r["margins"][name]["margin"] >= 2 * r["margins"][name]["paired_se"] for r in records)
-        lines.append(
-            f"| {name} | {lifts.mean():+.4f} ± {stats.sem(lifts) if len(records) > 1 else float('nan'):.4f} | {wins} of {len(records)} |"
-        )
+        lines.append(f"| {name} | {lifts.mean():+.4f} ± {sem_over_runs(lifts):.4f} | {wins} of {len(records)} |")
     pairs = [[{k: np.array(v) for k, v in r[key].items()} for key in ("scores", "untrained_scores")] for r in records]
     matrices = np.stack([change_matrix(trained, untrained, names) for trained, untrained in pairs])
     common = np.stack([common_change(trained, untrained, names) for trained, untrained in pairs])
-    mean, se = matrices.mean(0), (stats.sem(matrices, axis=0) if len(records) > 1 else np.full(matrices.shape[1:], np.nan))
-    common_se = stats.sem(common, axis=0) if len(records) > 1 else np.full(common.shape[1:], np.nan)
+    mean, se, common_se = matrices.mean(0), sem_over_runs(matrices), sem_over_runs(common)
     lines += ["", "Change matrix D (rows: identifier <k>; columns: reward r_j; standard deviations of r_j; ± SE over runs)", "",
               "| identifier | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]  # fmt: skip
     for k, name in enumerate(names):
