@@ -89,7 +89,7 @@ class BuildState:
     steps: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     parameters: dict[str, int] = field(default_factory=dict)
-    expansions: list[str] = field(default_factory=list)
+    expansions: dict[str, list[str]] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
 
 
@@ -313,7 +313,9 @@ def redo_stages(out: str | os.PathLike, config: BuildConfig, names: list[str], p
     state = BuildState(config=config, out=out, progress=progress)
     state.figures, state.seconds = record["figures"], record["seconds"]
     state.steps, state.parameters = record["steps"], record["parameters"]
-    state.expansions = record.get("sft_expansions", [])
+    expansions = record.get("sft_expansions", {})
+    # worlds before the card decoded by beam search recorded the sampled expansions alone, as a list
+    state.expansions = {"sampled": expansions} if isinstance(expansions, list) else expansions
     state.commands = record.get("commands", ["an earlier build (its commands were not recorded)"])
     load = os.getloadavg()
     for name, stage in STAGES:

@@ -14,10 +14,14 @@ Figures (``R`` = each reward: laion_aesthetic, preference, clip_score, sentiment
   ``headroom_sampled_aesthetic`` (± ``_se``): the same on samples, best expansion vs c;
 - ``seed_share_R``: with the plain prompt fixed, the share of R's variance that lies within a
   prompt (over seeds), pooled over all 12 colour × shape prompts;
-- ``sft_delta_R`` (± ``sft_se_R``): the SFT expander's near-greedy expansion ĉ (temperature
-  ``expander_temperature``) with CFG on ĉ, minus CFG on c, held-out prompts;
+- ``sft_delta_R`` (± ``sft_se_R``): the SFT expander's near-greedy expansion ĉ, the best of
+  ``num_beams`` beams (Promptist's decoding and the evaluation's default), with CFG on ĉ, minus CFG on
+  c, held-out prompts; ``sft_sampled_delta_R`` (± se): the same with ĉ sampled at temperature
+  ``expander_temperature``;
 - ``pcg_delta_clip_score`` (± se): prompt-centred guidance (w1 = w2 = scale/2) minus CFG on ĉ at the
-  same total weight, CLIPScore to c;
+  same total weight, CLIPScore to c, on the *sampled* ĉ: the goal is that expansions can dilute the
+  subject, which the sampled ones do (the beam ĉ of the held-out prompts name a large subject and
+  leave guidance no job, BENCHMARKS.md "Pareto fronts");
 - ``identifier_text_cosine``: cosine of the world CLIP's pooled text features of
   "l p c s, c" and c (the preset's four identifiers), mean over prompts;
   ``identifiers_delta_R`` (± se): rewards of "<ids>, c" minus c on the untrained model;
@@ -72,7 +76,8 @@ class CardSettings:
     images_per_prompt: int = field(default=16, metadata={"help": "seeds per prompt for every sampled figure"})
     num_steps: int = field(default=20, metadata={"help": "DDIM steps"})
     guidance: float = field(default=4.0, metadata={"help": "total guidance weight (CFG scale; w1 + w2 for prompt-centred)"})
-    expander_temperature: float = field(default=0.3, metadata={"help": "near-greedy expansion temperature"})
+    num_beams: int = field(default=4, metadata={"help": "beams of the SFT expander's near-greedy expansion (as the evaluation)"})
+    expander_temperature: float = field(default=0.3, metadata={"help": "temperature of the sampled expansions"})
     rule_samples: int = field(default=20000, metadata={"help": "prior draws per prompt for the rule's expectations"})
     seed: int = field(default=0, metadata={"help": "seed of every draw"})
 
@@ -223,21 +228,27 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
     _paired(figures, "headroom_sampled_delta_laion_aesthetic", best_scores["laion_aesthetic"], held_plain["laion_aesthetic"])
 
     expander = PromptExpander.from_pretrained(world / "expander")
-    expansions = expander.sample(held_out, n=1, temperature=settings.expander_temperature, generator_seed=settings.seed).texts
-    expanded = [e for e in expansions for _ in range(n)]
-    sft = _sample_scores(policy, rewards, expanded, held_originals, cfg, settings, held_seeds)
-    for name in REWARDS:
-        _paired(figures, f"sft_delta_{name}", sft[name], held_plain[name])
+    expansions = {
+        "beam": expander.beam_search(held_out, num_beams=settings.num_beams).texts,
+        "sampled": expander.sample(held_out, n=1, temperature=settings.expander_temperature, generator_seed=settings.seed).texts,
+    }
+    sft = {}
+    for decoding, prefix in (("beam", "sft"), ("sampled", "sft_sampled")):
+        expanded = [e for e in expansions[decoding] for _ in range(n)]
+        sft[decoding] = _sample_scores(policy, rewards, expanded, held_originals, cfg, settings, held_seeds)
+        for name in REWARDS:
+            _paired(figures, f"{prefix}_delta_{name}", sft[decoding][name], held_plain[name])
     half = settings.guidance / 2
-    centred = _sample_scores(policy, rewards, expanded, held_originals, Guidance.prompt_centred(half, half), settings, held_seeds)
-    _paired(figures, "pcg_delta_clip_score", centred["clip_score"], sft["clip_score"])
+    sampled = [e for e in expansions["sampled"] for _ in range(n)]
+    centred = _sample_scores(policy, rewards, sampled, held_originals, Guidance.prompt_centred(half, half), settings, held_seeds)
+    _paired(figures, "pcg_delta_clip_score", centred["clip_score"], sft["sampled"]["clip_score"])
 
     identified = _sample_scores(
         policy, rewards, [with_prefix(p, ALL_IDENTIFIERS) for p in held_originals], held_originals, cfg, settings, held_seeds
     )
     for name in REWARDS:
         _paired(figures, f"identifiers_delta_{name}", identified[name], held_plain[name])
-    figures["identifier_text_cosine"] = identifier_text_cosine(world, everything + expansions)
+    figures["identifier_text_cosine"] = identifier_text_cosine(world, everything + expansions["sampled"])
     figures["sft_expansions"] = expansions  # type: ignore[assignment]  (kept for the card's text)
     return figures
 

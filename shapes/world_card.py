@@ -5,8 +5,9 @@ build's stages and from :mod:`shapes.card` (the ``card_*`` ones).
 
 ``world.json`` holds ``{"figures", "seconds", "steps", "parameters", "sft_expansions"}``: the figures
 by name, per stage its wall seconds, optimiser steps and parameter count, and the SFT expander's
-expansions of the held-out prompts. ``WORLD.md`` tabulates them, with the world-v4 goals table
-(:func:`goal_rows`), the rewards' rules and the build configuration.
+expansions of the held-out prompts per decoding (``{"beam": [...], "sampled": [...]}``). ``WORLD.md``
+tabulates them, with the world-v4 goals table (:func:`goal_rows`), the rewards' rules and the build
+configuration.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def write_world_card(state: BuildState, stages: list[str], command: str, load: t
     (state.out / RECORD_FILE).write_text(json.dumps(record, indent=1))
 
 
+def _expansion_lines(expansions: dict[str, list[str]], card) -> list[str]:
+    """The SFT expander's expansions of the held-out prompts, one line per decoding the card measured."""
+    how = {"beam": f"best of {card.num_beams} beams", "sampled": f"sampled at temperature {card.expander_temperature}"}
+    quoted = {decoding: "; ".join(json.dumps(e, ensure_ascii=True) for e in texts) for decoding, texts in expansions.items()}
+    bullets = [f"- {how.get(decoding, decoding)}: {text}" for decoding, text in quoted.items()]
+    return ["SFT expansions of the held-out prompts:", "", *bullets]
+
+
 def _directory_megabytes(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
@@ -78,20 +87,22 @@ def goal_rows(figures: dict[str, float]) -> list[str]:
         row("seeds explain ≥ 30% of preference variance", "card_seed_share_preference", lambda v: v >= 0.3),
         row("seeds explain ≥ 10% of sentiment variance", "card_seed_share_sentiment", lambda v: v >= 0.1),
     ]
-    for name in ("laion_aesthetic", "preference"):
-        se = f(f"card_sft_se_{name}")
-        rows.append(
-            row(
-                f"SFT expander beats c on {name} by ≥ 3 paired SE (SE {se if se is None else round(se, 3)})",
-                f"card_sft_delta_{name}",
-                lambda v, se=se: se is not None and v >= 3 * se,
+    for prefix, decoding in (("sft", "beam ĉ"), ("sft_sampled", "sampled ĉ")):
+        for name in ("laion_aesthetic", "preference"):
+            se = f(f"card_{prefix}_se_{name}")
+            rows.append(
+                row(
+                    f"SFT expander ({decoding}) beats c on {name} by ≥ 3 paired SE (SE {se if se is None else round(se, 3)})",
+                    f"card_{prefix}_delta_{name}",
+                    lambda v, se=se: se is not None and v >= 3 * se,
+                )
             )
-        )
-    rows.append(row("SFT expander lowers CLIPScore to c (as Promptist)", "card_sft_delta_clip_score", lambda v: v < 0))
+        lowers = f"SFT expander ({decoding}) lowers CLIPScore to c (as Promptist)"
+        rows.append(row(lowers, f"card_{prefix}_delta_clip_score", lambda v: v < 0))
     se = f("card_pcg_se_clip_score")
     rows.append(
         row(
-            f"prompt-centred guidance beats CFG on ĉ on CLIPScore by ≥ 2 SE (SE {se if se is None else round(se, 3)})",
+            f"prompt-centred guidance beats CFG on ĉ (sampled) on CLIPScore by ≥ 2 SE (SE {se if se is None else round(se, 3)})",
             "card_pcg_delta_clip_score",
             lambda v: se is not None and v >= 2 * se,
         )
@@ -153,8 +164,7 @@ def world_card_text(state: BuildState, load_at_start: tuple[float, float, float]
         "|---|---|---:|---|",
         *goal_rows(state.figures),
         "",
-        "SFT expansions of the held-out prompts at temperature "
-        f"{cfg.card.expander_temperature}: " + "; ".join(json.dumps(e, ensure_ascii=True) for e in state.expansions),
+        *_expansion_lines(state.expansions, cfg.card),
         "",
         *_rewards_section(state),
         "",

@@ -15,7 +15,7 @@ from prompt_expander.expander import PromptExpander
 from rewards import load_reward
 from shapes.build import BuildState, build_world, main, quick_config, stage_clip, stage_data
 from shapes.card import REWARDS, best_expansion, expected_rating
-from shapes.data import HELD_OUT_PAIRS
+from shapes.data import HELD_OUT_PAIRS, short_prompt
 from shapes.sd import WORD_READINGS
 
 
@@ -67,8 +67,8 @@ def test_card_figures_and_expansions_are_recorded(world):
     expected = {"card_headroom_rule_min", "card_headroom_sampled_delta_laion_aesthetic", "card_headroom_sampled_se_laion_aesthetic",
                 "card_pcg_delta_clip_score", "card_pcg_se_clip_score", "card_identifier_text_cosine"}  # fmt: skip
     for name in REWARDS:
-        expected |= {f"card_seed_share_{name}", f"card_sft_delta_{name}", f"card_sft_se_{name}",
-                     f"card_identifiers_delta_{name}", f"card_identifiers_se_{name}"}  # fmt: skip
+        expected |= {f"card_seed_share_{name}", f"card_sft_delta_{name}", f"card_sft_se_{name}", f"card_sft_sampled_delta_{name}",
+                     f"card_sft_sampled_se_{name}", f"card_identifiers_delta_{name}", f"card_identifiers_se_{name}"}  # fmt: skip
     expected |= {f"card_corr_{a}_{b}" for a, b in itertools.combinations(REWARDS, 2)}
     expected |= {f"card_headroom_rule_a_{c}_{s}" for c, s in HELD_OUT_PAIRS}
     assert {k for k in figures if k.startswith("card_")} == expected
@@ -81,9 +81,13 @@ def test_card_figures_and_expansions_are_recorded(world):
     assert figures[f"card_headroom_rule_a_{colour}_{shape}"] == pytest.approx(best - plain, rel=1e-12)
     assert all(-1.0 - 1e-9 <= figures[k] <= 1.0 + 1e-9 for k in expected if k.startswith("card_corr_"))
     assert all(figures[k] >= 0.0 for k in expected if "_se_" in k)
-    # one near-greedy expansion per held-out prompt, kept out of the numeric figures
-    assert record["sft_expansions"] == state.expansions and len(state.expansions) == len(HELD_OUT_PAIRS)
-    assert all(isinstance(e, str) for e in state.expansions) and "card_sft_expansions" not in figures
+    # per decoding one expansion per held-out prompt, kept out of the numeric figures: the beam one is the expander's own
+    # beam search (deterministic), the sampled one its sample at the card's temperature and seed
+    assert record["sft_expansions"] == state.expansions and "card_sft_expansions" not in figures
+    expander, held_out = PromptExpander.from_pretrained(out / "expander"), [short_prompt(c, s) for c, s in HELD_OUT_PAIRS]
+    assert state.expansions["beam"] == expander.beam_search(held_out, num_beams=settings.num_beams).texts
+    sampled = expander.sample(held_out, n=1, temperature=settings.expander_temperature, generator_seed=settings.seed).texts
+    assert state.expansions["sampled"] == sampled
 
 
 def test_world_card_has_the_goals_table(world):
@@ -97,8 +101,8 @@ def test_world_card_has_the_goals_table(world):
     assert goals[:2] == ["| goal | figure | value | met |", "|---|---|---:|---|"]
     rows = goals[2:]
     assert (
-        len(rows) == 26
-    )  # 8 single goals, SFT on 2 rewards + CLIPScore, PCG, cosine, 4 identifier rows, 4 SDXL and 4 SD3 rows, the trade-off
+        len(rows) == 29
+    )  # 8 single goals, SFT (beam, sampled) on 2 rewards + CLIPScore, PCG, cosine, 4 identifier, 4 SDXL and 4 SD3 rows, trade-off
     headroom = figures["card_headroom_rule_min"]
     assert (
         f"| plain prompt mediocre: rule headroom ≥ 1.5 on every held-out prompt | `card_headroom_rule_min` | "
@@ -122,7 +126,13 @@ def test_world_card_has_the_goals_table(world):
     assert rows[-1].startswith(f"| the rewards trade off: some pairwise correlation clearly negative (< −0.2) | `{worst}` |")
     assert all(row.endswith(("| yes |", "| NO |")) for row in rows)
     # each expansion as a JSON string (control characters of an untrained expander escaped)
-    assert all(json.dumps(e, ensure_ascii=True) in card for e in state.expansions)
+    expansions = card.split("SFT expansions of the held-out prompts:\n\n")[1].split("\n\n")[0].splitlines()
+    lines = {line.split(":")[0]: line for line in expansions}
+    settings = state.config.card
+    beam, sampled = f"- best of {settings.num_beams} beams", f"- sampled at temperature {settings.expander_temperature}"
+    assert list(lines) == [beam, sampled]
+    assert all(json.dumps(e, ensure_ascii=True) in lines[beam] for e in state.expansions["beam"])
+    assert all(json.dumps(e, ensure_ascii=True) in lines[sampled] for e in state.expansions["sampled"])
 
 
 def test_saved_clip_reloads_and_matches(world):
@@ -337,9 +347,12 @@ def test_redo_reruns_only_the_named_stages_and_keeps_the_history(world, tmp_path
     shutil.copytree(out, copy)
     before = json.loads((copy / "world.json").read_text())
     assert before["commands"] == ["python -m shapes.build --out " + str(out)]
+    # a world recorded before the card decoded by beam search kept its sampled expansions as a list
+    (copy / "world.json").write_text(json.dumps({**before, "sft_expansions": before["sft_expansions"]["sampled"]}))
     redo_stages(copy, quick_config(seed=0), ["alignment"], progress=False, command="redo alignment")
     after = json.loads((copy / "world.json").read_text())
     assert after["commands"] == [*before["commands"], "redo alignment"]
+    assert after["sft_expansions"] == {"sampled": before["sft_expansions"]["sampled"]}
     assert after["figures"] == pytest.approx(before["figures"])  # the same seed recomputes the same figures
     assert {k for k in after["seconds"] if after["seconds"][k] != before["seconds"][k]} <= {"data", "alignment"}
     assert "`redo alignment`" in (copy / "WORLD.md").read_text().split("\n")[2]
