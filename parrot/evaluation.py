@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from scipy.stats import sem
 
-from parrot.identifiers import with_identifiers
+from parrot.identifiers import prepended_template, with_identifiers
 from parrot.rollout import expanded_texts
 from parrot.seeding import EVAL, derived_seed
 from parrot.selection import non_dominated_mask
@@ -138,10 +138,12 @@ def held_out_samples(parts: TrainingParts, setting: str) -> EvaluationSamples:
     plain = setting == "plain_base"
     lora = parts.policy.adapters_disabled() if setting != "trained" else contextlib.nullcontext()
     sft = parts.expander.using_reference() if setting == "untrained" and parts.expander is not None else contextlib.nullcontext()
+    tokens = parts.identifier_tokens
+    start = tokens.at_start() if setting != "trained" and tokens is not None else contextlib.nullcontext()  # the untrained identifiers
     guidance = Guidance.cfg(parts.config.sampling.guidance_scale) if plain else parts.guidance
-    template = parts.config.identifiers.template
+    template = prepended_template(parts.config.identifiers)
     columns, expanded_all, seeds, images = [], [], [], []
-    with lora, sft:
+    with lora, sft, start:
         expanded = None
         for seed in parts.config.evaluation.seeds:
             if plain:

@@ -38,7 +38,7 @@ from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
 from parrot.best_of_n import best_of_n
-from parrot.identifiers import IdentifierConfig, with_identifiers
+from parrot.identifiers import TOKEN_TEMPLATE, TOKENS_DIR, IdentifierConfig, with_identifiers
 from parrot.models import build_evaluator, build_policy, resolve_reward_settings
 from parrot.prompts import read_prompts
 from parrot.run_dir import lora_training_config
@@ -84,7 +84,11 @@ class GenerateConfig:
         default=(), metadata={"help": "diffusers-format LoRA directories (e.g. RUN/final/lora, a 'wrong' LoRA); all active"}
     )
     textual_inversion: tuple[str, ...] = field(
-        default=(), metadata={"help": "token-embedding directories (parrot.wrong_lora --pivotal true: OUT/embeddings), loaded first"}
+        default=(),
+        metadata={
+            "help": "token-embedding directories (parrot.wrong_lora --pivotal true: OUT/embeddings), loaded first; a LoRA's "
+            "trained identifier tokens (identifiers.trainable_tokens) load by themselves"
+        },
     )
     expander: str = field(default="", metadata={"help": "prompt expander directory or hub id (empty: ĉ = c)"})
     expander_temperature: float = field(default=1.0, metadata={"help": "expander sampling temperature"})
@@ -161,9 +165,23 @@ def training_identifiers(lora_dir: str | Path | None) -> tuple[list[str], str | 
     if not config:
         return [], None
     ids = config.get("identifiers", {})
+    template = TOKEN_TEMPLATE if ids.get("trainable_tokens") else ids.get("template")
     if not ids.get("enabled", True):
-        return [], ids.get("template")
-    return list(config.get("rewards", {}).get("names", [])), ids.get("template")
+        return [], template
+    return list(config.get("rewards", {}).get("names", [])), template
+
+
+def trained_token_dirs(lora_dir: str | Path) -> list[Path]:
+    """The identifier tokens the LoRA's training run trained (``identifiers.trainable_tokens``): one folder per reward
+    beside the LoRA folder; [] when the run trained none."""
+    config = lora_training_config(lora_dir) or {}
+    if not config.get("identifiers", {}).get("trainable_tokens"):
+        return []
+    folders = [Path(lora_dir).parent / TOKENS_DIR / name for name in config.get("rewards", {}).get("names", [])]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"the LoRA {str(lora_dir)!r} was trained with identifier tokens, but {missing[0]!r} is missing")
+    return folders
 
 
 def resolve_identifiers(config: GenerateConfig) -> tuple[list[str], str]:
@@ -192,7 +210,8 @@ def load_generation_policy(config: GenerateConfig) -> DiffusionPolicy:
     policy = build_policy(config.model, config.dtype, config.device, distilled_guidance=generation_distilled_guidance(config))
     if config.distilled_guidance and not isinstance(policy, FluxPolicy):
         raise ValueError(f"--distilled_guidance applies to FLUX.1 models only; {config.model} is a {type(policy).__name__}")
-    for directory in config.textual_inversion:
+    trained_tokens = trained_token_dirs(config.lora[0]) if config.lora else []
+    for directory in [*trained_tokens, *config.textual_inversion]:
         load_token_embeddings(policy.pipeline, directory)
     if config.prompt_weighting and supports_prompt_weighting(policy):
         policy = with_prompt_weighting(policy)

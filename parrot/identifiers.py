@@ -3,14 +3,33 @@
 During training the images sampled for reward k come from "<k>, ĉ" and reward k's
 log-likelihood term is taken under that condition c_k; at inference all (or a chosen subset
 of) identifiers are prepended, "<k1> <k2> …, ĉ", to ask for every quality at once.
+
+With ``trainable_tokens`` (pivotal tuning, an extension) reward k's identifier is a new token
+"<k>" in the T2I model's text tower(s) (:func:`add_identifier_tokens`, :mod:`t2i.textual_inversion`),
+whose embedding starts at the template's text and is trained with the LoRA: by the identifier
+credit, only the images of "<k>, ĉ" and so only reward k move it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["IdentifierConfig", "identifier", "with_identifiers", "evaluation_identifiers"]
+import torch
+
+from t2i.textual_inversion import add_trainable_tokens, save_token_embeddings, token_rows
+
+__all__ = [
+    "TOKENS_DIR", "TOKEN_TEMPLATE", "IdentifierConfig", "IdentifierTokens", "add_identifier_tokens", "identifier", "prepended_template",
+    "with_identifiers", "evaluation_identifiers",
+]  # fmt: skip
+
+#: reward k's identifier text when it is a trained token (``trainable_tokens``)
+TOKEN_TEMPLATE = "<{name}>"
+#: the folder beside a LoRA folder that holds its run's trained identifier tokens, one subfolder per reward
+TOKENS_DIR = "identifiers"
 
 
 @dataclass
@@ -43,7 +62,19 @@ class IdentifierConfig:
         },
     )
 
+    trainable_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "pivotal tuning: reward k's identifier becomes a new token '<k>' in the T2I model's text tower(s), its "
+            "embedding initialised from the template's text and trained with the LoRA by reward k's images only; saved "
+            "beside the LoRA in identifiers/<k>/ (diffusers' textual-inversion file)"
+        },
+    )
+    token_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the identifier tokens (no weight decay)"})
+
     def __post_init__(self) -> None:
+        if not self.token_lr > 0:
+            raise ValueError(f"token_lr={self.token_lr} must be > 0")
         if "{name" not in self.template:
             raise ValueError(f"template={self.template!r} must contain '{{name}}' (or a format of it, e.g. '{{name:.1}}')")
         try:
@@ -82,3 +113,56 @@ def evaluation_identifiers(config: IdentifierConfig, reward_names: Sequence[str]
     if unknown:
         raise ValueError(f"identifiers.evaluation names {unknown}, not among rewards.names {list(reward_names)}")
     return list(config.evaluation)
+
+
+def prepended_template(config: IdentifierConfig) -> str:
+    """The template of the text prepended for reward k: its token "<k>" with ``trainable_tokens``, else ``template``."""
+    return TOKEN_TEMPLATE if config.trainable_tokens else config.template
+
+
+@dataclass
+class IdentifierTokens:
+    """The trained identifier tokens of a run: reward name → token, each token's embedding rows in every text
+    tower (views: writing them writes the model) and those rows as they started."""
+
+    tokens: dict[str, str]
+    rows: dict[str, list[torch.Tensor]]
+    start: dict[str, list[torch.Tensor]]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The rows by ``"<token>/<tower index>"``, for checkpoints."""
+        return {f"{token}/{i}": row for name, token in self.tokens.items() for i, row in enumerate(self.rows[name])}
+
+    @contextlib.contextmanager
+    def at_start(self) -> Iterator[None]:
+        """The tokens as they started (the untrained model's identifiers), restored afterwards."""
+        trained = {name: [row.detach().clone() for row in rows] for name, rows in self.rows.items()}
+        with torch.no_grad():
+            for name, rows in self.rows.items():
+                for row, start in zip(rows, self.start[name]):
+                    row.copy_(start)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, rows in self.rows.items():
+                    for row, value in zip(rows, trained[name]):
+                        row.copy_(value)
+
+    def save(self, pipeline, directory: Path) -> None:
+        """``directory/<reward>/learned_embeds.safetensors`` per token (diffusers' ``load_textual_inversion`` reads each)."""
+        for name, token in self.tokens.items():
+            save_token_embeddings(pipeline, token, Path(directory) / name)
+
+
+def add_identifier_tokens(
+    pipeline, config: IdentifierConfig, reward_names: Sequence[str]
+) -> tuple[IdentifierTokens, list[torch.nn.Parameter]]:
+    """Add the token "<k>" of every reward to ``pipeline``'s text tower(s), initialised from ``config.template``'s text
+    (one token of the template's text: the encoding is exactly the template's); returns the tokens and the towers'
+    embedding matrices to train (gradients reach the tokens' rows only)."""
+    tokens = {name: identifier(TOKEN_TEMPLATE, name) for name in reward_names}
+    matrices = add_trainable_tokens(pipeline, {tokens[name]: identifier(config.template, name) for name in reward_names})
+    rows = {name: token_rows(pipeline, token) for name, token in tokens.items()}
+    start = {name: [row.detach().clone() for row in rows[name]] for name in reward_names}
+    return IdentifierTokens(tokens, rows, start), matrices

@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import FullyShardedDataParallelPlugin
 
-from parrot.identifiers import evaluation_identifiers
+from parrot.identifiers import IdentifierTokens, add_identifier_tokens, evaluation_identifiers
 from parrot.layout import BatchLayout
 from parrot.models import build_evaluator, build_expander, build_policy, resolve_reward_settings, resolve_world, with_world
 from parrot.run_dir import RunDir
@@ -55,6 +55,7 @@ class TrainingParts:
     t2i_optimizer: torch.optim.Optimizer | None  # None unless the T2I model trains
     expander_optimizer: torch.optim.Optimizer | None  # None unless the expander trains
     tracker: PerPromptStatTracker
+    identifier_tokens: IdentifierTokens | None = None  # trained identifier tokens (identifiers.trainable_tokens)
 
     @property
     def rank(self) -> int:
@@ -114,6 +115,8 @@ class TrainingParts:
         state = {"t2i": {n: p for n, p in self.policy.unet.named_parameters() if "lora_" in n}}
         if self.expander is not None:
             state["expander"] = {n: p for n, p in self.expander.model.named_parameters() if p.requires_grad}
+        if self.identifier_tokens is not None:
+            state["identifier_tokens"] = self.identifier_tokens.state()
         return state
 
 
@@ -172,6 +175,8 @@ def build_parts(config: TrainConfig, accelerator: Accelerator, train_prompts: li
     plugin = fsdp_plugin_of(accelerator)
     if plugin is not None:
         check_fsdp_settings(plugin, config.model.compile.enabled)
+        if config.identifiers.trainable_tokens:
+            raise ValueError("identifiers.trainable_tokens is not supported under FSDP (the text towers are not sharded)")
     torch.manual_seed(config.seed)
     shapes_world = resolve_world(config.world)
     # FSDP loads on the CPU: fully_shard moves only this process's shards of the denoiser to the device
@@ -192,7 +197,15 @@ def build_parts(config: TrainConfig, accelerator: Accelerator, train_prompts: li
         config.expander.lora_target_modules, train_prompts, device,
     )  # fmt: skip
     guidance, training_guidance = _guidances(config, expander is not None)
-    t2i_optimizer = torch.optim.AdamW(t2i_params, lr=config.t2i.lr, weight_decay=config.t2i.weight_decay) if trains_t2i else None
+    param_groups = [{"params": t2i_params}]
+    tokens = None
+    if config.identifiers.trainable_tokens:
+        tokens, matrices = add_identifier_tokens(policy.pipeline, config.identifiers, reward_names)
+        # the towers' whole embedding matrices, their gradients masked to the tokens' rows; no weight decay, which would
+        # shrink every row (t2i.textual_inversion)
+        param_groups.append({"params": matrices, "lr": config.identifiers.token_lr, "weight_decay": 0.0})
+        t2i_params = [*t2i_params, *matrices]  # summed over processes and clipped with the LoRA
+    t2i_optimizer = torch.optim.AdamW(param_groups, lr=config.t2i.lr, weight_decay=config.t2i.weight_decay) if trains_t2i else None
     expander_optimizer = (
         torch.optim.AdamW(expander.trainable_parameters(), lr=config.expander.lr) if config.mode in ("joint", "expander") else None
     )
@@ -200,5 +213,5 @@ def build_parts(config: TrainConfig, accelerator: Accelerator, train_prompts: li
         config, accelerator, derived, layout, device, reward_names, selection, eval_identifiers,
         train_prompts, eval_prompts, policy, t2i_params, evaluator, expander, guidance, training_guidance,
         t2i_optimizer, expander_optimizer,
-        PerPromptStatTracker(config.selection.stat_buffer_size, config.selection.stat_min_count),
+        PerPromptStatTracker(config.selection.stat_buffer_size, config.selection.stat_min_count), tokens,
     )  # fmt: skip

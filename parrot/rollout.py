@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from parrot.identifiers import with_identifiers
+from parrot.identifiers import prepended_template, with_identifiers
 from parrot.parts import TrainingParts
 from parrot.sde_window import window_steps
 from parrot.seeding import EXPANDER, IMAGES, PROMPTS, derived_seed
@@ -92,7 +92,8 @@ def conditioning_prompts(parts: TrainingParts, expanded: list[str], reward_index
     identifiers = parts.config.identifiers
     if not identifiers.enabled or reward_index is None:
         return list(expanded)
-    return [with_identifiers(text, [parts.reward_names[int(k)]], identifiers.template) for text, k in zip(expanded, reward_index)]
+    template = prepended_template(identifiers)
+    return [with_identifiers(text, [parts.reward_names[int(k)]], template) for text, k in zip(expanded, reward_index)]
 
 
 def sample_images(

@@ -10,6 +10,7 @@ without a trained image in a minibatch backpropagates a zero-weighted one: :func
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 
@@ -23,7 +24,10 @@ from parrot.sharding import rows_for_collectives
 from t2i import Guidance, Trajectory
 from t2i.objective import noised_sample
 
-__all__ = ["update_t2i", "trained_steps", "old_log_probs", "recomputed_log_probs", "minibatch_steps", "collective_rows", "noised_samples"]
+__all__ = [
+    "update_t2i", "trained_steps", "old_log_probs", "recomputed_log_probs", "minibatch_steps", "collective_rows", "noised_samples",
+    "live_conditioning",
+]  # fmt: skip
 
 
 def trained_steps(parts: TrainingParts, rollout: Rollout, iteration: int) -> torch.Tensor:
@@ -96,7 +100,7 @@ def update_t2i(
     for active in minibatch_steps(parts, need, stats):
         if not active.numel():
             continue
-        step = parts.policy.recorded_steps(trajectory.select(active), steps[active])
+        step = parts.policy.recorded_steps(live_conditioning(parts, trajectory.select(active)), steps[active])
         policy = t2i_policy_loss(
             step.log_prob.view(active.numel(), -1),
             per_image[active],
@@ -114,6 +118,18 @@ def update_t2i(
         stats["loss"] += float(loss.detach()) / cfg.inner_epochs
         stats["clip_fraction"] += float(policy.clip_fraction) / (cfg.inner_epochs * cfg.minibatches)
     return stats
+
+
+def live_conditioning(parts: TrainingParts, trajectory: Trajectory) -> Trajectory:
+    """The trajectory with its conditioning encoded again under the current weights, with gradients, when identifier
+    tokens train (``identifiers.trainable_tokens``: the text towers then take part in the update); else as recorded
+    (the same tensors: the towers are frozen)."""
+    if parts.identifier_tokens is None:
+        return trajectory
+    guidance = parts.training_guidance
+    conditions = guidance.conditions(trajectory.prompts, trajectory.original_prompts)
+    negatives = parts.config.sampling.negative_prompt
+    return replace(trajectory, conditioning=parts.policy.build_conditioning(conditions, guidance, negatives))
 
 
 def update_t2i_rwr(parts: TrainingParts, rollout: Rollout, advantages: Advantages, iteration: int) -> dict[str, float]:

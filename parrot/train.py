@@ -71,6 +71,7 @@ from parrot.checkpoint import latest_valid_checkpoint
 from parrot.credit import GatheredRewards, batch_advantages, batch_identifiers, gather_scores, reward_metrics
 from parrot.evaluation import EvaluationSamples, evaluation_record, format_table, held_out_samples
 from parrot.expander_update import relative_rewards, update_expander
+from parrot.identifiers import TOKENS_DIR
 from parrot.parts import TrainingParts, build_parts, make_accelerator
 from parrot.prompts import read_prompt_list
 from parrot.rollout import Rollout, draw_prompts, expand, expanded_texts, local_prompts, sample_and_score
@@ -224,8 +225,8 @@ class ParrotTrainer:
         optimizers = {name: None if opt is None else full_optimizer_state(opt) for name, opt in self._optimizers().items()}
         if parts.accelerator.is_main_process:
             state = CheckpointState(iteration, parts.tracker.state_dict(), config_to_dict(self.config))
-            save_lora = functools.partial(parts.policy.save_lora, state_dict=trainable["t2i"])
-            path = write_checkpoint(self.run, state, trainable, save_lora, optimizers, self.config.keep_checkpoints)
+            save_weights = functools.partial(self.save_weights, lora=trainable["t2i"])
+            path = write_checkpoint(self.run, state, trainable, save_weights, optimizers, self.config.keep_checkpoints)
         parts.accelerator.wait_for_everyone()
         return path
 
@@ -247,9 +248,15 @@ class ParrotTrainer:
     def save_final(self, lora: Mapping[str, torch.Tensor] | None = None) -> None:
         """The final LoRA (``lora``: its full tensors, gathered by every process under FSDP; default the policy's
         own) and expander (the main process)."""
-        self.parts.policy.save_lora(self.run.final_lora, state_dict=lora)
+        self.save_weights(self.run.final_lora, lora)
         if self.parts.expander is not None:
             self.parts.expander.save_pretrained(self.run.final_expander)
+
+    def save_weights(self, lora_dir: Path, lora: Mapping[str, torch.Tensor] | None = None) -> None:
+        """The LoRA in ``lora_dir`` and, when they train, the identifier tokens beside it (``identifiers/<reward>/``)."""
+        self.parts.policy.save_lora(lora_dir, state_dict=lora)
+        if self.parts.identifier_tokens is not None:
+            self.parts.identifier_tokens.save(self.parts.policy.pipeline, Path(lora_dir).parent / TOKENS_DIR)
 
     # ----- evaluation (parrot.evaluation) -----------------------------------------------------------
     def evaluation_samples(self, setting: str) -> EvaluationSamples:

@@ -47,7 +47,7 @@ from t2i.lora import LoraSettings
 __all__ = [
     "TrainConfig", "ModelConfig", "RewardsConfig", "PromptsConfig", "SamplingConfig", "T2IUpdateConfig", "ExpanderTrainingConfig",
     "EvaluationConfig", "LoggingConfig", "DerivedQuantities", "derived_quantities", "batch_layout", "identifier_count",
-    "check_groups_of_one", "load_train_config",
+    "check_groups_of_one", "check_trainable_tokens", "load_train_config",
 ]  # fmt: skip
 
 _MODES = ("joint", "t2i", "expander")
@@ -238,6 +238,7 @@ class TrainConfig:
                 f"keep_checkpoints >= 1 ({self.keep_checkpoints})"
             )
         self.identifiers.check_distinct(self.rewards.names)
+        check_trainable_tokens(self)
         groups = self.sampling.expansions_per_prompt * identifier_count(self)
         if self.sampling.images_per_prompt % groups:
             raise ValueError(
@@ -257,6 +258,20 @@ class TrainConfig:
             check_groups_of_one(self.selection, groups)
         if not self.prompts.train and not self.prompts.train_file:
             raise ValueError("prompts.train and prompts.train_file are both empty: give training prompts")
+
+
+def check_trainable_tokens(config: TrainConfig) -> None:
+    """Refuse ``identifiers.trainable_tokens`` where its tokens would not train, or train wrongly."""
+    if not config.identifiers.trainable_tokens:
+        return
+    if not config.identifiers.enabled or config.mode not in ("joint", "t2i"):
+        raise ValueError(
+            "identifiers.trainable_tokens trains the identifiers with the T2I model: needs identifiers.enabled and mode 'joint' or 't2i'"
+        )
+    if config.t2i.kl_weight > 0:  # the KL's base model would need the tokens' starting rows under every minibatch
+        raise ValueError("identifiers.trainable_tokens with t2i.kl_weight > 0 is not supported: set one of them off")
+    if config.t2i.estimator == "rwr":
+        raise ValueError("identifiers.trainable_tokens with t2i.estimator 'rwr' is not supported (RWR trains on base-model samples)")
 
 
 def check_groups_of_one(selection: SelectionConfig, groups: int) -> None:

@@ -20,7 +20,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["EMBEDDINGS_NAME", "TOWER_KEYS", "add_trainable_token", "load_token_embeddings", "save_token_embeddings", "text_towers"]
+__all__ = [
+    "EMBEDDINGS_NAME", "TOWER_KEYS", "add_trainable_token", "add_trainable_tokens", "load_token_embeddings", "save_token_embeddings",
+    "text_towers", "token_rows",
+]  # fmt: skip
 
 EMBEDDINGS_NAME = "learned_embeds.safetensors"
 #: state-dict keys of each tower in a multi-tower file, in the pipeline's order (text_encoder, text_encoder_2)
@@ -35,10 +38,10 @@ def text_towers(pipeline) -> list[tuple]:
     return towers
 
 
-def _keep_only_row(row: int):
+def _keep_only_rows(rows: list[int]):
     def hook(grad: torch.Tensor) -> torch.Tensor:
         mask = torch.zeros_like(grad)
-        mask[row] = 1
+        mask[rows] = 1
         return grad * mask
 
     return hook
@@ -47,31 +50,46 @@ def _keep_only_row(row: int):
 def add_trainable_token(pipeline, token: str, initialiser: str) -> list[torch.nn.Parameter]:
     """Add ``token`` to every tower, its embedding row = the mean embedding of ``initialiser``'s tokens;
     returns the towers' input-embedding matrices, trainable in that row only."""
+    return add_trainable_tokens(pipeline, {token: initialiser})
+
+
+def add_trainable_tokens(pipeline, initialisers: dict[str, str]) -> list[torch.nn.Parameter]:
+    """:func:`add_trainable_token` for several tokens at once (``{token: initialiser}``): the towers'
+    input-embedding matrices, trainable in the new tokens' rows only (one gradient mask for all of them)."""
     params = []
     for tokenizer, encoder in text_towers(pipeline):
-        if token in tokenizer.get_vocab():
-            raise ValueError(f"the token {token!r} is already in the tokenizer's vocabulary: choose a new one, e.g. <{token}>")
-        init_ids = tokenizer(initialiser, add_special_tokens=False).input_ids
-        if not init_ids:
-            raise ValueError(f"the initialiser text {initialiser!r} has no tokens")
-        tokenizer.add_tokens([token])
+        init_ids = {}
+        for token, initialiser in initialisers.items():
+            if token in tokenizer.get_vocab():
+                raise ValueError(f"the token {token!r} is already in the tokenizer's vocabulary: choose a new one, e.g. <{token}>")
+            init_ids[token] = tokenizer(initialiser, add_special_tokens=False).input_ids
+            if not init_ids[token]:
+                raise ValueError(f"the initialiser text {initialiser!r} has no tokens")
+        tokenizer.add_tokens(list(initialisers))
         encoder.resize_token_embeddings(len(tokenizer))
         weight = encoder.get_input_embeddings().weight
-        row = tokenizer.convert_tokens_to_ids(token)
+        rows = [tokenizer.convert_tokens_to_ids(token) for token in initialisers]
         with torch.no_grad():
-            weight[row] = weight[init_ids].mean(0)
+            for row, ids in zip(rows, init_ids.values()):
+                weight[row] = weight[ids].mean(0)
         weight.requires_grad_(True)
-        weight.register_hook(_keep_only_row(row))
+        weight.register_hook(_keep_only_rows(rows))
         params.append(weight)
     return params
 
 
-def save_token_embeddings(pipeline, token: str, directory: str | os.PathLike) -> Path:
-    """Write the token's embedding row of every tower to ``directory/learned_embeds.safetensors``."""
+def token_rows(pipeline, token: str) -> list[torch.Tensor]:
+    """The token's embedding row in every tower, as (1, d) views of the embedding matrices (writing them writes the model)."""
     rows = []
     for tokenizer, encoder in text_towers(pipeline):
         row = tokenizer.convert_tokens_to_ids(token)
-        rows.append(encoder.get_input_embeddings().weight[row].detach().float().cpu().clone()[None])
+        rows.append(encoder.get_input_embeddings().weight[row : row + 1])
+    return rows
+
+
+def save_token_embeddings(pipeline, token: str, directory: str | os.PathLike) -> Path:
+    """Write the token's embedding row of every tower to ``directory/learned_embeds.safetensors``."""
+    rows = [row.detach().float().cpu().clone() for row in token_rows(pipeline, token)]
     tensors = {token: rows[0]} if len(rows) == 1 else dict(zip(TOWER_KEYS, rows))
     path = Path(directory) / EMBEDDINGS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,113 @@
+"""Trained identifier tokens (identifiers.trainable_tokens, pivotal tuning): they start as the template's text, reward
+k's images move token k's rows only, they survive checkpoints and load beside the LoRA, and the untrained evaluation
+uses them as they started."""
+
+import pytest
+import torch
+from test_parrot_train import quick_args
+
+from parrot.evaluation import held_out_samples
+from parrot.generate import GenerateConfig, load_generation_policy, resolve_identifiers
+from parrot.identifiers import TOKEN_TEMPLATE
+from parrot.rollout import draw_prompts, local_prompts, sample_images
+from parrot.selection import Advantages
+from parrot.t2i_update import update_t2i
+from parrot.train import ParrotTrainer
+from parrot.train_config import load_train_config
+from parrot_base.config import ConfigError
+
+NAMES = ["jpeg_compressibility", "clip_score"]
+TOKENS = ["<jpeg_compressibility>", "<clip_score>"]
+
+
+def token_args(out, *extra):
+    return quick_args(out, "--identifiers.template", "{name:.1}", "--identifiers.trainable_tokens", "true",
+                      "--identifiers.token_lr", "0.05", *extra)  # fmt: skip
+
+
+def encode(policy, text):
+    with torch.no_grad():
+        return policy.encode_prompts([text])["encoder_hidden_states"]
+
+
+def embedding_matrix(policy):
+    return policy.pipeline.text_encoder.get_input_embeddings().weight.detach().clone()
+
+
+def test_tokens_start_as_the_template_and_only_the_credited_token_learns(tmp_path):
+    trainer = ParrotTrainer(load_train_config(token_args(tmp_path)))
+    parts, policy = trainer.parts, trainer.parts.policy
+    # token k's row is the embedding of the template's one-token text: "<jpeg_compressibility>, c" encodes as "j, c"
+    assert torch.equal(encode(policy, "<jpeg_compressibility>, a red circle"), encode(policy, "j, a red circle"))
+    assert torch.equal(encode(policy, "<clip_score>, a red circle"), encode(policy, "c, a red circle"))
+    prompts = local_prompts(parts, draw_prompts(parts, 0))
+    rollout = sample_images(parts, prompts, prompts, 0, 0)
+    assert rollout.trajectory.prompts[0].startswith("<jpeg_compressibility>, ") and rollout.trajectory.prompts[2].startswith(
+        "<clip_score>, "
+    )
+    # hand-made credit: only the two images of "<jpeg_compressibility>, c" (rows 0, 1), by their own reward's column
+    values = torch.zeros(4, 2)
+    values[:2, 0] = torch.tensor([1.0, -1.0])
+    before, lora = embedding_matrix(policy), {k: v.detach().clone() for k, v in parts.trainable_state()["t2i"].items()}
+    update_t2i(parts, rollout, Advantages(values, torch.ones(4, dtype=torch.bool), 2.0), 0)
+    after = embedding_matrix(policy)
+    ids = [policy.pipeline.tokenizer.convert_tokens_to_ids(t) for t in TOKENS]
+    changed = (after != before).any(1).nonzero().flatten().tolist()
+    assert changed == [ids[0]]  # token 0's row only: not token 1's, not one word of the vocabulary
+    assert any(not torch.equal(lora[k], v) for k, v in parts.trainable_state()["t2i"].items())  # the LoRA trains with it
+    # the optimiser's group of the towers' matrices: the tokens' own rate and no weight decay
+    group = parts.t2i_optimizer.param_groups[1]
+    assert group["lr"] == 0.05 and group["weight_decay"] == 0.0
+
+
+def test_tokens_round_trip_through_checkpoints_final_weights_and_generation(tmp_path):
+    out = tmp_path / "run"
+    trainer = ParrotTrainer(load_train_config(token_args(out, "--iterations", "1", "--checkpoint_every", "1")))
+    trainer.train()
+    trained = trainer.parts.identifier_tokens.state()
+    assert any(not torch.equal(trained[f"{t}/0"], start) for t, (start,) in zip(TOKENS, trainer.parts.identifier_tokens.start.values()))
+    want = encode(trainer.parts.policy, "<clip_score> <jpeg_compressibility>, a red circle")
+    # a new trainer resumes the trained rows from the checkpoint
+    fresh = ParrotTrainer(load_train_config(token_args(out, "--iterations", "1", "--checkpoint_every", "1")))
+    fresh.load_checkpoint(out / "checkpoints" / "checkpoint-000001")
+    assert all(torch.equal(fresh.parts.identifier_tokens.state()[k], v) for k, v in trained.items())
+    # generation from the final LoRA loads the tokens beside it and prepends them (diffusers' textual-inversion files)
+    for name in NAMES:
+        assert (out / "final" / "identifiers" / name / "learned_embeds.safetensors").is_file()
+    generation = GenerateConfig(prompt="a red circle", model="builtin:tiny", lora=(str(out / "final" / "lora"),))
+    assert resolve_identifiers(generation) == (NAMES, TOKEN_TEMPLATE)
+    policy = load_generation_policy(generation)
+    torch.testing.assert_close(encode(policy, "<clip_score> <jpeg_compressibility>, a red circle"), want, rtol=0, atol=1e-6)
+    (out / "final" / "identifiers" / "clip_score" / "learned_embeds.safetensors").unlink()
+    (out / "final" / "identifiers" / "clip_score").rmdir()
+    with pytest.raises(FileNotFoundError, match="was trained with identifier tokens, but .*clip_score' is missing"):
+        load_generation_policy(generation)
+
+
+def test_the_untrained_evaluation_uses_the_tokens_as_they_started(tmp_path):
+    args = token_args(tmp_path, "--evaluation.enabled", "true", "--evaluation.seeds", "0")
+    parts = ParrotTrainer(load_train_config(args)).parts
+    untrained = held_out_samples(parts, "untrained")
+    with torch.no_grad():
+        for rows in parts.identifier_tokens.rows.values():
+            for row in rows:
+                row.add_(torch.randn(row.shape, generator=torch.Generator().manual_seed(0)))  # "trained" tokens
+    moved = {k: v.clone() for k, v in parts.identifier_tokens.state().items()}
+    again = held_out_samples(parts, "untrained")
+    assert torch.equal(again.images, untrained.images)  # the start's tokens, not the moved ones
+    assert all(torch.equal(parts.identifier_tokens.state()[k], v) for k, v in moved.items())  # restored afterwards
+    assert not torch.equal(held_out_samples(parts, "trained").images, untrained.images)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--t2i.kl_weight", "0.1"), "trainable_tokens with t2i.kl_weight > 0 is not supported"),
+        (("--t2i.estimator", "rwr"), "trainable_tokens with t2i.estimator 'rwr' is not supported"),
+        (("--identifiers.enabled", "false"), "needs identifiers.enabled and mode 'joint' or 't2i'"),
+        (("--identifiers.token_lr", "0"), "token_lr=0.0 must be > 0"),
+    ],
+)
+def test_settings_the_tokens_cannot_train_under_are_refused(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(token_args(tmp_path, *extra))
