@@ -66,7 +66,7 @@ def add_trainable_tokens(pipeline, initialisers: dict[str, str]) -> list[torch.n
             if not init_ids[token]:
                 raise ValueError(f"the initialiser text {initialiser!r} has no tokens")
         tokenizer.add_tokens(list(initialisers))
-        encoder.resize_token_embeddings(len(tokenizer))
+        encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the new rows are set just below
         weight = encoder.get_input_embeddings().weight
         rows = [tokenizer.convert_tokens_to_ids(token) for token in initialisers]
         with torch.no_grad():

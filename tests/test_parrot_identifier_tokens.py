@@ -15,6 +15,7 @@ from parrot.t2i_update import update_t2i
 from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 from parrot_base.config import ConfigError
+from t2i.textual_inversion import text_towers
 
 NAMES = ["jpeg_compressibility", "clip_score"]
 TOKENS = ["<jpeg_compressibility>", "<clip_score>"]
@@ -27,19 +28,21 @@ def token_args(out, *extra):
 
 def encode(policy, text):
     with torch.no_grad():
-        return policy.encode_prompts([text])["encoder_hidden_states"]
+        return policy.encode_prompts([text])
 
 
-def embedding_matrix(policy):
-    return policy.pipeline.text_encoder.get_input_embeddings().weight.detach().clone()
+def embedding_matrices(policy):
+    return [encoder.get_input_embeddings().weight.detach().clone() for _, encoder in text_towers(policy.pipeline)]
 
 
-def test_tokens_start_as_the_template_and_only_the_credited_token_learns(tmp_path):
-    trainer = ParrotTrainer(load_train_config(token_args(tmp_path)))
+@pytest.mark.parametrize("pipeline", ["builtin:tiny", "builtin:tiny_sdxl"])
+def test_tokens_start_as_the_template_and_only_the_credited_token_learns(tmp_path, pipeline):
+    trainer = ParrotTrainer(load_train_config(token_args(tmp_path, "--model.pipeline", pipeline)))
     parts, policy = trainer.parts, trainer.parts.policy
     # token k's row is the embedding of the template's one-token text: "<jpeg_compressibility>, c" encodes as "j, c"
-    assert torch.equal(encode(policy, "<jpeg_compressibility>, a red circle"), encode(policy, "j, a red circle"))
-    assert torch.equal(encode(policy, "<clip_score>, a red circle"), encode(policy, "c, a red circle"))
+    for key, value in encode(policy, "<jpeg_compressibility>, a red circle").items():
+        assert torch.equal(value, encode(policy, "j, a red circle")[key]), key
+    assert all(torch.equal(v, encode(policy, "c, a red circle")[k]) for k, v in encode(policy, "<clip_score>, a red circle").items())
     prompts = local_prompts(parts, draw_prompts(parts, 0))
     rollout = sample_images(parts, prompts, prompts, 0, 0)
     assert rollout.trajectory.prompts[0].startswith("<jpeg_compressibility>, ") and rollout.trajectory.prompts[2].startswith(
@@ -48,12 +51,11 @@ def test_tokens_start_as_the_template_and_only_the_credited_token_learns(tmp_pat
     # hand-made credit: only the two images of "<jpeg_compressibility>, c" (rows 0, 1), by their own reward's column
     values = torch.zeros(4, 2)
     values[:2, 0] = torch.tensor([1.0, -1.0])
-    before, lora = embedding_matrix(policy), {k: v.detach().clone() for k, v in parts.trainable_state()["t2i"].items()}
+    before, lora = embedding_matrices(policy), {k: v.detach().clone() for k, v in parts.trainable_state()["t2i"].items()}
     update_t2i(parts, rollout, Advantages(values, torch.ones(4, dtype=torch.bool), 2.0), 0)
-    after = embedding_matrix(policy)
-    ids = [policy.pipeline.tokenizer.convert_tokens_to_ids(t) for t in TOKENS]
-    changed = (after != before).any(1).nonzero().flatten().tolist()
-    assert changed == [ids[0]]  # token 0's row only: not token 1's, not one word of the vocabulary
+    for (tokenizer, _), old, new in zip(text_towers(policy.pipeline), before, embedding_matrices(policy), strict=True):
+        # in every tower token 0's row only: not token 1's, not one word of the vocabulary
+        assert (new != old).any(1).nonzero().flatten().tolist() == [tokenizer.convert_tokens_to_ids(TOKENS[0])]
     assert any(not torch.equal(lora[k], v) for k, v in parts.trainable_state()["t2i"].items())  # the LoRA trains with it
     # the optimiser's group of the towers' matrices: the tokens' own rate and no weight decay
     group = parts.t2i_optimizer.param_groups[1]
