@@ -13,6 +13,8 @@ Every file of a run is named here and read or written only through this module, 
     RUN/samples/iteration-NNNNNN.png / .json   the last batch before a checkpoint: a grid and its :class:`SampleRecord`
     RUN/evaluation.json              the held-out record (its content: :func:`parrot.evaluation.evaluation_record`)
     RUN/final/lora, RUN/final/expander   the trained LoRA (diffusers format) and expander
+    RUN/final/identifiers/<reward>/  with identifiers.trainable_tokens: each trained identifier token (diffusers'
+                                     textual-inversion file; a checkpoint holds them in identifiers/ beside its lora/ too)
     RUN/builtin/                     the built-in toy reward models (``builtin:…``) built for the run
     RUN/<logging.project>/           accelerate's tracker files (TensorBoard events; ``parrot.report`` reads them)
 
