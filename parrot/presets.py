@@ -102,10 +102,10 @@ PRESETS["shapes"] = {
     "logging": {"images_every": 10},
     # Reward identifiers on, one letter per reward ("l p c s, ĉ" at evaluation): the world's text
     # tower and UNet were trained with identifier tokens and filler words in front of ~30% of
-    # captions, and v6 distils the SD UNet so that a prefix changes nothing (shapes/identifiers.py).
-    # Measured on the untrained model (48 held-out images, Δ ± paired SE against c alone, v6):
-    # "l p c s" moves aesthetic −0.14 ± 0.10, preference +0.03 ± 0.08, CLIPScore −0.010 ± 0.007,
-    # sentiment −0.05 ± 0.03 (v5's UNet: +0.20, −0.34, −0.014, −0.18; shapes/world/WORLD.md, identifier rows).
+    # captions, and v6/v7 distil the SD UNet and its text tower so that a prefix changes nothing (shapes/identifiers.py).
+    # Measured on the untrained model (48 held-out images, Δ ± paired SE against c alone, v7):
+    # "l p c s" moves aesthetic +0.006 ± 0.023, preference +0.047 ± 0.023, CLIPScore +0.0006 ± 0.0012,
+    # sentiment +0.007 ± 0.009 (v6: −0.14, +0.03, −0.010, −0.05; shapes/world/WORLD.md, identifier rows).
     "identifiers": {"enabled": True, "template": "{name:.1}"},
 }
 #: the committed shapes world (shapes/world); ``tiny`` is the random toy built in code.
