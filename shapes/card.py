@@ -232,15 +232,16 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
         "beam": expander.beam_search(held_out, num_beams=settings.num_beams).texts,
         "sampled": expander.sample(held_out, n=1, temperature=settings.expander_temperature, generator_seed=settings.seed).texts,
     }
+    expanded = {decoding: [e for e in texts for _ in range(n)] for decoding, texts in expansions.items()}  # n seeds each
     sft = {}
     for decoding, prefix in (("beam", "sft"), ("sampled", "sft_sampled")):
-        expanded = [e for e in expansions[decoding] for _ in range(n)]
-        sft[decoding] = _sample_scores(policy, rewards, expanded, held_originals, cfg, settings, held_seeds)
+        sft[decoding] = _sample_scores(policy, rewards, expanded[decoding], held_originals, cfg, settings, held_seeds)
         for name in REWARDS:
             _paired(figures, f"{prefix}_delta_{name}", sft[decoding][name], held_plain[name])
     half = settings.guidance / 2
-    sampled = [e for e in expansions["sampled"] for _ in range(n)]
-    centred = _sample_scores(policy, rewards, sampled, held_originals, Guidance.prompt_centred(half, half), settings, held_seeds)
+    centred = _sample_scores(
+        policy, rewards, expanded["sampled"], held_originals, Guidance.prompt_centred(half, half), settings, held_seeds
+    )
     _paired(figures, "pcg_delta_clip_score", centred["clip_score"], sft["sampled"]["clip_score"])
 
     identified = _sample_scores(
