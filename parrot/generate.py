@@ -38,7 +38,7 @@ from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
 from parrot.best_of_n import best_of_n
-from parrot.identifiers import TOKEN_TEMPLATE, TOKENS_DIR, IdentifierConfig, with_identifiers
+from parrot.identifiers import TOKEN_TEMPLATE, IdentifierConfig, token_dir, with_identifiers
 from parrot.models import build_evaluator, build_policy, resolve_reward_settings
 from parrot.prompts import read_prompts
 from parrot.run_dir import lora_training_config
@@ -177,7 +177,7 @@ def trained_token_dirs(lora_dir: str | Path) -> list[Path]:
     config = lora_training_config(lora_dir) or {}
     if not config.get("identifiers", {}).get("trainable_tokens"):
         return []
-    folders = [Path(lora_dir).parent / TOKENS_DIR / name for name in config.get("rewards", {}).get("names", [])]
+    folders = [token_dir(lora_dir, name) for name in config.get("rewards", {}).get("names", [])]
     missing = [str(f) for f in folders if not f.is_dir()]
     if missing:
         raise FileNotFoundError(f"the LoRA {str(lora_dir)!r} was trained with identifier tokens, but {missing[0]!r} is missing")

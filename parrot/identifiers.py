@@ -23,13 +23,18 @@ from t2i.textual_inversion import add_trainable_tokens, save_token_embeddings, t
 
 __all__ = [
     "TOKENS_DIR", "TOKEN_TEMPLATE", "IdentifierConfig", "IdentifierTokens", "add_identifier_tokens", "identifier", "prepended_template",
-    "with_identifiers", "evaluation_identifiers",
+    "token_dir", "with_identifiers", "evaluation_identifiers",
 ]  # fmt: skip
 
 #: reward k's identifier text when it is a trained token (``trainable_tokens``)
 TOKEN_TEMPLATE = "<{name}>"
 #: the folder beside a LoRA folder that holds its run's trained identifier tokens, one subfolder per reward
 TOKENS_DIR = "identifiers"
+
+
+def token_dir(lora_dir: str | Path, reward: str) -> Path:
+    """Where the trained identifier token of ``reward`` lies for the LoRA in ``lora_dir`` (``../identifiers/<reward>``)."""
+    return Path(lora_dir).parent / TOKENS_DIR / reward
 
 
 @dataclass
@@ -149,10 +154,10 @@ class IdentifierTokens:
                     for row, value in zip(rows, trained[name]):
                         row.copy_(value)
 
-    def save(self, pipeline, directory: Path) -> None:
-        """``directory/<reward>/learned_embeds.safetensors`` per token (diffusers' ``load_textual_inversion`` reads each)."""
+    def save(self, pipeline, lora_dir: str | Path) -> None:
+        """Each token beside the LoRA in ``lora_dir``, in :func:`token_dir` (diffusers' ``load_textual_inversion`` reads each)."""
         for name, token in self.tokens.items():
-            save_token_embeddings(pipeline, token, Path(directory) / name)
+            save_token_embeddings(pipeline, token, token_dir(lora_dir, name))
 
 
 def add_identifier_tokens(

@@ -71,7 +71,6 @@ from parrot.checkpoint import latest_valid_checkpoint
 from parrot.credit import GatheredRewards, batch_advantages, batch_identifiers, gather_scores, reward_metrics
 from parrot.evaluation import EvaluationSamples, evaluation_record, format_table, held_out_samples
 from parrot.expander_update import relative_rewards, update_expander
-from parrot.identifiers import TOKENS_DIR
 from parrot.parts import TrainingParts, build_parts, make_accelerator
 from parrot.prompts import read_prompt_list
 from parrot.rollout import Rollout, draw_prompts, expand, expanded_texts, local_prompts, sample_and_score
@@ -256,7 +255,7 @@ class ParrotTrainer:
         """The LoRA in ``lora_dir`` and, when they train, the identifier tokens beside it (``identifiers/<reward>/``)."""
         self.parts.policy.save_lora(lora_dir, state_dict=lora)
         if self.parts.identifier_tokens is not None:
-            self.parts.identifier_tokens.save(self.parts.policy.pipeline, Path(lora_dir).parent / TOKENS_DIR)
+            self.parts.identifier_tokens.save(self.parts.policy.pipeline, lora_dir)
 
     # ----- evaluation (parrot.evaluation) -----------------------------------------------------------
     def evaluation_samples(self, setting: str) -> EvaluationSamples:
