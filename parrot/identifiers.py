@@ -28,6 +28,7 @@ __all__ = [
 
 #: reward k's identifier text when it is a trained token (``trainable_tokens``)
 TOKEN_TEMPLATE = "<{name}>"
+_TOKEN_NORMS = ("free", "start")
 #: the folder beside a LoRA folder that holds its run's trained identifier tokens, one subfolder per reward
 TOKENS_DIR = "identifiers"
 
@@ -76,10 +77,19 @@ class IdentifierConfig:
         },
     )
     token_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the identifier tokens (no weight decay)"})
+    token_norm: str = field(
+        default="free",
+        metadata={
+            "help": "'free': the token rows go where AdamW takes them; 'start': after each step each row is rescaled to "
+            "the norm it started with, so a token turns but keeps its initial word's scale (the vocabulary's)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.token_lr > 0:
             raise ValueError(f"token_lr={self.token_lr} must be > 0")
+        if self.token_norm not in _TOKEN_NORMS:
+            raise ValueError(f"token_norm={self.token_norm!r} must be one of {', '.join(_TOKEN_NORMS)}")
         if "{name" not in self.template:
             raise ValueError(f"template={self.template!r} must contain '{{name}}' (or a format of it, e.g. '{{name:.1}}')")
         try:
@@ -153,6 +163,13 @@ class IdentifierTokens:
                 for name, rows in self.rows.items():
                     for row, value in zip(rows, trained[name]):
                         row.copy_(value)
+
+    def rescale_to_start_norms(self) -> None:
+        """Rescale every row to the norm it started with (``token_norm`` 'start'); its direction is kept."""
+        with torch.no_grad():
+            for name, rows in self.rows.items():
+                for row, start in zip(rows, self.start[name]):
+                    row.mul_(start.norm() / row.norm().clamp_min(torch.finfo(row.dtype).tiny))
 
     def save(self, pipeline, lora_dir: str | Path) -> None:
         """Each token beside the LoRA in ``lora_dir``, in :func:`token_dir` (diffusers' ``load_textual_inversion`` reads each)."""

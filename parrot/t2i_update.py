@@ -57,7 +57,7 @@ def minibatch_steps(parts: TrainingParts, trainable: torch.Tensor, stats: dict[s
     """The T2I update's optimiser steps: for each inner epoch and minibatch of this process's images,
     zero the gradients and yield the indices of the minibatch's ``trainable`` images (the caller
     backpropagates their loss), then sum the gradients over processes, clip and step
-    (``stats["grad_norm"]``, the last step's norm)."""
+    (``stats["grad_norm"]``, the last step's norm; trained identifier tokens then rescaled with ``token_norm`` 'start')."""
     cfg = parts.config.t2i
     per_mb = parts.derived.images_per_minibatch
     for _epoch in range(cfg.inner_epochs):
@@ -68,6 +68,8 @@ def minibatch_steps(parts: TrainingParts, trainable: torch.Tensor, stats: dict[s
             yield (trainable & rows).nonzero().flatten()
             synchronise_gradients(parts.t2i_params, "sum", parts.num_processes, parts.device)
             stats["grad_norm"] = clip_and_step(parts.t2i_params, parts.t2i_optimizer, cfg.max_grad_norm)
+            if parts.identifier_tokens is not None and parts.config.identifiers.token_norm == "start":
+                parts.identifier_tokens.rescale_to_start_norms()
 
 
 def update_t2i(

@@ -263,6 +263,8 @@ class TrainConfig:
 def check_trainable_tokens(config: TrainConfig) -> None:
     """Refuse ``identifiers.trainable_tokens`` where its tokens would not train, or train wrongly."""
     if not config.identifiers.trainable_tokens:
+        if config.identifiers.token_norm != "free":
+            raise ValueError("identifiers.token_norm rescales trained identifier tokens: set identifiers.trainable_tokens true")
         return
     if not config.identifiers.enabled or config.mode not in ("joint", "t2i"):
         raise ValueError(

@@ -62,6 +62,23 @@ def test_tokens_start_as_the_template_and_only_the_credited_token_learns(tmp_pat
     assert group["lr"] == 0.05 and group["weight_decay"] == 0.0
 
 
+def test_tokens_kept_at_their_start_norm_turn_only(tmp_path):
+    trainer = ParrotTrainer(load_train_config(token_args(tmp_path, "--identifiers.token_norm", "start")))
+    parts = trainer.parts
+    prompts = local_prompts(parts, draw_prompts(parts, 0))
+    rollout = sample_images(parts, prompts, prompts, 0, 0)
+    values = torch.zeros(4, 2)
+    values[:2, 0] = torch.tensor([1.0, -1.0])
+    start = parts.identifier_tokens.start["jpeg_compressibility"][0].clone()
+    update_t2i(parts, rollout, Advantages(values, torch.ones(4, dtype=torch.bool), 2.0), 0)
+    row = parts.identifier_tokens.rows["jpeg_compressibility"][0].detach()
+    # by hand: the stored row's norm is the start's (AdamW's step at lr 0.05 alone would change it) ...
+    assert float(row.norm()) == pytest.approx(float(start.norm()), rel=1e-6)
+    # ... and it has turned away from the start
+    assert float(torch.nn.functional.cosine_similarity(row, start)) < 1 - 1e-4
+    assert torch.equal(parts.identifier_tokens.rows["clip_score"][0], parts.identifier_tokens.start["clip_score"][0])
+
+
 def test_tokens_round_trip_through_checkpoints_final_weights_and_generation(tmp_path):
     out = tmp_path / "run"
     trainer = ParrotTrainer(load_train_config(token_args(out, "--iterations", "1", "--checkpoint_every", "1")))
@@ -108,6 +125,8 @@ def test_the_untrained_evaluation_uses_the_tokens_as_they_started(tmp_path):
         (("--t2i.estimator", "rwr"), "trainable_tokens with t2i.estimator 'rwr' is not supported"),
         (("--identifiers.enabled", "false"), "needs identifiers.enabled and mode 'joint' or 't2i'"),
         (("--identifiers.token_lr", "0"), "token_lr=0.0 must be > 0"),
+        (("--identifiers.token_norm", "unit"), "token_norm='unit' must be one of free, start"),
+        (("--identifiers.trainable_tokens", "false", "--identifiers.token_norm", "start"), "token_norm rescales trained identifier tokens"),
     ],
 )
 def test_settings_the_tokens_cannot_train_under_are_refused(tmp_path, extra, message):
