@@ -25,7 +25,7 @@ from scipy import stats
 from parrot.models import committed_shapes_world
 from parrot_base.cli import run_cli
 from shapes.attributes import HELD_OUT_PAIRS
-from shapes.card import REWARDS, CardSettings, load_world_rewards, sample_images
+from shapes.card import REWARDS, CardSettings, load_world_rewards, sample_scores
 from shapes.data import short_prompt
 from t2i import Guidance, StableDiffusionPolicy
 
@@ -43,12 +43,11 @@ PROMPTS = tuple(short_prompt(c, s) for c, s in HELD_OUT_PAIRS) + ("a yellow tria
 
 def scores_with_word(policy, rewards, word: str, prefix: bool, settings: CardSettings, seeds: list[int]) -> dict[str, np.ndarray]:
     """Every reward (against c) of the images of each prompt with ``word`` added ("" for c alone), prompt-major."""
-    per_prompt = []
+    per_prompt, cfg = [], Guidance.cfg(settings.guidance)
     for c in PROMPTS:
         text = (f"{word}, {c}" if prefix else f"{c}, {word}") if word else c
-        images = sample_images(policy, [text] * len(seeds), [c] * len(seeds), Guidance.cfg(settings.guidance), settings, seeds)
-        per_prompt.append({k: r(images, [c] * len(seeds), [{"expanded_prompt": text}] * len(seeds)).numpy() for k, r in rewards.items()})
-    return {k: np.concatenate([p[k] for p in per_prompt]).astype(np.float64) for k in rewards}
+        per_prompt.append(sample_scores(policy, rewards, [text] * len(seeds), [c] * len(seeds), cfg, settings, seeds))
+    return {k: np.concatenate([p[k] for p in per_prompt]) for k in rewards}
 
 
 def best_assignment(scores: dict[str, dict[str, np.ndarray]], rewards: list[str], top: int) -> dict:

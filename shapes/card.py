@@ -62,7 +62,10 @@ from shapes.data import (
 from shapes.heads import aesthetic_rating
 from t2i import Guidance, StableDiffusionPolicy
 
-__all__ = ["CardSettings", "REWARDS", "best_expansion", "expected_rating", "load_world_rewards", "measure_card", "sample_images", "main"]
+__all__ = [
+    "CardSettings", "REWARDS", "best_expansion", "expected_rating", "load_world_rewards", "measure_card", "sample_images",
+    "sample_scores", "main",
+]  # fmt: skip
 
 REWARDS = ("laion_aesthetic", "preference", "clip_score", "sentiment")
 #: every identifier of the shapes preset (template ``{name:.1}``: l p c s), as evaluation prepends them
@@ -173,7 +176,7 @@ def sample_images(
 
 
 @torch.no_grad()
-def _sample_scores(
+def sample_scores(
     policy, rewards, texts: list[str], originals: list[str], guidance: Guidance, settings: CardSettings, seeds: list[int]
 ) -> dict[str, np.ndarray]:
     """Scores (per reward, one per image) of images of ``texts`` scored against ``originals``."""
@@ -204,7 +207,7 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
     everything = [short_prompt(c, s) for c, s in training_pairs()] + held_out
     originals = [p for p in everything for _ in range(n)]
     seeds = [settings.seed * 1000 + i for _ in everything for i in range(n)]
-    plain = _sample_scores(policy, rewards, originals, originals, cfg, settings, seeds)
+    plain = sample_scores(policy, rewards, originals, originals, cfg, settings, seeds)
     for name, values in plain.items():
         groups = values.reshape(len(everything), n)
         figures[f"seed_share_{name}"] = float(groups.var(axis=1).mean() / values.var())
@@ -224,7 +227,7 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
         headroom.append(best - base)
         best_texts += [text] * n
     figures["headroom_rule_min"] = float(min(headroom))
-    best_scores = _sample_scores(policy, rewards, best_texts, held_originals, cfg, settings, held_seeds)
+    best_scores = sample_scores(policy, rewards, best_texts, held_originals, cfg, settings, held_seeds)
     _paired(figures, "headroom_sampled_delta_laion_aesthetic", best_scores["laion_aesthetic"], held_plain["laion_aesthetic"])
 
     expander = PromptExpander.from_pretrained(world / "expander")
@@ -235,16 +238,14 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
     expanded = {decoding: [e for e in texts for _ in range(n)] for decoding, texts in expansions.items()}  # n seeds each
     sft = {}
     for decoding, prefix in (("beam", "sft"), ("sampled", "sft_sampled")):
-        sft[decoding] = _sample_scores(policy, rewards, expanded[decoding], held_originals, cfg, settings, held_seeds)
+        sft[decoding] = sample_scores(policy, rewards, expanded[decoding], held_originals, cfg, settings, held_seeds)
         for name in REWARDS:
             _paired(figures, f"{prefix}_delta_{name}", sft[decoding][name], held_plain[name])
     half = settings.guidance / 2
-    centred = _sample_scores(
-        policy, rewards, expanded["sampled"], held_originals, Guidance.prompt_centred(half, half), settings, held_seeds
-    )
+    centred = sample_scores(policy, rewards, expanded["sampled"], held_originals, Guidance.prompt_centred(half, half), settings, held_seeds)
     _paired(figures, "pcg_delta_clip_score", centred["clip_score"], sft["sampled"]["clip_score"])
 
-    identified = _sample_scores(
+    identified = sample_scores(
         policy, rewards, [with_prefix(p, ALL_IDENTIFIERS) for p in held_originals], held_originals, cfg, settings, held_seeds
     )
     for name in REWARDS:
