@@ -33,7 +33,7 @@ of ``evaluation.num_beams`` beams, as Promptist evaluates, the same ĉ for every
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -56,7 +56,9 @@ __all__ = [
     "SETTINGS",
     "EvaluationSamples",
     "PairedDelta",
+    "TRAINED_PARTS",
     "held_out_samples",
+    "held_out_samples_of_parts",
     "held_out_expansions",
     "paired_deltas",
     "per_prompt_means",
@@ -72,6 +74,8 @@ __all__ = [
 
 #: setting → its key in evaluation.json (``before`` / ``after`` kept from the two-setting schema)
 SETTINGS = {"plain_base": "plain_base", "untrained": "before", "trained": "after"}
+#: the parts a run trains: the T2I LoRA, the expander (its untrained state is the SFT model) and the identifier tokens
+TRAINED_PARTS = ("t2i", "expander", "tokens")
 
 
 @dataclass
@@ -129,17 +133,27 @@ def evaluation_eta(parts: TrainingParts) -> float:
     return parts.config.sampling.eta if eta < 0 else eta
 
 
-@torch.no_grad()
 def held_out_samples(parts: TrainingParts, setting: str) -> EvaluationSamples:
     """Every held-out image (prompt × evaluation seed, fixed noise) of ``setting`` with its rewards."""
     if setting not in SETTINGS:
         raise ValueError(f"setting={setting!r}: use one of {', '.join(SETTINGS)}")
+    trained = TRAINED_PARTS if setting == "trained" else ()
+    return held_out_samples_of_parts(parts, trained, setting, plain=setting == "plain_base")
+
+
+@torch.no_grad()
+def held_out_samples_of_parts(parts: TrainingParts, trained: Collection[str], label: str, plain: bool = False) -> EvaluationSamples:
+    """The held-out images with only the parts in ``trained`` (of :data:`TRAINED_PARTS`) as trained, the rest at
+    their start (LoRA off, the SFT expander, the identifiers' start tokens); ``plain``: c itself under CFG, no
+    expander and no identifiers. Same noise for every choice, so any two pair image by image."""
+    unknown = set(trained) - set(TRAINED_PARTS)
+    if unknown:
+        raise ValueError(f"trained parts {sorted(unknown)}: use some of {', '.join(TRAINED_PARTS)}")
     prompts = parts.eval_prompts
-    plain = setting == "plain_base"
-    lora = parts.policy.adapters_disabled() if setting != "trained" else contextlib.nullcontext()
-    sft = parts.expander.using_reference() if setting == "untrained" and parts.expander is not None else contextlib.nullcontext()
+    lora = parts.policy.adapters_disabled() if "t2i" not in trained else contextlib.nullcontext()
+    sft = parts.expander.using_reference() if "expander" not in trained and parts.expander is not None else contextlib.nullcontext()
     tokens = parts.identifier_tokens
-    start = tokens.at_start() if setting != "trained" and tokens is not None else contextlib.nullcontext()  # the untrained identifiers
+    start = tokens.at_start() if "tokens" not in trained and tokens is not None else contextlib.nullcontext()
     guidance = Guidance.cfg(parts.config.sampling.guidance_scale) if plain else parts.guidance
     template = prepended_template(parts.config.identifiers)
     columns, expanded_all, seeds, images = [], [], [], []
@@ -164,7 +178,7 @@ def held_out_samples(parts: TrainingParts, setting: str) -> EvaluationSamples:
         seeds=seeds,
         scores=torch.cat(columns).cpu().double(),
         images=torch.cat(images),
-        setting=setting,
+        setting=label,
     )
 
 
