@@ -178,6 +178,11 @@ def world_card_text(state: BuildState, load_at_start: tuple[float, float, float]
     return "\n".join(lines)
 
 
+def _load_reading(load: float) -> str:
+    """What the load average at start says of the stage times: ≥ 1 means other jobs held a core's worth of work."""
+    return " (other jobs shared the CPU, so times are upper bounds)" if load >= 1.0 else " (no other job held a core at start)"
+
+
 def _header(state: BuildState, load_at_start: tuple[float, float, float]) -> list[str]:
     cfg = state.config
     return [
@@ -186,8 +191,7 @@ def _header(state: BuildState, load_at_start: tuple[float, float, float]) -> lis
         f"Built with {_history(state.commands)} (seed {cfg.seed}) in {sum(state.seconds.values()):.0f} s "
         "(each stage's last run) on "
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch threads "
-        f"{torch.get_num_threads()}; 1-minute load average at start {load_at_start[0]:.1f} "
-        "(other jobs shared the CPU, so times are upper bounds).",
+        f"{torch.get_num_threads()}; 1-minute load average at start {load_at_start[0]:.1f}{_load_reading(load_at_start[0])}.",
         "",
         f"Data: {cfg.train_examples} training images {cfg.data.image_size}×{cfg.data.image_size}; "
         f"held-out colour × shape pairs {', '.join(f'{c} {s}' for c, s in HELD_OUT_PAIRS)}.",
