@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_parrot_train import quick_args
 
-from parrot.evaluation import held_out_samples
+from parrot.evaluation import held_out_samples, held_out_samples_of_parts
 from parrot.generate import GenerateConfig, load_generation_policy, resolve_identifiers
 from parrot.identifiers import TOKEN_TEMPLATE
 from parrot.rollout import draw_prompts, local_prompts, sample_images
@@ -116,6 +116,31 @@ def test_the_untrained_evaluation_uses_the_tokens_as_they_started(tmp_path):
     assert torch.equal(again.images, untrained.images)  # the start's tokens, not the moved ones
     assert all(torch.equal(parts.identifier_tokens.state()[k], v) for k, v in moved.items())  # restored afterwards
     assert not torch.equal(held_out_samples(parts, "trained").images, untrained.images)
+
+
+def test_held_out_samples_of_parts_trains_exactly_the_parts_named(tmp_path):
+    args = token_args(tmp_path, "--evaluation.enabled", "true", "--evaluation.seeds", "0")
+    parts = ParrotTrainer(load_train_config(args)).parts
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for rows in parts.identifier_tokens.rows.values():
+            for row in rows:
+                row.add_(torch.randn(row.shape, generator=generator))  # "trained" tokens
+        for name, weight in parts.trainable_state()["t2i"].items():
+            if "lora_B" in name:
+                weight.add_(0.5 * torch.randn(weight.shape, generator=generator))  # a "trained" LoRA (B starts at 0)
+    trained, untrained = held_out_samples(parts, "trained"), held_out_samples(parts, "untrained")
+    both = held_out_samples_of_parts(parts, ["t2i", "tokens"], "both")
+    neither = held_out_samples_of_parts(parts, [], "neither")
+    lora_only = held_out_samples_of_parts(parts, ["t2i"], "lora")
+    tokens_only = held_out_samples_of_parts(parts, ["tokens"], "tokens")
+    assert torch.equal(both.images, trained.images) and torch.equal(neither.images, untrained.images)
+    assert both.setting == "both" and trained.setting == "trained"
+    # each single part differs from both ends and from the other part: each context changes what it names only
+    singles = [lora_only.images, tokens_only.images]
+    for single in singles:
+        assert not torch.equal(single, trained.images) and not torch.equal(single, untrained.images)
+    assert not torch.equal(*singles)
 
 
 @pytest.mark.parametrize(
