@@ -43,10 +43,20 @@ from scipy import stats
 from parrot.checkpoint import latest_valid_checkpoint
 from parrot.run_dir import RunDir, read_checkpoint
 from parrot.train import ParrotTrainer
-from parrot.train_config import load_train_config
+from parrot.train_config import TrainConfig, load_train_config
 from parrot_base.cli import run_cli
 
-__all__ = ["identifier_margins", "identifier_lifts", "common_change", "change_matrix", "identifier_table", "lift_table", "summary", "main"]
+__all__ = [
+    "trained_run",
+    "identifier_margins",
+    "identifier_lifts",
+    "common_change",
+    "change_matrix",
+    "identifier_table",
+    "lift_table",
+    "summary",
+    "main",
+]
 
 
 def identifier_margins(scores: dict[str, np.ndarray], reward_names: list[str]) -> dict[str, dict[str, float]]:
@@ -170,6 +180,16 @@ def identifier_table(scores: dict[str, np.ndarray], reward_names: list[str]) -> 
     return "\n".join(lines)
 
 
+def trained_run(config: TrainConfig) -> tuple[ParrotTrainer, Path]:
+    """The run of ``config`` rebuilt from its flags, with its newest valid checkpoint loaded (and that checkpoint)."""
+    trainer = ParrotTrainer(config)
+    checkpoint = latest_valid_checkpoint(RunDir(config.output_dir).checkpoints)
+    if checkpoint is None:
+        raise FileNotFoundError(f"no checkpoint under {config.output_dir}/checkpoints: train the run first")
+    trainer.load_checkpoint(checkpoint)
+    return trainer, checkpoint
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
@@ -192,11 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     config = load_train_config(argv[split + 1 :])
     if not config.identifiers.enabled:
         raise ValueError("the run trained without identifiers (identifiers.enabled false): nothing to compare")
-    trainer = ParrotTrainer(config)
-    checkpoint = latest_valid_checkpoint(RunDir(config.output_dir).checkpoints)
-    if checkpoint is None:
-        raise FileNotFoundError(f"no checkpoint under {config.output_dir}/checkpoints: train the run first")
-    trainer.load_checkpoint(checkpoint)
+    trainer, checkpoint = trained_run(config)
     if args.t2i_from:
         other = latest_valid_checkpoint(RunDir(Path(args.t2i_from)).checkpoints)
         if other is None:

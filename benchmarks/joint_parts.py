@@ -31,12 +31,15 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from parrot.checkpoint import latest_valid_checkpoint
-from parrot.evaluation import TRAINED_PARTS, held_out_samples_of_parts
-from parrot.run_dir import RunDir
-from parrot.train import ParrotTrainer
-from parrot.train_config import load_train_config
-from parrot_base.cli import run_cli
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make the repo's packages and benchmarks/ importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.identifiers import trained_run  # noqa: E402
+from parrot.evaluation import TRAINED_PARTS, held_out_samples_of_parts  # noqa: E402
+from parrot.train import ParrotTrainer  # noqa: E402
+from parrot.train_config import load_train_config  # noqa: E402
+from parrot_base.cli import run_cli  # noqa: E402
 
 __all__ = ["subset_label", "run_parts", "part_effects", "effects_table", "summary", "main"]
 
@@ -129,11 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         print(summary([json.loads(Path(path).read_text()) for path in args.summarise]))
         return
     config = load_train_config(argv[split + 1 :])
-    trainer = ParrotTrainer(config)
-    checkpoint = latest_valid_checkpoint(RunDir(config.output_dir).checkpoints)
-    if checkpoint is None:
-        raise FileNotFoundError(f"no checkpoint under {config.output_dir}/checkpoints: train the run first")
-    trainer.load_checkpoint(checkpoint)
+    trainer, checkpoint = trained_run(config)
     parts = run_parts(trainer)
     names = list(trainer.parts.reward_names)
     scores = {}
