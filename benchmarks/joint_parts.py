@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the repo's packages and benchmarks/ importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.identifiers import trained_run  # noqa: E402
+from benchmarks.identifiers import sem_over_runs, trained_run  # noqa: E402
 from parrot.evaluation import TRAINED_PARTS, held_out_samples_of_parts  # noqa: E402
 from parrot.train import ParrotTrainer  # noqa: E402
 from parrot.train_config import load_train_config  # noqa: E402
@@ -107,15 +107,12 @@ def summary(records: list[dict]) -> str:
     if any(r["parts"] != parts or r["reward_names"] != names for r in records):
         raise ValueError("--summarise: the records trained different parts or rewards; summarise like with like")
     effects = [part_effects({k: np.array(v) for k, v in r["scores"].items()}, parts) for r in records]
-    lines = [f"{len(records)} runs; effect of each part in reward units, mean ± SE over runs", "",
-             "| part | effect | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]  # fmt: skip
+    over_runs = {}
     for part, by_effect in effects[0].items():
         for effect in by_effect:
             values = np.stack([e[part][effect]["mean"] for e in effects])
-            se = stats.sem(values, axis=0) if len(values) > 1 else np.full(values.shape[1], np.nan)
-            cells = " | ".join(f"{m:+.4f} ± {s:.4f}" for m, s in zip(values.mean(0), se))
-            lines.append(f"| {part} | {effect if part != 'total' else 'everything − nothing'} | {cells} |")
-    return "\n".join(lines)
+            over_runs.setdefault(part, {})[effect] = {"mean": values.mean(0), "se": sem_over_runs(values)}
+    return f"{len(records)} runs; effect of each part in reward units, mean ± SE over runs\n\n" + effects_table(over_runs, names)
 
 
 def main(argv: list[str] | None = None) -> None:
