@@ -40,11 +40,15 @@ import numpy as np
 import torch
 from scipy import stats
 
-from benchmarks.pareto_cells import method_catalogue
-from parrot.run_dir import RunDir, sample_records
-from parrot.selection import PerPromptStatTracker, Selection, SelectionConfig, compute_advantages, parse_selection
-from parrot.train_config import load_train_config
-from parrot_base.cli import run_cli
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make the repo's packages and benchmarks/ importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.pareto_cells import method_catalogue  # noqa: E402
+from parrot.run_dir import RunDir, sample_records  # noqa: E402
+from parrot.selection import PerPromptStatTracker, Selection, SelectionConfig, compute_advantages, parse_selection  # noqa: E402
+from parrot.train_config import load_train_config  # noqa: E402
+from parrot_base.cli import run_cli  # noqa: E402
 
 __all__ = ["MethodSelection", "method_selection", "image_weights", "batch_alignment", "run_alignment", "summary", "main"]
 
