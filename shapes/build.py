@@ -1,4 +1,4 @@
-"""Build the shapes world from a seed: ``python -m shapes.build --out DIR [--quick] [--seed N]``.
+"""Build the shapes world from a seed: ``python -m shapes.build --out DIR [--quick] [--seed N] [--skip sdxl sd3]``.
 
 The build is a list of stages (:data:`STAGES`) run in order over one :class:`BuildState`; each
 stage trains or measures one thing, saves it under ``DIR`` in its library's standard format and
@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +70,7 @@ from shapes.sdxl import train_world_sdxl
 from shapes.world_card import read_record, write_world_card
 from t2i.tiny import assemble_sd_pipeline
 
-__all__ = ["STAGES", "BuildConfig", "BuildState", "build_world", "main", "quick_config", "redo_stages"]
+__all__ = ["STAGES", "OPTIONAL_STAGES", "stages_to_run", "BuildConfig", "BuildState", "build_world", "main", "quick_config", "redo_stages"]
 
 
 @dataclass
@@ -285,19 +285,35 @@ STAGES: list[tuple[str, Callable[[BuildState], None]]] = [
 ]
 
 
-def build_world(out: str | os.PathLike, config: BuildConfig, progress: bool = True, command: str = "") -> BuildState:
-    """Run every stage of :data:`STAGES` into ``out`` (which must be empty or missing)."""
+#: stages whose products no later stage reads: the SDXL- and SD3-architecture models (issues 15, 16); ``--skip``
+#: leaves them out (the SD world of issue 13 alone), and every other stage seeds itself, so the rest is unchanged
+OPTIONAL_STAGES = ("sdxl", "sd3")
+
+
+def stages_to_run(skip: Sequence[str] = ()) -> list[tuple[str, Callable[[BuildState], None]]]:
+    """:data:`STAGES` less ``skip`` (only :data:`OPTIONAL_STAGES` may be left out)."""
+    refused = [name for name in skip if name not in OPTIONAL_STAGES]
+    if refused:
+        raise ValueError(f"--skip {' '.join(refused)}: only {', '.join(OPTIONAL_STAGES)} can be left out (later stages read the others)")
+    return [(name, stage) for name, stage in STAGES if name not in skip]
+
+
+def build_world(
+    out: str | os.PathLike, config: BuildConfig, progress: bool = True, command: str = "", skip: Sequence[str] = ()
+) -> BuildState:
+    """Run every stage of :data:`STAGES` but ``skip`` into ``out`` (which must be empty or missing)."""
+    stages = stages_to_run(skip)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output directory {out} is not empty; choose a new --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
     state = BuildState(config=config, out=out, progress=progress)
-    for name, stage in STAGES:
+    for name, stage in stages:
         start = time.perf_counter()
         stage(state)
         state.seconds[name] = time.perf_counter() - start
-    write_world_card(state, [name for name, _ in STAGES], command or f"python -m shapes.build --out {out}", load)
+    write_world_card(state, [name for name, _ in stages], command or f"python -m shapes.build --out {out}", load)
     return state
 
 
@@ -337,16 +353,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--redo", nargs="+", default=[], metavar="STAGE", help="re-run only these stages on the built world in --out (e.g. expander card)"
     )
+    parser.add_argument(
+        "--skip", nargs="+", default=[], metavar="STAGE", help=f"leave out these stages (any of {', '.join(OPTIONAL_STAGES)})"
+    )
     args = parser.parse_args(argv)
+    if args.skip and args.redo:
+        raise ValueError("--skip is for a whole build; --redo names the stages it runs")
+    stages_to_run(args.skip)  # refuse a wrong --skip before anything is deleted or built
     config = quick_config(args.seed) if args.quick else BuildConfig(seed=args.seed)
     command = "python -m shapes.build --out DIR" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
+    command += f" --skip {' '.join(args.skip)}" if args.skip else ""
     if args.redo:
         state = redo_stages(args.out, config, args.redo, progress=not args.no_progress, command=command + " --redo " + " ".join(args.redo))
         print(json.dumps({k: state.figures[k] for k in sorted(state.figures)}, indent=1))
         return
     if args.overwrite and Path(args.out).exists():
         shutil.rmtree(args.out)
-    state = build_world(args.out, config, progress=not args.no_progress, command=command)
+    state = build_world(args.out, config, progress=not args.no_progress, command=command, skip=args.skip)
     print(json.dumps(state.figures, indent=1))
     print(f"world card: {Path(args.out) / 'WORLD.md'}")
 

@@ -337,6 +337,33 @@ def test_shapes_preset_trains_the_sd3_model_and_its_lora_loads_in_stock_sd3(worl
     assert max(float((after[k] - before[k]).abs().max()) for k in before) > 0  # the trained LoRA moved the stock transformer
 
 
+def test_skipping_the_sdxl_and_sd3_stages_builds_the_same_sd_world(world, tmp_path):
+    out, state = world
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the full build of the fixture: the figures are compared exactly
+    try:
+        main(["--out", str(tmp_path / "sd-only"), "--quick", "--no-progress", "--skip", "sdxl", "sd3"])
+    finally:
+        torch.set_num_threads(threads)
+    built = tmp_path / "sd-only"
+    assert not (built / "sdxl").exists() and not (built / "sd3").exists() and (built / "sd" / "model_index.json").is_file()
+    record = json.loads((built / "world.json").read_text())
+    assert record["commands"] == ["python -m shapes.build --out DIR --quick --seed 0 --skip sdxl sd3"]
+    assert "sdxl" not in record["seconds"] and "sd3" not in record["seconds"] and "card" in record["seconds"]
+    # every other stage seeds itself: the figures are the full build's less the SDXL and SD3 models' own
+    assert record["figures"] == pytest.approx({k: v for k, v in state.figures.items() if not k.startswith(("sdxl_", "sd3_"))})
+    card = (built / "WORLD.md").read_text()
+    assert "SD3 model" not in card and "SD3 model" in (out / "WORLD.md").read_text()
+
+
+def test_skip_refuses_stages_that_later_ones_read(tmp_path):
+    with pytest.raises(ValueError, match=r"--skip unet: only sdxl, sd3 can be left out"):
+        main(["--out", str(tmp_path / "w"), "--quick", "--skip", "sdxl", "unet"])
+    with pytest.raises(ValueError, match="--skip is for a whole build"):
+        main(["--out", str(tmp_path / "w"), "--skip", "sdxl", "--redo", "card"])
+    assert not (tmp_path / "w").exists()
+
+
 def test_redo_reruns_only_the_named_stages_and_keeps_the_history(world, tmp_path):
     import shutil
 
