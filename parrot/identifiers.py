@@ -171,6 +171,16 @@ class IdentifierTokens:
                 for row, start in zip(rows, self.start[name]):
                     row.mul_(start.norm() / row.norm().clamp_min(torch.finfo(row.dtype).tiny))
 
+    def turn_degrees(self) -> dict[str, float]:
+        """Reward name → the angle in degrees between its token's rows and their start, averaged over the text
+        towers: how far training has turned the token from the template's word (0 = untrained)."""
+        angles = {}
+        for name, rows in self.rows.items():
+            cosines = [torch.nn.functional.cosine_similarity(row.detach().flatten().double(), start.flatten().double(), dim=0)
+                       for row, start in zip(rows, self.start[name])]  # fmt: skip
+            angles[name] = float(torch.stack([torch.rad2deg(torch.arccos(c.clamp(-1.0, 1.0))) for c in cosines]).mean())
+        return angles
+
     def save(self, pipeline, lora_dir: str | Path) -> None:
         """Each token beside the LoRA in ``lora_dir``, in :func:`token_dir` (diffusers' ``load_textual_inversion`` reads each)."""
         for name, token in self.tokens.items():

@@ -141,6 +141,8 @@ class ParrotTrainer:
         if parts.trains_t2i:
             with stopwatch(seconds, "time/update_t2i_s"):
                 metrics |= prefixed("t2i", update_t2i(parts, rollout, advantages, iteration, recompute_old_log_probs))
+            if parts.identifier_tokens is not None:
+                metrics |= {f"identifier/{name}/turn_deg": deg for name, deg in parts.identifier_tokens.turn_degrees().items()}
         if parts.trains_expander:
             with stopwatch(seconds, "time/update_expander_s"):
                 relative = None

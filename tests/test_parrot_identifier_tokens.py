@@ -8,8 +8,9 @@ from test_parrot_train import quick_args
 
 from parrot.evaluation import held_out_samples, held_out_samples_of_parts
 from parrot.generate import GenerateConfig, load_generation_policy, resolve_identifiers
-from parrot.identifiers import TOKEN_TEMPLATE
+from parrot.identifiers import TOKEN_TEMPLATE, IdentifierTokens
 from parrot.rollout import draw_prompts, local_prompts, sample_images
+from parrot.run_dir import read_curves
 from parrot.selection import Advantages
 from parrot.t2i_update import update_t2i
 from parrot.train import ParrotTrainer
@@ -79,11 +80,25 @@ def test_tokens_kept_at_their_start_norm_turn_only(tmp_path):
     assert torch.equal(parts.identifier_tokens.rows["clip_score"][0], parts.identifier_tokens.start["clip_score"][0])
 
 
+def test_turn_degrees_against_hand_computed_angles():
+    start = {"a": [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 3.0]])], "b": [torch.tensor([[2.0, 0.0]])]}
+    # token a: 45° in its first tower, 90° in its second (mean 67.5); token b turned to the opposite direction (180°)
+    rows = {"a": [torch.tensor([[1.0, 1.0]]), torch.tensor([[-2.0, 0.0]])], "b": [torch.tensor([[-0.5, 0.0]])]}
+    tokens = IdentifierTokens({"a": "<a>", "b": "<b>"}, rows, start)
+    assert tokens.turn_degrees() == pytest.approx({"a": 67.5, "b": 180.0})
+    with tokens.at_start():
+        assert tokens.turn_degrees() == pytest.approx({"a": 0.0, "b": 0.0}, abs=1e-5)
+
+
 def test_tokens_round_trip_through_checkpoints_final_weights_and_generation(tmp_path):
     out = tmp_path / "run"
     trainer = ParrotTrainer(load_train_config(token_args(out, "--iterations", "1", "--checkpoint_every", "1")))
     trainer.train()
     trained = trainer.parts.identifier_tokens.state()
+    # the training log keeps each token's turn from its start, as it stood after the (one) iteration
+    curves = read_curves(trainer.run)
+    for name, degrees in trainer.parts.identifier_tokens.turn_degrees().items():
+        assert curves[f"identifier/{name}/turn_deg"][1].tolist() == pytest.approx([degrees])
     assert any(not torch.equal(trained[f"{t}/0"], start) for t, (start,) in zip(TOKENS, trainer.parts.identifier_tokens.start.values()))
     want = encode(trainer.parts.policy, "<clip_score> <jpeg_compressibility>, a red circle")
     # a new trainer resumes the trained rows from the checkpoint
