@@ -12,7 +12,11 @@ image i enters the loss with the weight a_i = Σ_k A[i, k] / normaliser (``parro
   Σ_i a_i ∇log p_i: equal weights give the same update, orthogonal ones unrelated updates);
 - ``dropped_mass``: the share of the second method's Σ_i |b_i| on images the first gives weight 0;
 - ``opposite_sign``: the share of images both weigh (a_i, b_i ≠ 0) that they push in opposite directions;
-- ``scale``: ‖a‖ / ‖b‖ (Adam divides most of a constant scale away).
+- ``scale``: ‖a‖ / ‖b‖ (Adam divides most of a constant scale away);
+- ``net_push``: Σ_i a_i / Σ_i |a_i|, the first method's net push on the batch's likelihood (0: every push up is
+  matched by a push down, as for z-scored weights over the whole batch; 1: every image pushed up);
+- ``push_down_kept``: the share of the second method's push down (Σ |b_i| over b_i < 0) on images the first
+  method weighs too.
 
 When a batch is one group (T2I-only with one prompt per iteration, as the ``shapes`` preset trains) and both
 methods z-score each reward over that group, ``parrot-t2i-noids-z``'s A_i = 1[i ∈ P]·Σ_k z(r_k)_i / |P| and
@@ -52,7 +56,7 @@ from parrot_base.cli import run_cli  # noqa: E402
 
 __all__ = ["MethodSelection", "method_selection", "image_weights", "batch_alignment", "run_alignment", "summary", "main"]
 
-FIGURES = ("front_share", "cosine", "dropped_mass", "opposite_sign", "scale")
+FIGURES = ("front_share", "cosine", "dropped_mass", "opposite_sign", "scale", "net_push", "push_down_kept")
 
 
 @dataclass
@@ -100,6 +104,8 @@ def batch_alignment(a: np.ndarray, b: np.ndarray, selected: np.ndarray) -> dict[
         "dropped_mass": float(np.abs(b[a == 0]).sum() / np.abs(b).sum()) if np.abs(b).sum() else float("nan"),
         "opposite_sign": float((np.sign(a[both]) != np.sign(b[both])).mean()) if both.any() else float("nan"),
         "scale": float(norm_a / norm_b) if norm_b else float("nan"),
+        "net_push": float(a.sum() / np.abs(a).sum()) if np.abs(a).any() else float("nan"),
+        "push_down_kept": float(-b[(b < 0) & (a != 0)].sum() / -b[b < 0].sum()) if (b < 0).any() else float("nan"),
     }
 
 

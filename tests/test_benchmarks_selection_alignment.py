@@ -35,12 +35,16 @@ def test_weights_of_pareto_and_the_weighted_sum_against_hand_computed_values():
     assert figures["dropped_mass"] == pytest.approx(4 / 8, rel=1e-5)
     assert figures["opposite_sign"] == 0.0
     assert figures["scale"] == pytest.approx((math.sqrt(6) / 3) / (math.sqrt(22) / 16), rel=1e-5)
+    assert figures["net_push"] == pytest.approx(1.0)  # every image Pareto weighs is pushed up
+    assert figures["push_down_kept"] == 0.0  # the weighted sum's only push down is on the dominated image
 
 
 def test_opposite_signs_are_counted_on_images_both_weigh():
     figures = batch_alignment(np.array([1.0, -1.0, 0.0, 2.0]), np.array([1.0, 1.0, -3.0, -1.0]), np.array([True, True, False, True]))
     assert figures["opposite_sign"] == pytest.approx(2 / 3)
     assert figures["dropped_mass"] == pytest.approx(3 / 6)
+    assert figures["net_push"] == pytest.approx(2 / 4)  # (1 − 1 + 2) / (1 + 1 + 2)
+    assert figures["push_down_kept"] == pytest.approx(1 / 4)  # b's push down: 3 (dropped) + 1 (kept, image 3)
 
 
 def write_run(root, records):
@@ -79,7 +83,10 @@ def test_methods_with_identifiers_or_unknown_names_are_refused():
 
 
 def test_summary_gives_each_runs_mean_and_the_se_over_runs():
-    rows = lambda c: [dict(iteration=i, front_share=0.5, cosine=c + i, dropped_mass=0.1, opposite_sign=0.0, scale=2.0) for i in (0, 1)]  # noqa: E731
+    def rows(c):
+        same = dict(front_share=0.5, dropped_mass=0.1, opposite_sign=0.0, scale=2.0, net_push=0.4, push_down_kept=0.2)
+        return [dict(iteration=i, cosine=c + i, **same) for i in (0, 1)]
+
     text = summary({"r0": rows(0.2), "r1": rows(0.4)})
     assert "| r0 | 2 | 0.500 | 0.700 |" in text  # cosine (0.2 + 1.2) / 2
     assert "| r1 | 2 | 0.500 | 0.900 |" in text
