@@ -35,7 +35,7 @@ from scipy import stats
 
 from parrot.models import committed_shapes_world
 from parrot_base.cli import run_cli
-from shapes.card import ALL_IDENTIFIERS, CardSettings, best_expansion, load_world_rewards, sample_images
+from shapes.card import ALL_IDENTIFIERS, CardSettings, best_expansion, load_world_rewards, sample_images, score_images
 from shapes.checker import read_image, read_quality
 from shapes.data import (
     HELD_OUT_PAIRS,
@@ -59,7 +59,7 @@ from t2i import Guidance, StableDiffusionPolicy
 def sample(policy, rewards, texts: list[str], originals: list[str], seeds: list[int], settings: CardSettings) -> tuple[list, dict]:
     """Images (uint8 HWC) of ``texts`` as the card samples them (CFG), and every reward against ``originals``."""
     batch = sample_images(policy, texts, originals, Guidance.cfg(settings.guidance), settings, seeds)
-    scores = {name: reward(batch, originals, [{"expanded_prompt": t} for t in texts]).numpy() for name, reward in rewards.items()}
+    scores = score_images(rewards, batch, texts, originals)
     pixels = [(image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8) for image in batch]
     return pixels, scores
 

@@ -64,7 +64,7 @@ from t2i import Guidance, StableDiffusionPolicy
 
 __all__ = [
     "CardSettings", "REWARDS", "best_expansion", "expected_rating", "load_world_rewards", "measure_card", "sample_images",
-    "sample_scores", "main",
+    "sample_scores", "score_images", "main",
 ]  # fmt: skip
 
 REWARDS = ("laion_aesthetic", "preference", "clip_score", "sentiment")
@@ -180,7 +180,12 @@ def sample_scores(
     policy, rewards, texts: list[str], originals: list[str], guidance: Guidance, settings: CardSettings, seeds: list[int]
 ) -> dict[str, np.ndarray]:
     """Scores (per reward, one per image) of images of ``texts`` scored against ``originals``."""
-    images = sample_images(policy, texts, originals, guidance, settings, seeds)
+    return score_images(rewards, sample_images(policy, texts, originals, guidance, settings, seeds), texts, originals)
+
+
+@torch.no_grad()
+def score_images(rewards, images: torch.Tensor, texts: list[str], originals: list[str]) -> dict[str, np.ndarray]:
+    """Every reward's score of ``images`` (made from ``texts``) against ``originals``, one per image."""
     metadata = [{"expanded_prompt": t} for t in texts]
     return {name: reward(images, originals, metadata).numpy().astype(np.float64) for name, reward in rewards.items()}
 
