@@ -16,6 +16,9 @@ prompts × evaluation seeds (fixed noise). Methods (K rewards r_1..r_K of the pr
                         0.7 on r_1 and splits 0.3 over the others ({.7,.1,.1,.1} for K = 4), WS2
                         equal weights (``reward_weighting raw``: A_i = Σ_k w_k·z_B(r_k)_i, as in every
                         weighted-sum row below);
+- ``ws2-unscaled``      the equal-weight sum as Flow-GRPO-style trainers form it: the rewards at their own
+                        scales, s = Σ_k r_k / K, z-scored in its group (A_i = z_g(s)_i); a reward with a
+                        small spread hardly moves s;
 - ``parrot-t2i``        Pareto selection, T2I only, no expander: like-for-like against WS1/WS2 (the
                         paper's T2I-only 0.3992 vs WS 0.3273); identifiers as the preset sets them; the
                         default weighting (as every ``parrot*`` row but the next), A = z_g(r_k) on P_g;

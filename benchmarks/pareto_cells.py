@@ -80,9 +80,12 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
     # the paper's raw weighting, pinned where a row's figures were made with it (the default before issue 13's switch
     # to normalised + group): the WS baselines' A_i = Σ_k w_k·z_B(r_k)_i, the "raw" Pareto row's r_k on P
     raw = ("--selection.reward_weighting", "raw")
-    ws2 = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k), *raw)
+    equal_weights = ("--selection.mode", "weighted", "--selection.weights", *map(str, [1.0 / k] * k))
+    ws2 = (*equal_weights, *raw)
+    in_group = ("--selection.reward_weighting", "normalised", "--selection.gradient_normalisation", "group")
+    ws2_unscaled = (*equal_weights, "--selection.selection_normalisation", "none", *in_group)
     pareto = ("--selection.mode", "pareto")  # reward identifiers as the preset sets them; the default weighting
-    pareto_z = ("--selection.reward_weighting", "normalised", "--selection.gradient_normalisation", "group")
+    pareto_z = in_group
     # an expander without identifiers samples K expansions per prompt instead of one per identifier:
     # the same images per prompt, and the expander's group-mean baseline still has expansions to compare
     expander_no_ids = ("--identifiers.enabled", "false", "--sampling.expansions_per_prompt", str(k))
@@ -96,6 +99,9 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
     methods += [
         Method("ws1", (*t2i_alone, "--selection.mode", "weighted", "--selection.weights", *map(str, ws1_weights(k)), *raw), "trained"),
         Method("ws2", (*t2i_alone, *ws2), "trained"),
+        # the weighted sum as Flow-GRPO-style trainers compute it: the rewards summed at their own scales, the sum
+        # z-scored in its group (a reward with a small spread, e.g. CLIPScore, barely moves the sum)
+        Method("ws2-unscaled", (*t2i_alone, *ws2_unscaled), "trained"),
         Method("parrot-t2i", ("--mode", "t2i", "--expander.model", "", *pareto), "trained"),
         # like-for-like with WS1/WS2 in the evaluation prompt too: no identifiers in training or evaluation; the paper's raw r_k
         Method("parrot-t2i-noids", (*t2i_alone, *pareto, *raw), "trained"),

@@ -73,6 +73,7 @@ def test_methods_are_the_issue_settings():
         *(f"ddpo:{r}" for r in names),
         "ws1",
         "ws2",
+        "ws2-unscaled",
         "parrot-t2i",
         "parrot-t2i-noids",
         "parrot-t2i-noids-z",
@@ -98,6 +99,13 @@ def test_methods_are_the_issue_settings():
     selection = parse_selection(ddpo.selection, names)
     values = compute_advantages(rewards, valid, ["c"] * 4, ddpo.selection, selection, tracker=PerPromptStatTracker()).values
     assert values[:, 2].tolist() == pytest.approx([d / 1.25**0.5 for d in (-1.5, -0.5, 0.5, 1.5)], abs=1e-5)
+    # the unscaled sum: s = Σ_k r_k / 4 at the rewards' own scales, z-scored in the group; the small-spread reward
+    # (column 2, spread 0.01) barely moves A_i, where ws2's per-reward z-scores count it as much as the others
+    unscaled = load_train_config([*common, *catalogue["ws2-unscaled"].overrides]).selection
+    rewards = torch.tensor([[1.0, 0.0, 0.00, 0.0], [3.0, 0.0, 0.01, 0.0], [2.0, 0.0, 0.02, 0.0], [2.0, 0.0, 0.03, 0.0]])
+    advantages = compute_advantages(rewards, valid, ["c"] * 4, unscaled, parse_selection(unscaled, names)).values.sum(1)
+    s = rewards.sum(1).double() / 4
+    assert advantages.tolist() == pytest.approx(((s - s.mean()) / s.std(unbiased=False)).tolist(), abs=1e-4)
     assert not values[:, [0, 1, 3]].any()
     tiny_names = list(load_train_config(common + ["--mode", "t2i"]).rewards.names)
     tiny = pareto.method_catalogue(tiny_names, 3.0)
@@ -132,7 +140,7 @@ def test_baselines_keep_the_raw_weighting_and_parrot_rows_follow_the_default():
     raw_rows = ["ws1", "ws2", "dpok", "rwr", "ws2+expander", "parrot-t2i-noids"]
     ddpo_rows = [f"ddpo:{r}" for r in names]
     default_rows = ["parrot-t2i", "parrot-t2i-noids-z", "parrot-expander", "parrot", "parrot-noids", "parrot-no-pcg"]
-    assert set(raw_rows + ddpo_rows + default_rows) == {m.name for m in catalogue.values() if m.trained}
+    assert set(raw_rows + ddpo_rows + default_rows + ["ws2-unscaled"]) == {m.name for m in catalogue.values() if m.trained}
     for name in raw_rows:
         assert catalogue[name].overrides[-2:] == ("--selection.reward_weighting", "raw") or name in ("dpok", "rwr"), name
         assert load_train_config([*common, *catalogue[name].overrides]).selection.reward_weighting == "raw", name
