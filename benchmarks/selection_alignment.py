@@ -1,7 +1,7 @@
 """Pareto selection against a weighted sum on the same training batches: how far apart are the two updates?
 
-Issue 13's T2I-only comparison (``benchmarks/pareto.py``: ``parrot-t2i-noids-z`` against ``ws2``) ties. This
-script asks why at the level of one update: it reads the training batches a run recorded (rewards R of every
+Issue 13's T2I-only comparison (``benchmarks/pareto.py``: ``parrot-t2i-noids-z`` against ``ws2``) goes to the
+weighted sum. This script asks why at the level of one update: it reads the training batches a run recorded (rewards R of every
 image, ``samples/iteration-*.json``; train with ``--checkpoint_every 1`` to record every iteration) and gives the
 advantages of two methods of ``pareto_cells.method_catalogue`` on each batch, computed by the training loop's own
 :func:`parrot.selection.compute_advantages` with each method's resolved selection settings. In the T2I update
@@ -54,42 +54,47 @@ from parrot.selection import PerPromptStatTracker, Selection, SelectionConfig, c
 from parrot.train_config import load_train_config  # noqa: E402
 from parrot_base.cli import run_cli  # noqa: E402
 
-__all__ = ["MethodSelection", "method_selection", "image_weights", "batch_alignment", "run_alignment", "summary", "main"]
+__all__ = ["MethodSelection", "method_selections", "image_weights", "batch_alignment", "run_alignment", "summary", "main"]
 
 FIGURES = ("front_share", "cosine", "dropped_mass", "opposite_sign", "scale", "net_push", "push_down_kept")
 
 
 @dataclass
 class MethodSelection:
-    """One method's advantage settings, resolved as ``parrot.train`` resolves its flags, and its tracker."""
+    """One method's advantage settings, resolved as ``parrot.train`` resolves its flags."""
 
     name: str
     config: SelectionConfig
     selection: Selection
-    tracker: PerPromptStatTracker
+
+    def new_tracker(self) -> PerPromptStatTracker:
+        """An empty per-prompt history, as a run starts with (``gradient_normalisation`` 'per_prompt' reads it)."""
+        return PerPromptStatTracker(self.config.stat_buffer_size, self.config.stat_min_count)
 
 
-def method_selection(name: str, preset: str) -> MethodSelection:
-    """The selection settings of catalogue method ``name`` on ``preset`` (refused when it trains with identifiers:
-    their credit needs the identifier of every image, which this comparison leaves out)."""
+def method_selections(names: list[str], preset: str) -> list[MethodSelection]:
+    """The selection settings of catalogue methods ``names`` on ``preset`` (one refused when it trains with
+    identifiers: their credit needs the identifier of every image, which this comparison leaves out)."""
     probe = load_train_config(["--preset", preset, "--output_dir", tempfile.gettempdir()])
     catalogue = method_catalogue(list(probe.rewards.names), probe.sampling.guidance_scale)
-    if name not in catalogue:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(catalogue)}")
-    config = load_train_config(["--preset", preset, *catalogue[name].overrides, "--output_dir", tempfile.gettempdir()])
-    if config.identifiers.enabled:
-        raise ValueError(f"method {name!r} trains with reward identifiers; compare methods without them")
-    selection = parse_selection(config.selection, config.rewards.names)
-    tracker = PerPromptStatTracker(config.selection.stat_buffer_size, config.selection.stat_min_count)
-    return MethodSelection(name, config.selection, selection, tracker)
+    methods = []
+    for name in names:
+        if name not in catalogue:
+            raise ValueError(f"unknown method {name!r}; known: {', '.join(catalogue)}")
+        config = load_train_config(["--preset", preset, *catalogue[name].overrides, "--output_dir", tempfile.gettempdir()])
+        if config.identifiers.enabled:
+            raise ValueError(f"method {name!r} trains with reward identifiers; compare methods without them")
+        methods.append(MethodSelection(name, config.selection, parse_selection(config.selection, config.rewards.names)))
+    return methods
 
 
-def image_weights(record: dict, method: MethodSelection) -> tuple[np.ndarray, np.ndarray]:
-    """a_i = Σ_k A[i, k] / normaliser of every image of a recorded batch under ``method``, and its P mask."""
+def image_weights(record: dict, method: MethodSelection, tracker: PerPromptStatTracker) -> tuple[np.ndarray, np.ndarray]:
+    """a_i = Σ_k A[i, k] / normaliser of every image of a recorded batch under ``method`` (``tracker``: its
+    run's per-prompt history so far), and its P mask."""
     rewards = torch.tensor(record["rewards"], dtype=torch.float64)
     groups = torch.arange(rewards.shape[0]) // int(record["columns"])
     advantages = compute_advantages(
-        rewards, torch.isfinite(rewards), record["original_prompts"], method.config, method.selection, method.tracker, groups=groups
+        rewards, torch.isfinite(rewards), record["original_prompts"], method.config, method.selection, tracker, groups=groups
     )
     return (advantages.values.double().sum(1) / advantages.normaliser).numpy(), advantages.selected.numpy()
 
@@ -115,11 +120,12 @@ def run_alignment(run_root: str | Path, first: MethodSelection, second: MethodSe
     if not records:
         raise FileNotFoundError(f"no recorded training batches under {Path(run_root) / 'samples'}: train with --checkpoint_every 1")
     rows = []
+    trackers = first.new_tracker(), second.new_tracker()
     for png, record in records:
         if record is None:
             raise ValueError(f"{png.with_suffix('.json')} is missing or unreadable")
-        a, selected = image_weights(record, first)
-        b, _ = image_weights(record, second)
+        a, selected = image_weights(record, first, trackers[0])
+        b, _ = image_weights(record, second, trackers[1])
         if first.selection.kind == "pareto" and selected.tolist() != list(record["selected"]):
             raise ValueError(f"{png.with_suffix('.json')}: its recorded P is not {first.name!r}'s; name the run's own method first")
         rows.append({"iteration": int(record["iteration"]), **batch_alignment(a, b, selected)})
@@ -151,10 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, float]]]:
     parser.add_argument("--preset", default="shapes", help="the preset the runs trained on (default %(default)s)")
     parser.add_argument("--json", default="", help="also write every iteration's figures here")
     args = parser.parse_args(argv)
-    per_run = {}
-    for run in args.runs:
-        first, second = (method_selection(name, args.preset) for name in args.methods)  # fresh trackers per run
-        per_run[run] = run_alignment(run, first, second)
+    first, second = method_selections(args.methods, args.preset)
+    per_run = {run: run_alignment(run, first, second) for run in args.runs}
     print(f"{args.methods[0]} (a) against {args.methods[1]} (b) on the runs' recorded batches\n\n{summary(per_run)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"methods": args.methods, "runs": per_run}, indent=1), encoding="utf-8")

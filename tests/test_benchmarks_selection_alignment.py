@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.selection_alignment import batch_alignment, image_weights, method_selection, run_alignment, summary
+from benchmarks.selection_alignment import batch_alignment, image_weights, method_selections, run_alignment, summary
 
 # one group of 4 images, 4 rewards: images 0-2 each best somewhere, image 3 dominated by every other image
 REWARDS = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0]]
@@ -22,9 +22,9 @@ def record(rewards=REWARDS, selected=(True, True, True, False), iteration=1):
 
 def test_weights_of_pareto_and_the_weighted_sum_against_hand_computed_values():
     # each column has mean 0 and population std √(1/2): z = √2·r, so Σ_k z = √2·(1, 1, 2, −4)
-    pareto, ws2 = method_selection("parrot-t2i-noids-z", "shapes"), method_selection("ws2", "shapes")
-    a, selected = image_weights(record(), pareto)
-    b, _ = image_weights(record(), ws2)
+    pareto, ws2 = method_selections(["parrot-t2i-noids-z", "ws2"], "shapes")
+    a, selected = image_weights(record(), pareto, pareto.new_tracker())
+    b, _ = image_weights(record(), ws2, ws2.new_tracker())
     root2 = math.sqrt(2)
     assert selected.tolist() == [True, True, True, False]
     assert a == pytest.approx(root2 * np.array([1, 1, 2, 0]) / 3, rel=1e-5)  # 1[P]·Σ_k z / |P|
@@ -60,14 +60,14 @@ def write_run(root, records):
 def test_run_alignment_reads_every_recorded_batch_in_order(tmp_path):
     swapped = [REWARDS[3], REWARDS[1], REWARDS[2], REWARDS[0]]
     run = write_run(tmp_path / "run", [record(iteration=2, rewards=swapped, selected=(False, True, True, True)), record(iteration=1)])
-    rows = run_alignment(run, method_selection("parrot-t2i-noids-z", "shapes"), method_selection("ws2", "shapes"))
+    rows = run_alignment(run, *method_selections(["parrot-t2i-noids-z", "ws2"], "shapes"))
     assert [r["iteration"] for r in rows] == [1, 2]
     assert rows[0]["cosine"] == pytest.approx(rows[1]["cosine"])  # the same batch, images in another order
     assert rows[0]["cosine"] == pytest.approx(6 / math.sqrt(132), rel=1e-5)
 
 
 def test_run_alignment_refuses_a_run_trained_with_another_selection_and_a_run_without_records(tmp_path):
-    methods = method_selection("parrot-t2i-noids-z", "shapes"), method_selection("ws2", "shapes")
+    methods = method_selections(["parrot-t2i-noids-z", "ws2"], "shapes")
     run = write_run(tmp_path / "run", [record(selected=(True, True, True, True))])
     with pytest.raises(ValueError, match="recorded P is not 'parrot-t2i-noids-z'"):
         run_alignment(run, *methods)
@@ -77,9 +77,9 @@ def test_run_alignment_refuses_a_run_trained_with_another_selection_and_a_run_wi
 
 def test_methods_with_identifiers_or_unknown_names_are_refused():
     with pytest.raises(ValueError, match="trains with reward identifiers"):
-        method_selection("parrot-t2i", "shapes")
+        method_selections(["ws2", "parrot-t2i"], "shapes")
     with pytest.raises(ValueError, match="unknown method 'pareto'"):
-        method_selection("pareto", "shapes")
+        method_selections(["pareto"], "shapes")
 
 
 def test_summary_gives_each_runs_mean_and_the_se_over_runs():
