@@ -100,9 +100,12 @@ def prefix_invariance_loss(policy, teacher, noisy: torch.Tensor, timesteps: torc
     Both are called through their family's ``unet_forward``, so SDXL's and SD3's extra conditioning passes too."""
     with torch.no_grad():
         target = teacher.unet_forward(noisy, timesteps, teacher.encode_prompts(plain))
-    shifted = F.mse_loss(policy.unet_forward(noisy, timesteps, policy.encode_prompts(prefixed)), target)
-    kept = F.mse_loss(policy.unet_forward(noisy, timesteps, policy.encode_prompts(plain)), target)
-    return shifted + kept, shifted
+    # the student's two terms in one pass over the doubled batch (prefixed, then plain): the values of two calls up to
+    # float rounding (every caption is padded to the tower's full length), one call's overhead less (BENCHMARKS.md)
+    both = policy.unet_forward(torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]), policy.encode_prompts([*prefixed, *plain]))
+    on_prefixed, on_plain = both.chunk(2)
+    shifted = F.mse_loss(on_prefixed, target)
+    return shifted + F.mse_loss(on_plain, target), shifted
 
 
 def prefix_anchor_loss(policy, teacher, prefixes: list[str]) -> torch.Tensor:

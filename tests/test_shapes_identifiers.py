@@ -27,7 +27,8 @@ def test_loss_is_the_two_mses_against_the_teacher_on_the_plain_captions(tiny_pip
     noisy, t = _batch(tiny_pipeline)
     with torch.no_grad():
         loss, shifted = prefix_invariance_loss(policy, teacher, noisy, t, PLAIN, PLAIN)
-        assert loss.item() == 0.0 and shifted.item() == 0.0  # an unchanged student, no prefix: nothing to learn
+        # an unchanged student, no prefix: nothing to learn (up to rounding: the student runs both terms as one batch)
+        assert loss.item() == pytest.approx(0.0, abs=1e-10) and shifted.item() == pytest.approx(0.0, abs=1e-10)
         tiny_pipeline.unet.conv_out.bias.add_(0.5)  # the student drifts by a constant 0.5 on every output
         loss, shifted = prefix_invariance_loss(policy, teacher, noisy, t, PLAIN, PREFIXED)
         target = teacher.unet(noisy, t, encoder_hidden_states=policy.encode_prompts(PLAIN)["encoder_hidden_states"]).sample
@@ -77,7 +78,7 @@ def test_distillation_removes_the_prefix_effect_and_keeps_the_plain_prediction(t
     before, drift_before = effects()
     record = train_prefix_invariance(tiny_pipeline, examples, IdentifierInvarianceConfig(steps=100, batch_size=8, learning_rate=1e-4))
     after, drift_after = effects()
-    assert drift_before == 0.0 and before > 0.0
+    assert drift_before == pytest.approx(0.0, abs=1e-10) and before > 1e-3
     # on this held-aside batch (seen: 0.053 → 0.033; a random text tower makes the prefix hard to undo in 100 steps)
     assert after < 0.75 * before  # the prefix's effect on ε shrinks
     assert drift_after < 0.25 * before  # while the plain captions still predict what they did (seen: 0.007)
