@@ -180,12 +180,18 @@ def identifier_table(scores: dict[str, np.ndarray], reward_names: list[str]) -> 
     return "\n".join(lines)
 
 
+def newest_checkpoint(run: str | Path, what: str = "the run") -> Path:
+    """The newest valid checkpoint of the run directory ``run``; ``what`` names it in the error when it has none."""
+    checkpoint = latest_valid_checkpoint(RunDir(Path(run)).checkpoints)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{what}: no checkpoint under {run}/checkpoints: train the run first")
+    return checkpoint
+
+
 def trained_run(config: TrainConfig) -> tuple[ParrotTrainer, Path]:
     """The run of ``config`` rebuilt from its flags, with its newest valid checkpoint loaded (and that checkpoint)."""
     trainer = ParrotTrainer(config)
-    checkpoint = latest_valid_checkpoint(RunDir(config.output_dir).checkpoints)
-    if checkpoint is None:
-        raise FileNotFoundError(f"no checkpoint under {config.output_dir}/checkpoints: train the run first")
+    checkpoint = newest_checkpoint(config.output_dir)
     trainer.load_checkpoint(checkpoint)
     return trainer, checkpoint
 
@@ -214,11 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("the run trained without identifiers (identifiers.enabled false): nothing to compare")
     trainer, checkpoint = trained_run(config)
     if args.t2i_from:
-        other = latest_valid_checkpoint(RunDir(Path(args.t2i_from)).checkpoints)
-        if other is None:
-            raise FileNotFoundError(f"--t2i_from: no checkpoint under {args.t2i_from}/checkpoints")
-        read_checkpoint(other, {"t2i": trainer.parts.trainable_state()["t2i"]}, {})
-        checkpoint = other
+        checkpoint = newest_checkpoint(args.t2i_from, "--t2i_from")
+        read_checkpoint(checkpoint, {"t2i": trainer.parts.trainable_state()["t2i"]}, {})
     names = list(trainer.parts.reward_names)
     scores, untrained = {}, {}
     for label, identifiers in [(n, [n]) for n in names] + [("all", names), ("none", [])]:

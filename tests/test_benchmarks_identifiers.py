@@ -77,3 +77,15 @@ def test_summary_over_seeds_and_its_one_line_errors(tmp_path, capsys):
     assert "| common (every identifier) | +1.000 ± 0.500 | +0.000 ± 0.000 |" in table
     with pytest.raises(FileNotFoundError, match="--summarise: no file"):
         main(["--summarise", str(tmp_path / "missing.json")])
+
+
+def test_newest_checkpoint_is_the_last_valid_one_and_a_run_without_names_the_flag(tmp_path):
+    from test_parrot_checkpoint import write_checkpoint
+
+    from benchmarks.identifiers import newest_checkpoint
+
+    with pytest.raises(FileNotFoundError, match=rf"^--t2i_from: no checkpoint under {tmp_path}/checkpoints: train the run first$"):
+        newest_checkpoint(tmp_path, "--t2i_from")
+    write_checkpoint(tmp_path / "checkpoints", 1)
+    second = write_checkpoint(tmp_path / "checkpoints", 2)
+    assert newest_checkpoint(str(tmp_path)) == second
