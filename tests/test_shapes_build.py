@@ -17,6 +17,7 @@ from shapes.build import BuildState, build_world, main, quick_config, stage_clip
 from shapes.card import REWARDS, best_expansion, expected_rating
 from shapes.data import HELD_OUT_PAIRS, short_prompt
 from shapes.sd import WORD_READINGS
+from shapes.world_card import _load_reading
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,11 @@ def test_world_card_has_the_goals_table(world):
     card = (out / "WORLD.md").read_text()
     figures = state.figures
     assert "| clip_top1_train_pairs |" in card and "| sd/ |" in card and "| card/ |" not in card
+    # the header reads the load average at start: from one core's worth of other work the times are upper bounds
+    assert _load_reading(1.0) == " (other jobs shared the CPU, so times are upper bounds)"
+    assert _load_reading(0.99) == " (no other job held a core at start)"
+    header = card.splitlines()[2]
+    assert header.endswith((f"{_load_reading(1.0)}.", f"{_load_reading(0.0)}.")) and "1-minute load average at start " in header
     assert "## Is it a faithful miniature? (the world-v4 goals)" in card
     assert "| headroom_rule_min | " in card  # the sampled figures section lists card_* without the prefix
     goals = card.split("## Is it a faithful miniature?")[1].split("\n\n")[1].splitlines()
