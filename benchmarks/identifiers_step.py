@@ -94,6 +94,15 @@ def measure(world: Path, batch_size: int, repeats: int, examples: int, seed: int
     }
 
 
+def summary_line(figures: dict) -> str:
+    """The figures of :func:`measure` in one line."""
+    return (
+        f"identifiers step (batch {figures['batch_size']}, median of {figures['repeats']}): two passes {figures['two_passes_s']:.3f}s  "
+        f"one pass {figures['one_pass_s']:.3f}s  ratio {figures['ratio']:.3f}; losses differ by at most "
+        f"{figures['largest_relative_loss_difference']:.1e} (relative)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--world", type=Path, default=REPO / "shapes" / "world", help="a built world directory (its sd/ is read)")
@@ -107,11 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     load = LoadWatch(own_threads=torch.get_num_threads())
     figures = measure(args.world, args.batch_size, args.repeats, args.examples)
     figures["load"] = load.finish()
-    print(
-        f"identifiers step (batch {figures['batch_size']}, median of {figures['repeats']}): two passes {figures['two_passes_s']:.3f}s  "
-        f"one pass {figures['one_pass_s']:.3f}s  ratio {figures['ratio']:.3f}; losses differ by at most "
-        f"{figures['largest_relative_loss_difference']:.1e} (relative)"
-    )
+    print(summary_line(figures))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
