@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,9 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages and b
 from benchmarks.machine_load import LoadWatch  # noqa: E402
 from shapes.build_config import BuildConfig  # noqa: E402
 from shapes.data import generate_examples  # noqa: E402
-from shapes.identifiers import _captions, _text_towers, prefix_invariance_loss  # noqa: E402
+from shapes.identifiers import DistillationBatch, _text_towers, distillation_batch, prefix_invariance_loss  # noqa: E402
 from shapes.sd import encode_latents  # noqa: E402
 from t2i.families import policy_of_pipeline  # noqa: E402
-from t2i.objective import noised_sample, training_timesteps  # noqa: E402
 
 
 def loss_in_two_passes(policy, teacher, noisy, timesteps, plain, prefixed):
@@ -59,23 +59,18 @@ def measure(world: Path, batch_size: int, repeats: int, examples: int, seed: int
     trained = torch.nn.ModuleList([policy.unet, *_text_towers(policy)]).train().requires_grad_(True)
     latents = encode_latents(pipeline.vae, train)
     generator, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
-    batches = []
-    for _ in range(repeats + 1):  # the first is the warm-up
-        index = torch.randint(len(train), (batch_size,), generator=generator)
-        drop = (torch.rand(batch_size, generator=generator) < config.identifiers.uncond_probability).tolist()
-        plain, prefixed, _ = _captions(train, index.tolist(), drop, rng)
-        noise = torch.randn(latents[index].shape, generator=generator)
-        sample = noised_sample(pipeline.scheduler, latents[index], noise, training_timesteps(pipeline.scheduler, batch_size, generator))
-        batches.append((sample.noisy, sample.timesteps, plain, prefixed))
+    stage = replace(config.identifiers, batch_size=batch_size)
+    batches = [distillation_batch(train, latents, pipeline.scheduler, stage, generator, rng) for _ in range(repeats + 1)]
 
-    def step(loss_fn, batch) -> tuple[float, float]:
+    def step(loss_fn, batch: DistillationBatch) -> tuple[float, float]:
         trained.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        loss, _ = loss_fn(policy, teacher, *batch)
+        loss, _ = loss_fn(policy, teacher, batch.noisy, batch.timesteps, batch.plain, batch.prefixed)
         loss.backward()
         return time.perf_counter() - start, loss.item()
 
-    step(loss_in_two_passes, batches[0]), step(prefix_invariance_loss, batches[0])
+    for loss_fn in (loss_in_two_passes, prefix_invariance_loss):  # warm-up on the first batch
+        step(loss_fn, batches[0])
     two, one, differences = [], [], []
     for batch in batches[1:]:
         seconds_two, loss_two = step(loss_in_two_passes, batch)

@@ -61,7 +61,9 @@ from t2i.families import policy_of_pipeline
 from t2i.objective import noised_sample, training_timesteps
 
 __all__ = [
+    "DistillationBatch",
     "IdentifierInvarianceConfig",
+    "distillation_batch",
     "distillation_prefix",
     "prefix_anchor_loss",
     "prefix_invariance_loss",
@@ -138,6 +140,32 @@ def _captions(
     return plain, [with_prefix(c, p) for c, p in zip(plain, prefixes)], prefixes
 
 
+@dataclass
+class DistillationBatch:
+    """One step's batch: noised latents z_t and their timesteps, the captions c, "<prefix>, c" and the prefixes."""
+
+    noisy: torch.Tensor
+    timesteps: torch.Tensor
+    plain: list[str]
+    prefixed: list[str]
+    prefixes: list[str]
+
+
+def distillation_batch(
+    examples: list[Example], latents: torch.Tensor, scheduler, config: IdentifierInvarianceConfig, generator: torch.Generator,
+    rng: np.random.Generator,
+) -> DistillationBatch:  # fmt: skip
+    """A batch of ``config.batch_size`` training images (``latents``: theirs, encoded) as the stage draws it: images,
+    which captions drop to "", prefixes (from ``rng``), noise and timesteps (from ``generator``), in that order."""
+    index = torch.randint(len(examples), (config.batch_size,), generator=generator)
+    drop = (torch.rand(len(index), generator=generator) < config.uncond_probability).tolist()
+    plain, prefixed, prefixes = _captions(examples, index.tolist(), drop, rng)
+    z0 = latents[index]
+    noise = torch.randn(z0.shape, generator=generator)
+    sample = noised_sample(scheduler, z0, noise, training_timesteps(scheduler, len(index), generator))
+    return DistillationBatch(sample.noisy, sample.timesteps, plain, prefixed, prefixes)
+
+
 def _text_towers(policy) -> list[torch.nn.Module]:
     """The policy's text encoders: the modules its family never trains by RL (``frozen_modules``) but the VAE."""
     return [m for m in policy.frozen_modules() if m is not policy.pipeline.vae]
@@ -163,15 +191,10 @@ def train_prefix_invariance(
     trained.train()
     start, shifts, anchors = time.perf_counter(), [], []
     for _ in tqdm(range(config.steps), desc="identifiers", disable=not progress):
-        index = torch.randint(len(examples), (config.batch_size,), generator=generator)
-        drop = (torch.rand(len(index), generator=generator) < config.uncond_probability).tolist()
-        plain, prefixed, prefixes = _captions(examples, index.tolist(), drop, rng)
-        z0 = latents[index]
-        noise = torch.randn(z0.shape, generator=generator)
-        sample = noised_sample(scheduler, z0, noise, training_timesteps(scheduler, len(index), generator))
-        loss, shifted = prefix_invariance_loss(policy, teacher, sample.noisy, sample.timesteps, plain, prefixed)
+        batch = distillation_batch(examples, latents, scheduler, config, generator, rng)
+        loss, shifted = prefix_invariance_loss(policy, teacher, batch.noisy, batch.timesteps, batch.plain, batch.prefixed)
         if config.anchor_weight > 0:
-            anchor = prefix_anchor_loss(policy, teacher, prefixes)
+            anchor = prefix_anchor_loss(policy, teacher, batch.prefixes)
             loss = loss + config.anchor_weight * anchor
             anchors.append(anchor.item())
         clipped_step(loss, trained, optimiser, schedule)
