@@ -50,10 +50,11 @@ Untrained methods do not depend on the training seed: they are evaluated once (s
 
 Cells: one (method, training seed) is one cell, kept as ``OUT/cells/<method>-seed<s>.json``
 (written atomically: its held-out samples, its training curve, the exact ``parrot.train`` flags, the selection
-settings they resolved to, wall time). A rerun with the same ``--out`` loads the finished cells and runs only the
-missing ones, so the full run can be done in parts; a cell made with other flags, or a trained cell whose flags
-resolved to other selection settings (cells made before issue 13 switched the default weighting from ``raw``), is
-refused, not reused.
+settings they resolved to, wall time; with ``--set "--evaluation.every N"`` its held-out curve too, the held-out
+means at the start and every N iterations, which ``pareto_paired.py --curves`` pairs between methods). A rerun
+with the same ``--out`` loads the finished cells and runs only the missing ones, so the full run can be done in
+parts; a cell made with other flags, or a trained cell whose flags resolved to other selection settings (cells made
+before issue 13 switched the default weighting from ``raw``), is refused, not reused.
 
 Statistics (:mod:`parrot.evaluation`): each reward is min–max normalised over the union of ALL
 cells' per-image held-out scores of the run (R̃ = (R − lo) / (hi − lo), constant → 0). Per cell:
@@ -157,17 +158,23 @@ __all__ = [
 FULL_RUN_ITERATIONS = 12
 
 
-def run_cell(config: TrainConfig, method: Method) -> tuple[EvaluationSamples, dict[str, list[float]]]:
-    """Train (if the method trains); its held-out samples in the method's setting and its training curve:
-    reward name → the training batch's mean reward at each iteration (``curves.jsonl``; {} untrained)."""
+def run_cell(config: TrainConfig, method: Method) -> tuple[EvaluationSamples, dict[str, list[float]], dict[str, list[float]]]:
+    """Train (if the method trains); its held-out samples in the method's setting, its training curve: reward name →
+    the training batch's mean reward at each iteration (``curves.jsonl``; {} untrained), and its held-out curve
+    (``--set "--evaluation.every N"``): {"iterations": [...], reward name: held-out mean at each} ({} without one)."""
     trainer = ParrotTrainer(config)
     curve: dict[str, list[float]] = {}
+    held_out: dict[str, list[float]] = {}
     if method.trained:
         with contextlib.redirect_stdout(io.StringIO()):  # the trainer's one-line size summary; printed once here instead
             trainer.train()
         curves = read_curves(trainer.run)
-        curve = {name: curves[f"reward/{name}/mean"][1].tolist() for name in trainer.parts.reward_names if f"reward/{name}/mean" in curves}
-    return trainer.evaluation_samples(method.setting), curve
+        names = trainer.parts.reward_names
+        curve = {name: curves[f"reward/{name}/mean"][1].tolist() for name in names if f"reward/{name}/mean" in curves}
+        if f"heldout/{names[0]}/mean" in curves:
+            held_out = {"iterations": curves[f"heldout/{names[0]}/mean"][0].tolist()}
+            held_out |= {name: curves[f"heldout/{name}/mean"][1].tolist() for name in names}
+    return trainer.evaluation_samples(method.setting), curve, held_out
 
 
 def run_cells(common: list[str], methods: list[Method], seeds: list[int], cells: Path, work: Path) -> tuple[dict, tuple[int, int]]:
@@ -189,10 +196,12 @@ def run_cells(common: list[str], methods: list[Method], seeds: list[int], cells:
         if cell is None:
             bar.set_postfix_str(f"{method.name} seed {seed}")
             tick = time.perf_counter()
-            samples, curve = run_cell(configs[key], method)
+            samples, curve, held_out = run_cell(configs[key], method)
             cell = {"method": method.name, "seed": seed, "setting": method.setting, "flags": flags[key],
                     "selection": selection_made_with(configs[key]),
                     "wall_s": round(time.perf_counter() - tick, 2), "samples": samples.to_json(), "curve": curve}  # fmt: skip
+            if held_out:
+                cell["heldout_curve"] = held_out
             write_cell(path, cell)
         done[key] = cell
     return done, budget

@@ -4,6 +4,10 @@
 pair (A, B), the mean ± standard error over seeds of A's cell minus B's cell (the same prompt draws and evaluation
 noise) for the Table-1 average, the hypervolume of the per-prompt means and each reward's mean. An untrained B
 (one cell, seed ``none``) is subtracted from every seed of A.
+
+``--curves`` prints instead each reward's held-out mean, A − B, at every point of the two methods' held-out curves
+(cells trained with ``--set "--evaluation.every N"``): where in training one method pulls ahead of or falls
+behind the other on a reward.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from scipy.stats import sem
 
 from parrot_base.cli import run_cli
 
-__all__ = ["main", "paired_cells", "paired_differences", "read_methods"]
+__all__ = ["main", "paired_cells", "paired_curve_differences", "paired_differences", "read_methods"]
 
 
 def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, float]]:
@@ -34,6 +38,29 @@ def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, 
     for name, read in figures.items():
         difference = [read(x) - read(y) for x, y in pairs]
         out[name] = (float(np.mean(difference)), float(sem(difference)))
+    return out
+
+
+def paired_curve_differences(methods: dict, a: str, b: str) -> dict[str, list]:
+    """{"iterations": [n, ...], reward: [(mean, SE) of A − B at each n]} over the seeds both have, at the iterations
+    every one of their held-out curves has."""
+    for name in (a, b):
+        if name not in methods:
+            raise SystemExit(f"method {name!r} is not in this run; it has {sorted(methods)}")
+    pairs = paired_cells(methods, a, b)
+    if len(pairs) < 2:
+        raise SystemExit(f"{a} and {b} share {len(pairs)} seed(s); a paired SE needs at least 2")
+    curves = [(x.get("heldout_curve") or {}, y.get("heldout_curve") or {}) for x, y in pairs]
+    if not all(x and y for x, y in curves):
+        raise SystemExit(f'{a} or {b} has cells without a held-out curve: train them with --set "--evaluation.every N"')
+    shared = sorted(set.intersection(*(set(c["iterations"]) for pair in curves for c in pair)))
+    names = [k for k in curves[0][0] if k != "iterations"]
+    out: dict[str, list] = {"iterations": shared}
+    for name in names:
+        out[name] = []
+        for n in shared:
+            difference = [x[name][x["iterations"].index(n)] - y[name][y["iterations"].index(n)] for x, y in curves]
+            out[name].append((float(np.mean(difference)), float(sem(difference))))
     return out
 
 
@@ -57,11 +84,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pareto_json", type=Path, help="pareto.json of a benchmarks/pareto.py run")
     parser.add_argument("methods", nargs="+", help="pairs of method names: A B [A B ...] (A − B)")
+    parser.add_argument("--curves", action="store_true", help="A − B at each point of the held-out curves instead")
     args = parser.parse_args(argv)
     if len(args.methods) % 2:
         raise SystemExit("give the methods in pairs: A B [A B ...]")
     methods = read_methods(args.pareto_json)
     for a, b in zip(args.methods[::2], args.methods[1::2]):
+        if args.curves:
+            curves = paired_curve_differences(methods, a, b)
+            for i, n in enumerate(curves.pop("iterations")):
+                print(f"{a} − {b}, iteration {n}: " + "; ".join(f"{k} {v[i][0]:+.4f} ± {v[i][1]:.4f}" for k, v in curves.items()))
+            continue
         figures = paired_differences(methods, a, b)
         print(f"{a} − {b}: " + "; ".join(f"{k} {m:+.4f} ± {s:.4f}" for k, (m, s) in figures.items()))
 

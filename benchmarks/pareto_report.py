@@ -5,11 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import sem
 
 from benchmarks.pareto_paired import paired_cells, paired_differences
 from parrot.plots import pairwise_front_plot, seed_bar_plot, training_curve_plot
 
-__all__ = ["GOAL_PAIRS", "mean_curves", "markdown_table", "paired_goal_lines", "training_rise_table", "write_plots"]
+__all__ = [
+    "GOAL_PAIRS",
+    "heldout_curve_table",
+    "mean_curves",
+    "markdown_table",
+    "paired_goal_lines",
+    "training_rise_table",
+    "write_plots",
+]
 
 #: issue 13's goals as (A, B) pairs: Pareto T2I-only against both weighted sums, the joint run against its SFT start,
 #: prompt-centred guidance against CFG on ĉ, DPOK against its reward-weighted supervised baseline
@@ -44,6 +53,7 @@ def markdown_table(result: dict) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += training_rise_table(result)
+    lines += heldout_curve_table(result)
     lines += paired_goal_lines(result["methods"])
     return "\n".join(lines)
 
@@ -74,6 +84,26 @@ def training_rise_table(result: dict) -> list[str]:
     for method, rise in rows:
         lines.append(f"| {method} | " + " | ".join(_mean_se(rise[r], 3) if r in rise else "–" for r in names) + " |")
     return lines
+
+
+def heldout_curve_table(result: dict) -> list[str]:
+    """Lines of a table of the held-out curves (cells trained with ``--evaluation.every``): per method and curve point
+    (the iterations all its seeds have), each reward's held-out mean, mean ± SE over seeds; no lines without curves."""
+    names = result["reward_names"]
+    lines = []
+    for method, entry in result["methods"].items():
+        curves = [r["heldout_curve"] for r in entry["seeds"].values() if r.get("heldout_curve")]
+        if not curves:
+            continue
+        shared = sorted(set.intersection(*(set(c["iterations"]) for c in curves)))
+        for n in shared:
+            at = {r: [c[r][c["iterations"].index(n)] for c in curves] for r in names}
+            cells = [_mean_se([float(np.mean(v)), float(sem(v)) if len(v) > 1 else None]) for v in at.values()]
+            lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    head = ["", "Held-out mean reward during training (`--evaluation.every`; mean ± SE over seeds):", ""]
+    return head + ["| method | iteration | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2), *lines]
 
 
 def mean_curves(result: dict) -> dict[str, dict[str, np.ndarray]]:

@@ -68,6 +68,7 @@ def method_results(
                 "wall_s": cells[(name, seed)]["wall_s"],
                 "scores": matrix.tolist(),
                 "curve": cells[(name, seed)].get("curve", {}),  # training-batch mean per iteration (older cells: none)
+                "heldout_curve": cells[(name, seed)].get("heldout_curve", {}),  # with --evaluation.every: held-out means
             }
         result_methods[method.name] = _method_entry(method, per_seed, reward_names)
     base_hv = result_methods["base"]["summary"]["hypervolume"][0]

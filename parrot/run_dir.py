@@ -9,7 +9,8 @@ Every file of a run is named here and read or written only through this module, 
                                      rng.safetensors, state.json {iteration, stat_tracker, config}, manifest.json
     RUN/curves.jsonl                 one line per iteration: {"iteration", "reward/<name>/{mean,std}",
                                      "pareto/selected_fraction", "reward/nonfinite", "time/iteration_s", "time/<stage>_s",
-                                     with identifiers "identifier/<name>/own_minus_others"}
+                                     with identifiers "identifier/<name>/own_minus_others", with evaluation.every
+                                     "heldout/<name>/mean" (the held-out curve; iteration 0 is its start)}
     RUN/samples/iteration-NNNNNN.png / .json   the last batch before a checkpoint: a grid and its :class:`SampleRecord`
     RUN/evaluation.json              the held-out record (its content: :func:`parrot.evaluation.evaluation_record`)
     RUN/final/lora, RUN/final/expander   the trained LoRA (diffusers format) and expander
@@ -167,11 +168,13 @@ def append_curve(run: RunDir, iteration: int, metrics: Mapping[str, float]) -> N
     "pareto/selected_fraction": …, "reward/nonfinite": …, "identifier/<name>/own_minus_others": … (with
     identifiers), "time/iteration_s": …}`` (wall seconds of the
     iteration's stages, without logging and checkpoints) and the seconds of its stages that ran
-    (``time/sample_and_score_s``, ``time/update_t2i_s``, ``time/update_expander_s``). A resumed run
+    (``time/sample_and_score_s``, ``time/update_t2i_s``, ``time/update_expander_s``); with ``evaluation.every`` the
+    held-out images' mean rewards every that many iterations (``heldout/<name>/mean``, iteration 0 on a line of its
+    own: the start). A resumed run
     appends the iterations it repeats again; :func:`read_curves` keeps the last line of each iteration.
     """
     line = {"iteration": int(iteration)} | {
-        k: float(v) for k, v in metrics.items() if k.startswith(("reward/", "pareto/", "identifier/", "time/"))
+        k: float(v) for k, v in metrics.items() if k.startswith(("reward/", "pareto/", "identifier/", "time/", "heldout/"))
     }
     with run.curves.open("a", encoding="utf-8") as file:
         file.write(json.dumps(line) + "\n")

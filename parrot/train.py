@@ -122,6 +122,7 @@ class ParrotTrainer:
         self.parts: TrainingParts = build_parts(config, accelerator or make_accelerator(config), train_prompts, eval_prompts)
         self.run = RunDir(config.output_dir)
         self.iteration = 0  # iterations done
+        self._held_out: tuple[int, EvaluationSamples] | None = None  # the latest held-out samples and their iteration
 
     # ----- one iteration: Algorithm 1 -------------------------------------------------------------
     def run_iteration(self, iteration: int, recompute_old_log_probs: bool = False) -> IterationResult:
@@ -181,10 +182,15 @@ class ParrotTrainer:
             clear_curves(self.run)
         if acc.log_with:
             acc.init_trackers(cfg.logging.project, config=flat_scalars(config_to_dict(cfg)))
+        if self.iteration == 0 and (start := self.held_out_metrics()):  # the held-out curve's first point
+            acc.log(start, step=0)
+            if acc.is_main_process:
+                append_curve(self.run, 0, start)
 
     def _record(self, result: IterationResult) -> None:
         """Log iteration ``self.iteration``'s result; checkpoint (and dump its batch) when due."""
         cfg, acc, parts = self.config, self.parts.accelerator, self.parts
+        result.metrics |= self.held_out_metrics()
         acc.log(result.metrics, step=self.iteration)
         if acc.is_main_process:
             append_curve(self.run, self.iteration, result.metrics)
@@ -261,8 +267,24 @@ class ParrotTrainer:
 
     # ----- evaluation (parrot.evaluation) -----------------------------------------------------------
     def evaluation_samples(self, setting: str) -> EvaluationSamples:
-        """Every held-out image of ``setting`` ('plain_base', 'untrained', 'trained') with its rewards."""
+        """Every held-out image of ``setting`` ('plain_base', 'untrained', 'trained') with its rewards; 'trained'
+        reuses the held-out curve's samples when they were taken at the current iteration (the same weights)."""
+        if setting == "trained" and self._held_out is not None and self._held_out[0] == self.iteration:
+            return self._held_out[1]
         return held_out_samples(self.parts, setting)
+
+    def held_out_metrics(self) -> dict[str, float]:
+        """``heldout/<reward>/mean`` of the held-out images sampled with the weights as they are now, when
+        ``evaluation.every`` makes iteration ``self.iteration`` a point of the held-out curve; {} otherwise, and on
+        the processes that do not sample (all sample under FSDP, only the main process otherwise)."""
+        every, parts = self.config.evaluation.every, self.parts
+        if not (every and self.iteration % every == 0 and parts.eval_prompts):
+            return {}
+        if not (parts.accelerator.is_main_process or parts.sharded):
+            return {}
+        samples = held_out_samples(parts, "trained")
+        self._held_out = (self.iteration, samples)
+        return {f"heldout/{name}/mean": value for name, value in samples.means().items()}
 
     def evaluate(self) -> dict:
         """The held-out record of the run (``evaluation.json``): plain base, untrained start and trained; {} without held-out prompts."""

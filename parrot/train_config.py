@@ -175,6 +175,14 @@ class EvaluationConfig:
         metadata={"help": "expander temperature of 'sample' decoding; 0 = expander.sampling.temperature (the one trained with)"},
     )
     enabled: bool = field(default=True, metadata={"help": "write evaluation.json and print the held-out table at the end"})
+    every: int = field(
+        default=0,
+        metadata={
+            "help": "also sample the held-out images with the weights as they are every N iterations, and at the start "
+            "(0 = never): their mean rewards go to the tracker and curves.jsonl as heldout/<reward>/mean, whatever "
+            "'enabled' says"
+        },
+    )
     eta: float = field(
         default=-1.0,
         metadata={"help": "η of held-out sampling: < 0 = sampling.eta (as trained); 0 = deterministic DDIM or flow ODE (as Flow-GRPO)"},
@@ -185,6 +193,8 @@ class EvaluationConfig:
             raise ValueError(f"expansion_decoding={self.expansion_decoding!r}: use 'beam' or 'sample'")
         if not isinstance(self.num_beams, int) or self.num_beams < 1:
             raise ValueError(f"num_beams={self.num_beams!r} must be an integer >= 1")
+        if not isinstance(self.every, int) or self.every < 0:
+            raise ValueError(f"every={self.every!r} must be an integer >= 0 (0: no held-out curve)")
         if not self.expander_temperature >= 0:
             raise ValueError(f"expander_temperature={self.expander_temperature!r} must be > 0 (or 0: the training temperature)")
 

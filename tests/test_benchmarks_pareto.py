@@ -209,7 +209,8 @@ def test_rwr_row_fails_loudly_until_the_estimator_exists(tmp_path):
 
 def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells(tmp_path, monkeypatch):
     argv = ["--preset", "tiny", "--methods", "ws2", "parrot-no-pcg", "--seeds", "0", "--iterations", "2", "--eval-seeds", "2",
-            "--set", "--sampling.num_steps 2", "--json", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")]  # fmt: skip
+            "--set", "--sampling.num_steps 2 --evaluation.every 2",
+            "--json", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")]  # fmt: skip
     result = pareto.main(argv)
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["methods"].keys() == {"base", "ws2", "parrot-no-pcg"}
@@ -239,6 +240,13 @@ def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells
     rise = saved["methods"]["ws2"]["summary"]["training_rise"]["sentiment"][0]
     assert rise == pytest.approx(curve["sentiment"][1] - curve["sentiment"][0])
     assert saved["methods"]["base"]["seeds"]["none"]["curve"] == {} and saved["methods"]["base"]["summary"]["training_rise"] == {}
+    # and its held-out curve (--evaluation.every 2): the start and the end, whose point is the cell's own held-out means
+    held_out = saved["methods"]["ws2"]["seeds"]["0"]["heldout_curve"]
+    assert held_out["iterations"] == [0, 2]
+    assert {k: v[1] for k, v in held_out.items() if k != "iterations"} == pytest.approx(saved["methods"]["ws2"]["seeds"]["0"]["means"])
+    assert saved["methods"]["base"]["seeds"]["none"]["heldout_curve"] == {}
+    curve_rows = (tmp_path / "out" / "table.md").read_text().split("Held-out mean reward during training")[1]
+    assert f"| ws2 | 2 | {held_out['jpeg_compressibility'][1]:.4f} ± – |" in curve_rows  # one seed: no SE
     assert "| parrot-no-pcg |" in (tmp_path / "out" / "table.md").read_text().split("Training-batch reward")[1]
     for name in ("fronts.png", "hypervolume.png", "curves.png"):
         with Image.open(tmp_path / "out" / name) as image:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks.pareto_paired import main, paired_differences
+from benchmarks.pareto_paired import main, paired_curve_differences, paired_differences
 from benchmarks.pareto_report import paired_goal_lines
 
 
@@ -59,3 +59,23 @@ def test_the_report_prints_issue_13s_pairs_that_the_run_has():
         "- parrot − base+expander: Table-1 avg +0.2000 ± 0.0577, HV +0.3000 ± 0.0577, laion_aesthetic +1.5000 ± 0.2887",
     ]
     assert paired_goal_lines({"ws2": METHODS["b"]}) == []
+
+
+def test_held_out_curves_are_paired_at_the_points_every_cell_has(tmp_path, capsys):
+    def curved(iterations, clip):
+        return {**cell(0, 0, 0), "heldout_curve": {"iterations": iterations, "clip_score": clip}}
+
+    methods = {
+        "a": {"seeds": {"0": curved([0, 5, 10], [0.60, 0.62, 0.66]), "1": curved([0, 5, 10], [0.60, 0.61, 0.63])}},
+        "b": {"seeds": {"0": curved([0, 10], [0.60, 0.64]), "1": curved([0, 10], [0.60, 0.60]), "2": curved([0], [0.6])}},
+    }
+    d = paired_curve_differences(methods, "a", "b")  # seeds 0, 1; iterations 0 and 10 (b has no 5)
+    assert d["iterations"] == [0, 10]
+    assert d["clip_score"][0] == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert d["clip_score"][1] == pytest.approx((0.025, 0.005))  # differences 0.02 and 0.03
+    path = tmp_path / "pareto.json"
+    path.write_text(json.dumps({"methods": methods}))
+    main([str(path), "a", "b", "--curves"])
+    assert capsys.readouterr().out.splitlines()[1] == "a − b, iteration 10: clip_score +0.0250 ± 0.0050"
+    with pytest.raises(SystemExit, match='cells without a held-out curve: train them with --set "--evaluation.every N"'):
+        paired_curve_differences({**methods, "c": METHODS["b"]}, "a", "c")

@@ -252,6 +252,34 @@ def test_held_out_beam_expansions_and_the_plain_base_setting(tmp_path):
         load_train_config(quick_args(tmp_path, "--evaluation.num_beams", "0"))
 
 
+def test_held_out_curve_every_n_iterations_leaves_the_training_as_it_was(tmp_path):
+    common = ["--iterations", "2", "--checkpoint_every", "0", "--identifiers.enabled", "false", "--evaluation.seeds", "3"]
+    curved = ParrotTrainer(load_train_config(quick_args(tmp_path / "curved", *common, "--evaluation.every", "1")))
+    plain = ParrotTrainer(load_train_config(quick_args(tmp_path / "plain", *common)))
+    at_start = plain.evaluation_samples("trained").means()  # LoRA B = 0: the start's images
+    curved.train()
+    plain.train()
+    # the held-out sampling draws from its own generators: the same updates, weights and training curve as without it
+    trained = plain.parts.trainable_state()["t2i"]
+    assert all(torch.equal(v, trained[k]) for k, v in curved.parts.trainable_state()["t2i"].items())
+    lines = [json.loads(line) for line in (tmp_path / "curved" / "curves.jsonl").read_text().splitlines()]
+    plain_lines = [json.loads(line) for line in (tmp_path / "plain" / "curves.jsonl").read_text().splitlines()]
+    assert [c["iteration"] for c in lines] == [0, 1, 2]
+    assert lines[0] == {"iteration": 0, **{f"heldout/{k}/mean": v for k, v in at_start.items()}}  # the curve's start alone
+
+    def rewards(line):
+        return {k: v for k, v in line.items() if k.startswith("reward/")}
+
+    assert [rewards(line) for line in lines[1:]] == [rewards(line) for line in plain_lines]
+    # its last point is the trained weights' held-out table, and the end's samples are those (not sampled twice)
+    end = plain.evaluation_samples("trained").means()
+    assert {k: lines[2][f"heldout/{k}/mean"] for k in end} == end
+    assert curved.evaluation_samples("trained").means() == end
+    assert all(f"heldout/{k}/mean" in lines[1] for k in end)
+    with pytest.raises(ConfigError, match="evaluation: every=-1 must be an integer >= 0"):
+        load_train_config(quick_args(tmp_path, "--evaluation.every", "-1"))
+
+
 def test_held_out_sampling_eta_zero_is_the_deterministic_sampler(tmp_path):
     trainer = ParrotTrainer(load_train_config(quick_args(tmp_path, "--evaluation.seeds", "3", "--evaluation.eta", "0",
                                                          "--identifiers.enabled", "false", "--sampling.guidance_scale", "2")))  # fmt: skip
