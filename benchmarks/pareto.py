@@ -89,7 +89,8 @@ the preset's batch for every trained method (shapes: 1 prompt × 4 identifiers �
 (shapes: 40 iterations, the ``make demo`` run; ≈ 5 min a cell). ``OUT`` receives ``table.md``,
 ``pareto.json``, ``fronts.png``, ``hypervolume.png`` and ``curves.png`` (each trained method's training-batch
 mean reward per iteration, mean over seeds; the table adds how it moved from the first to the last quarter
-of the iterations). Wall times of the runs made: BENCHMARKS.md.
+of the iterations), and with held-out curves ``heldout_curves.png`` and their table. Wall times of the runs made:
+BENCHMARKS.md.
 
 Modules: this script runs the cells and assembles ``pareto.json``; ``pareto_cells.py`` holds the
 method catalogue and the cells' flags and files, ``pareto_stats.py`` the statistics,

@@ -14,6 +14,7 @@ __all__ = [
     "GOAL_PAIRS",
     "heldout_curve_table",
     "mean_curves",
+    "mean_heldout_curves",
     "markdown_table",
     "paired_goal_lines",
     "training_rise_table",
@@ -86,20 +87,27 @@ def training_rise_table(result: dict) -> list[str]:
     return lines
 
 
-def heldout_curve_table(result: dict) -> list[str]:
-    """Lines of a table of the held-out curves (cells trained with ``--evaluation.every``): per method and curve point
-    (the iterations all its seeds have), each reward's held-out mean, mean ± SE over seeds; no lines without curves."""
-    names = result["reward_names"]
-    lines = []
+def mean_heldout_curves(result: dict) -> dict[str, tuple[list[int], dict[str, list[list[float | None]]]]]:
+    """Per method with held-out curves (cells trained with ``--evaluation.every``): the iterations all its seeds'
+    curves have, and per reward [mean, SE] over seeds at each (SE None for one seed)."""
+    out = {}
     for method, entry in result["methods"].items():
         curves = [r["heldout_curve"] for r in entry["seeds"].values() if r.get("heldout_curve")]
-        if not curves:
-            continue
-        shared = sorted(set.intersection(*(set(c["iterations"]) for c in curves)))
-        for n in shared:
-            at = {r: [c[r][c["iterations"].index(n)] for c in curves] for r in names}
-            cells = [_mean_se([float(np.mean(v)), float(sem(v)) if len(v) > 1 else None]) for v in at.values()]
-            lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
+        if curves:
+            shared = sorted(set.intersection(*(set(c["iterations"]) for c in curves)))
+            at = {r: [[c[r][c["iterations"].index(n)] for c in curves] for n in shared] for r in result["reward_names"]}
+            out[method] = (shared, {r: [[float(np.mean(v)), float(sem(v)) if len(v) > 1 else None] for v in vs] for r, vs in at.items()})
+    return out
+
+
+def heldout_curve_table(result: dict) -> list[str]:
+    """Lines of a table of :func:`mean_heldout_curves`: per method and curve point each reward's held-out mean ± SE
+    over seeds; no lines without curves."""
+    names = result["reward_names"]
+    lines = []
+    for method, (iterations, curves) in mean_heldout_curves(result).items():
+        for i, n in enumerate(iterations):
+            lines.append(f"| {method} | {n} | " + " | ".join(_mean_se(curves[r][i]) for r in names) + " |")
     if not lines:
         return []
     head = ["", "Held-out mean reward during training (`--evaluation.every`; mean ± SE over seeds):", ""]
@@ -135,6 +143,16 @@ def write_plots(result: dict, out: Path) -> dict[str, str]:
     }
     if curves := mean_curves(result):
         paths["curves"] = str(training_curve_plot(curves, names, out / "curves.png", "training-batch mean reward (mean over seeds)"))
+    if held_out := mean_heldout_curves(result):
+        paths["heldout_curves"] = str(
+            training_curve_plot(
+                {m: {r: [p[0] for p in points] for r, points in c.items()} for m, (_, c) in held_out.items()},
+                names,
+                out / "heldout_curves.png",
+                "held-out mean reward during training (mean over seeds)",
+                iterations={m: n for m, (n, _) in held_out.items()},
+            )
+        )
     if len(names) >= 2:
         paths["fronts"] = str(pairwise_front_plot(means, names, out / "fronts.png", title))
     return paths

@@ -97,8 +97,9 @@ def seed_bar_plot(values: Mapping[str, Sequence[float]], path: str | Path, ylabe
 
 
 def training_curve_plot(methods: Mapping[str, Mapping[str, Sequence[float]]], reward_names: Sequence[str], path: str | Path,
-                        title: str = "") -> Path:  # fmt: skip
-    """One panel per reward: a line per method of its value at each training iteration (rewards a method lacks are left out)."""
+                        title: str = "", iterations: Mapping[str, Sequence[int]] | None = None) -> Path:  # fmt: skip
+    """One panel per reward: a line per method of its value at each training iteration (rewards a method lacks are left
+    out); ``iterations``: per method the iteration of each value (default 0, 1, 2, …)."""
     names = list(reward_names)
     if not methods or not names:
         raise ValueError("no methods or no rewards to plot")
@@ -106,7 +107,8 @@ def training_curve_plot(methods: Mapping[str, Mapping[str, Sequence[float]]], re
     for colour, (method, curves) in zip(method_colours(len(methods)), methods.items()):
         for axis, name in zip(axes.flat, names):
             if name in curves:
-                axis.plot(np.arange(len(curves[name])), np.asarray(curves[name], dtype=float), color=colour, label=method)
+                steps = iterations[method] if iterations else np.arange(len(curves[name]))
+                axis.plot(steps, np.asarray(curves[name], dtype=float), color=colour, label=method, marker="o" if iterations else None)
     for axis, name in zip(axes.flat, names):
         axis.set_xlabel("iteration")
         axis.set_ylabel(name)

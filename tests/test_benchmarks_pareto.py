@@ -248,7 +248,7 @@ def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells
     curve_rows = (tmp_path / "out" / "table.md").read_text().split("Held-out mean reward during training")[1]
     assert f"| ws2 | 2 | {held_out['jpeg_compressibility'][1]:.4f} ± – |" in curve_rows  # one seed: no SE
     assert "| parrot-no-pcg |" in (tmp_path / "out" / "table.md").read_text().split("Training-batch reward")[1]
-    for name in ("fronts.png", "hypervolume.png", "curves.png"):
+    for name in ("fronts.png", "hypervolume.png", "curves.png", "heldout_curves.png"):
         with Image.open(tmp_path / "out" / name) as image:
             assert image.format == "PNG" and image.size[0] > 100
     assert "| method | jpeg_compressibility | clip_score | sentiment | avg norm. |" in (tmp_path / "out" / "table.md").read_text()
