@@ -6,8 +6,9 @@ no script. It reads what ``parrot.train`` writes under its ``output_dir`` (the l
 
 1. training curves, from the TensorBoard event files of accelerate's tracker
    (``**/events.out.tfevents*``): per-reward batch mean of R[:, k] with a ±std band, |P|/N
-   (``pareto/selected_fraction``), the T2I and expander losses, KL and gradient norms; a run
-   logged without TensorBoard shows the rewards and |P|/N of its ``curves.jsonl``;
+   (``pareto/selected_fraction``), the T2I and expander losses, KL and gradient norms, and with
+   ``evaluation.every`` each reward's held-out mean on its panel; a run logged without TensorBoard shows the
+   rewards and |P|/N of its ``curves.jsonl``;
 2. the held-out table, from ``evaluation.json`` (mean ± std over the N held-out images of each
    reward for the plain base model where the run recorded it, before and after, and Δ), and a
    per-image table;
@@ -28,7 +29,7 @@ import html
 import io
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ __all__ = [
     "Unavailable",
     "read_scalars",
     "read_evaluation",
+    "curve_panel_tags",
     "reward_curves_png",
     "evaluation_table_html",
     "per_image_table_html",
@@ -122,11 +124,20 @@ def read_evaluation(run: RunDir) -> dict:
 
 
 # ----- figures ----------------------------------------------------------------------------------------
-def reward_curves_png(scalars: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
-    """One panel per reward (batch mean, ±std band when logged), then one per other scalar (|P|/N, losses, KL, norms)."""
+def curve_panel_tags(scalars: Mapping[str, object]) -> tuple[list[str], list[str]]:
+    """(rewards, other tags): a panel per reward shows ``reward/<name>/mean``, its ``/std`` band and, with
+    ``evaluation.every``, ``heldout/<name>/mean``; then a panel per other tag, |P|/N first."""
     rewards = [tag[len("reward/") : -len("/mean")] for tag in scalars if tag.startswith("reward/") and tag.endswith("/mean")]
     shown_with_rewards = {f"reward/{name}/{stat}" for name in rewards for stat in ("mean", "std")}
+    shown_with_rewards |= {f"heldout/{name}/mean" for name in rewards}
     others = sorted((t for t in scalars if t not in shown_with_rewards), key=lambda t: (t != "pareto/selected_fraction", t))
+    return rewards, others
+
+
+def reward_curves_png(scalars: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """One panel per reward (batch mean, ±std band when logged, held-out mean when logged), then one per other
+    scalar (|P|/N, losses, KL, norms)."""
+    rewards, others = curve_panel_tags(scalars)
     count = len(rewards) + len(others)
     columns = min(3, count)
     rows = -(-count // columns)
@@ -140,7 +151,12 @@ def reward_curves_png(scalars: dict[str, tuple[np.ndarray, np.ndarray]]) -> byte
             std_steps, std = scalars[f"reward/{name}/std"]
             if np.array_equal(std_steps, steps):
                 panel.fill_between(steps, mean - std, mean + std, color="tab:blue", alpha=0.2, label="± std")
-        panel.set_title(f"reward {name}: batch mean ± std", fontsize="medium")
+        title = f"reward {name}: batch mean ± std"
+        if f"heldout/{name}/mean" in scalars:
+            panel.plot(*scalars[f"heldout/{name}/mean"], marker="s", markersize=4, color="tab:green", label="held-out mean")
+            panel.legend(fontsize="x-small")
+            title += ", held-out"
+        panel.set_title(title, fontsize="medium")
     for tag in others:
         panel = next(panels)
         steps, values = scalars[tag]

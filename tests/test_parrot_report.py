@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from test_parrot_train import quick_args
 
-from parrot.report import main, read_scalars, report_html, text, write_report
+from parrot.report import curve_panel_tags, main, read_scalars, report_html, reward_curves_png, text, write_report
 from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
 
@@ -142,6 +142,14 @@ def test_curves_come_from_the_event_files(run_dir):
         steps, fraction = scalars["pareto/selected_fraction"]
         assert fraction[iteration - 1] == pytest.approx(sum(record["selected"]) / len(record["selected"]))
     assert {"t2i/loss", "t2i/kl", "t2i/grad_norm", "expander/loss"} <= set(scalars)
+
+
+def test_a_held_out_curve_shares_its_rewards_panel():
+    tags = ["reward/a/mean", "reward/a/std", "heldout/a/mean", "reward/b/mean", "heldout/b/mean", "t2i/loss", "pareto/selected_fraction"]
+    assert curve_panel_tags(dict.fromkeys(tags)) == (["a", "b"], ["pareto/selected_fraction", "t2i/loss"])
+    png = reward_curves_png({t: (np.array([0, 5]), np.array([1.0, 2.0])) for t in tags})
+    with Image.open(io.BytesIO(png)) as figure:
+        assert figure.size == (3 * 420, 2 * 300)  # 4 panels: a, b (each with its held-out line), |P|, loss
 
 
 def test_a_resumed_run_keeps_the_latest_value_of_each_step(tmp_path):
