@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import sem
 
+from parrot.evaluation import normalise
 from parrot_base.cli import run_cli
 
-__all__ = ["main", "paired_cells", "paired_curve_differences", "paired_differences", "read_methods"]
+__all__ = ["main", "paired_cells", "paired_curve_differences", "paired_differences", "read_run"]
 
 
 def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, float]]:
@@ -41,9 +42,10 @@ def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, 
     return out
 
 
-def paired_curve_differences(methods: dict, a: str, b: str) -> dict[str, list]:
+def paired_curve_differences(methods: dict, a: str, b: str, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, list]:
     """{"iterations": [n, ...], reward: [(mean, SE) of A − B at each n]} over the seeds both have, at the iterations
-    every one of their held-out curves has."""
+    every one of their held-out curves has; with the run's normalisation ``bounds`` (lo, hi) also "table1_average",
+    the Table-1 average of each point's held-out means."""
     for name in (a, b):
         if name not in methods:
             raise SystemExit(f"method {name!r} is not in this run; it has {sorted(methods)}")
@@ -55,11 +57,17 @@ def paired_curve_differences(methods: dict, a: str, b: str) -> dict[str, list]:
         raise SystemExit(f'{a} or {b} has cells without a held-out curve: train them with --set "--evaluation.every N"')
     shared = sorted(set.intersection(*(set(c["iterations"]) for pair in curves for c in pair)))
     names = [k for k in curves[0][0] if k != "iterations"]
+
+    def point(curve: dict, name: str, n: int) -> float:
+        if name == "table1_average":
+            return float(normalise(np.array([point(curve, r, n) for r in names]), *bounds).mean())
+        return curve[name][curve["iterations"].index(n)]
+
     out: dict[str, list] = {"iterations": shared}
-    for name in names:
+    for name in [*names, *(["table1_average"] if bounds is not None else [])]:
         out[name] = []
         for n in shared:
-            difference = [x[name][x["iterations"].index(n)] - y[name][y["iterations"].index(n)] for x, y in curves]
+            difference = [point(x, name, n) - point(y, name, n) for x, y in curves]
             out[name].append((float(np.mean(difference)), float(sem(difference))))
     return out
 
@@ -72,12 +80,15 @@ def paired_cells(methods: dict, a: str, b: str) -> list[tuple[dict, dict]]:
     ]
 
 
-def read_methods(path: Path) -> dict:
-    """The ``methods`` of a ``pareto.json``; one line naming the file when it is not one."""
+def read_run(path: Path) -> dict:
+    """A ``pareto.json``; one line naming the file when it is not one (no ``methods`` in it)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["methods"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise SystemExit(f"{path} is not a pareto.json of benchmarks/pareto.py (no 'methods' in it)") from None
+        run = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(run, dict) and isinstance(run.get("methods"), dict):
+            return run
+    except json.JSONDecodeError:
+        pass
+    raise SystemExit(f"{path} is not a pareto.json of benchmarks/pareto.py (no 'methods' in it)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,10 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.methods) % 2:
         raise SystemExit("give the methods in pairs: A B [A B ...]")
-    methods = read_methods(args.pareto_json)
+    run = read_run(args.pareto_json)
+    methods = run["methods"]
+    bounds = (np.asarray(run["normalisation"]["low"]), np.asarray(run["normalisation"]["high"])) if "normalisation" in run else None
     for a, b in zip(args.methods[::2], args.methods[1::2]):
         if args.curves:
-            curves = paired_curve_differences(methods, a, b)
+            curves = paired_curve_differences(methods, a, b, bounds)
             for i, n in enumerate(curves.pop("iterations")):
                 print(f"{a} − {b}, iteration {n}: " + "; ".join(f"{k} {v[i][0]:+.4f} ± {v[i][1]:.4f}" for k, v in curves.items()))
             continue

@@ -8,6 +8,7 @@ import numpy as np
 from scipy.stats import sem
 
 from benchmarks.pareto_paired import paired_cells, paired_differences
+from parrot.evaluation import normalise
 from parrot.plots import pairwise_front_plot, seed_bar_plot, training_curve_plot
 
 __all__ = [
@@ -89,13 +90,19 @@ def training_rise_table(result: dict) -> list[str]:
 
 def mean_heldout_curves(result: dict) -> dict[str, tuple[list[int], dict[str, list[list[float | None]]]]]:
     """Per method with held-out curves (cells trained with ``--evaluation.every``): the iterations all its seeds'
-    curves have, and per reward [mean, SE] over seeds at each (SE None for one seed)."""
+    curves have, and per reward [mean, SE] over seeds at each (SE None for one seed), and the same for
+    ``table1_average``, each seed's Table-1 average of its held-out means on the run's normalisation (the average is
+    linear in the per-reward means, so it is the one the table's row would have)."""
+    names, bounds = result["reward_names"], result["normalisation"]
+    lo, hi = np.asarray(bounds["low"]), np.asarray(bounds["high"])
     out = {}
     for method, entry in result["methods"].items():
         curves = [r["heldout_curve"] for r in entry["seeds"].values() if r.get("heldout_curve")]
         if curves:
             shared = sorted(set.intersection(*(set(c["iterations"]) for c in curves)))
-            at = {r: [[c[r][c["iterations"].index(n)] for c in curves] for n in shared] for r in result["reward_names"]}
+            at = {r: [[c[r][c["iterations"].index(n)] for c in curves] for n in shared] for r in names}
+            per_reward = np.array([at[r] for r in names])  # (K, iterations, seeds)
+            at["table1_average"] = normalise(per_reward.transpose(1, 2, 0), lo, hi).mean(-1).tolist()
             out[method] = (shared, {r: [[float(np.mean(v)), float(sem(v)) if len(v) > 1 else None] for v in vs] for r, vs in at.items()})
     return out
 
@@ -107,11 +114,11 @@ def heldout_curve_table(result: dict) -> list[str]:
     lines = []
     for method, (iterations, curves) in mean_heldout_curves(result).items():
         for i, n in enumerate(iterations):
-            lines.append(f"| {method} | {n} | " + " | ".join(_mean_se(curves[r][i]) for r in names) + " |")
+            lines.append(f"| {method} | {n} | " + " | ".join(_mean_se(curves[r][i]) for r in [*names, "table1_average"]) + " |")
     if not lines:
         return []
     head = ["", "Held-out mean reward during training (`--evaluation.every`; mean ± SE over seeds):", ""]
-    return head + ["| method | iteration | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2), *lines]
+    return head + ["| method | iteration | " + " | ".join(names) + " | Table-1 avg |", "|" + "---|" * (len(names) + 3), *lines]
 
 
 def mean_curves(result: dict) -> dict[str, dict[str, np.ndarray]]:

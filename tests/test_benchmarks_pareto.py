@@ -246,7 +246,10 @@ def test_smoke_run_writes_cells_table_and_plots_and_a_rerun_skips_finished_cells
     assert {k: v[1] for k, v in held_out.items() if k != "iterations"} == pytest.approx(saved["methods"]["ws2"]["seeds"]["0"]["means"])
     assert saved["methods"]["base"]["seeds"]["none"]["heldout_curve"] == {}
     curve_rows = (tmp_path / "out" / "table.md").read_text().split("Held-out mean reward during training")[1]
-    assert f"| ws2 | 2 | {held_out['jpeg_compressibility'][1]:.4f} ± – |" in curve_rows  # one seed: no SE
+    end_row = next(line for line in curve_rows.splitlines() if line.startswith("| ws2 | 2 |"))
+    assert end_row.startswith(f"| ws2 | 2 | {held_out['jpeg_compressibility'][1]:.4f} ± – |")  # one seed: no SE
+    # its Table-1 average (from the means, on the run's normalisation) is the table's, from the same images
+    assert end_row.endswith(f"| {saved['methods']['ws2']['seeds']['0']['average_normalised']:.4f} ± – |")
     assert "| parrot-no-pcg |" in (tmp_path / "out" / "table.md").read_text().split("Training-batch reward")[1]
     for name in ("fronts.png", "hypervolume.png", "curves.png", "heldout_curves.png"):
         with Image.open(tmp_path / "out" / name) as image:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks.pareto_paired import main, paired_curve_differences, paired_differences
@@ -73,9 +74,12 @@ def test_held_out_curves_are_paired_at_the_points_every_cell_has(tmp_path, capsy
     assert d["iterations"] == [0, 10]
     assert d["clip_score"][0] == pytest.approx((0.0, 0.0), abs=1e-12)
     assert d["clip_score"][1] == pytest.approx((0.025, 0.005))  # differences 0.02 and 0.03
+    # with the run's normalisation, the Table-1 average of each point's means: one reward on [0.5, 0.7]
+    d = paired_curve_differences(methods, "a", "b", (np.array([0.5]), np.array([0.7])))
+    assert d["table1_average"][1] == pytest.approx((0.025 / 0.2, 0.005 / 0.2))
     path = tmp_path / "pareto.json"
-    path.write_text(json.dumps({"methods": methods}))
+    path.write_text(json.dumps({"methods": methods, "normalisation": {"low": [0.5], "high": [0.7]}}))
     main([str(path), "a", "b", "--curves"])
-    assert capsys.readouterr().out.splitlines()[1] == "a − b, iteration 10: clip_score +0.0250 ± 0.0050"
+    assert capsys.readouterr().out.splitlines()[1] == "a − b, iteration 10: clip_score +0.0250 ± 0.0050; table1_average +0.1250 ± 0.0250"
     with pytest.raises(SystemExit, match='cells without a held-out curve: train them with --set "--evaluation.every N"'):
         paired_curve_differences({**methods, "c": METHODS["b"]}, "a", "c")
