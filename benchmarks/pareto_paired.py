@@ -27,12 +27,7 @@ __all__ = ["main", "paired_cells", "paired_curve_differences", "paired_differenc
 
 def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, float]]:
     """{figure: (mean, SE)} of A − B over the seeds both have (B's single cell when B is untrained)."""
-    for name in (a, b):
-        if name not in methods:
-            raise SystemExit(f"method {name!r} is not in this run; it has {sorted(methods)}")
-    pairs = paired_cells(methods, a, b)
-    if len(pairs) < 2:
-        raise SystemExit(f"{a} and {b} share {len(pairs)} seed(s); a paired SE needs at least 2")
+    pairs = seed_pairs(methods, a, b)
     figures = {"table1_average": lambda c: c["average_normalised"], "hypervolume": lambda c: c["hypervolume"]}
     figures |= {name: (lambda c, n=name: c["means"][n]) for name in pairs[0][0]["means"]}
     out = {}
@@ -46,12 +41,7 @@ def paired_curve_differences(methods: dict, a: str, b: str, bounds: tuple[np.nda
     """{"iterations": [n, ...], reward: [(mean, SE) of A − B at each n]} over the seeds both have, at the iterations
     every one of their held-out curves has; with the run's normalisation ``bounds`` (lo, hi) also "table1_average",
     the Table-1 average of each point's held-out means."""
-    for name in (a, b):
-        if name not in methods:
-            raise SystemExit(f"method {name!r} is not in this run; it has {sorted(methods)}")
-    pairs = paired_cells(methods, a, b)
-    if len(pairs) < 2:
-        raise SystemExit(f"{a} and {b} share {len(pairs)} seed(s); a paired SE needs at least 2")
+    pairs = seed_pairs(methods, a, b)
     curves = [(x.get("heldout_curve") or {}, y.get("heldout_curve") or {}) for x, y in pairs]
     if not all(x and y for x, y in curves):
         raise SystemExit(f'{a} or {b} has cells without a held-out curve: train them with --set "--evaluation.every N"')
@@ -70,6 +60,17 @@ def paired_curve_differences(methods: dict, a: str, b: str, bounds: tuple[np.nda
             difference = [point(x, name, n) - point(y, name, n) for x, y in curves]
             out[name].append((float(np.mean(difference)), float(sem(difference))))
     return out
+
+
+def seed_pairs(methods: dict, a: str, b: str) -> list[tuple[dict, dict]]:
+    """:func:`paired_cells`, refused in one line when a method is not in the run or the two share < 2 seeds."""
+    for name in (a, b):
+        if name not in methods:
+            raise SystemExit(f"method {name!r} is not in this run; it has {sorted(methods)}")
+    pairs = paired_cells(methods, a, b)
+    if len(pairs) < 2:
+        raise SystemExit(f"{a} and {b} share {len(pairs)} seed(s); a paired SE needs at least 2")
+    return pairs
 
 
 def paired_cells(methods: dict, a: str, b: str) -> list[tuple[dict, dict]]:
