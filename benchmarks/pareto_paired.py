@@ -22,7 +22,7 @@ from scipy.stats import sem
 from parrot.evaluation import normalise
 from parrot_base.cli import run_cli
 
-__all__ = ["main", "paired_cells", "paired_curve_differences", "paired_differences", "read_run"]
+__all__ = ["curve_point", "main", "paired_cells", "paired_curve_differences", "paired_differences", "read_run", "shared_iterations"]
 
 
 def paired_differences(methods: dict, a: str, b: str) -> dict[str, tuple[float, float]]:
@@ -45,21 +45,30 @@ def paired_curve_differences(methods: dict, a: str, b: str, bounds: tuple[np.nda
     curves = [(x.get("heldout_curve") or {}, y.get("heldout_curve") or {}) for x, y in pairs]
     if not all(x and y for x, y in curves):
         raise SystemExit(f'{a} or {b} has cells without a held-out curve: train them with --set "--evaluation.every N"')
-    shared = sorted(set.intersection(*(set(c["iterations"]) for pair in curves for c in pair)))
+    shared = shared_iterations([c for pair in curves for c in pair])
     names = [k for k in curves[0][0] if k != "iterations"]
-
-    def point(curve: dict, name: str, n: int) -> float:
-        if name == "table1_average":
-            return float(normalise(np.array([point(curve, r, n) for r in names]), *bounds).mean())
-        return curve[name][curve["iterations"].index(n)]
-
+    points = [[(curve_point(x, n, names, bounds), curve_point(y, n, names, bounds)) for x, y in curves] for n in shared]
     out: dict[str, list] = {"iterations": shared}
-    for name in [*names, *(["table1_average"] if bounds is not None else [])]:
+    for name in points[0][0][0]:
         out[name] = []
-        for n in shared:
-            difference = [point(x, name, n) - point(y, name, n) for x, y in curves]
+        for at in points:
+            difference = [x[name] - y[name] for x, y in at]
             out[name].append((float(np.mean(difference)), float(sem(difference))))
     return out
+
+
+def shared_iterations(curves: list[dict]) -> list[int]:
+    """The iterations every one of the held-out ``curves`` has, in order."""
+    return sorted(set.intersection(*(set(c["iterations"]) for c in curves)))
+
+
+def curve_point(curve: dict, n: int, names: list[str], bounds: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """A held-out curve's means of the rewards ``names`` at iteration ``n``; with the run's normalisation ``bounds``
+    (lo, hi) also their "table1_average" (linear in the means: the Table-1 average of the images behind them)."""
+    point = {name: curve[name][curve["iterations"].index(n)] for name in names}
+    if bounds is not None:
+        point["table1_average"] = float(normalise(np.array(list(point.values())), *bounds).mean())
+    return point
 
 
 def seed_pairs(methods: dict, a: str, b: str) -> list[tuple[dict, dict]]:

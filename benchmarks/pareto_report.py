@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import sem
 
-from benchmarks.pareto_paired import paired_cells, paired_differences
-from parrot.evaluation import normalise
+from benchmarks.pareto_paired import curve_point, paired_cells, paired_differences, shared_iterations
 from parrot.plots import pairwise_front_plot, seed_bar_plot, training_curve_plot
 
 __all__ = [
@@ -94,17 +93,19 @@ def mean_heldout_curves(result: dict) -> dict[str, tuple[list[int], dict[str, li
     ``table1_average``, each seed's Table-1 average of its held-out means on the run's normalisation (the average is
     linear in the per-reward means, so it is the one the table's row would have)."""
     names, bounds = result["reward_names"], result["normalisation"]
-    lo, hi = np.asarray(bounds["low"]), np.asarray(bounds["high"])
+    lo_hi = (np.asarray(bounds["low"]), np.asarray(bounds["high"]))
     out = {}
     for method, entry in result["methods"].items():
         curves = [r["heldout_curve"] for r in entry["seeds"].values() if r.get("heldout_curve")]
         if curves:
-            shared = sorted(set.intersection(*(set(c["iterations"]) for c in curves)))
-            at = {r: [[c[r][c["iterations"].index(n)] for c in curves] for n in shared] for r in names}
-            per_reward = np.array([at[r] for r in names])  # (K, iterations, seeds)
-            at["table1_average"] = normalise(per_reward.transpose(1, 2, 0), lo, hi).mean(-1).tolist()
-            out[method] = (shared, {r: [[float(np.mean(v)), float(sem(v)) if len(v) > 1 else None] for v in vs] for r, vs in at.items()})
+            shared = shared_iterations(curves)
+            points = [[curve_point(c, n, names, lo_hi) for c in curves] for n in shared]
+            out[method] = (shared, {k: [_mean_se_over_seeds([p[k] for p in at]) for at in points] for k in points[0][0]})
     return out
+
+
+def _mean_se_over_seeds(values: list[float]) -> list[float | None]:
+    return [float(np.mean(values)), float(sem(values)) if len(values) > 1 else None]
 
 
 def heldout_curve_table(result: dict) -> list[str]:
