@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from parrot.models import resolve_world, with_world
+from shapes.attributes import MODIFIER_WORDS
 from shapes.data import Attributes, Companion, Example, ShapesDataConfig, generate_examples, parse_caption, render
-from shapes.expander import caption_pairs, curated, curation_score, is_faithful_expansion
+from shapes.expander import ShapesExpanderConfig, caption_pairs, curated, curation_score, is_faithful_expansion
 from shapes.heads import (
     ShapesHeadsConfig,
     _candidate,
@@ -199,3 +200,21 @@ def test_world_placeholder(tmp_path):
     resolved = with_world({"a": {"path": "{world}/preference"}, "b": ["x", "{world}/clip"]}, tmp_path)
     assert resolved == {"a": {"path": f"{tmp_path}/preference"}, "b": ["x", f"{tmp_path}/clip"]}
     assert resolve_world("").parts[-2:] == ("shapes", "world")
+
+
+def test_sft_targets_list_modifier_words_in_the_fixed_order():
+    examples = [e for e in generate_examples(400, 0) if len(e.attributes.words) >= 2]
+    shuffled = [e for e in examples if list(e.attributes.words) != sorted(e.attributes.words, key=MODIFIER_WORDS.index)]
+    assert shuffled  # the captions themselves draw the words in random order
+    pairs = caption_pairs(shuffled, "fixed")
+    for e, pair in zip(shuffled, pairs):
+        words = parse_caption(pair["completion"]).words
+        assert sorted(words) == sorted(e.attributes.words)  # the same words, nothing else changed
+        assert list(words) == [w for w in MODIFIER_WORDS if w in e.attributes.words]
+        assert pair["completion"].split(", ")[0] == e.detailed_caption.split(", ")[0]
+        assert pair["prompt"] == e.short_caption
+    assert caption_pairs(shuffled, "caption") == caption_pairs(shuffled)
+    with pytest.raises(ValueError, match="word_order='sorted'"):
+        caption_pairs(shuffled, "sorted")
+    with pytest.raises(ValueError, match="word_order='sorted'"):
+        ShapesExpanderConfig(word_order="sorted")

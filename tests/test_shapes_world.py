@@ -58,11 +58,13 @@ def test_committed_world_is_a_faithful_miniature():
     assert f["card_seed_share_preference"] >= 0.3
     # the rewards trade off (v5: a large subject enters aesthetic with −, preference with +)
     assert f["card_corr_laion_aesthetic_preference"] < -0.2
-    # the SFT expander beats c by >= 3 paired SE on preference with its beam ĉ and on aesthetic with its sampled ĉ (v7; the
-    # other reward is missed by each decoding, WORLD.md and BENCHMARKS.md: the size trade-off of the rewards)
-    assert f["card_sft_delta_preference"] >= 3 * f["card_sft_se_preference"]
+    # the SFT expander's near-greedy (beam) ĉ beats c by >= 3 paired SE on aesthetic and preference and lowers CLIPScore
+    # to c, as Promptist does (since its targets list their modifier words in one order; before, the beam ĉ missed
+    # aesthetic: +0.28 ± 0.21, WORLD.md and BENCHMARKS.md); its sampled ĉ still beats c on aesthetic
+    for name in ("laion_aesthetic", "preference"):
+        assert f[f"card_sft_delta_{name}"] >= 3 * f[f"card_sft_se_{name}"], name
+    assert f["card_sft_delta_clip_score"] < 0 and f["card_sft_sampled_delta_clip_score"] < 0
     assert f["card_sft_sampled_delta_laion_aesthetic"] >= 3 * f["card_sft_sampled_se_laion_aesthetic"]
-    assert f["card_sft_sampled_delta_clip_score"] < 0  # ... and lowers CLIPScore to c, as Promptist does (beam ĉ: by sign)
     assert f["t2i_word_clean_specks"] < f["t2i_word_cluttered_specks"]  # "clean" means fewer specks (v6's UNet)
     # expansions dilute c (v6: they name a companion), and prompt-centred guidance wins CLIPScore back by >= 2 SE
     assert f["card_pcg_delta_clip_score"] >= 2 * f["card_pcg_se_clip_score"]
