@@ -70,6 +70,17 @@ class SFTSettings:
     vocab_size: int = field(default=2000, metadata={"help": "from scratch: BPE vocabulary size"})
     n_positions: int = field(default=192, metadata={"help": "from scratch: context length"})
     sample_eval_prompts: int = field(default=100, metadata={"help": "held-out prompts expanded for the keep/add rate"})
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision; None = on where a CUDA device supports it, off on CPU (TRL turns it on by "
+            "default, and on a CPU without bf16 units it made the shapes world's SFT several times slower)"
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute activations in the backward pass to save memory (TRL's default; off: the expanders are small)"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "max_length"):
@@ -93,6 +104,7 @@ class SFTResult:
     train_rows: int
     eval_rows: int
     parameters: int
+    bf16: bool = False  # whether the trainer ran in bf16 mixed precision (SFTSettings.bf16)
 
 
 def _pairs(settings: SFTSettings) -> tuple[Dataset, Dataset]:
@@ -143,6 +155,13 @@ def held_out_loss(trainer: SFTTrainer, held_out: Dataset) -> float:
     return float(trainer.evaluate(held_out)["eval_loss"])
 
 
+def uses_bf16(settings: SFTSettings) -> bool:
+    """``settings.bf16``, or where it is None whether a CUDA device here supports bf16."""
+    if settings.bf16 is not None:
+        return settings.bf16
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def run_sft(settings: SFTSettings) -> SFTResult:
     """Train, evaluate before/after on the held-out pairs, and save a pipeline-loadable directory."""
     torch.manual_seed(settings.seed)
@@ -163,6 +182,8 @@ def run_sft(settings: SFTSettings) -> SFTResult:
         report_to="none",
         seed=settings.seed,
         use_cpu=not torch.cuda.is_available(),
+        bf16=uses_bf16(settings),
+        gradient_checkpointing=settings.gradient_checkpointing,
         dataloader_num_workers=0,
     )
     trainer = SFTTrainer(
@@ -191,6 +212,7 @@ def run_sft(settings: SFTSettings) -> SFTResult:
         train_rows=len(train),
         eval_rows=len(held_out),
         parameters=sum(p.numel() for p in expander.model.parameters()),
+        bf16=bool(trainer.args.bf16),
     )
     (Path(settings.output_dir) / "sft_result.json").write_text(json.dumps(asdict(result), indent=2))
     if not math.isfinite(loss_after):

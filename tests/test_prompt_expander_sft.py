@@ -13,7 +13,7 @@ from transformers import pipeline
 from prompt_expander import PARROT_TEMPLATE, PromptExpander
 from prompt_expander.data import to_sft_dataset
 from prompt_expander.scratch import train_bpe_tokenizer
-from prompt_expander.sft import SFTSettings, parse_settings, run_sft
+from prompt_expander.sft import SFTSettings, parse_settings, run_sft, uses_bf16
 
 PAIRS = [
     {"prompt": "a red fox", "completion": "a red fox, oil painting, highly detailed, artstation"},
@@ -52,6 +52,14 @@ def test_sft_lowers_held_out_loss_and_saves(sft_run):
     assert result.eval_loss_after < result.eval_loss_before - 0.1
     saved = json.loads((Path(settings.output_dir) / "sft_result.json").read_text())
     assert saved["eval_loss_after"] == pytest.approx(result.eval_loss_after)
+    # TRL's SFTConfig turns bf16 on by default; without CUDA the run stays in float32 (and says so)
+    assert not torch.cuda.is_available() and settings.bf16 is None and saved["bf16"] is False
+
+
+def test_bf16_is_what_the_settings_ask_and_else_where_cuda_supports_it():
+    assert uses_bf16(SFTSettings(bf16=True)) is True and uses_bf16(SFTSettings(bf16=False)) is False
+    expected = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert uses_bf16(SFTSettings()) == expected
 
 
 def test_saved_model_reloads_through_stock_pipeline(sft_run):
