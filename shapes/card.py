@@ -20,8 +20,8 @@ Figures (``R`` = each reward: laion_aesthetic, preference, clip_score, sentiment
   ``expander_temperature``;
 - ``pcg_delta_clip_score`` (± se): prompt-centred guidance (w1 = w2 = scale/2) minus CFG on ĉ at the
   same total weight, CLIPScore to c, on the *sampled* ĉ: the goal is that expansions can dilute the
-  subject, which the sampled ones do (the beam ĉ of the held-out prompts name a large subject and
-  leave guidance no job, BENCHMARKS.md "Pareto fronts");
+  subject, which the sampled ones do (v7's beam ĉ named a large subject and left guidance no job; v8's
+  lower CLIPScore to c too, but in the Pareto benchmark guidance ties CFG on them, BENCHMARKS.md "Pareto fronts");
 - ``identifier_text_cosine``: cosine of the world CLIP's pooled text features of
   "l p c s, c" and c (the preset's four identifiers), mean over prompts;
   ``identifiers_delta_R`` (± se): rewards of "<ids>, c" minus c on the untrained model;
