@@ -63,7 +63,6 @@ class ShapesExpanderConfig:
             "help": "share of training images, best by curation_score (aesthetic + preference rule), whose captions become SFT pairs"
         },
     )
-
     word_order: str = field(
         default="fixed",
         metadata={
@@ -101,7 +100,7 @@ def in_fixed_order(attributes: Attributes) -> Attributes:
     any order), so a curated tag list of n words is spread over n! strings, and the SFT expander's most likely
     string (what beam search returns) is the shortest common one: on the v7 card "…, high contrast" alone, which
     forgoes the quality words that make the curated images good (card: aesthetic +0.28 ± 0.21 over c, against
-    +1.38 ± 0.22 with the words in one order; BENCHMARKS.md, "The SFT targets' word order")."""
+    +1.09 ± 0.27 with the words in one order; BENCHMARKS.md, "The SFT targets' word order")."""
     return replace(attributes, words=tuple(sorted(attributes.words, key=MODIFIER_WORDS.index)))
 
 
