@@ -19,7 +19,8 @@ pipelines import transformers' image processors, which warn about torchvision), 
 ``run_cli`` runs. A package with commands therefore calls :func:`quiet_if_run_as_command`
 first thing in its ``__init__``: Python imports that package while it locates the module of
 ``python -m package.module``, with ``sys.argv[0] == "-m"`` (documented in ``python -m``), so
-the quieting happens for commands only, never for a library import.
+the quieting happens for commands only, never for a library import; a script of ``benchmarks/``
+(``sys.argv[0]`` in that folder) is quieted the same way when it first imports one of those packages.
 ``main(argv)`` itself raises normally, so library callers and tests see the exception.
 """
 
@@ -30,6 +31,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
@@ -42,6 +44,7 @@ __all__ = [
     "error_line",
     "configure_output",
     "quiet_if_run_as_command",
+    "is_benchmark_script",
     "PROJECT_PACKAGES",
 ]
 
@@ -62,6 +65,9 @@ class UsageError(Exception):
 USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, ValueError, OSError, yaml.YAMLError)
 
 #: the project's own loggers, which stay at INFO when third-party ones are quieted
+#: the repository root (parrot_base/ sits in it)
+_REPO = Path(__file__).resolve().parents[1]
+
 PROJECT_PACKAGES = ("parrot", "parrot_base", "t2i", "rewards", "prompt_expander", "shapes", "benchmarks", "__main__")
 
 # third-party loggers that would otherwise inherit the level of a root logger set up elsewhere
@@ -112,9 +118,17 @@ def _quiet_before_imports() -> None:
 
 
 def quiet_if_run_as_command() -> None:
-    """Quiet third-party output before any import, when ``python -m`` is locating a command of this package."""
-    if sys.argv[:1] == ["-m"] and "--verbose" not in sys.argv:
+    """Quiet third-party output before any import, when ``python -m`` is locating a command of this package
+    or a script of the repository's ``benchmarks/`` is running (``python benchmarks/x.py``)."""
+    if "--verbose" not in sys.argv and (sys.argv[:1] == ["-m"] or is_benchmark_script(sys.argv[0] if sys.argv else "")):
         _quiet_before_imports()
+
+
+def is_benchmark_script(path: str) -> bool:
+    """Whether ``path`` (a script's ``sys.argv[0]``) is a file of this repository's ``benchmarks/`` folder."""
+    if not path or path.startswith("-"):
+        return False
+    return Path(path).resolve().parent == _REPO / "benchmarks"
 
 
 def _quiet_hf_libraries() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parrot_base.cli import configure_output, error_line, run_cli
+from parrot_base.cli import configure_output, error_line, is_benchmark_script, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,3 +139,21 @@ def test_the_real_command_prints_one_line_and_nothing_else(tmp_path):
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr == "error: --prompt is empty: give the text to draw (or --prompts_file FILE)\n"
+
+
+def test_a_benchmark_script_is_quiet_while_importing_too(tmp_path):
+    """``python benchmarks/x.py`` is quieted like a command: no torchvision fallback notices, one error line."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("TRANSFORMERS_VERBOSITY", None)
+    done = subprocess.run([sys.executable, "benchmarks/evaluate_paired.py", "--a", "nothing", "--b", f"{tmp_path}:b"], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == "error: 'nothing': give OUT:METHOD (a parrot.evaluate --out folder and one of its methods)\n"
+
+
+def test_only_the_repositorys_benchmark_scripts_count_as_scripts():
+    assert is_benchmark_script(str(REPO / "benchmarks" / "training_seeds.py"))
+    assert not is_benchmark_script(str(REPO / "tests" / "test_cli_errors.py"))
+    assert not is_benchmark_script(str(REPO / ".venv" / "bin" / "pytest"))
+    assert not is_benchmark_script("-c") and not is_benchmark_script("")
