@@ -1,0 +1,138 @@
+"""How much an expander could still gain over the SFT expander's beam: a grid of written expansions, scored.
+
+Parrot's joint loop can beat "base + SFT expander" only where some expansion of c scores better than the SFT
+expander's near-greedy (beam) one, or where the T2I update adds what no words can. This script measures the first
+on a shapes world: for every prompt c = "a {colour} {shape}" of a split it writes the expansions of one grammar
+(:func:`candidate_expansions`: size × neutral background × companion or none × "warm light" or none, each with
+every positive quality word, "masterpiece" and, on a contrasting background, "high contrast", in the world's word
+order) and samples each, the SFT beam and c itself with the world's SD model on the same noise (CFG 4 on the text,
+DDIM 20 steps, η = 1, as the card samples), scored against c by the world's four rewards. It prints, per split, each
+expansion's paired Δ against the beam: the Table-1 average (each reward min–max normalised over all the split's
+images, the mean over rewards; mean ± SE over prompts of each prompt's Δ) and each reward's mean Δ.
+
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/expansion_headroom.py --json runs/expansion_headroom.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import sem
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make the repo's packages importable
+    sys.path.insert(0, str(REPO))
+
+from parrot.evaluation import normalise  # noqa: E402
+from parrot.models import committed_shapes_world  # noqa: E402
+from parrot_base.cli import UsageError, run_cli  # noqa: E402
+from shapes.attributes import COLOURS, MODIFIER_WORDS, QUALITY_WORDS, SHAPES, SIZES, Attributes, Companion, contrast  # noqa: E402
+from shapes.captions import detailed_caption, short_prompt  # noqa: E402
+from shapes.card import REWARDS, CardSettings, load_world_rewards, sample_scores  # noqa: E402
+from shapes.data import HELD_OUT_PAIRS, training_pairs  # noqa: E402
+from t2i import Guidance, StableDiffusionPolicy  # noqa: E402
+
+__all__ = ["NEUTRAL_BACKGROUNDS", "candidate_expansions", "table1_deltas", "measure_split", "main"]
+
+#: the backgrounds of the grid (a coloured background is never the rules' best for any subject colour)
+NEUTRAL_BACKGROUNDS = ("white", "black", "gray")
+BEAM, PLAIN = "SFT beam", "c (plain prompt)"
+
+
+def candidate_expansions(colour: str, shape: str) -> dict[str, str]:
+    """{"size/background/companion/light": detailed caption} for one colour × shape (24 expansions)."""
+    positive = tuple(high for high, _ in QUALITY_WORDS.values()) + ("masterpiece",)
+    companion_shape = next(s for s in SHAPES if s != shape)
+    out = {}
+    for size, background, companion, warm in itertools.product(SIZES, NEUTRAL_BACKGROUNDS, (False, True), (False, True)):
+        words = positive + (("high contrast",) if contrast(colour, background) > 0.5 else ()) + (("warm light",) if warm else ())
+        partner = None
+        if companion:
+            partner = Companion(next(c for c in COLOURS if c not in (colour, background)), companion_shape, "top left")
+        attributes = Attributes(colour, shape, size, background, companion=partner, words=tuple(sorted(words, key=MODIFIER_WORDS.index)))
+        name = f"{size}/{background}/{'companion' if companion else 'alone'}/{'warm' if warm else 'plain light'}"
+        out[name] = detailed_caption(attributes)
+    return out
+
+
+def table1_deltas(scores: dict[str, np.ndarray], reference: str, prompts: int) -> dict[str, dict]:
+    """Per row of ``scores`` ({row: (prompts·n, K) scores, prompt-major}), its paired Δ against ``reference``:
+    {"table1": (mean, SE over prompts), "rewards": [mean Δ per reward]}; min–max bounds over every row's images."""
+    union = np.concatenate(list(scores.values()))
+    lo, hi = union.min(0), union.max(0)
+
+    def per_prompt(matrix: np.ndarray) -> np.ndarray:  # (prompts, K) means
+        return matrix.reshape(prompts, -1, matrix.shape[1]).mean(1)
+
+    base = per_prompt(scores[reference])
+    out = {}
+    for row, matrix in scores.items():
+        means = per_prompt(matrix)
+        d = normalise(means, lo, hi).mean(1) - normalise(base, lo, hi).mean(1)
+        out[row] = {"table1": (float(d.mean()), float(sem(d)) if prompts > 1 else float("nan")),
+                    "rewards": (means - base).mean(0).tolist()}  # fmt: skip
+    return out
+
+
+def measure_split(world: Path, pairs: list[tuple[str, str]], n: int, settings: CardSettings) -> tuple[list[str], dict[str, dict]]:
+    """(the SFT beams, every row's Δ against the beam) for the prompts of ``pairs``, ``n`` images each."""
+    from prompt_expander import PromptExpander
+
+    policy = StableDiffusionPolicy.from_pretrained(world / "sd")
+    rewards = load_world_rewards(world)
+    prompts = [short_prompt(c, s) for c, s in pairs]
+    beams = PromptExpander.from_pretrained(world / "expander").beam_search(prompts, num_beams=settings.num_beams).texts
+    originals = [p for p in prompts for _ in range(n)]
+    seeds = [settings.seed * 1000 + i for _ in prompts for i in range(n)]
+    grids = [candidate_expansions(c, s) for c, s in pairs]
+    rows = {PLAIN: prompts, BEAM: beams} | {name: [grid[name] for grid in grids] for name in grids[0]}
+    guidance = Guidance.cfg(settings.guidance)
+    scores = {}
+    for row, texts in rows.items():
+        scored = sample_scores(policy, rewards, [t for t in texts for _ in range(n)], originals, guidance, settings, seeds)
+        scores[row] = np.stack([scored[name] for name in REWARDS], 1)
+    return beams, table1_deltas(scores, BEAM, len(prompts))
+
+
+def format_split(title: str, beams: list[str], deltas: dict[str, dict]) -> str:
+    lines = [f"{title} (SFT beam of the first prompt: {beams[0]!r})", "",
+             "| expansion − SFT beam | Table-1 avg | " + " | ".join(REWARDS) + " |", "|---|---|" + "---|" * len(REWARDS)]  # fmt: skip
+    for row, d in sorted(deltas.items(), key=lambda item: -item[1]["table1"][0]):
+        mean, se = d["table1"]
+        lines.append(f"| {row} | {mean:+.3f} ± {se:.3f} | " + " | ".join(f"{v:+.3f}" for v in d["rewards"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--world", default="", help="a built shapes world ('' = the committed shapes/world)")
+    parser.add_argument("--held_out_images", type=int, default=16, help="images per held-out prompt (default: %(default)s)")
+    parser.add_argument("--train_images", type=int, default=8, help="images per training prompt (default: %(default)s; 0: skip)")
+    parser.add_argument("--json", default="", help="also write the figures here")
+    args = parser.parse_args(argv)
+    world = Path(args.world) if args.world else committed_shapes_world()
+    if not (world / "sd").is_dir() or not (world / "expander").is_dir():
+        raise UsageError(f"{world}: not a built shapes world (no sd/ or expander/); build one with python -m shapes.build")
+    if args.held_out_images < 2 or args.train_images < 0:
+        raise UsageError("--held_out_images must be >= 2 and --train_images >= 0")
+    settings = CardSettings()
+    splits = [("held-out prompts", HELD_OUT_PAIRS, args.held_out_images)]
+    if args.train_images:
+        splits.append(("training prompts", training_pairs(), args.train_images))
+    record = {}
+    for title, pairs, n in splits:
+        beams, deltas = measure_split(world, list(pairs), n, settings)
+        print(format_split(f"{title}, {n} images each", beams, deltas) + "\n")
+        record[title] = {"images_per_prompt": n, "beams": beams, "deltas": deltas}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    run_cli(main)
