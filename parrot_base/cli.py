@@ -64,10 +64,10 @@ class UsageError(Exception):
 #: that loads nothing, a full disk), YAML syntax errors and :class:`UsageError`.
 USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, ValueError, OSError, yaml.YAMLError)
 
-#: the project's own loggers, which stay at INFO when third-party ones are quieted
 #: the repository root (parrot_base/ sits in it)
 _REPO = Path(__file__).resolve().parents[1]
 
+#: the project's own loggers, which stay at INFO when third-party ones are quieted
 PROJECT_PACKAGES = ("parrot", "parrot_base", "t2i", "rewards", "prompt_expander", "shapes", "benchmarks", "__main__")
 
 # third-party loggers that would otherwise inherit the level of a root logger set up elsewhere
