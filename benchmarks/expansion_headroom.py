@@ -10,7 +10,12 @@ DDIM 20 steps, η = 1, as the card samples), scored against c by the world's fou
 expansion's paired Δ against the beam: the Table-1 average (each reward min–max normalised over all the split's
 images, the mean over rewards; mean ± SE over prompts of each prompt's Δ) and each reward's mean Δ.
 
+``--grid words`` keeps the scene of the v8 beams (a large subject on a white background, no companion) and varies
+the quality words instead (:func:`word_expansions`: all five positive words, none, each alone, all but each): what
+the words are worth, i.e. the headroom an SFT expander whose beam left some of them out would leave to RL.
+
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/expansion_headroom.py --json runs/expansion_headroom.json
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/expansion_headroom.py --grid words
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from shapes.card import REWARDS, CardSettings, load_world_rewards, sample_scores
 from shapes.data import HELD_OUT_PAIRS, training_pairs  # noqa: E402
 from t2i import Guidance, StableDiffusionPolicy  # noqa: E402
 
-__all__ = ["NEUTRAL_BACKGROUNDS", "candidate_expansions", "table1_deltas", "measure_split", "main"]
+__all__ = ["NEUTRAL_BACKGROUNDS", "GRIDS", "candidate_expansions", "word_expansions", "table1_deltas", "measure_split", "main"]
 
 #: the backgrounds of the grid (a coloured background is never the rules' best for any subject colour)
 NEUTRAL_BACKGROUNDS = ("white", "black", "gray")
@@ -60,6 +65,27 @@ def candidate_expansions(colour: str, shape: str) -> dict[str, str]:
     return out
 
 
+def word_expansions(colour: str, shape: str) -> dict[str, str]:
+    """{"words: …": caption} for one colour × shape: a large subject on a white background with all five positive
+    words ("masterpiece" among them), none, each alone and all but each (12 expansions), plus "high contrast" where
+    the background contrasts, as the beam has it."""
+    positive = tuple(high for high, _ in QUALITY_WORDS.values()) + ("masterpiece",)
+    subsets = {"all": positive, "none": ()}
+    subsets |= {f"only {w}": (w,) for w in positive}
+    subsets |= {f"all but {w}": tuple(v for v in positive if v != w) for w in positive}
+    extra = ("high contrast",) if contrast(colour, "white") > 0.5 else ()
+    return {
+        f"words: {name}": detailed_caption(
+            Attributes(colour, shape, "large", "white", words=tuple(sorted(words + extra, key=MODIFIER_WORDS.index)))
+        )
+        for name, words in subsets.items()
+    }
+
+
+#: ``--grid`` → the expansions written for each prompt
+GRIDS = {"scene": candidate_expansions, "words": word_expansions}
+
+
 def table1_deltas(scores: dict[str, np.ndarray], reference: str, prompts: int) -> dict[str, dict]:
     """Per row of ``scores`` ({row: (prompts·n, K) scores, prompt-major}), its paired Δ against ``reference``:
     {"table1": (mean, SE over prompts), "rewards": [mean Δ per reward]}; min–max bounds over every row's images."""
@@ -79,8 +105,11 @@ def table1_deltas(scores: dict[str, np.ndarray], reference: str, prompts: int) -
     return out
 
 
-def measure_split(world: Path, pairs: list[tuple[str, str]], n: int, settings: CardSettings) -> tuple[list[str], dict[str, dict]]:
-    """(the SFT beams, every row's Δ against the beam) for the prompts of ``pairs``, ``n`` images each."""
+def measure_split(
+    world: Path, pairs: list[tuple[str, str]], n: int, settings: CardSettings, grid: str = "scene"
+) -> tuple[list[str], dict[str, dict]]:
+    """(the SFT beams, every row's Δ against the beam) for the prompts of ``pairs``, ``n`` images each, the
+    expansions of ``GRIDS[grid]``."""
     from prompt_expander import PromptExpander
 
     policy = StableDiffusionPolicy.from_pretrained(world / "sd")
@@ -89,7 +118,7 @@ def measure_split(world: Path, pairs: list[tuple[str, str]], n: int, settings: C
     beams = PromptExpander.from_pretrained(world / "expander").beam_search(prompts, num_beams=settings.num_beams).texts
     originals = [p for p in prompts for _ in range(n)]
     seeds = [settings.seed * 1000 + i for _ in prompts for i in range(n)]
-    grids = [candidate_expansions(c, s) for c, s in pairs]
+    grids = [GRIDS[grid](c, s) for c, s in pairs]
     rows = {PLAIN: prompts, BEAM: beams} | {name: [grid[name] for grid in grids] for name in grids[0]}
     guidance = Guidance.cfg(settings.guidance)
     scores = {}
@@ -113,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--world", default="", help="a built shapes world ('' = the committed shapes/world)")
     parser.add_argument("--held_out_images", type=int, default=16, help="images per held-out prompt (default: %(default)s)")
     parser.add_argument("--train_images", type=int, default=8, help="images per training prompt (default: %(default)s; 0: skip)")
+    parser.add_argument("--grid", choices=tuple(GRIDS), default="scene", help="expansions: 'scene' (24) or 'words' (12)")
     parser.add_argument("--json", default="", help="also write the figures here")
     args = parser.parse_args(argv)
     world = Path(args.world) if args.world else committed_shapes_world()
@@ -126,9 +156,9 @@ def main(argv: list[str] | None = None) -> None:
         splits.append(("training prompts", training_pairs(), args.train_images))
     record = {}
     for title, pairs, n in splits:
-        beams, deltas = measure_split(world, list(pairs), n, settings)
+        beams, deltas = measure_split(world, list(pairs), n, settings, args.grid)
         print(format_split(f"{title}, {n} images each", beams, deltas) + "\n")
-        record[title] = {"images_per_prompt": n, "beams": beams, "deltas": deltas}
+        record[title] = {"grid": args.grid, "images_per_prompt": n, "beams": beams, "deltas": deltas}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=1))

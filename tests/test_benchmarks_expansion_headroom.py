@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.expansion_headroom import candidate_expansions, main, table1_deltas
+from benchmarks.expansion_headroom import candidate_expansions, main, table1_deltas, word_expansions
 from parrot.models import committed_shapes_world
 from parrot_base.cli import UsageError
 from shapes.captions import parse_caption, short_prompt
@@ -32,6 +32,21 @@ def test_the_grid_spans_the_committed_sft_beams_and_every_caption_parses_back():
             assert ("with a small" in caption) == (companion == "companion")
             assert caption.endswith("warm light") == (light == "warm")
             assert caption.startswith(short_prompt(colour, shape).replace("a ", f"a {size} ", 1))
+
+
+def test_the_words_grid_varies_only_the_quality_words():
+    grid = word_expansions("red", "triangle")
+    assert len(grid) == 12
+    # the committed world's first held-out beam is the grid's "all" row
+    assert grid["words: all"] == "a large red triangle on a white background, sharp, clean, vivid, well-formed, masterpiece, high contrast"
+    assert grid["words: none"] == "a large red triangle on a white background, high contrast"
+    assert grid["words: only masterpiece"] == "a large red triangle on a white background, masterpiece, high contrast"
+    assert (
+        grid["words: all but sharp"] == "a large red triangle on a white background, clean, vivid, well-formed, masterpiece, high contrast"
+    )
+    for caption in grid.values():
+        parsed = parse_caption(caption)
+        assert (parsed.size, parsed.background, parsed.companion) == ("large", "white", None)
 
 
 def test_table1_deltas_by_hand():
