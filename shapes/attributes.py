@@ -26,6 +26,7 @@ __all__ = [
     "IDENTIFIER_WORDS",
     "PRESET_IDENTIFIERS",
     "MODIFIER_WORDS",
+    "POSITIVE_WORDS",
     "QUALITY_WORDS",
     "SHAPES",
     "SIZES",
@@ -64,6 +65,8 @@ QUALITY_WORDS: dict[str, tuple[str, str]] = {
 #: words that describe the whole image rather than one factor
 GLOBAL_WORDS = ("masterpiece", "high contrast", "warm light", "cold light")
 MODIFIER_WORDS = tuple(w for pair in QUALITY_WORDS.values() for w in pair) + GLOBAL_WORDS
+#: the words that ask for a better image: each factor's high word and "masterpiece"
+POSITIVE_WORDS = tuple(high for high, _ in QUALITY_WORDS.values()) + ("masterpiece",)
 #: reward identifiers of the shapes preset (template ``<{name}>``) and single letters: the world's
 #: text tower and UNet learn them as harmless tokens (no pixel consequence)
 IDENTIFIER_WORDS = ("<laion_aesthetic>", "<preference>", "<clip_score>", "<sentiment>", "l", "p", "c", "s")

@@ -48,12 +48,15 @@ from shapes.data import (
     BACKGROUNDS,
     COLOURS,
     HELD_OUT_PAIRS,
-    QUALITY_WORDS,
+    MODIFIER_WORDS,
+    POSITIVE_WORDS,
     SHAPES,
     SIZES,
     Attributes,
+    Companion,
     ShapesDataConfig,
     contrast,
+    detailed_caption,
     sample_attributes,
     short_prompt,
     training_pairs,
@@ -63,8 +66,8 @@ from shapes.heads import aesthetic_rating
 from t2i import Guidance, StableDiffusionPolicy
 
 __all__ = [
-    "CardSettings", "REWARDS", "best_expansion", "expected_rating", "load_world_rewards", "measure_card", "sample_images",
-    "sample_scores", "score_images", "main",
+    "CardSettings", "REWARDS", "best_expansion", "expansion_words", "expected_rating", "load_world_rewards", "measure_card",
+    "sample_images", "sample_scores", "score_images", "written_expansion", "main",
 ]  # fmt: skip
 
 REWARDS = ("laion_aesthetic", "preference", "clip_score", "sentiment")
@@ -135,18 +138,36 @@ def expected_rating(
     return float(np.mean(ratings))
 
 
+def expansion_words(
+    colour: str, background: str, quality: tuple[str, ...] = POSITIVE_WORDS, extra: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The modifier words of a written expansion, in the world's word order: ``quality`` (every positive word by
+    default), "high contrast" where ``colour`` contrasts with ``background`` (> 0.5), then ``extra``."""
+    words = quality + (("high contrast",) if contrast(colour, background) > 0.5 else ()) + extra
+    return tuple(sorted(words, key=MODIFIER_WORDS.index))
+
+
+def written_expansion(
+    colour: str, shape: str, size: str, background: str, companion: bool, quality: tuple[str, ...] = POSITIVE_WORDS,
+    extra: tuple[str, ...] = (),
+) -> str:  # fmt: skip
+    """The detailed caption asking for ``size``, ``background``, a small companion (the first colour that is neither
+    ``colour`` nor ``background``, the first other shape) or none, and :func:`expansion_words`."""
+    partner = None
+    if companion:
+        partner = Companion(next(c for c in COLOURS if c not in (colour, background)), next(s for s in SHAPES if s != shape), "top left")
+    words = expansion_words(colour, background, quality, extra)
+    return detailed_caption(Attributes(colour, shape, size, background, companion=partner, words=words))
+
+
 def best_expansion(colour: str, shape: str, samples: int, seed: int) -> tuple[str, float]:
     """The expansion with the highest expected rule rating: every positive word, the background of
     highest contrast, a companion, the size a(x) rates higher; returns (caption, expected rating)."""
-    positive = tuple(high for high, _ in QUALITY_WORDS.values()) + ("masterpiece",)
     background = max((b for b in BACKGROUNDS if b != colour), key=lambda b: contrast(colour, b))
-    words = positive + (("high contrast",) if contrast(colour, background) > 0.5 else ())
-    companion_colour = next(c for c in COLOURS if c not in (colour, background))
-    companion_shape = next(s for s in SHAPES if s != shape)
     size = max(SIZES, key=lambda v: aesthetic_rating(Attributes(colour, shape, v, background)))
-    text = f"a {size} {colour} {shape} on a {background} background with a small {companion_colour} {companion_shape}, " + ", ".join(words)
+    words = expansion_words(colour, background)
     value = expected_rating(colour, shape, size=size, background=background, companion=True, words=words, samples=samples, seed=seed)
-    return text, value
+    return written_expansion(colour, shape, size, background, companion=True), value
 
 
 def _generators(seed: int, n: int) -> list[torch.Generator]:

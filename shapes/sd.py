@@ -32,6 +32,7 @@ from shapes.checker import check_prompt, read_quality
 from shapes.clip import images_to_tensor
 from shapes.data import (
     HELD_OUT_PAIRS,
+    POSITIVE_WORDS,
     QUALITY_WORDS,
     Example,
     ShapesDataConfig,
@@ -330,7 +331,7 @@ def quality_vocabulary(pipeline, config: ShapesSDConfig, seed: int, images_per_p
     figures = {f"plain_{k}": v for k, v in _readings_mean(pipeline, prompts(""), config, seed).items()}
     for word, reading in WORD_READINGS.items():
         figures[f"word_{word.replace(' ', '_')}_{reading}"] = _readings_mean(pipeline, prompts(", " + word), config, seed)[reading]
-    positive = ", " + ", ".join(high for high, _ in QUALITY_WORDS.values()) + ", masterpiece"
+    positive = ", " + ", ".join(POSITIVE_WORDS)
     negative = ", " + ", ".join(low for _, low in QUALITY_WORDS.values())
     for name, suffix in (("positive", positive), ("negative", negative)):
         figures |= {f"{name}_{k}": v for k, v in _readings_mean(pipeline, prompts(suffix), config, seed).items() if k != "tint"}
