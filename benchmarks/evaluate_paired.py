@@ -27,10 +27,10 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages impor
     sys.path.insert(0, str(REPO))
 
 from parrot.evaluate import method_samples, read_results  # noqa: E402
-from parrot.evaluation import EvaluationSamples, minmax_bounds, normalise, paired_deltas, per_prompt_means  # noqa: E402
+from parrot.evaluation import EvaluationSamples, minmax_bounds, paired_deltas, paired_table1_delta, per_prompt_means  # noqa: E402
 from parrot_base.cli import UsageError, run_cli  # noqa: E402
 
-__all__ = ["load_row", "pair_rows", "table1_delta", "main"]
+__all__ = ["load_row", "pair_rows", "paired_table", "main"]
 
 AVERAGE = "Table-1 avg"
 
@@ -60,13 +60,6 @@ def pair_rows(a: list[str], b: list[str]) -> list[tuple[str, str]]:
     return list(zip(a, b))
 
 
-def table1_delta(before: EvaluationSamples, after: EvaluationSamples, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
-    """(mean, paired SE over prompts) of after − before on the Table-1 average (normalised rewards' mean)."""
-    (_, b), (_, a) = per_prompt_means(before), per_prompt_means(after)
-    d = normalise(a, lo, hi).mean(1) - normalise(b, lo, hi).mean(1)
-    return float(d.mean()), float(sem(d)) if len(d) > 1 else float("nan")
-
-
 def paired_table(pairs: list[tuple[str, str]]) -> str:
     """The markdown table: one row per pair and the mean ± SE over pairs."""
     rows = {spec: load_row(spec) for pair in pairs for spec in pair}
@@ -80,7 +73,7 @@ def paired_table(pairs: list[tuple[str, str]]) -> str:
             per_reward = paired_deltas(rows[b], rows[a], "prompt")
         except ValueError as err:
             raise UsageError(f"{a} against {b}: {err}") from None
-        average = table1_delta(rows[b], rows[a], lo, hi)
+        average = paired_table1_delta(per_prompt_means(rows[b])[1], per_prompt_means(rows[a])[1], lo, hi)
         figures = [(per_reward[n].delta, per_reward[n].paired_se) for n in names] + [average]
         deltas.append([f[0] for f in figures])
         lines.append(f"| {a} − {b} | " + " | ".join(f"{m:+.4f} ± {s:.4f}" for m, s in figures) + " |")

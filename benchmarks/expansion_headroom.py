@@ -27,18 +27,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import sem
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the repo's packages importable
     sys.path.insert(0, str(REPO))
 
-from parrot.evaluation import normalise  # noqa: E402
-from parrot.models import committed_shapes_world  # noqa: E402
+from parrot.evaluation import minmax_bounds, paired_table1_delta  # noqa: E402
+from parrot.models import built_world  # noqa: E402
 from parrot_base.cli import UsageError, run_cli  # noqa: E402
-from shapes.attributes import COLOURS, MODIFIER_WORDS, QUALITY_WORDS, SHAPES, SIZES, Attributes, Companion, contrast  # noqa: E402
-from shapes.captions import detailed_caption, short_prompt  # noqa: E402
-from shapes.card import REWARDS, CardSettings, load_world_rewards, sample_scores  # noqa: E402
+from prompt_expander import PromptExpander  # noqa: E402
+from shapes.attributes import POSITIVE_WORDS, SIZES  # noqa: E402
+from shapes.captions import short_prompt  # noqa: E402
+from shapes.card import REWARDS, CardSettings, load_world_rewards, sample_scores, written_expansion  # noqa: E402
 from shapes.data import HELD_OUT_PAIRS, training_pairs  # noqa: E402
 from t2i import Guidance, StableDiffusionPolicy  # noqa: E402
 
@@ -50,36 +50,23 @@ BEAM, PLAIN = "SFT beam", "c (plain prompt)"
 
 
 def candidate_expansions(colour: str, shape: str) -> dict[str, str]:
-    """{"size/background/companion/light": detailed caption} for one colour × shape (24 expansions)."""
-    positive = tuple(high for high, _ in QUALITY_WORDS.values()) + ("masterpiece",)
-    companion_shape = next(s for s in SHAPES if s != shape)
-    out = {}
-    for size, background, companion, warm in itertools.product(SIZES, NEUTRAL_BACKGROUNDS, (False, True), (False, True)):
-        words = positive + (("high contrast",) if contrast(colour, background) > 0.5 else ()) + (("warm light",) if warm else ())
-        partner = None
-        if companion:
-            partner = Companion(next(c for c in COLOURS if c not in (colour, background)), companion_shape, "top left")
-        attributes = Attributes(colour, shape, size, background, companion=partner, words=tuple(sorted(words, key=MODIFIER_WORDS.index)))
-        name = f"{size}/{background}/{'companion' if companion else 'alone'}/{'warm' if warm else 'plain light'}"
-        out[name] = detailed_caption(attributes)
-    return out
+    """{"size/background/companion/light": :func:`shapes.card.written_expansion`} for one colour × shape (24)."""
+    return {
+        f"{size}/{background}/{'companion' if companion else 'alone'}/{'warm' if warm else 'plain light'}": written_expansion(
+            colour, shape, size, background, companion, extra=("warm light",) if warm else ()
+        )
+        for size, background, companion, warm in itertools.product(SIZES, NEUTRAL_BACKGROUNDS, (False, True), (False, True))
+    }
 
 
 def word_expansions(colour: str, shape: str) -> dict[str, str]:
     """{"words: …": caption} for one colour × shape: a large subject on a white background with all five positive
     words ("masterpiece" among them), none, each alone and all but each (12 expansions), plus "high contrast" where
     the background contrasts, as the beam has it."""
-    positive = tuple(high for high, _ in QUALITY_WORDS.values()) + ("masterpiece",)
-    subsets = {"all": positive, "none": ()}
-    subsets |= {f"only {w}": (w,) for w in positive}
-    subsets |= {f"all but {w}": tuple(v for v in positive if v != w) for w in positive}
-    extra = ("high contrast",) if contrast(colour, "white") > 0.5 else ()
-    return {
-        f"words: {name}": detailed_caption(
-            Attributes(colour, shape, "large", "white", words=tuple(sorted(words + extra, key=MODIFIER_WORDS.index)))
-        )
-        for name, words in subsets.items()
-    }
+    subsets = {"all": POSITIVE_WORDS, "none": ()}
+    subsets |= {f"only {w}": (w,) for w in POSITIVE_WORDS}
+    subsets |= {f"all but {w}": tuple(v for v in POSITIVE_WORDS if v != w) for w in POSITIVE_WORDS}
+    return {f"words: {name}": written_expansion(colour, shape, "large", "white", False, quality=words) for name, words in subsets.items()}
 
 
 #: ``--grid`` → the expansions written for each prompt
@@ -89,33 +76,23 @@ GRIDS = {"scene": candidate_expansions, "words": word_expansions}
 def table1_deltas(scores: dict[str, np.ndarray], reference: str, prompts: int) -> dict[str, dict]:
     """Per row of ``scores`` ({row: (prompts·n, K) scores, prompt-major}), its paired Δ against ``reference``:
     {"table1": (mean, SE over prompts), "rewards": [mean Δ per reward]}; min–max bounds over every row's images."""
-    union = np.concatenate(list(scores.values()))
-    lo, hi = union.min(0), union.max(0)
+    lo, hi = minmax_bounds(list(scores.values()))
 
     def per_prompt(matrix: np.ndarray) -> np.ndarray:  # (prompts, K) means
         return matrix.reshape(prompts, -1, matrix.shape[1]).mean(1)
 
-    base = per_prompt(scores[reference])
-    out = {}
-    for row, matrix in scores.items():
-        means = per_prompt(matrix)
-        d = normalise(means, lo, hi).mean(1) - normalise(base, lo, hi).mean(1)
-        out[row] = {"table1": (float(d.mean()), float(sem(d)) if prompts > 1 else float("nan")),
-                    "rewards": (means - base).mean(0).tolist()}  # fmt: skip
-    return out
+    means = {row: per_prompt(matrix) for row, matrix in scores.items()}
+    base = means[reference]
+    return {row: {"table1": paired_table1_delta(base, m, lo, hi), "rewards": (m - base).mean(0).tolist()} for row, m in means.items()}
 
 
 def measure_split(
-    world: Path, pairs: list[tuple[str, str]], n: int, settings: CardSettings, grid: str = "scene"
+    policy, rewards, expander, pairs: list[tuple[str, str]], n: int, settings: CardSettings, grid: str = "scene"
 ) -> tuple[list[str], dict[str, dict]]:
     """(the SFT beams, every row's Δ against the beam) for the prompts of ``pairs``, ``n`` images each, the
-    expansions of ``GRIDS[grid]``."""
-    from prompt_expander import PromptExpander
-
-    policy = StableDiffusionPolicy.from_pretrained(world / "sd")
-    rewards = load_world_rewards(world)
+    expansions of ``GRIDS[grid]``; ``policy``, ``rewards`` and ``expander`` are the world's."""
     prompts = [short_prompt(c, s) for c, s in pairs]
-    beams = PromptExpander.from_pretrained(world / "expander").beam_search(prompts, num_beams=settings.num_beams).texts
+    beams = expander.beam_search(prompts, num_beams=settings.num_beams).texts
     originals = [p for p in prompts for _ in range(n)]
     seeds = [settings.seed * 1000 + i for _ in prompts for i in range(n)]
     grids = [GRIDS[grid](c, s) for c, s in pairs]
@@ -145,18 +122,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", choices=tuple(GRIDS), default="scene", help="expansions: 'scene' (24) or 'words' (12)")
     parser.add_argument("--json", default="", help="also write the figures here")
     args = parser.parse_args(argv)
-    world = Path(args.world) if args.world else committed_shapes_world()
-    if not (world / "sd").is_dir() or not (world / "expander").is_dir():
-        raise UsageError(f"{world}: not a built shapes world (no sd/ or expander/); build one with python -m shapes.build")
+    world = built_world(args.world, ("sd", "expander"))
     if args.held_out_images < 2 or args.train_images < 0:
         raise UsageError("--held_out_images must be >= 2 and --train_images >= 0")
     settings = CardSettings()
     splits = [("held-out prompts", HELD_OUT_PAIRS, args.held_out_images)]
     if args.train_images:
         splits.append(("training prompts", training_pairs(), args.train_images))
+    policy, rewards = StableDiffusionPolicy.from_pretrained(world / "sd"), load_world_rewards(world)
+    expander = PromptExpander.from_pretrained(world / "expander")
     record = {}
     for title, pairs, n in splits:
-        beams, deltas = measure_split(world, list(pairs), n, settings, args.grid)
+        beams, deltas = measure_split(policy, rewards, expander, list(pairs), n, settings, args.grid)
         print(format_split(f"{title}, {n} images each", beams, deltas) + "\n")
         record[title] = {"grid": args.grid, "images_per_prompt": n, "beams": beams, "deltas": deltas}
     if args.json:

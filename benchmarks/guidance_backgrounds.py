@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the repo's packages importable
     sys.path.insert(0, str(REPO))
 
-from parrot.models import committed_shapes_world  # noqa: E402
+from parrot.models import built_world  # noqa: E402
 from parrot_base.cli import UsageError, run_cli  # noqa: E402
+from prompt_expander import PromptExpander  # noqa: E402
 from shapes.card import REWARDS, CardSettings, load_world_rewards, sample_images, score_images  # noqa: E402
 from shapes.checker import read_image  # noqa: E402
 from shapes.data import HELD_OUT_PAIRS, short_prompt  # noqa: E402
@@ -59,13 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--w2", type=float, default=2.0, help="prompt-centred weight of ĉ (default: %(default)s)")
     parser.add_argument("--json", default="", help="also write the figures here")
     args = parser.parse_args(argv)
-    world = Path(args.world) if args.world else committed_shapes_world()
-    if not (world / "sd").is_dir() or not (world / "expander").is_dir():
-        raise UsageError(f"{world}: not a built shapes world (no sd/ or expander/); build one with python -m shapes.build")
+    world = built_world(args.world, ("sd", "expander"))
     if args.images < 1:
         raise UsageError("--images must be >= 1")
-    from prompt_expander import PromptExpander
-
     card = CardSettings()
     policy, rewards = StableDiffusionPolicy.from_pretrained(world / "sd"), load_world_rewards(world)
     prompts = [short_prompt(c, s) for c, s in HELD_OUT_PAIRS]

@@ -61,6 +61,7 @@ __all__ = [
     "held_out_samples_of_parts",
     "held_out_expansions",
     "paired_deltas",
+    "paired_table1_delta",
     "per_prompt_means",
     "minmax_bounds",
     "normalise",
@@ -271,6 +272,14 @@ def table1_averages(rows: Mapping[str, np.ndarray], bounds: tuple[np.ndarray, np
     """
     lo, hi = bounds if bounds is not None else minmax_bounds(list(rows.values()))
     return {name: float(normalise(matrix, lo, hi).mean(0).mean()) for name, matrix in rows.items()}
+
+
+def paired_table1_delta(before: np.ndarray, after: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
+    """(mean, paired SE over units) of after − before on the Table-1 average: ``before`` and ``after`` are (units, K)
+    reward means of the same units (prompts), each reward min–max normalised by (lo, hi), averaged over rewards;
+    the SE is ``scipy.stats.sem`` of the per-unit differences (nan for one unit)."""
+    d = normalise(after, lo, hi).mean(1) - normalise(before, lo, hi).mean(1)
+    return float(d.mean()), float(sem(d)) if len(d) > 1 else float("nan")
 
 
 # ----- the run's evaluation.json -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from parrot_base.cli import UsageError
 from prompt_expander.expander import PromptExpander
 from prompt_expander.scratch import TinyGPT2Config, build_gpt2, build_random_lm, train_bpe_tokenizer
 from prompt_expander.template import render_input
@@ -47,6 +48,7 @@ __all__ = [
     "WORLD_PLACEHOLDER",
     "committed_shapes_world",
     "resolve_world",
+    "built_world",
     "with_world",
     "build_policy",
     "resolve_reward_settings",
@@ -82,6 +84,17 @@ def committed_shapes_world() -> Path:
 def resolve_world(world: str) -> Path:
     """The shapes world directory a config names ('' = :func:`committed_shapes_world`)."""
     return Path(world).expanduser() if world else committed_shapes_world()
+
+
+def built_world(world: str, parts: Sequence[str]) -> Path:
+    """:func:`resolve_world` of ``world``, refused in one line (:class:`UsageError`) when it lacks one of ``parts``
+    (folders of a built world, e.g. ``sd``, ``expander``)."""
+    path = resolve_world(world)
+    missing = [part for part in parts if not (path / part).is_dir()]
+    if missing:
+        folders = " or ".join(f"{part}/" for part in missing)
+        raise UsageError(f"{path}: not a built shapes world (no {folders}); build one with python -m shapes.build")
+    return path
 
 
 def with_world(value: Any, world: Path) -> Any:
