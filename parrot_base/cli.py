@@ -6,6 +6,8 @@
   that is not YAML, a model path that loads nothing, a disk that is full — with one line
   ``error: <what to fix>`` on stderr and exit status 2, no traceback (``--debug`` re-raises it);
 * leaves every other exception (a bug) its traceback;
+* ends quietly with status 141 when its reader stops early (``python -m … | head``), as a tool
+  killed by SIGPIPE does;
 * keeps the output to the project's own progress and results: transformers, diffusers,
   huggingface_hub and accelerate log errors only, their progress bars ("Loading weights",
   "Loading pipeline components") are off, and the known third-party warnings (deprecations,
@@ -162,6 +164,15 @@ def run_cli(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None)
     configure_output(verbose)
     try:
         main(argv)
+        sys.stdout.flush()  # a reader that stopped early (``| head``) shows here, not at interpreter exit
+    except BrokenPipeError:
+        if debug:
+            raise
+        # not a mistake: the reader has what it wanted. Say nothing and exit as a tool killed by SIGPIPE
+        # would (128 + 13); stdout goes to /dev/null so the interpreter's last flush cannot fail again
+        # (Python's documentation, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
     except USER_ERRORS as err:
         if debug:
             raise

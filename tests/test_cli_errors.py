@@ -157,3 +157,16 @@ def test_only_the_repositorys_benchmark_scripts_count_as_scripts():
     assert not is_benchmark_script(str(REPO / "tests" / "test_cli_errors.py"))
     assert not is_benchmark_script(str(REPO / ".venv" / "bin" / "pytest"))
     assert not is_benchmark_script("-c") and not is_benchmark_script("")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """``command | head``: no ``error: [Errno 32] Broken pipe`` line and no traceback, status 141 as after SIGPIPE."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    script = "from parrot_base.cli import run_cli\nrun_cli(lambda argv: [print('line', i) for i in range(200000)])"
+    child = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert child.stdout.readline() == "line 0\n"
+    child.stdout.close()
+    assert child.wait(timeout=120) == 141
+    assert child.stderr.read() == ""
+    child.stderr.close()
