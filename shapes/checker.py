@@ -14,8 +14,8 @@ Rules (no learned parts, so the figures it produces are exact and explainable):
   −2√2/5 ≈ −0.57, circle and square 0); otherwise the *corner ratio* E[x²y²]/(E[x²]E[y²]) tells
   the square (1 at any blur or stretch: x and y are independent over a rectangle) from the circle
   (2/3 when sharp, rising towards 1 with blur), cut at ``SQUARE_CORNER_RATIO``. (A fill ratio of
-  the bounding box, the rule before, read 39 % of the world's own triangle renders and 17 % of
-  its squares as circles: blur empties a triangle's apex and corners and shrinks the box.)
+  the bounding box, the rule before, read about 40 % of the world's own triangle renders and 15 % of
+  its squares wrong, mostly as circles: blur empties a triangle's apex and corners and shrinks the box.)
 - size: the side of the box the read shape would fill with its mass, √(Σα / ideal fill) with
   the ideal fills triangle 1/2, circle π/4, square 1 (mass survives blur, a box does not), as a
   fraction of the image side, cut half-way between the small and large renderings;
