@@ -55,8 +55,8 @@ __all__ = [
     "shape_moments",
 ]
 
-#: vertical skewness of α below which the subject reads as the (upward) triangle; chosen on the
-#: world prior's renders (tests/test_shapes_checker.py), where blurred small triangles reach −0.2
+#: vertical skewness of α below which the subject reads as the (upward) triangle; chosen on the world
+#: prior's renders, where blurred small triangles reach −0.2 (BENCHMARKS.md, "The pixel checker's shape and size reading")
 TRIANGLE_SKEW = -0.15
 #: corner ratio E[x²y²]/(E[x²]E[y²]) of α at or above which a subject that is no triangle is the square
 SQUARE_CORNER_RATIO = 0.85
@@ -156,6 +156,8 @@ def read_image(image) -> ImageReading:
 def shape_moments(alpha: np.ndarray) -> tuple[float, float]:
     """(vertical skewness E[y³]/E[y²]^{3/2}, corner ratio E[x²y²]/(E[x²]E[y²])) of the coverage α,
     x and y measured from its centroid (pixel centres) and y growing downwards."""
+    if not alpha.sum() > 0.0:  # nothing covered
+        return 0.0, 1.0
     ys, xs = np.mgrid[0 : alpha.shape[0], 0 : alpha.shape[1]]
     weights = alpha / alpha.sum()
     dx = xs - (weights * xs).sum()

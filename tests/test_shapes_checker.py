@@ -184,6 +184,9 @@ def test_shape_moments_analytically():
     assert shape_moments(triangle)[0] == pytest.approx(-2 * np.sqrt(2) / 5, abs=0.01)
     disc = (xs**2 + ys**2 <= 1).astype(float)
     assert shape_moments(disc) == pytest.approx((0.0, 2 / 3), abs=0.01)
+    line = np.zeros((8, 8))
+    line[3, 1:7] = 1.0
+    assert shape_moments(line) == (0.0, 1.0) and shape_moments(np.zeros((8, 8))) == (0.0, 1.0)  # no shape to read
 
 
 @pytest.mark.parametrize("shape", SHAPES)
