@@ -156,10 +156,11 @@ def read_image(image) -> ImageReading:
 def shape_moments(alpha: np.ndarray) -> tuple[float, float]:
     """(vertical skewness E[y³]/E[y²]^{3/2}, corner ratio E[x²y²]/(E[x²]E[y²])) of the coverage α,
     x and y measured from its centroid (pixel centres) and y growing downwards."""
-    if not alpha.sum() > 0.0:  # nothing covered
+    mass = alpha.sum()
+    if not mass > 0.0:  # nothing covered
         return 0.0, 1.0
     ys, xs = np.mgrid[0 : alpha.shape[0], 0 : alpha.shape[1]]
-    weights = alpha / alpha.sum()
+    weights = alpha / mass
     dx = xs - (weights * xs).sum()
     dy = ys - (weights * ys).sum()
     vx, vy = (weights * dx**2).sum(), (weights * dy**2).sum()
