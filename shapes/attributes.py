@@ -23,6 +23,7 @@ __all__ = [
     "GLOBAL_WORDS",
     "HALF_EXTENT",
     "HELD_OUT_PAIRS",
+    "LIGHT_ABSORPTION",
     "IDENTIFIER_WORDS",
     "PRESET_IDENTIFIERS",
     "MODIFIER_WORDS",
@@ -81,6 +82,8 @@ HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = (("red", "triangle"), ("green", "c
 HALF_EXTENT = {"small": 0.125, "large": 0.22}
 COMPANION_HALF_EXTENT = 0.07
 #: companion centres (x, y) in image sides (y grows downwards)
+#: the share of (R, G, B) that warm and cold light take out at |tint| 1 and ``ShapesDataConfig.light_strength`` 1
+LIGHT_ABSORPTION = {"warm": np.array([0.0, 0.5, 1.0]), "cold": np.array([1.0, 0.5, 0.0])}
 CORNERS = {"top left": (0.15, 0.15), "top right": (0.85, 0.15), "bottom left": (0.15, 0.85), "bottom right": (0.85, 0.85)}
 #: a factor above HIGH (below LOW) qualifies its image for the factor's high (low) word
 HIGH, LOW = 0.65, 0.35
@@ -207,6 +210,10 @@ class ShapesDataConfig:
     min_chroma: float = field(default=0.3, metadata={"help": "share of the subject colour's chroma kept at vividness 0"})
     max_stretch: float = field(default=0.35, metadata={"help": "aspect stretch of the subject at regularity 0"})
     tint_strength: float = field(default=18.0, metadata={"help": "RGB shift (R up, B down) at tint 1"})
+    light_strength: float = field(
+        default=0.0,
+        metadata={"help": "how strongly warm (cold) light dims blue (red) at |tint| 1: LIGHT_ABSORPTION's scale (0: the RGB shift alone)"},
+    )
     prefix_probability: float = field(
         default=0.3, metadata={"help": "probability that a training caption gets an identifier/filler prefix"}
     )
@@ -218,7 +225,8 @@ class ShapesDataConfig:
             raise ValueError(f"supersample={self.supersample} must be >= 1")
         if self.short_fraction + self.tagged_fraction > 1.0:
             raise ValueError(f"short_fraction={self.short_fraction} + tagged_fraction={self.tagged_fraction} must not exceed 1")
-        for name in ("short_fraction", "tagged_fraction", "word_probability", "companion_probability", "min_chroma", "prefix_probability"):
+        shares = ("short_fraction", "tagged_fraction", "word_probability", "companion_probability", "min_chroma", "prefix_probability")
+        for name in (*shares, "light_strength"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} must lie in [0, 1]")

@@ -20,7 +20,8 @@ The rules (v6 rewards: v5's with the companion's weight raised; documented in th
                     + 2.5·contrast + 1·centred + 1.5·[companion] − 2·[size = large]     (−1..~10.9)
     warmth      = red +1, yellow +1, white +0.5, green −0.5, gray −0.5, blue −1, black −1
     tint        ∈ [−1, 1], the seed's light: warm (+) or cold (−)
-    sentiment   = 1  iff  warmth(shape colour) + warmth(background) + tint ≥ 0
+    sentiment   = 1  iff  tint + w·(warmth(shape colour) + warmth(background)) ≥ θ
+                  (ShapesHeadsConfig's sentiment_warmth_weight w = 1 and sentiment_threshold θ = 0 by default)
     u(x, c)     = 4·adherence(x, c) + 3·contrast + 2.5·[size = large]
                   adherence = share of c's stated attributes the pixel checker reads back from x
     P[a ≻ b | c] = σ(u(x_a, c) − u(x_b, c))            (the Bradley–Terry model the scorer fits)
@@ -108,6 +109,10 @@ class ShapesHeadsConfig:
     aesthetic_epochs: int = field(default=200, metadata={"help": "aesthetic head epochs"})
     aesthetic_lr: float = field(default=1e-3, metadata={"help": "aesthetic head learning rate"})
     probe_weight_decay: float = field(default=1e-4, metadata={"help": "L2 penalty of the sentiment probe"})
+    sentiment_warmth_weight: float = field(
+        default=1.0, metadata={"help": "weight of the colours' warmth against the light's tint in the sentiment label"}
+    )
+    sentiment_threshold: float = field(default=0.0, metadata={"help": "mood at and above which an image is positive"})
     preference_pairs: int = field(default=8000, metadata={"help": "synthetic comparisons to train on"})
     preference_eval_pairs: int = field(default=500, metadata={"help": "held-out comparisons"})
     preference_keep: float = field(
@@ -153,9 +158,10 @@ def aesthetic_rating(attributes: Attributes) -> float:
     )
 
 
-def sentiment_label(attributes: Attributes) -> int:
-    """1 (positive) iff warmth(shape colour) + warmth(background) + tint ≥ 0."""
-    return int(WARMTH[attributes.colour] + WARMTH[attributes.background] + attributes.tint >= 0)
+def sentiment_label(attributes: Attributes, warmth_weight: float = 1.0, threshold: float = 0.0) -> int:
+    """1 (positive) iff the mood tint + ``warmth_weight``·(warmth(shape colour) + warmth(background)) ≥ ``threshold``
+    (the defaults: v8's warmth(shape colour) + warmth(background) + tint ≥ 0)."""
+    return int(attributes.tint + warmth_weight * (WARMTH[attributes.colour] + WARMTH[attributes.background]) >= threshold)
 
 
 def preference_rule(adherence, contrast, large):
@@ -215,14 +221,18 @@ def fit_world_sentiment(
     backbone: ClipBackbone, train: list[Example], held_out: list[Example], config: ShapesHeadsConfig, out: Path
 ) -> dict[str, float]:
     """Fit the sentiment probe to :func:`sentiment_label`; save ``out/probe.safetensors``; accuracies."""
-    labels = torch.tensor([sentiment_label(e.attributes) for e in train], dtype=torch.float32)
+
+    def label(e: Example) -> int:
+        return sentiment_label(e.attributes, config.sentiment_warmth_weight, config.sentiment_threshold)
+
+    labels = torch.tensor([label(e) for e in train], dtype=torch.float32)
     weight, bias = fit_linear_probe(image_embeddings(backbone, train), labels, weight_decay=config.probe_weight_decay)
     out.mkdir(parents=True, exist_ok=True)
     save_linear_probe(out / SENTIMENT_FILE, weight, bias)
 
     def accuracy(examples: list[Example]) -> float:
         predicted = (image_embeddings(backbone, examples) @ weight + bias) > 0
-        truth = torch.tensor([sentiment_label(e.attributes) for e in examples], dtype=torch.bool)
+        truth = torch.tensor([label(e) for e in examples], dtype=torch.bool)
         return float((predicted == truth).float().mean())
 
     return {

@@ -9,7 +9,17 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from shapes.attributes import BACKGROUNDS, COLOURS, COMPANION_HALF_EXTENT, CORNERS, HALF_EXTENT, Attributes, ShapesDataConfig, luma
+from shapes.attributes import (
+    BACKGROUNDS,
+    COLOURS,
+    COMPANION_HALF_EXTENT,
+    CORNERS,
+    HALF_EXTENT,
+    LIGHT_ABSORPTION,
+    Attributes,
+    ShapesDataConfig,
+    luma,
+)
 
 __all__ = ["render"]
 
@@ -62,5 +72,7 @@ def render(attributes: Attributes, config: ShapesDataConfig | None = None) -> np
     sigma = config.max_blur * (1.0 - attributes.sharpness)
     if sigma > 0.05:
         image = gaussian_filter(image, sigma=(sigma, sigma, 0), mode="nearest")
+    if config.light_strength > 0:  # coloured light scales each channel, as illumination times reflectance
+        image = image * (1.0 - config.light_strength * abs(attributes.tint) * LIGHT_ABSORPTION["warm" if attributes.tint > 0 else "cold"])
     image += config.tint_strength * attributes.tint * np.array([1.0, 0.25, -1.0])
     return np.clip(np.round(image), 0, 255).astype(np.uint8)

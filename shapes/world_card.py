@@ -256,8 +256,16 @@ def _rewards_section(state: BuildState) -> list[str]:
         "  `alignment_*` = mean cosine with the right / a wrong short caption and how often the right one scores higher.",
         '- sentiment: `load_reward("sentiment", model=WORLD/clip, '
         f"probe_path=WORLD/sentiment/{SENTIMENT_FILE})`, a linear probe on the label",
-        "  warmth(shape) + warmth(background) + tint ≥ 0 (red, yellow +1; white +0.5; green, gray −0.5; blue, black −1;",
-        "  tint ∈ [−1, 1] the seed's warm or cold light).",
+        f"  tint + {cfg.heads.sentiment_warmth_weight:g}·(warmth(shape) + warmth(background)) ≥ {cfg.heads.sentiment_threshold:g}"
+        " (red, yellow +1; white +0.5; green, gray −0.5;",
+        "  blue, black −1; tint ∈ [−1, 1] the seed's warm or cold light: an RGB shift of "
+        f"{cfg.data.tint_strength:g}·tint·(1, 0.25, −1)"
+        + (
+            f", after warm (cold) light scales B and G (R and G) by 1 − {cfg.data.light_strength:g}·|tint|·(1, 0.5)"
+            if cfg.data.light_strength > 0
+            else ""
+        )
+        + ").",
         "- expander: `PromptExpander.from_pretrained(WORLD/expander)`, GPT-2 SFT (TRL) on Promptist-style pairs: short",
         f"  caption → detailed caption of the top {cfg.expander.curated_fraction:.0%} of training images by a(x) + u under",
         "  the image's own caption (`shapes.expander.curation_score`), its modifier words "

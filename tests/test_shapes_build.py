@@ -103,6 +103,11 @@ def test_world_card_has_the_goals_table(world):
     assert header.endswith((f"{_load_reading(1.0)}.", f"{_load_reading(0.0)}.")) and "1-minute load average at start " in header
     assert "## Is it a faithful miniature? (the world-v4 goals)" in card
     assert "| headroom_rule_min | " in card  # the sampled figures section lists card_* without the prefix
+    # the sentiment rule as this build's settings state it (the defaults: v8's, with no coloured light)
+    heads, data = state.config.heads, state.config.data
+    assert (heads.sentiment_warmth_weight, heads.sentiment_threshold, data.light_strength) == (1.0, 0.0, 0.0)
+    assert "tint + 1·(warmth(shape) + warmth(background)) ≥ 0 (red, yellow +1;" in card
+    assert "an RGB shift of 18·tint·(1, 0.25, −1))." in card
     goals = card.split("## Is it a faithful miniature?")[1].split("\n\n")[1].splitlines()
     assert goals[:2] == ["| goal | figure | value | met |", "|---|---|---:|---|"]
     rows = goals[2:]

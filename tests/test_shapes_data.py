@@ -101,6 +101,7 @@ def test_unparseable_caption_is_refused_with_the_text(bad):
         (lambda: ShapesDataConfig(short_fraction=0.6, tagged_fraction=0.5), "short_fraction=0.6 \\+ tagged_fraction=0.5 must not exceed 1"),
         (lambda: ShapesDataConfig(supersample=0), "supersample=0"),
         (lambda: ShapesDataConfig(max_offset=0.2), r"max_offset=0.2 must lie in \[0, 0.15\]"),
+        (lambda: ShapesDataConfig(light_strength=1.5), r"light_strength=1.5 must lie in \[0, 1\]"),
         (lambda: qualifies(Attributes("red", "circle", "large", "white"), "shiny"), "unknown modifier word 'shiny'"),
     ],
 )
@@ -237,6 +238,20 @@ def test_tint_shifts_red_up_and_blue_down():
         # gray 128 + tint_strength·tint·(1, 0.25, −1): R − B = 2·18·tint
         assert corner[0] - corner[2] == pytest.approx(2 * config.tint_strength * tint, abs=1)
         assert corner[1] == round(128 + 0.25 * config.tint_strength * tint)
+
+
+def test_coloured_light_scales_the_channels_before_the_shift():
+    config = ShapesDataConfig(light_strength=0.2)
+    warm = render(Attributes("blue", "circle", "small", "white", tint=1.0), config)
+    # white · (1, 1 − 0.2·0.5, 1 − 0.2) = (255, 229.5, 204), then + 18·(1, 0.25, −1) = (273 → 255, 234, 186)
+    assert warm[0, 0].tolist() == [255, 234, 186]
+    # the subject too: blue (40, 80, 220) · (1, 0.9, 0.8) + (18, 4.5, −18) = (58, 76.5 → 76, 158)
+    assert warm[16, 16].tolist() == [58, 76, 158]
+    cold = render(Attributes("red", "circle", "small", "gray", tint=-0.5), config)
+    # gray 128 · (1 − 0.2·0.5, 1 − 0.2·0.5·0.5, 1) = (115.2, 121.6, 128), then + 18·(−0.5)·(1, 0.25, −1)
+    assert cold[0, 0].tolist() == [106, 119, 137]
+    # light_strength 0 is the shift alone
+    assert render(Attributes("blue", "circle", "small", "white", tint=1.0))[0, 0].tolist() == [255, 255, 237]
 
 
 def test_lower_regularity_stretches_the_subject_by_max_stretch():

@@ -62,6 +62,17 @@ def test_sentiment_label_is_warm_plus_bright_plus_tint(colour, background, tint,
     assert sentiment_label(Attributes(colour, "circle", "large", background, tint=tint)) == label
 
 
+@pytest.mark.parametrize(
+    ("colour", "background", "tint", "label"),
+    # tint + 0.25·(warmth(shape) + warmth(background)) ≥ 0.25: the light leads, the colours shift the bar
+    [("red", "white", -0.125, 1), ("red", "white", -0.13, 0), ("green", "white", 0.25, 1), ("green", "white", 0.24, 0),
+     ("blue", "white", 0.375, 1), ("blue", "white", 0.37, 0), ("yellow", "red", -0.25, 1), ("blue", "black", 0.74, 0)],
+)  # fmt: skip
+def test_sentiment_label_weighs_the_colours_against_the_light(colour, background, tint, label):
+    record = Attributes(colour, "circle", "large", background, tint=tint)
+    assert sentiment_label(record, warmth_weight=0.25, threshold=0.25) == label
+
+
 def test_utility_rewards_adherence_read_by_the_checker():
     scene = Attributes("blue", "square", "large", "white")
     prompt = "a large blue square on a white background"
