@@ -1,4 +1,7 @@
-"""Build the shapes world from a seed: ``python -m shapes.build --out DIR [--quick] [--seed N] [--skip sdxl sd3]``.
+"""Build the shapes world from a seed: ``python -m shapes.build --out DIR [--quick] [--seed N] [--skip sdxl sd3] [--config F]``.
+
+``--config F.yaml`` lays build settings over the defaults (:func:`shapes.build_config.build_config_with`), e.g. the
+v9 candidates of ``benchmarks/world_configs/``; the card records every setting the build ran with.
 
 The build is a list of stages (:data:`STAGES`) run in order over one :class:`BuildState`; each
 stage trains or measures one thing, saves it under ``DIR`` in its library's standard format and
@@ -38,7 +41,7 @@ import torch
 
 from parrot_base.cli import run_cli
 from rewards.clip import ClipBackbone
-from shapes.build_config import BuildConfig, quick_config
+from shapes.build_config import BuildConfig, build_config_with, quick_config
 from shapes.card import measure_card
 from shapes.clip import (
     build_clip,
@@ -349,6 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole build")
     parser.add_argument("--quick", action="store_true", help="toy sizes: runs end to end in seconds")
     parser.add_argument("--overwrite", action="store_true", help="delete --out first if it exists")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="YAML file of build settings laid over the defaults, e.g. 'data: {light_strength: 0.2}'"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument(
         "--redo", nargs="+", default=[], metavar="STAGE", help="re-run only these stages on the built world in --out (e.g. expander card)"
@@ -360,8 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.skip and args.redo:
         raise ValueError("--skip is for a whole build; --redo names the stages it runs")
     stages_to_run(args.skip)  # refuse a wrong --skip before anything is deleted or built
-    config = quick_config(args.seed) if args.quick else BuildConfig(seed=args.seed)
+    config = build_config_with(args.config, args.seed, quick=args.quick)
     command = "python -m shapes.build --out DIR" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
+    command += f" --config {args.config.name}" if args.config else ""
     command += f" --skip {' '.join(args.skip)}" if args.skip else ""
     if args.redo:
         state = redo_stages(args.out, config, args.redo, progress=not args.no_progress, command=command + " --redo " + " ".join(args.redo))

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from parrot_base.config import ConfigError, config_from_dict, config_to_dict, merge_values, read_yaml
 from shapes.card import CardSettings
 from shapes.clip import ShapesClipConfig
 from shapes.data import ShapesDataConfig
@@ -14,7 +16,7 @@ from shapes.identifiers import IdentifierInvarianceConfig
 from shapes.sd import ShapesSDConfig
 from shapes.sd3 import ShapesSD3Config
 
-__all__ = ["BuildConfig", "quick_config"]
+__all__ = ["BuildConfig", "quick_config", "build_config_with"]
 
 
 @dataclass
@@ -81,3 +83,20 @@ def quick_config(seed: int = 0) -> BuildConfig:
         ),
         card=CardSettings(images_per_prompt=2, num_steps=2, rule_samples=3000),
     )
+
+
+def build_config_with(path: Path | None, seed: int, quick: bool = False) -> BuildConfig:
+    """The build's settings: the defaults (``quick``: :func:`quick_config`'s), with the YAML mapping in ``path`` laid
+    over them field by field (e.g. ``data: {light_strength: 0.2}``), and ``seed``. Unknown keys and values of the wrong
+    type are refused by their dotted name in one line (:class:`parrot_base.config.ConfigError`)."""
+    base = quick_config(seed) if quick else BuildConfig(seed=seed)
+    if path is None:
+        return base
+    if not Path(path).is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    values = read_yaml(Path(path), "--config") or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a YAML mapping of the build's settings at the top level")
+    if "seed" in values:
+        raise ConfigError(f"--config {path}: set the seed with --seed, not in the file")
+    return config_from_dict(BuildConfig, merge_values(config_to_dict(base), values))

@@ -11,9 +11,11 @@ from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPToken
 
 from parrot.train import ParrotTrainer
 from parrot.train_config import load_train_config
+from parrot_base.config import ConfigError
 from prompt_expander.expander import PromptExpander
 from rewards import load_reward
 from shapes.build import BuildState, build_world, main, quick_config, stage_clip, stage_data
+from shapes.build_config import BuildConfig, build_config_with
 from shapes.card import REWARDS, best_expansion, expected_rating
 from shapes.data import HELD_OUT_PAIRS, short_prompt
 from shapes.sd import WORD_READINGS
@@ -396,3 +398,39 @@ def test_redo_reruns_only_the_named_stages_and_keeps_the_history(world, tmp_path
     assert "`redo alignment`" in (copy / "WORLD.md").read_text().split("\n")[2]
     with pytest.raises(ValueError, match=r"unknown stage\(s\) \['nope'\]"):
         redo_stages(copy, quick_config(seed=0), ["nope"], progress=False)
+
+
+def test_config_file_lays_build_settings_over_the_defaults(tmp_path):
+    settings = tmp_path / "v9.yaml"
+    settings.write_text("data: {light_strength: 0.2}\nheads: {sentiment_warmth_weight: 0.25, sentiment_threshold: 0.25}\n")
+    config = build_config_with(settings, seed=3)
+    assert (config.seed, config.data.light_strength, config.heads.sentiment_warmth_weight, config.heads.sentiment_threshold) == (
+        3,
+        0.2,
+        0.25,
+        0.25,
+    )
+    # every other setting keeps its default, tuples included
+    assert config.clip == BuildConfig().clip and config.sd == BuildConfig().sd
+    assert config.heads.aesthetic_hidden_dims == BuildConfig().heads.aesthetic_hidden_dims
+    quick = build_config_with(settings, seed=0, quick=True)
+    assert quick.clip == quick_config(0).clip and quick.data.light_strength == 0.2
+    assert build_config_with(None, seed=5) == BuildConfig(seed=5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("data: {light: 0.2}\n", r"unknown config key\(s\) data\.light; known: .*light_strength"),
+        ("data: {light_strength: 2}\n", r"data: light_strength=2.0 must lie in \[0, 1\]"),
+        ("seed: 1\n", "set the seed with --seed, not in the file"),
+        ("- 1\n", "expected a YAML mapping of the build's settings"),
+    ],
+)
+def test_config_file_mistakes_are_one_line_errors(tmp_path, text, message):
+    settings = tmp_path / "bad.yaml"
+    settings.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        build_config_with(settings, seed=0)
+    with pytest.raises(ConfigError, match="no such file"):
+        build_config_with(tmp_path / "missing.yaml", seed=0)
