@@ -28,7 +28,7 @@ identifiers × images (:class:`parrot.layout.BatchLayout`), a *group* being the 
                                 on this process's slice (SF or PPO-clipped IS, + β·KL to the LoRA-off base as
                                 DPOK; or ``rwr``: DPOK's supervised baseline); gradients summed over processes
 7. ``expander_update.update_expander``  −(r(ĉ) − b) log p_φ(ĉ|c) + β_φ·KL(p_φ‖p_SFT), r(ĉ) = mean over ĉ's
-                                images of Σ_k A[i,k], b the mean r over the expansions of the same c
+                                images of Σ_k z_c(r_k) (credited; z_c over c's images), b the mean r over the expansions of the same c
                                 (``group_mean``), or Promptist's r(ĉ) − r(c) on the same noise (``original_prompt``)
 8. log (:mod:`parrot.training_log`), checkpoint and run files (:mod:`parrot.run_dir`)
 
@@ -149,7 +149,7 @@ class ParrotTrainer:
                 relative = None
                 if parts.config.expander.update.baseline == "original_prompt":
                     relative = relative_rewards(parts, prompts, scores, iteration, offset)
-                metrics |= prefixed("expander", update_expander(parts, expansions, rollout, advantages, relative))
+                metrics |= prefixed("expander", update_expander(parts, expansions, rollout, gathered, relative))
         return IterationResult(metrics | seconds, rollout, scores, gathered, advantages)
 
     # ----- the loop -------------------------------------------------------------------------------

@@ -80,11 +80,33 @@ def test_identifier_k_images_are_credited_by_reward_k_only_after_selection_over_
     assert nonzero_columns == {0: [], 1: [0], 2: [1], 3: []}
 
 
-def test_expander_group_mean_baseline_and_expansion_rewards():
-    # per-image advantages → r(ĉ) per group: 1 prompt × 2 expansions × 2 images
+def test_expansion_rewards_compare_the_expansions_of_one_prompt_by_level():
+    # 1 prompt × 2 expansions × 2 images, 2 rewards of different scales
     layout = BatchLayout(prompts=1, expansions=2, images=2)
-    per_group = expansion_rewards(torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [0.0, 0.0]]), layout)
-    assert per_group.tolist() == [1.0, 2.0]
+    rewards = torch.tensor([[1.0, 0.0], [3.0, 20.0], [5.0, 40.0], [7.0, 60.0]])
+    valid = torch.ones_like(rewards, dtype=torch.bool)
+    # each column z-scored over the prompt's 4 images: (−3, −1, 1, 3)/√5 in both, so r(ĉ) = ∓(3 + 1)·2/(2√5)
+    torch.testing.assert_close(expansion_rewards(rewards, valid, layout, None), torch.tensor([-4.0, 4.0]) / 5**0.5)
+    # the level counts: expansion 0's images all get better → its r rises, the other's falls (the T2I update's
+    # within-group z-scores, the former r(ĉ), stay the same under such a shift)
+    better = rewards.clone()
+    better[:2] += torch.tensor([10.0, 100.0])
+    r = expansion_rewards(better, valid, layout, None)
+    assert r[0] > 0 > r[1]
+    # prompts are normalised apart: a second prompt's scale does not move the first's r(ĉ)
+    two = BatchLayout(prompts=2, expansions=2, images=2)
+    both = expansion_rewards(torch.cat([rewards, 1000 * rewards]), torch.ones(8, 2, dtype=torch.bool), two, None)
+    torch.testing.assert_close(both, torch.tensor([-4.0, 4.0, -4.0, 4.0]) / 5**0.5)
+    # identifiers: each image counts its own reward's z only; an invalid score counts 0 and leaves the statistics
+    ids = BatchLayout(prompts=1, identifiers=2, images=2)
+    valid[3, 1] = False
+    z0 = (torch.tensor([1.0, 3.0]) - 4.0) / 5**0.5  # images 0, 1 (identifier 0): reward 0 over all four images
+    z1 = (torch.tensor([40.0]) - 20.0) / (800.0 / 3) ** 0.5  # image 2 (identifier 1): reward 1 over the three valid
+    expected = torch.stack([z0.mean(), z1[0] / 2])
+    torch.testing.assert_close(expansion_rewards(rewards, valid, ids, ids.image_identifier()), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_expander_group_mean_baseline():
     config = PolicyGradientConfig(baseline="group_mean")
     rewards, groups = torch.tensor([1.0, 3.0, 2.0, 6.0]), torch.tensor([0, 0, 1, 1])
     assert advantages_from_rewards(rewards, config, groups).tolist() == [-1.0, 1.0, -2.0, 2.0]
