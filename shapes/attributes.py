@@ -23,8 +23,8 @@ __all__ = [
     "GLOBAL_WORDS",
     "HALF_EXTENT",
     "HELD_OUT_PAIRS",
-    "LIGHT_ABSORPTION",
     "IDENTIFIER_WORDS",
+    "LIGHT_ABSORPTION",
     "PRESET_IDENTIFIERS",
     "MODIFIER_WORDS",
     "POSITIVE_WORDS",
@@ -81,9 +81,9 @@ HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = (("red", "triangle"), ("green", "c
 #: subject half-extent in units of the image side, per size; the companion's half-extent
 HALF_EXTENT = {"small": 0.125, "large": 0.22}
 COMPANION_HALF_EXTENT = 0.07
-#: companion centres (x, y) in image sides (y grows downwards)
 #: the share of (R, G, B) that warm and cold light take out at |tint| 1 and ``ShapesDataConfig.light_strength`` 1
 LIGHT_ABSORPTION = {"warm": np.array([0.0, 0.5, 1.0]), "cold": np.array([1.0, 0.5, 0.0])}
+#: companion centres (x, y) in image sides (y grows downwards)
 CORNERS = {"top left": (0.15, 0.15), "top right": (0.85, 0.15), "bottom left": (0.15, 0.85), "bottom right": (0.85, 0.85)}
 #: a factor above HIGH (below LOW) qualifies its image for the factor's high (low) word
 HIGH, LOW = 0.65, 0.35
