@@ -34,6 +34,7 @@ __all__ = [
     "config_to_dict",
     "merge_values",
     "read_yaml",
+    "read_config_file",
     "ConfigError",
     "OneLineArgumentParser",
 ]
@@ -59,6 +60,17 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(f"{what} {path}: not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{what} {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def read_config_file(path: Path, expected: str = "a YAML mapping") -> dict[str, Any]:
+    """The mapping in the ``--config`` file ``path`` (empty for an empty file); a missing file, one that is not YAML
+    and one whose top level is not a mapping (``expected`` names what it should hold) are refused in one line."""
+    if not Path(path).is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    loaded = read_yaml(Path(path), "--config") or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"--config {path}: expected {expected} at the top level")
+    return loaded
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -275,12 +287,7 @@ def parse_config(
     values: dict[str, Any] = {}
     config_path = args.pop("config")
     if config_path is not None:
-        if not config_path.is_file():
-            raise ConfigError(f"--config {config_path}: no such file")
-        loaded = read_yaml(config_path, "--config") or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config {config_path}: expected a YAML mapping at the top level")
-        values = loaded
+        values = read_config_file(config_path)
     values = merge_values(copy.deepcopy(defaults or {}), values)
     for dotted, value in args.items():
         if value is not None:

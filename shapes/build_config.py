@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parrot_base.config import ConfigError, config_from_dict, config_to_dict, merge_values, read_yaml
+from parrot_base.config import ConfigError, config_from_dict, config_to_dict, merge_values, read_config_file
 from shapes.card import CardSettings
 from shapes.clip import ShapesClipConfig
 from shapes.data import ShapesDataConfig
@@ -92,11 +92,7 @@ def build_config_with(path: Path | None, seed: int, quick: bool = False) -> Buil
     base = quick_config(seed) if quick else BuildConfig(seed=seed)
     if path is None:
         return base
-    if not Path(path).is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    values = read_yaml(Path(path), "--config") or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"--config {path}: expected a YAML mapping of the build's settings at the top level")
+    values = read_config_file(path, expected="a YAML mapping of the build's settings")
     if "seed" in values:
         raise ConfigError(f"--config {path}: set the seed with --seed, not in the file")
     return config_from_dict(BuildConfig, merge_values(config_to_dict(base), values))
