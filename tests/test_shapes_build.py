@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -434,3 +435,20 @@ def test_config_file_mistakes_are_one_line_errors(tmp_path, text, message):
         build_config_with(settings, seed=0)
     with pytest.raises(ConfigError, match="no such file"):
         build_config_with(tmp_path / "missing.yaml", seed=0)
+
+
+@pytest.mark.parametrize("name", ["control", "mood", "light", "light_weak", "light_mood"])
+def test_shipped_world_config_files_load_and_name_their_own_command(name):
+    # each candidate file in benchmarks/world_configs loads (no stale key) and differs from v8 as BENCHMARKS.md says
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "world_configs" / f"{name}.yaml"
+    config = build_config_with(path, seed=0)
+    assert config.identifiers.steps == 0  # every candidate is read without identifiers
+    expected = {
+        "control": (0.0, 1.0, 0.0),
+        "mood": (0.0, 0.25, 0.25),
+        "light": (0.2, 0.25, 0.25),
+        "light_weak": (0.1, 0.25, 0.25),
+        "light_mood": (0.1, 0.0, 0.25),
+    }[name]
+    assert (config.data.light_strength, config.heads.sentiment_warmth_weight, config.heads.sentiment_threshold) == expected
+    assert f"--config benchmarks/world_configs/{name}.yaml" in path.read_text()
