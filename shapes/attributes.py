@@ -25,6 +25,7 @@ __all__ = [
     "HELD_OUT_PAIRS",
     "IDENTIFIER_WORDS",
     "LIGHT_ABSORPTION",
+    "LIGHT_TARGETS",
     "PRESET_IDENTIFIERS",
     "MODIFIER_WORDS",
     "POSITIVE_WORDS",
@@ -83,6 +84,8 @@ HALF_EXTENT = {"small": 0.125, "large": 0.22}
 COMPANION_HALF_EXTENT = 0.07
 #: the share of (R, G, B) that warm and cold light take out at |tint| 1 and ``ShapesDataConfig.light_strength`` 1
 LIGHT_ABSORPTION = {"warm": np.array([0.0, 0.5, 1.0]), "cold": np.array([1.0, 0.5, 0.0])}
+#: what ``ShapesDataConfig.light_target`` may name: every pixel, or the backdrop only
+LIGHT_TARGETS = ("scene", "background")
 #: companion centres (x, y) in image sides (y grows downwards)
 CORNERS = {"top left": (0.15, 0.15), "top right": (0.85, 0.15), "bottom left": (0.15, 0.85), "bottom right": (0.85, 0.85)}
 #: a factor above HIGH (below LOW) qualifies its image for the factor's high (low) word
@@ -214,6 +217,12 @@ class ShapesDataConfig:
         default=0.0,
         metadata={"help": "how strongly warm (cold) light dims blue (red) at |tint| 1: LIGHT_ABSORPTION's scale (0: the RGB shift alone)"},
     )
+    light_target: str = field(
+        default="scene",
+        metadata={
+            "help": "what the coloured light falls on: 'scene' (every pixel) or 'background' (the backdrop; the shapes keep their colours)"
+        },
+    )
     prefix_probability: float = field(
         default=0.3, metadata={"help": "probability that a training caption gets an identifier/filler prefix"}
     )
@@ -230,6 +239,8 @@ class ShapesDataConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} must lie in [0, 1]")
+        if self.light_target not in LIGHT_TARGETS:
+            raise ValueError(f"light_target={self.light_target!r}; choose one of {', '.join(LIGHT_TARGETS)}")
         if not 0.0 <= self.max_offset <= 0.15:
             raise ValueError(f"max_offset={self.max_offset} must lie in [0, 0.15]")
 

@@ -48,7 +48,12 @@ def render(attributes: Attributes, config: ShapesDataConfig | None = None) -> np
     n, s = config.image_size, config.supersample
     coords = (np.arange(n * s) + 0.5) / (n * s)
     xs, ys = np.meshgrid(coords, coords)
-    image = np.broadcast_to(np.asarray(BACKGROUNDS[attributes.background], dtype=np.float64), (n, n, 3)).copy()
+    # coloured light scales each channel, as illumination times reflectance
+    light = 1.0 - config.light_strength * abs(attributes.tint) * LIGHT_ABSORPTION["warm" if attributes.tint > 0 else "cold"]
+    backdrop = np.asarray(BACKGROUNDS[attributes.background], dtype=np.float64)
+    if config.light_target == "background":
+        backdrop = backdrop * light
+    image = np.broadcast_to(backdrop, (n, n, 3)).copy()
 
     def paint(mask: np.ndarray, rgb: np.ndarray) -> None:
         alpha = mask.reshape(n, s, n, s).mean(axis=(1, 3))[..., None]
@@ -72,7 +77,7 @@ def render(attributes: Attributes, config: ShapesDataConfig | None = None) -> np
     sigma = config.max_blur * (1.0 - attributes.sharpness)
     if sigma > 0.05:
         image = gaussian_filter(image, sigma=(sigma, sigma, 0), mode="nearest")
-    if config.light_strength > 0:  # coloured light scales each channel, as illumination times reflectance
-        image = image * (1.0 - config.light_strength * abs(attributes.tint) * LIGHT_ABSORPTION["warm" if attributes.tint > 0 else "cold"])
+    if config.light_target == "scene":
+        image = image * light
     image += config.tint_strength * attributes.tint * np.array([1.0, 0.25, -1.0])
     return np.clip(np.round(image), 0, 255).astype(np.uint8)

@@ -262,6 +262,7 @@ def _rewards_section(state: BuildState) -> list[str]:
         f"{cfg.data.tint_strength:g}·tint·(1, 0.25, −1)"
         + (
             f", after warm (cold) light scales B and G (R and G) by 1 − {cfg.data.light_strength:g}·|tint|·(1, 0.5)"
+            + (" on the backdrop only" if cfg.data.light_target == "background" else "")
             if cfg.data.light_strength > 0
             else ""
         )

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from shapes.build_config import BuildConfig, build_config_with
 from shapes.card import REWARDS, best_expansion, expected_rating
 from shapes.data import HELD_OUT_PAIRS, short_prompt
 from shapes.sd import WORD_READINGS
-from shapes.world_card import _load_reading
+from shapes.world_card import _load_reading, world_card_text
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +112,13 @@ def test_world_card_has_the_goals_table(world):
     assert (heads.sentiment_warmth_weight, heads.sentiment_threshold, data.light_strength) == (1.0, 0.0, 0.0)
     assert "tint + 1·(warmth(shape) + warmth(background)) ≥ 0 (red, yellow +1;" in card
     assert "an RGB shift of 18·tint·(1, 0.25, −1))." in card
+    # a build with other settings states them: the candidate files' coloured light and sentiment rule
+    lit_data = replace(data, light_strength=0.2, light_target="background")
+    lit_heads = replace(heads, sentiment_warmth_weight=0.0, sentiment_threshold=0.25)
+    lit = replace(state, config=replace(state.config, data=lit_data, heads=lit_heads))
+    text = world_card_text(lit, (0.0, 0.0, 0.0), ["card"])
+    assert "tint + 0·(warmth(shape) + warmth(background)) ≥ 0.25 (red, yellow +1;" in text
+    assert "by 1 − 0.2·|tint|·(1, 0.5) on the backdrop only)." in text
     goals = card.split("## Is it a faithful miniature?")[1].split("\n\n")[1].splitlines()
     assert goals[:2] == ["| goal | figure | value | met |", "|---|---|---:|---|"]
     rows = goals[2:]
@@ -437,7 +445,7 @@ def test_config_file_mistakes_are_one_line_errors(tmp_path, text, message):
         build_config_with(tmp_path / "missing.yaml", seed=0)
 
 
-@pytest.mark.parametrize("name", ["control", "mood", "light", "light_weak", "light_mood"])
+@pytest.mark.parametrize("name", ["control", "mood", "light", "light_weak", "light_mood", "light_backdrop"])
 def test_shipped_world_config_files_load_and_name_their_own_command(name):
     # each candidate file in benchmarks/world_configs loads (no stale key) and differs from v8 as BENCHMARKS.md says
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "world_configs" / f"{name}.yaml"
@@ -449,6 +457,8 @@ def test_shipped_world_config_files_load_and_name_their_own_command(name):
         "light": (0.2, 0.25, 0.25),
         "light_weak": (0.1, 0.25, 0.25),
         "light_mood": (0.1, 0.0, 0.25),
+        "light_backdrop": (0.2, 0.0, 0.25),
     }[name]
     assert (config.data.light_strength, config.heads.sentiment_warmth_weight, config.heads.sentiment_threshold) == expected
+    assert config.data.light_target == ("background" if name == "light_backdrop" else "scene")
     assert f"--config benchmarks/world_configs/{name}.yaml" in path.read_text()

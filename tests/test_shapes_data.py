@@ -102,6 +102,7 @@ def test_unparseable_caption_is_refused_with_the_text(bad):
         (lambda: ShapesDataConfig(supersample=0), "supersample=0"),
         (lambda: ShapesDataConfig(max_offset=0.2), r"max_offset=0.2 must lie in \[0, 0.15\]"),
         (lambda: ShapesDataConfig(light_strength=1.5), r"light_strength=1.5 must lie in \[0, 1\]"),
+        (lambda: ShapesDataConfig(light_target="shape"), "light_target='shape'; choose one of scene, background"),
         (lambda: qualifies(Attributes("red", "circle", "large", "white"), "shiny"), "unknown modifier word 'shiny'"),
     ],
 )
@@ -252,6 +253,15 @@ def test_coloured_light_scales_the_channels_before_the_shift():
     assert cold[0, 0].tolist() == [106, 119, 137]
     # light_strength 0 is the shift alone
     assert render(Attributes("blue", "circle", "small", "white", tint=1.0))[0, 0].tolist() == [255, 255, 237]
+
+
+def test_light_on_the_background_leaves_the_shapes_their_colours():
+    config = ShapesDataConfig(light_strength=0.2, light_target="background")
+    warm = render(Attributes("blue", "circle", "small", "white", tint=1.0), config)
+    # the backdrop as under scene light: white · (1, 0.9, 0.8) + 18·(1, 0.25, −1) = (255, 234, 186)
+    assert warm[0, 0].tolist() == [255, 234, 186]
+    # the subject only shifted: blue (40, 80, 220) + (18, 4.5, −18) = (58, 84.5 → 84, 202)
+    assert warm[16, 16].tolist() == [58, 84, 202]
 
 
 def test_lower_regularity_stretches_the_subject_by_max_stretch():
