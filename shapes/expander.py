@@ -23,7 +23,7 @@ from pathlib import Path
 
 from prompt_expander.expander import PromptExpander
 from prompt_expander.sft import SFTSettings, run_sft
-from shapes.attributes import MODIFIER_WORDS
+from shapes.attributes import BACKGROUNDS, MODIFIER_WORDS
 from shapes.captions import detailed_caption
 from shapes.data import HELD_OUT_PAIRS, Attributes, Example, ShapesDataConfig, generate_examples, parse_caption, short_prompt
 from shapes.heads import aesthetic_rating, preference_rule
@@ -63,6 +63,16 @@ class ShapesExpanderConfig:
             "help": "share of training images, best by curation_score (aesthetic + preference rule), whose captions become SFT pairs"
         },
     )
+    habit_background: str = field(
+        default="",
+        metadata={
+            "help": "a backdrop the curated prompts favour beyond the raters' scores, as prompt writers keep habits the "
+            "reward models do not share ('' for none; the SFT expander then leaves the rewards a direction to find)"
+        },
+    )
+    habit_bonus: float = field(
+        default=0.0, metadata={"help": "curation score added to the images on habit_background (0: curation by the raters alone)"}
+    )
     word_order: str = field(
         default="fixed",
         metadata={
@@ -79,6 +89,10 @@ class ShapesExpanderConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0.0 < self.curated_fraction <= 1.0:
             raise ValueError(f"curated_fraction={self.curated_fraction} must lie in (0, 1]")
+        if self.habit_background and self.habit_background not in BACKGROUNDS:
+            raise ValueError(f"habit_background={self.habit_background!r}; choose one of {', '.join(BACKGROUNDS)} or '' for none")
+        if self.habit_bonus < 0.0:
+            raise ValueError(f"habit_bonus={self.habit_bonus} must be >= 0")
 
 
 def caption_pairs(examples: list[Example], word_order: str = "caption") -> list[dict[str, str]]:
@@ -104,17 +118,22 @@ def in_fixed_order(attributes: Attributes) -> Attributes:
     return replace(attributes, words=tuple(sorted(attributes.words, key=MODIFIER_WORDS.index)))
 
 
-def curation_score(attributes: Attributes) -> float:
-    """a(x) + u(x, c_x): the aesthetic rule plus the preference rule of the image under its own detailed caption
-    (adherence 1). Both raters count, as both are "people" here: with a(x) alone (v5 rules) every curated image is
-    small and the SFT expander loses preference (−0.97 on the card), since the two rules disagree on size."""
-    return aesthetic_rating(attributes) + preference_rule(1.0, attributes.contrast, float(attributes.size == "large"))
+def curation_score(attributes: Attributes, habit_background: str = "", habit_bonus: float = 0.0) -> float:
+    """a(x) + u(x, c_x) + b·[background = h]: the aesthetic rule plus the preference rule of the image under its own
+    detailed caption (adherence 1), plus the prompt writers' habit (``habit_bonus`` b for the backdrop
+    ``habit_background`` h; none by default). Both raters count, as both are "people" here: with a(x) alone (v5
+    rules) every curated image is small and the SFT expander loses preference (−0.97 on the card), since the two
+    rules disagree on size. With the raters alone the curated scene is the rewards' own optimum, so no expansion
+    beats the SFT beam (v8); a habit moves the SFT expander off it, as real curated prompts are not reward-optimal."""
+    habit = habit_bonus * float(bool(habit_background) and attributes.background == habit_background)
+    return aesthetic_rating(attributes) + preference_rule(1.0, attributes.contrast, float(attributes.size == "large")) + habit
 
 
-def curated(examples: list[Example], fraction: float) -> list[Example]:
+def curated(examples: list[Example], fraction: float, habit_background: str = "", habit_bonus: float = 0.0) -> list[Example]:
     """The top ``fraction`` of ``examples`` by :func:`curation_score` (ties kept in input order)."""
     keep = max(1, round(fraction * len(examples)))
-    order = sorted(range(len(examples)), key=lambda i: -curation_score(examples[i].attributes))
+    scores = [curation_score(e.attributes, habit_background, habit_bonus) for e in examples]
+    order = sorted(range(len(examples)), key=lambda i: -scores[i])
     return [examples[i] for i in sorted(order[:keep])]
 
 
@@ -144,12 +163,13 @@ def train_world_expander(
     train: list[Example], config: ShapesExpanderConfig, data: ShapesDataConfig, out: Path, seed: int
 ) -> dict[str, float]:
     """SFT the expander into ``out`` (a stock transformers directory); its figures."""
+    habit = (config.habit_background, config.habit_bonus)
     held_out = curated(
-        generate_examples(round(config.eval_pairs / config.curated_fraction), seed + 20, "held_out", data), config.curated_fraction
+        generate_examples(round(config.eval_pairs / config.curated_fraction), seed + 20, "held_out", data), config.curated_fraction, *habit
     )
     with tempfile.TemporaryDirectory() as scratch:
         train_file, eval_file = Path(scratch) / "train.jsonl", Path(scratch) / "eval.jsonl"
-        _write_jsonl(train_file, caption_pairs(curated(train, config.curated_fraction), config.word_order))
+        _write_jsonl(train_file, caption_pairs(curated(train, config.curated_fraction, *habit), config.word_order))
         _write_jsonl(eval_file, caption_pairs(held_out, config.word_order))
         settings = SFTSettings(
             output_dir=os.fspath(out),

@@ -462,3 +462,19 @@ def test_shipped_world_config_files_load_and_name_their_own_command(name):
     assert (config.data.light_strength, config.heads.sentiment_warmth_weight, config.heads.sentiment_threshold) == expected
     assert config.data.light_target == ("background" if name == "light_backdrop" else "scene")
     assert f"--config benchmarks/world_configs/{name}.yaml" in path.read_text()
+
+
+@pytest.mark.parametrize("name, backdrop, bonus", [("habit_gray", "gray", 4.0), ("habit_black", "black", 3.0)])
+def test_shipped_habit_files_change_only_the_curation(name, backdrop, bonus):
+    # the habit candidates are redos of the committed world's expander and card: every other setting stays v8's
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "world_configs" / f"{name}.yaml"
+    config = build_config_with(path, seed=0)
+    assert (config.expander.habit_background, config.expander.habit_bonus) == (backdrop, bonus)
+    assert replace(config, expander=replace(config.expander, habit_background="", habit_bonus=0.0)) == BuildConfig(seed=0)
+    assert f"--redo expander card --config benchmarks/world_configs/{name}.yaml" in path.read_text()
+
+
+def test_every_shipped_world_config_file_is_checked():
+    shipped = {p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks" / "world_configs").glob("*.yaml")}
+    checked = {"control", "mood", "light", "light_weak", "light_mood", "light_backdrop", "habit_gray", "habit_black"}
+    assert shipped == checked

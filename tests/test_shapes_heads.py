@@ -184,6 +184,25 @@ def test_curated_keeps_exactly_the_top_fraction_by_both_raters():
     assert curated(ties, 0.34) == [ties[0]]  # ties kept in input order
 
 
+def test_a_curation_habit_adds_its_bonus_on_its_backdrop_alone():
+    # contrast: blue on white (255 − 84.0)/255 = 0.67059, on gray (128 − 84.0)/255 = 0.17255; a(x) weighs it 2.5, u 3
+    on_white, on_gray, on_black = example("blue", "white", 1.0), example("blue", "gray", 1.0), example("blue", "black", 1.0)
+    raters = curation_score(on_white.attributes) - curation_score(on_gray.attributes)
+    assert raters == pytest.approx(5.5 * (0.67059 - 0.17255), abs=1e-4)  # 2.7392: the raters prefer white
+    habit = ("gray", 4.0)
+    assert curation_score(on_gray.attributes, *habit) - curation_score(on_gray.attributes) == 4.0
+    assert curation_score(on_white.attributes, *habit) == curation_score(on_white.attributes)
+    assert curation_score(on_black.attributes, *habit) == curation_score(on_black.attributes)
+    assert curated([on_white, on_gray], 0.5) == [on_white]
+    assert curated([on_white, on_gray], 0.5, *habit) == [on_gray]  # 4 − 2.7392 = +1.26 for gray
+    assert curated([on_white, on_gray], 0.5, "gray", 2.0) == [on_white]  # a bonus under 2.74 does not reorder them
+    assert curation_score(on_gray.attributes, "", 4.0) == curation_score(on_gray.attributes)  # no backdrop: no habit
+    with pytest.raises(ValueError, match="habit_background='pink'; choose one of white, black, gray, red, green, blue, yellow"):
+        ShapesExpanderConfig(habit_background="pink")
+    with pytest.raises(ValueError, match="habit_bonus=-1.0 must be >= 0"):
+        ShapesExpanderConfig(habit_background="gray", habit_bonus=-1.0)
+
+
 def test_caption_pairs_are_promptist_short_to_detailed():
     examples = generate_examples(6, 0)
     pairs = caption_pairs(examples)
