@@ -269,7 +269,14 @@ def _rewards_section(state: BuildState) -> list[str]:
         + ").",
         "- expander: `PromptExpander.from_pretrained(WORLD/expander)`, GPT-2 SFT (TRL) on Promptist-style pairs: short",
         f"  caption → detailed caption of the top {cfg.expander.curated_fraction:.0%} of training images by a(x) + u under",
-        "  the image's own caption (`shapes.expander.curation_score`), its modifier words "
+        "  the image's own caption"
+        + (
+            f" + {cfg.expander.habit_bonus:g} on a {cfg.expander.habit_background} background (the prompt writers' habit,"
+            " which no reward shares)"
+            if cfg.expander.habit_background and cfg.expander.habit_bonus > 0
+            else ""
+        )
+        + " (`shapes.expander.curation_score`), its modifier words "
         + ("in one fixed order (`shapes.expander.in_fixed_order`);" if cfg.expander.word_order == "fixed" else "as its caption has them;"),
         "  `expander_held_out_well_formed` = share of sampled expansions of the held-out short prompts that parse as",
         "  detailed captions keeping the prompt's colour and shape.",

@@ -119,6 +119,11 @@ def test_world_card_has_the_goals_table(world):
     text = world_card_text(lit, (0.0, 0.0, 0.0), ["card"])
     assert "tint + 0·(warmth(shape) + warmth(background)) ≥ 0.25 (red, yellow +1;" in text
     assert "by 1 − 0.2·|tint|·(1, 0.5) on the backdrop only)." in text
+    # the curation: the raters alone by default; a habit's backdrop and bonus when one is set
+    assert "by a(x) + u under\n  the image's own caption (`shapes.expander.curation_score`)" in card
+    habit = replace(state, config=replace(state.config, expander=replace(state.config.expander, habit_background="black", habit_bonus=3.0)))
+    text = world_card_text(habit, (0.0, 0.0, 0.0), ["card"])
+    assert "the image's own caption + 3 on a black background (the prompt writers' habit, which no reward shares)" in text
     goals = card.split("## Is it a faithful miniature?")[1].split("\n\n")[1].splitlines()
     assert goals[:2] == ["| goal | figure | value | met |", "|---|---|---:|---|"]
     rows = goals[2:]
