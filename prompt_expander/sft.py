@@ -13,13 +13,16 @@ CLI::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+from transformers import PrinterCallback
+from transformers.utils import logging as transformers_logging
 from trl import SFTConfig, SFTTrainer
 
 from parrot_base.cli import run_cli
@@ -80,6 +83,9 @@ class SFTSettings:
     gradient_checkpointing: bool = field(
         default=False,
         metadata={"help": "recompute activations in the backward pass to save memory (TRL's default; off: the expanders are small)"},
+    )
+    progress: bool = field(
+        default=True, metadata={"help": "show the progress bars and print the loss every tenth of training (off: print nothing)"}
     )
 
     def __post_init__(self) -> None:
@@ -162,8 +168,31 @@ def uses_bf16(settings: SFTSettings) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool):
+    """Inside: the progress bars of datasets (loading, mapping) and transformers (writing shards) on or off as
+    ``enabled``; each library's setting restored after."""
+    switches = [
+        (is_progress_bar_enabled, enable_progress_bars, disable_progress_bars),
+        (transformers_logging.is_progress_bar_enabled, transformers_logging.enable_progress_bar, transformers_logging.disable_progress_bar),
+    ]
+    before = [is_enabled() for is_enabled, _, _ in switches]
+    for _, enable, disable in switches:
+        (enable if enabled else disable)()
+    try:
+        yield
+    finally:
+        for was, (_, enable, disable) in zip(before, switches):
+            (enable if was else disable)()
+
+
 def run_sft(settings: SFTSettings) -> SFTResult:
     """Train, evaluate before/after on the held-out pairs, and save a pipeline-loadable directory."""
+    with library_progress_bars(settings.progress):
+        return _run_sft(settings)
+
+
+def _run_sft(settings: SFTSettings) -> SFTResult:
     torch.manual_seed(settings.seed)
     train, held_out = _pairs(settings)
     expander = _expander(settings, train)
@@ -178,6 +207,8 @@ def run_sft(settings: SFTSettings) -> SFTResult:
         max_length=settings.max_length,
         completion_only_loss=True,
         logging_steps=max(1, settings.max_steps // 10),
+        logging_strategy="steps" if settings.progress else "no",
+        disable_tqdm=not settings.progress,
         save_strategy="no",
         report_to="none",
         seed=settings.seed,
@@ -193,6 +224,8 @@ def run_sft(settings: SFTSettings) -> SFTResult:
         eval_dataset=to_sft_dataset(held_out, settings.template),
         processing_class=expander.tokenizer,
     )
+    if not settings.progress:  # with tqdm off the Trainer prints every log (the final metrics too) through this callback
+        trainer.remove_callback(PrinterCallback)
     eval_prompts = list(held_out["prompt"][: settings.sample_eval_prompts])
     loss_before = held_out_loss(trainer, trainer.eval_dataset)
     keep_before, recall_before = modifier_keep_rate(expander, eval_prompts, settings.seed)

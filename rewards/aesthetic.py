@@ -154,8 +154,10 @@ def fit_aesthetic_head(
     lr: float = 1e-3,
     batch_size: int = 256,
     seed: int = 0,
+    progress: bool = True,
 ) -> list[float]:
-    """Train h by MSE regression of ratings on normalised embeddings (LAION's recipe); per-epoch losses."""
+    """Train h by MSE regression of ratings on normalised embeddings (LAION's recipe); per-epoch losses.
+    ``progress``: show a bar over the epochs."""
     if embeds.shape[0] != ratings.shape[0]:
         raise ValueError(f"{embeds.shape[0]} embeddings but {ratings.shape[0]} ratings")
     generator = torch.Generator().manual_seed(seed)
@@ -164,7 +166,7 @@ def fit_aesthetic_head(
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr)
     head.train()
     losses = []
-    for _ in tqdm(range(epochs), desc="aesthetic head", leave=False):
+    for _ in tqdm(range(epochs), desc="aesthetic head", leave=False, disable=not progress):
         order = torch.randperm(embeds.shape[0], generator=generator)
         total = 0.0
         for start in range(0, len(order), batch_size):

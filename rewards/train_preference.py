@@ -62,6 +62,7 @@ class TrainPreferenceConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     seed: int = field(default=0, metadata={"help": "seed of the split, shuffling and head initialisation"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
+    progress: bool = field(default=True, metadata={"help": "show a bar over each epoch's steps"})
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -202,7 +203,7 @@ def train_preference(
         scorer.train()
         shuffled = train_pairs.shuffle(seed=config.seed + epoch)
         total, count = 0.0, 0
-        for start in tqdm(range(0, len(shuffled), config.batch_size), desc=f"epoch {epoch}", leave=False):
+        for start in tqdm(range(0, len(shuffled), config.batch_size), desc=f"epoch {epoch}", leave=False, disable=not config.progress):
             r_w, r_l = _score_pairs(scorer, shuffled[start : start + config.batch_size])
             loss = bradley_terry_loss(r_w, r_l)
             optimizer.zero_grad()

@@ -234,13 +234,17 @@ def stage_aesthetic(state: BuildState) -> None:
     cfg = state.config
     backbone = ClipBackbone.from_pretrained(state.out / "clip")
     fit, held_out = _reward_examples(state)
-    _record(state, "aesthetic", fit_world_aesthetic(backbone, fit, held_out, cfg.heads, state.out / "aesthetic", cfg.seed))
+    _record(state, "aesthetic", fit_world_aesthetic(backbone, fit, held_out, cfg.heads, state.out / "aesthetic", cfg.seed, state.progress))
     state.steps["aesthetic"] = cfg.heads.aesthetic_epochs * -(-cfg.heads.examples // 256)
 
 
 def stage_preference(state: BuildState) -> None:
     cfg = state.config
-    _record(state, "preference", train_world_preference(state.out / "clip", cfg.heads, cfg.data, state.out / "preference", cfg.seed))
+    _record(
+        state,
+        "preference",
+        train_world_preference(state.out / "clip", cfg.heads, cfg.data, state.out / "preference", cfg.seed, state.progress),
+    )
     state.steps["preference"] = cfg.heads.preference_epochs * -(-int(cfg.heads.preference_pairs) // cfg.heads.preference_batch_size)
 
 
@@ -258,7 +262,7 @@ def stage_alignment(state: BuildState) -> None:
 
 def stage_expander(state: BuildState) -> None:
     cfg = state.config
-    _record(state, "expander", train_world_expander(state.train, cfg.expander, cfg.data, state.out / "expander", cfg.seed))
+    _record(state, "expander", train_world_expander(state.train, cfg.expander, cfg.data, state.out / "expander", cfg.seed, state.progress))
     state.steps["expander"] = cfg.expander.max_steps
 
 

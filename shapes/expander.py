@@ -160,9 +160,9 @@ def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def train_world_expander(
-    train: list[Example], config: ShapesExpanderConfig, data: ShapesDataConfig, out: Path, seed: int
+    train: list[Example], config: ShapesExpanderConfig, data: ShapesDataConfig, out: Path, seed: int, progress: bool = True
 ) -> dict[str, float]:
-    """SFT the expander into ``out`` (a stock transformers directory); its figures."""
+    """SFT the expander into ``out`` (a stock transformers directory); its figures. ``progress``: TRL's bars and loss log."""
     habit = (config.habit_background, config.habit_bonus)
     held_out = curated(
         generate_examples(round(config.eval_pairs / config.curated_fraction), seed + 20, "held_out", data), config.curated_fraction, *habit
@@ -188,6 +188,7 @@ def train_world_expander(
             vocab_size=config.vocab_size,
             n_positions=config.n_positions,
             sample_eval_prompts=20,
+            progress=progress,
         )
         result = run_sft(settings)
     expander = PromptExpander.from_pretrained(out)

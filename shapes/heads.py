@@ -193,16 +193,28 @@ def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def fit_world_aesthetic(
-    backbone: ClipBackbone, train: list[Example], held_out: list[Example], config: ShapesHeadsConfig, out: Path, seed: int
+    backbone: ClipBackbone,
+    train: list[Example],
+    held_out: list[Example],
+    config: ShapesHeadsConfig,
+    out: Path,
+    seed: int,
+    progress: bool = True,
 ) -> dict[str, float]:
-    """Fit the LAION-style head to a(x); save ``out/head.safetensors``; held-out R² and MSE."""
+    """Fit the LAION-style head to a(x); save ``out/head.safetensors``; held-out R² and MSE (``progress``: a bar)."""
     torch.manual_seed(seed)
     head = AestheticHead(
         AestheticHeadConfig(input_dim=backbone.embed_dim, hidden_dims=config.aesthetic_hidden_dims, dropouts=config.aesthetic_dropouts)
     )
     ratings = torch.tensor([aesthetic_rating(e.attributes) for e in train])
     losses = fit_aesthetic_head(
-        head, image_embeddings(backbone, train), ratings, epochs=config.aesthetic_epochs, lr=config.aesthetic_lr, seed=seed
+        head,
+        image_embeddings(backbone, train),
+        ratings,
+        epochs=config.aesthetic_epochs,
+        lr=config.aesthetic_lr,
+        seed=seed,
+        progress=progress,
     )
     with torch.no_grad():
         predicted = head(image_embeddings(backbone, held_out))
@@ -297,7 +309,9 @@ def preference_pairs(n: int, seed: int, config: ShapesHeadsConfig, data: ShapesD
     return datasets.Dataset.from_dict(rows, features=features), bayes / n
 
 
-def train_world_preference(clip_dir: Path, config: ShapesHeadsConfig, data: ShapesDataConfig, out: Path, seed: int) -> dict[str, float]:
+def train_world_preference(
+    clip_dir: Path, config: ShapesHeadsConfig, data: ShapesDataConfig, out: Path, seed: int, progress: bool = True
+) -> dict[str, float]:
     """Train the Bradley–Terry scorer on the world CLIP with ``rewards.train_preference``; save to ``out``."""
     train_pairs, _ = preference_pairs(config.preference_pairs, seed + 10, config, data)
     eval_pairs, bayes = preference_pairs(config.preference_eval_pairs, seed + 11, config, data)
@@ -312,6 +326,7 @@ def train_world_preference(clip_dir: Path, config: ShapesHeadsConfig, data: Shap
         learning_rate=config.preference_lr,
         head_learning_rate=config.preference_head_lr,
         seed=seed,
+        progress=progress,
     )
     scorer, history = train_preference(settings, train_pairs, eval_pairs)
     return {

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from datasets import Dataset
+from datasets import Dataset, is_progress_bar_enabled
 from transformers import pipeline
+from transformers.utils import logging as transformers_logging
 
 from prompt_expander import PARROT_TEMPLATE, PromptExpander
 from prompt_expander.data import to_sft_dataset
@@ -54,6 +55,21 @@ def test_sft_lowers_held_out_loss_and_saves(sft_run):
     assert saved["eval_loss_after"] == pytest.approx(result.eval_loss_after)
     # TRL's SFTConfig turns bf16 on by default; without CUDA the run stays in float32 (and says so)
     assert not torch.cuda.is_available() and settings.bf16 is None and saved["bf16"] is False
+
+
+def test_progress_off_prints_nothing_and_restores_the_libraries_bars(tmp_path, capfd):
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in PAIRS))
+    (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps(r) for r in PAIRS[:4]))
+    common = dict(train_data=str(tmp_path / "train.jsonl"), eval_data=str(tmp_path / "eval.jsonl"), max_steps=4, batch_size=8,
+                  warmup_steps=0, n_layer=1, n_embd=32, n_head=2, vocab_size=400, n_positions=160, sample_eval_prompts=2)  # fmt: skip
+    capfd.readouterr()
+    run_sft(SFTSettings(output_dir=str(tmp_path / "quiet"), progress=False, **common))
+    quiet = capfd.readouterr()
+    assert quiet.out == "" and "it/s" not in quiet.err and "examples/s" not in quiet.err and "'loss'" not in quiet.err
+    assert is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()  # both libraries' bars on again
+    run_sft(SFTSettings(output_dir=str(tmp_path / "loud"), progress=True, **common))
+    loud = capfd.readouterr()
+    assert "'train_loss'" in loud.out + loud.err  # the Trainer's log, as before
 
 
 def test_bf16_is_what_the_settings_ask_and_else_where_cuda_supports_it():

@@ -358,3 +358,16 @@ def test_laion_head_from_a_hub_file_is_read_through_the_cache_offline(tmp_path, 
         resolve_head_file("trl-lib/ddpo-aesthetic-predictor/other.pth")
     with pytest.raises(FileNotFoundError, match="give a local file or a hub file OWNER/REPO/FILE"):
         resolve_head_file("missing.pth")
+
+
+def test_fit_aesthetic_head_learns_a_rating_and_is_silent_without_progress(capfd):
+    from rewards.aesthetic import fit_aesthetic_head
+
+    torch.manual_seed(0)
+    embeds = torch.randn(64, 16)
+    ratings = 5.0 + 2.0 * F.normalize(embeds, dim=-1)[:, 0]  # a rating the head can read off one direction
+    head = AestheticHead(AestheticHeadConfig(input_dim=16, hidden_dims=(32, 8), dropouts=(0.0, 0.0)))
+    capfd.readouterr()
+    losses = fit_aesthetic_head(head, embeds, ratings, epochs=60, lr=1e-2, batch_size=16, progress=False)
+    assert capfd.readouterr().err == ""
+    assert len(losses) == 60 and losses[-1] < 0.05 * losses[0]
