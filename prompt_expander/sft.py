@@ -170,15 +170,16 @@ def uses_bf16(settings: SFTSettings) -> bool:
 
 @contextlib.contextmanager
 def library_progress_bars(enabled: bool):
-    """Inside: the progress bars of datasets (loading, mapping) and transformers (writing shards) on or off as
-    ``enabled``; each library's setting restored after."""
+    """Inside: the progress bars of datasets (loading, mapping) and transformers (writing shards) off unless
+    ``enabled`` (then left as they are: a command may have quieted them); each library's setting restored after."""
     switches = [
         (is_progress_bar_enabled, enable_progress_bars, disable_progress_bars),
         (transformers_logging.is_progress_bar_enabled, transformers_logging.enable_progress_bar, transformers_logging.disable_progress_bar),
     ]
     before = [is_enabled() for is_enabled, _, _ in switches]
-    for _, enable, disable in switches:
-        (enable if enabled else disable)()
+    if not enabled:
+        for _, _, disable in switches:
+            disable()
     try:
         yield
     finally:

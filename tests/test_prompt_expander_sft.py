@@ -57,16 +57,29 @@ def test_sft_lowers_held_out_loss_and_saves(sft_run):
     assert not torch.cuda.is_available() and settings.bf16 is None and saved["bf16"] is False
 
 
-def test_progress_off_prints_nothing_and_restores_the_libraries_bars(tmp_path, capfd):
+@pytest.fixture
+def transformers_bars_kept():
+    """Restores transformers' progress-bar setting after a test that switches it."""
+    was = transformers_logging.is_progress_bar_enabled()
+    yield
+    (transformers_logging.enable_progress_bar if was else transformers_logging.disable_progress_bar)()
+
+
+def test_progress_off_prints_nothing_and_restores_the_libraries_bars(tmp_path, capfd, transformers_bars_kept):
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in PAIRS))
     (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps(r) for r in PAIRS[:4]))
     common = dict(train_data=str(tmp_path / "train.jsonl"), eval_data=str(tmp_path / "eval.jsonl"), max_steps=4, batch_size=8,
                   warmup_steps=0, n_layer=1, n_embd=32, n_head=2, vocab_size=400, n_positions=160, sample_eval_prompts=2)  # fmt: skip
+    transformers_logging.enable_progress_bar()  # as a fresh process has them (other tests may have turned them off)
     capfd.readouterr()
     run_sft(SFTSettings(output_dir=str(tmp_path / "quiet"), progress=False, **common))
     quiet = capfd.readouterr()
     assert quiet.out == "" and "it/s" not in quiet.err and "examples/s" not in quiet.err and "'loss'" not in quiet.err
     assert is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()  # both libraries' bars on again
+    transformers_logging.disable_progress_bar()  # a command quieted them: progress on leaves them off
+    run_sft(SFTSettings(output_dir=str(tmp_path / "quiet2"), progress=True, **common))
+    assert not transformers_logging.is_progress_bar_enabled() and "Writing model shards" not in capfd.readouterr().err
+    transformers_logging.enable_progress_bar()
     run_sft(SFTSettings(output_dir=str(tmp_path / "loud"), progress=True, **common))
     loud = capfd.readouterr()
     assert "'train_loss'" in loud.out + loud.err  # the Trainer's log, as before
