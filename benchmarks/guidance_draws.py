@@ -1,0 +1,92 @@
+"""Goal 5 over many draws of the expansion: prompt-centred guidance − CFG on ĉ, CLIPScore to c, per sampled ĉ.
+
+The world card's goal-5 figure (``pcg_delta_clip_score``, :func:`shapes.card.measure_card`) samples *one* expansion
+ĉ of each held-out prompt (temperature ``CardSettings.expander_temperature``, generator seed ``CardSettings.seed``)
+and pairs prompt-centred guidance (w1 = w2 = half the card's guidance) against CFG on ĉ over the card's seeds. This
+script repeats that figure for ``--draws`` expansions of each prompt (generator seeds 0, 1, …; draw 0 is the card's
+own) on the same image seeds, and prints per draw the paired Δ ± SE over its images with the expansions, then the
+mean ± SE of Δ over the (prompt, draw) units (each the mean of its images: the expansions as a random sample, the
+figure to quote) and over the draws.
+
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/guidance_draws.py --draws 8 --json runs/guidance_draws.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make the repo's packages importable
+    sys.path.insert(0, str(REPO))
+
+from parrot.models import built_world  # noqa: E402
+from parrot_base.cli import UsageError, run_cli  # noqa: E402
+from prompt_expander import PromptExpander  # noqa: E402
+from shapes.card import CardSettings, load_world_rewards, sample_scores  # noqa: E402
+from shapes.data import HELD_OUT_PAIRS, short_prompt  # noqa: E402
+from t2i import Guidance, StableDiffusionPolicy  # noqa: E402
+
+__all__ = ["unit_summary", "main"]
+
+
+def unit_summary(differences: np.ndarray) -> dict[str, float]:
+    """``differences`` of shape (draws, prompts, images): mean ± SE over the (prompt, draw) units' means and over the
+    draws' means (``scipy.stats.sem``, ddof 1), and how many draws alone reach Δ ≥ 2 SE over their images."""
+    units = differences.mean(axis=2)
+    per_draw = differences.reshape(differences.shape[0], -1)
+    return {
+        "mean": float(differences.mean()),
+        "se_units": float(stats.sem(units.ravel())),
+        "se_draws": float(stats.sem(per_draw.mean(axis=1))) if len(per_draw) > 1 else float("nan"),
+        "draws_meeting_2se": int(sum(d.mean() >= 2 * stats.sem(d) for d in per_draw)),
+        "draws": int(differences.shape[0]),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", default="", help="a built shapes world ('' = the committed shapes/world)")
+    parser.add_argument("--draws", type=int, default=8, help="sampled expansions of each held-out prompt (default: %(default)s)")
+    parser.add_argument("--json", default="", help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.draws < 2:
+        raise UsageError(f"--draws {args.draws}: at least 2 draws give an SE over draws")
+    world = built_world(args.world, ["sd", "clip", "expander"])
+    settings = CardSettings()
+    n = settings.images_per_prompt
+    policy = StableDiffusionPolicy.from_pretrained(world / "sd")
+    rewards = {"clip_score": load_world_rewards(world)["clip_score"]}
+    expander = PromptExpander.from_pretrained(world / "expander")
+    held_out = [short_prompt(colour, shape) for colour, shape in HELD_OUT_PAIRS]
+    originals = [p for p in held_out for _ in range(n)]
+    seeds = [settings.seed * 1000 + i for _ in held_out for i in range(n)]  # the card's held-out seeds
+    cfg = Guidance.cfg(settings.guidance)
+    centred = Guidance.prompt_centred(settings.guidance / 2, settings.guidance / 2)
+    differences, expansions = [], []
+    for draw in range(args.draws):
+        texts = expander.sample(held_out, n=1, temperature=settings.expander_temperature, generator_seed=draw).texts
+        expanded = [t for t in texts for _ in range(n)]
+        with_cfg = sample_scores(policy, rewards, expanded, originals, cfg, settings, seeds)["clip_score"]
+        with_pcg = sample_scores(policy, rewards, expanded, originals, centred, settings, seeds)["clip_score"]
+        difference = with_pcg - with_cfg
+        differences.append(difference.reshape(len(held_out), n))
+        expansions.append(texts)
+        print(f"draw {draw}: {difference.mean():+.4f} ± {stats.sem(difference):.4f} | " + " | ".join(texts), flush=True)
+    summary = unit_summary(np.stack(differences))
+    print(
+        f"prompt-centred − CFG on ĉ, CLIPScore to c, over {summary['draws']} draws: {summary['mean']:+.4f} "
+        f"± {summary['se_units']:.4f} (SE over the {summary['draws'] * len(held_out)} prompt × draw units; "
+        f"over draws ± {summary['se_draws']:.4f}); draws meeting ≥ 2 SE alone: {summary['draws_meeting_2se']}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "expansions": expansions}, indent=1))
+
+
+if __name__ == "__main__":
+    run_cli(main)

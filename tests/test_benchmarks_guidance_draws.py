@@ -1,0 +1,23 @@
+"""guidance_draws.py's summary: SE over (prompt, draw) units and over draws, and the draws that meet 2 SE alone."""
+
+import numpy as np
+import pytest
+
+from benchmarks.guidance_draws import main, unit_summary
+from parrot_base.cli import UsageError
+
+
+def test_unit_summary_by_hand():
+    # 2 draws × 2 prompts × 2 images; unit means 1, 3 (draw 0) and 0, 0 (draw 1)
+    differences = np.array([[[1.0, 1.0], [3.0, 3.0]], [[-1.0, 1.0], [0.0, 0.0]]])
+    summary = unit_summary(differences)
+    assert summary["mean"] == pytest.approx(1.0)
+    assert summary["se_units"] == pytest.approx(np.std([1.0, 3.0, 0.0, 0.0], ddof=1) / 2)  # 4 units
+    assert summary["se_draws"] == pytest.approx(np.std([2.0, 0.0], ddof=1) / np.sqrt(2))  # draw means 2 and 0
+    # draw 0: mean 2, SE over its 4 images sqrt(4/3)/2 = 0.577 → meets 2 SE; draw 1: mean 0 → does not
+    assert (summary["draws_meeting_2se"], summary["draws"]) == (1, 2)
+
+
+def test_fewer_than_two_draws_is_a_one_line_error():
+    with pytest.raises(UsageError, match="at least 2 draws"):
+        main(["--draws", "1"])
