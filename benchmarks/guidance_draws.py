@@ -1,12 +1,13 @@
 """Goal 5 over many draws of the expansion: prompt-centred guidance − CFG on ĉ, CLIPScore to c, per sampled ĉ.
 
-The world card's goal-5 figure (``pcg_delta_clip_score``, :func:`shapes.card.measure_card`) samples *one* expansion
-ĉ of each held-out prompt (temperature ``CardSettings.expander_temperature``, generator seed ``CardSettings.seed``)
-and pairs prompt-centred guidance (w1 = w2 = half the card's guidance) against CFG on ĉ over the card's seeds. This
-script repeats that figure for ``--draws`` expansions of each prompt (generator seeds 0, 1, …; draw 0 is the card's
-own) on the same image seeds, and prints per draw the paired Δ ± SE over its images with the expansions, then the
-mean ± SE of Δ over the (prompt, draw) units (each the mean of its images: the expansions as a random sample, the
-figure to quote) and over the draws.
+The world card's goal-5 figure (``pcg_delta_clip_score``, :func:`shapes.card.measure_card`) sampled *one* expansion
+ĉ of each held-out prompt until this script showed that figure to be a lottery; it now samples
+``CardSettings.sampled_draws`` of them on the same images. This script measures the one-draw figure for ``--draws``
+expansions of each prompt (temperature ``CardSettings.expander_temperature``, generator seeds 0, 1, …; draw 0 is the
+one-draw card's own), each on all the card's image seeds, pairing prompt-centred guidance (w1 = w2 = half the card's
+guidance) against CFG on ĉ, and prints per draw the paired Δ ± SE over its images with the expansions, then the mean
+± SE of Δ over the (prompt, draw) units (each the mean of its images: the expansions as a random sample, the figure
+to quote) and over the draws.
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/guidance_draws.py --draws 8 --json runs/guidance_draws.json
 """

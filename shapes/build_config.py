@@ -81,7 +81,7 @@ def quick_config(seed: int = 0) -> BuildConfig:
         expander=ShapesExpanderConfig(
             max_steps=4, batch_size=8, n_embd=32, n_head=2, vocab_size=300, eval_pairs=8, expansions_per_prompt=1
         ),
-        card=CardSettings(images_per_prompt=2, num_steps=2, rule_samples=3000),
+        card=CardSettings(images_per_prompt=2, num_steps=2, rule_samples=3000, sampled_draws=2),
     )
 
 

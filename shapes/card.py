@@ -17,9 +17,10 @@ Figures (``R`` = each reward: laion_aesthetic, preference, clip_score, sentiment
 - ``sft_delta_R`` (± ``sft_se_R``): the SFT expander's near-greedy expansion ĉ, the best of
   ``num_beams`` beams (Promptist's decoding and the evaluation's default), with CFG on ĉ, minus CFG on
   c, held-out prompts; ``sft_sampled_delta_R`` (± se): the same with ĉ sampled at temperature
-  ``expander_temperature``;
+  ``expander_temperature``, ``sampled_draws`` expansions a prompt with the prompt's seeds split among them, the SE
+  over the prompt × draw units (the expansions are the random sample);
 - ``pcg_delta_clip_score`` (± se): prompt-centred guidance (w1 = w2 = scale/2) minus CFG on ĉ at the
-  same total weight, CLIPScore to c, on the *sampled* ĉ: the goal is that expansions can dilute the
+  same total weight, CLIPScore to c, on the *sampled* ĉ (as above, SE over prompt × draw units): the goal is that expansions can dilute the
   subject, which the sampled ones do (v7's beam ĉ named a large subject and left guidance no job; v8's
   lower CLIPScore to c too, but in the Pareto benchmark guidance ties CFG on them, BENCHMARKS.md "Pareto fronts");
 - ``identifier_text_cosine``: cosine of the world CLIP's pooled text features of
@@ -84,8 +85,19 @@ class CardSettings:
     guidance: float = field(default=4.0, metadata={"help": "total guidance weight (CFG scale; w1 + w2 for prompt-centred)"})
     num_beams: int = field(default=4, metadata={"help": "beams of the SFT expander's near-greedy expansion (as the evaluation)"})
     expander_temperature: float = field(default=0.3, metadata={"help": "temperature of the sampled expansions"})
+    sampled_draws: int = field(
+        default=4,
+        metadata={
+            "help": "expansions sampled per held-out prompt for the sampled-ĉ figures, images_per_prompt split among them "
+            "(their SE is over the prompt × draw units: one draw a prompt made goal 5 a lottery, BENCHMARKS.md)"
+        },
+    )
     rule_samples: int = field(default=20000, metadata={"help": "prior draws per prompt for the rule's expectations"})
     seed: int = field(default=0, metadata={"help": "seed of every draw"})
+
+    def __post_init__(self) -> None:
+        if self.sampled_draws < 1 or self.images_per_prompt % self.sampled_draws:
+            raise ValueError(f"sampled_draws={self.sampled_draws} must be >= 1 and divide images_per_prompt={self.images_per_prompt}")
 
 
 def load_world_rewards(world: Path) -> dict[str, object]:
@@ -211,10 +223,13 @@ def score_images(rewards, images: torch.Tensor, texts: list[str], originals: lis
     return {name: reward(images, originals, metadata).numpy().astype(np.float64) for name, reward in rewards.items()}
 
 
-def _paired(figures: dict[str, float], name: str, after: np.ndarray, before: np.ndarray) -> None:
+def _paired(figures: dict[str, float], name: str, after: np.ndarray, before: np.ndarray, units: int | None = None) -> None:
+    """Mean of after − before and its SE: over the images, or over ``units`` consecutive equal groups' means (where the
+    groups, not the images, are the random sample: the sampled expansions)."""
     difference = after - before
     figures[name] = float(difference.mean())
-    figures[name.replace("_delta", "_se")] = float(stats.sem(difference))
+    grouped = difference if units is None else difference.reshape(units, -1).mean(axis=1)
+    figures[name.replace("_delta", "_se")] = float(stats.sem(grouped))
 
 
 def measure_card(world: str | Path, settings: CardSettings | None = None) -> dict[str, float]:
@@ -259,17 +274,21 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
     expander = PromptExpander.from_pretrained(world / "expander")
     expansions = {
         "beam": expander.beam_search(held_out, num_beams=settings.num_beams).texts,
-        "sampled": expander.sample(held_out, n=1, temperature=settings.expander_temperature, generator_seed=settings.seed).texts,
+        "sampled": expander.sample(
+            held_out, n=settings.sampled_draws, temperature=settings.expander_temperature, generator_seed=settings.seed
+        ).texts,
     }
-    expanded = {decoding: [e for e in texts for _ in range(n)] for decoding, texts in expansions.items()}  # n seeds each
+    # prompt-major, n seeds a prompt: the beam ĉ on all n, each sampled ĉ on n / sampled_draws of them
+    expanded = {decoding: [e for e in texts for _ in range(n * len(held_out) // len(texts))] for decoding, texts in expansions.items()}
+    units = {"beam": None, "sampled": len(expansions["sampled"])}
     sft = {}
     for decoding, prefix in (("beam", "sft"), ("sampled", "sft_sampled")):
         sft[decoding] = sample_scores(policy, rewards, expanded[decoding], held_originals, cfg, settings, held_seeds)
         for name in REWARDS:
-            _paired(figures, f"{prefix}_delta_{name}", sft[decoding][name], held_plain[name])
+            _paired(figures, f"{prefix}_delta_{name}", sft[decoding][name], held_plain[name], units[decoding])
     half = settings.guidance / 2
     centred = sample_scores(policy, rewards, expanded["sampled"], held_originals, Guidance.prompt_centred(half, half), settings, held_seeds)
-    _paired(figures, "pcg_delta_clip_score", centred["clip_score"], sft["sampled"]["clip_score"])
+    _paired(figures, "pcg_delta_clip_score", centred["clip_score"], sft["sampled"]["clip_score"], units["sampled"])
 
     identified = sample_scores(
         policy, rewards, [with_prefix(p, ALL_IDENTIFIERS) for p in held_originals], held_originals, cfg, settings, held_seeds

@@ -91,8 +91,9 @@ def test_card_figures_and_expansions_are_recorded(world):
     assert record["sft_expansions"] == state.expansions and "card_sft_expansions" not in figures
     expander, held_out = PromptExpander.from_pretrained(out / "expander"), [short_prompt(c, s) for c, s in HELD_OUT_PAIRS]
     assert state.expansions["beam"] == expander.beam_search(held_out, num_beams=settings.num_beams).texts
-    sampled = expander.sample(held_out, n=1, temperature=settings.expander_temperature, generator_seed=settings.seed).texts
-    assert state.expansions["sampled"] == sampled
+    draws = settings.sampled_draws
+    sampled = expander.sample(held_out, n=draws, temperature=settings.expander_temperature, generator_seed=settings.seed).texts
+    assert state.expansions["sampled"] == sampled and len(sampled) == draws * len(held_out) and draws == 2
 
 
 def test_world_card_has_the_goals_table(world):
@@ -156,7 +157,8 @@ def test_world_card_has_the_goals_table(world):
     expansions = card.split("SFT expansions of the held-out prompts:\n\n")[1].split("\n\n")[0].splitlines()
     lines = {line.split(":")[0]: line for line in expansions}
     settings = state.config.card
-    beam, sampled = f"- best of {settings.num_beams} beams", f"- sampled at temperature {settings.expander_temperature}"
+    beam = f"- best of {settings.num_beams} beams"
+    sampled = f"- sampled at temperature {settings.expander_temperature} ({settings.sampled_draws} a prompt)"
     assert list(lines) == [beam, sampled]
     assert all(json.dumps(e, ensure_ascii=True) in lines[beam] for e in state.expansions["beam"])
     assert all(json.dumps(e, ensure_ascii=True) in lines[sampled] for e in state.expansions["sampled"])

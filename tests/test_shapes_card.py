@@ -69,3 +69,17 @@ def test_best_expansion_states_every_positive_word_and_the_highest_contrast_back
     # every positive word forces its factor above 0.65: a(x) > 1 + 1.5·3·0.65 + 0.65 + 2.5·contrast + 1.5
     assert value > 1 + 4.5 * 0.65 + 0.65 + 2.5 * contrast(colour, best) + 1.5
     assert value - expected_rating(colour, shape, samples=2000, seed=0) >= 1.5  # the plain prompt is mediocre
+
+
+def test_paired_se_is_over_images_or_over_the_sampled_units():
+    from shapes.card import CardSettings, _paired
+
+    before = np.zeros(8)
+    after = np.array([1.0, 3.0, 1.0, 3.0, 0.0, 0.0, 4.0, 4.0])  # 4 units of 2 images: means 2, 2, 0, 4
+    figures: dict[str, float] = {}
+    _paired(figures, "x_delta_r", after, before)
+    assert figures["x_delta_r"] == pytest.approx(2.0) and figures["x_se_r"] == pytest.approx(np.std(after, ddof=1) / np.sqrt(8))
+    _paired(figures, "y_delta_r", after, before, units=4)
+    assert figures["y_delta_r"] == pytest.approx(2.0) and figures["y_se_r"] == pytest.approx(np.std([2, 2, 0, 4], ddof=1) / 2)
+    with pytest.raises(ValueError, match="sampled_draws=3 must be >= 1 and divide images_per_prompt=16"):
+        CardSettings(sampled_draws=3)
