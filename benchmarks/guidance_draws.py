@@ -3,7 +3,7 @@
 The world card's goal-5 figure (``pcg_delta_clip_score``, :func:`shapes.card.measure_card`) sampled *one* expansion
 ĉ of each held-out prompt until this script showed that figure to be a lottery; it now samples
 ``CardSettings.sampled_draws`` of them on the same images. This script measures the one-draw figure for ``--draws``
-expansions of each prompt (temperature ``CardSettings.expander_temperature``, generator seeds 0, 1, …; draw 0 is the
+expansions of each prompt (temperature ``--temperature``, by default the card's, generator seeds 0, 1, …; draw 0 is the
 one-draw card's own), each on all the card's image seeds, pairing prompt-centred guidance (w1 = w2 = half the card's
 guidance) against CFG on ĉ, and prints per draw the paired Δ ± SE over its images with the expansions, then the mean
 ± SE of Δ over the (prompt, draw) units (each the mean of its images: the expansions as a random sample, the figure
@@ -54,12 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", default="", help="a built shapes world ('' = the committed shapes/world)")
     parser.add_argument("--draws", type=int, default=8, help="sampled expansions of each held-out prompt (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature of ĉ (default: the card's)")
     parser.add_argument("--json", default="", help="also write the figures here")
     args = parser.parse_args(argv)
     if args.draws < 2:
         raise UsageError(f"--draws {args.draws}: at least 2 draws give an SE over draws")
     world = built_world(args.world, ["sd", "clip", "expander"])
     settings = CardSettings()
+    temperature = settings.expander_temperature if args.temperature is None else args.temperature
+    if temperature <= 0:
+        raise UsageError(f"--temperature {temperature}: must be > 0")
     n = settings.images_per_prompt
     policy = StableDiffusionPolicy.from_pretrained(world / "sd")
     rewards = {"clip_score": load_world_rewards(world)["clip_score"]}
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     centred = Guidance.prompt_centred(settings.guidance / 2, settings.guidance / 2)
     differences, expansions = [], []
     for draw in range(args.draws):
-        texts = expander.sample(held_out, n=1, temperature=settings.expander_temperature, generator_seed=draw).texts
+        texts = expander.sample(held_out, n=1, temperature=temperature, generator_seed=draw).texts
         expanded = [t for t in texts for _ in range(n)]
         with_cfg = sample_scores(policy, rewards, expanded, originals, cfg, settings, seeds)["clip_score"]
         with_pcg = sample_scores(policy, rewards, expanded, originals, centred, settings, seeds)["clip_score"]

@@ -18,6 +18,8 @@ def test_unit_summary_by_hand():
     assert (summary["draws_meeting_2se"], summary["draws"]) == (1, 2)
 
 
-def test_fewer_than_two_draws_is_a_one_line_error():
+def test_mistakes_are_one_line_errors():
     with pytest.raises(UsageError, match="at least 2 draws"):
         main(["--draws", "1"])
+    with pytest.raises(UsageError, match="--temperature 0.0: must be > 0"):
+        main(["--temperature", "0"])
