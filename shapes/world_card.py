@@ -57,10 +57,8 @@ def write_world_card(state: BuildState, stages: list[str], command: str, load: t
 
 def _expansion_lines(expansions: dict[str, list[str]], card) -> list[str]:
     """The SFT expander's expansions of the held-out prompts, one line per decoding the card measured."""
-    how = {
-        "beam": f"best of {card.num_beams} beams",
-        "sampled": f"sampled at temperature {card.expander_temperature} ({card.sampled_draws} a prompt)",
-    }
+    draws = len(expansions.get("sampled", [])) // len(HELD_OUT_PAIRS)  # as the record has them (older cards kept one)
+    how = {"beam": f"best of {card.num_beams} beams", "sampled": f"sampled at temperature {card.expander_temperature} ({draws} a prompt)"}
     quoted = {decoding: "; ".join(json.dumps(e, ensure_ascii=True) for e in texts) for decoding, texts in expansions.items()}
     bullets = [f"- {how.get(decoding, decoding)}: {text}" for decoding, text in quoted.items()]
     return ["SFT expansions of the held-out prompts:", "", *bullets]
