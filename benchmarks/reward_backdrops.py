@@ -33,16 +33,13 @@ from parrot.models import built_world  # noqa: E402
 from parrot_base.cli import UsageError, run_cli  # noqa: E402
 from shapes.attributes import BACKGROUNDS, COLOURS, SHAPES, Attributes  # noqa: E402
 from shapes.card import load_world_rewards  # noqa: E402
-from shapes.heads import aesthetic_rating, preference_rule  # noqa: E402
+from shapes.heads import aesthetic_rating, own_caption_utility  # noqa: E402
 from shapes.rendering import render  # noqa: E402
 
 __all__ = ["matched_records", "rule_scores", "backdrop_changes", "main"]
 
-#: (reward name in the world, its rule on a record) — preference's rule with adherence 1 and a large subject
-RULES = {
-    "laion_aesthetic": aesthetic_rating,
-    "preference": lambda a: preference_rule(1.0, a.contrast, float(a.size == "large")),
-}
+#: (reward name in the world, its rule on a record) — preference's rule under the record's own caption (adherence 1)
+RULES = {"laion_aesthetic": aesthetic_rating, "preference": own_caption_utility}
 
 
 def matched_records(colour: str, backdrops: list[str], per_shape: int, seed: int) -> dict[str, list[Attributes]]:

@@ -51,7 +51,7 @@ from shapes.data import (
     training_pairs,
     with_prefix,
 )
-from shapes.heads import WARMTH, aesthetic_rating, preference_rule
+from shapes.heads import WARMTH, aesthetic_rating, own_caption_utility, preference_rule
 from t2i import Guidance, StableDiffusionPolicy
 
 
@@ -105,7 +105,7 @@ def prior_figures(draws: int, seed: int) -> dict[str, float]:
         for _ in range(per_pair):
             record = sample_attributes(rng, [pair], data)
             a.append(aesthetic_rating(record))
-            u.append(preference_rule(1.0, record.contrast, float(record.size == "large")))
+            u.append(own_caption_utility(record))
             s.append(WARMTH[record.colour] + WARMTH[record.background] + record.tint)
     a, u, s = map(np.asarray, (a, u, s))
     figures = {

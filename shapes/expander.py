@@ -26,7 +26,7 @@ from prompt_expander.sft import SFTSettings, run_sft
 from shapes.attributes import BACKGROUNDS, MODIFIER_WORDS
 from shapes.captions import detailed_caption
 from shapes.data import HELD_OUT_PAIRS, Attributes, Example, ShapesDataConfig, generate_examples, parse_caption, short_prompt
-from shapes.heads import aesthetic_rating, preference_rule
+from shapes.heads import aesthetic_rating, own_caption_utility
 
 __all__ = [
     "ShapesExpanderConfig",
@@ -126,7 +126,7 @@ def curation_score(attributes: Attributes, habit_background: str = "", habit_bon
     rules disagree on size. With the raters alone the curated scene is the rewards' own optimum, so no expansion
     beats the SFT beam (v8); a habit moves the SFT expander off it, as real curated prompts are not reward-optimal."""
     habit = habit_bonus * float(bool(habit_background) and attributes.background == habit_background)
-    return aesthetic_rating(attributes) + preference_rule(1.0, attributes.contrast, float(attributes.size == "large")) + habit
+    return aesthetic_rating(attributes) + own_caption_utility(attributes) + habit
 
 
 def curated(examples: list[Example], fraction: float, habit_background: str = "", habit_bonus: float = 0.0) -> list[Example]:

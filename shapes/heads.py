@@ -77,6 +77,7 @@ __all__ = [
     "centredness",
     "sentiment_label",
     "utility",
+    "own_caption_utility",
     "preference_rule",
     "UTILITY_WEIGHTS",
     "image_embeddings",
@@ -167,6 +168,11 @@ def sentiment_label(attributes: Attributes, warmth_weight: float = 1.0, threshol
 def preference_rule(adherence, contrast, large):
     """u = 4·adherence + 3·contrast + 2.5·[large] from its terms (floats or numpy arrays alike)."""
     return UTILITY_WEIGHTS["adherence"] * adherence + UTILITY_WEIGHTS["contrast"] * contrast + UTILITY_WEIGHTS["large"] * large
+
+
+def own_caption_utility(attributes: Attributes) -> float:
+    """u of a record under its own caption: adherence 1 (what the curation and the rule-level measurements score)."""
+    return preference_rule(1.0, attributes.contrast, float(attributes.size == "large"))
 
 
 def utility(image: np.ndarray, attributes: Attributes, prompt: str) -> float:
