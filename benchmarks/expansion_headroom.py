@@ -94,7 +94,7 @@ def measure_split(
     prompts = [short_prompt(c, s) for c, s in pairs]
     beams = expander.beam_search(prompts, num_beams=settings.num_beams).texts
     originals = [p for p in prompts for _ in range(n)]
-    seeds = [settings.seed * 1000 + i for _ in prompts for i in range(n)]
+    seeds = settings.image_seeds(len(prompts), n)
     grids = [GRIDS[grid](c, s) for c, s in pairs]
     rows = {PLAIN: prompts, BEAM: beams} | {name: [grid[name] for grid in grids] for name in grids[0]}
     guidance = Guidance.cfg(settings.guidance)

@@ -95,6 +95,11 @@ class CardSettings:
     rule_samples: int = field(default=20000, metadata={"help": "prior draws per prompt for the rule's expectations"})
     seed: int = field(default=0, metadata={"help": "seed of every draw"})
 
+    def image_seeds(self, prompts: int, n: int | None = None) -> list[int]:
+        """The seed of each image of ``prompts`` prompts × ``n`` images (default ``images_per_prompt``), prompt-major:
+        image i of every prompt from ``seed``·1000 + i, so that every row sampled on these seeds pairs image by image."""
+        return [self.seed * 1000 + i for _ in range(prompts) for i in range(self.images_per_prompt if n is None else n)]
+
     def __post_init__(self) -> None:
         if self.sampled_draws < 1 or self.images_per_prompt % self.sampled_draws:
             raise ValueError(f"sampled_draws={self.sampled_draws} must be >= 1 and divide images_per_prompt={self.images_per_prompt}")
@@ -247,7 +252,7 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
     held_out = [short_prompt(c, s) for c, s in HELD_OUT_PAIRS]
     everything = [short_prompt(c, s) for c, s in training_pairs()] + held_out
     originals = [p for p in everything for _ in range(n)]
-    seeds = [settings.seed * 1000 + i for _ in everything for i in range(n)]
+    seeds = settings.image_seeds(len(everything))
     plain = sample_scores(policy, rewards, originals, originals, cfg, settings, seeds)
     for name, values in plain.items():
         groups = values.reshape(len(everything), n)

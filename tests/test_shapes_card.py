@@ -83,3 +83,10 @@ def test_paired_se_is_over_images_or_over_the_sampled_units():
     assert figures["y_delta_r"] == pytest.approx(2.0) and figures["y_se_r"] == pytest.approx(np.std([2, 2, 0, 4], ddof=1) / 2)
     with pytest.raises(ValueError, match="sampled_draws=3 must be >= 1 and divide images_per_prompt=16"):
         CardSettings(sampled_draws=3)
+
+
+def test_image_seeds_are_prompt_major_and_pair_across_rows():
+    from shapes.card import CardSettings
+
+    assert CardSettings(seed=2, images_per_prompt=4, sampled_draws=2).image_seeds(2) == [2000, 2001, 2002, 2003] * 2
+    assert CardSettings(seed=0).image_seeds(3, n=2) == [0, 1, 0, 1, 0, 1]
