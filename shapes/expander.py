@@ -125,7 +125,7 @@ def curation_score(attributes: Attributes, habit_background: str = "", habit_bon
     rules) every curated image is small and the SFT expander loses preference (−0.97 on the card), since the two
     rules disagree on size. With the raters alone the curated scene is the rewards' own optimum, so no expansion
     beats the SFT beam (v8); a habit moves the SFT expander off it, as real curated prompts are not reward-optimal."""
-    habit = habit_bonus * float(bool(habit_background) and attributes.background == habit_background)
+    habit = habit_bonus * float(attributes.background == habit_background)  # no backdrop is named "": no habit
     return aesthetic_rating(attributes) + own_caption_utility(attributes) + habit
 
 
