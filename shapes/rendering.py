@@ -77,7 +77,7 @@ def render(attributes: Attributes, config: ShapesDataConfig | None = None) -> np
     sigma = config.max_blur * (1.0 - attributes.sharpness)
     if sigma > 0.05:
         image = gaussian_filter(image, sigma=(sigma, sigma, 0), mode="nearest")
-    if config.light_target == "scene":
+    if config.light_target == "scene" and config.light_strength > 0:  # no light: skip the per-pixel product by 1
         image = image * light
     image += config.tint_strength * attributes.tint * np.array([1.0, 0.25, -1.0])
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
