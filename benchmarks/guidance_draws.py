@@ -9,7 +9,13 @@ guidance) against CFG on ĉ, and prints per draw the paired Δ ± SE over its im
 ± SE of Δ over the (prompt, draw) units (each the mean of its images: the expansions as a random sample, the figure
 to quote) and over the draws.
 
+``--written`` measures the same pair on written expansions instead, one per kind of dilution
+(:data:`WRITTEN_KINDS`: a large or small subject, alone or with a small companion, on the v8 beams' white backdrop
+with every positive quality word): whether guidance towards c undoes a dilution when the expansion has one, apart
+from how often the SFT expander's samples have one.
+
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/guidance_draws.py --draws 8 --json runs/guidance_draws.json
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/guidance_draws.py --written
 """
 
 from __future__ import annotations
@@ -29,11 +35,27 @@ if str(REPO) not in sys.path:  # run as a script: make the repo's packages impor
 from parrot.models import built_world  # noqa: E402
 from parrot_base.cli import UsageError, run_cli  # noqa: E402
 from prompt_expander import PromptExpander  # noqa: E402
-from shapes.card import CardSettings, load_world_rewards, sample_scores  # noqa: E402
+from shapes.card import CardSettings, load_world_rewards, sample_scores, written_expansion  # noqa: E402
 from shapes.data import HELD_OUT_PAIRS, short_prompt  # noqa: E402
 from t2i import Guidance, StableDiffusionPolicy  # noqa: E402
 
-__all__ = ["unit_summary", "main"]
+__all__ = ["WRITTEN_KINDS", "written_draws", "unit_summary", "main"]
+
+#: the written expansions of ``--written``: kind → (size, companion); the backdrop is the v8 beams' white
+WRITTEN_KINDS = {
+    "large, alone": ("large", False),
+    "small, alone": ("small", False),
+    "large, companion": ("large", True),
+    "small, companion": ("small", True),
+}
+
+
+def written_draws(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """kind of :data:`WRITTEN_KINDS` → its written expansion of each (colour, shape) in ``pairs``, in order."""
+    return {
+        kind: [written_expansion(colour, shape, size, "white", companion) for colour, shape in pairs]
+        for kind, (size, companion) in WRITTEN_KINDS.items()
+    }
 
 
 def unit_summary(differences: np.ndarray) -> dict[str, float]:
@@ -55,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--world", default="", help="a built shapes world ('' = the committed shapes/world)")
     parser.add_argument("--draws", type=int, default=8, help="sampled expansions of each held-out prompt (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature of ĉ (default: the card's)")
+    parser.add_argument("--written", action="store_true", help="written expansions, one per kind of dilution, in place of sampled draws")
     parser.add_argument("--json", default="", help="also write the figures here")
     args = parser.parse_args(argv)
     if args.draws < 2:
@@ -67,22 +90,32 @@ def main(argv: list[str] | None = None) -> None:
     n = settings.images_per_prompt
     policy = StableDiffusionPolicy.from_pretrained(world / "sd")
     rewards = {"clip_score": load_world_rewards(world)["clip_score"]}
-    expander = PromptExpander.from_pretrained(world / "expander")
     held_out = [short_prompt(colour, shape) for colour, shape in HELD_OUT_PAIRS]
     originals = [p for p in held_out for _ in range(n)]
     seeds = settings.image_seeds(len(held_out))  # the card's held-out seeds
     cfg = Guidance.cfg(settings.guidance)
     centred = Guidance.prompt_centred(settings.guidance / 2, settings.guidance / 2)
+    if args.written:
+        draws = written_draws(list(HELD_OUT_PAIRS))
+    else:
+        expander = PromptExpander.from_pretrained(world / "expander")
+        draws = {str(d): expander.sample(held_out, n=1, temperature=temperature, generator_seed=d).texts for d in range(args.draws)}
     differences, expansions = [], []
-    for draw in range(args.draws):
-        texts = expander.sample(held_out, n=1, temperature=temperature, generator_seed=draw).texts
+    for draw, texts in draws.items():
         expanded = [t for t in texts for _ in range(n)]
         with_cfg = sample_scores(policy, rewards, expanded, originals, cfg, settings, seeds)["clip_score"]
         with_pcg = sample_scores(policy, rewards, expanded, originals, centred, settings, seeds)["clip_score"]
         difference = with_pcg - with_cfg
         differences.append(difference.reshape(len(held_out), n))
         expansions.append(texts)
-        print(f"draw {draw}: {difference.mean():+.4f} ± {stats.sem(difference):.4f} | " + " | ".join(texts), flush=True)
+        per_prompt = " ".join(f"{m:+.4f}" for m in differences[-1].mean(axis=1))
+        figure = f"{difference.mean():+.4f} ± {stats.sem(difference):.4f} (per prompt {per_prompt})"
+        print(f"draw {draw}: {figure} | " + " | ".join(texts), flush=True)
+    if args.written:  # the kinds are chosen, not drawn: each line above is the figure, no summary over them
+        if args.json:
+            written = {kind: difference.tolist() for kind, difference in zip(draws, differences)}
+            Path(args.json).write_text(json.dumps({"written": written, "expansions": expansions}, indent=1))
+        return
     summary = unit_summary(np.stack(differences))
     print(
         f"prompt-centred − CFG on ĉ, CLIPScore to c, over {summary['draws']} draws: {summary['mean']:+.4f} "

@@ -23,3 +23,18 @@ def test_mistakes_are_one_line_errors():
         main(["--draws", "1"])
     with pytest.raises(UsageError, match="--temperature 0.0: must be > 0"):
         main(["--temperature", "0"])
+
+
+def test_written_draws_ask_for_each_kind_of_dilution():
+    from benchmarks.guidance_draws import WRITTEN_KINDS, written_draws
+    from shapes.captions import parse_caption
+
+    pairs = [("red", "triangle"), ("blue", "square")]
+    draws = written_draws(pairs)
+    assert list(draws) == list(WRITTEN_KINDS)
+    for kind, (size, companion) in WRITTEN_KINDS.items():
+        for (colour, shape), text in zip(pairs, draws[kind]):
+            parsed = parse_caption(text)
+            assert (parsed.colour, parsed.shape, parsed.size, parsed.background) == (colour, shape, size, "white")
+            assert (parsed.companion is not None) == companion, text
+    assert draws["small, companion"][0].startswith("a small red triangle on a white background with a small ")
