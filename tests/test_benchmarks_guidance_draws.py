@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from benchmarks.guidance_draws import main, unit_summary
+from benchmarks.guidance_draws import WRITTEN_KINDS, main, unit_summary, written_draws
 from parrot_base.cli import UsageError
+from shapes.captions import parse_caption
 
 
 def test_unit_summary_by_hand():
@@ -26,9 +27,6 @@ def test_mistakes_are_one_line_errors():
 
 
 def test_written_draws_ask_for_each_kind_of_dilution():
-    from benchmarks.guidance_draws import WRITTEN_KINDS, written_draws
-    from shapes.captions import parse_caption
-
     pairs = [("red", "triangle"), ("blue", "square")]
     draws = written_draws(pairs)
     assert list(draws) == list(WRITTEN_KINDS)
