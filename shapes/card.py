@@ -14,6 +14,10 @@ Figures (``R`` = each reward: laion_aesthetic, preference, clip_score, sentiment
   ``headroom_sampled_aesthetic`` (± ``_se``): the same on samples, best expansion vs c;
 - ``seed_share_R``: with the plain prompt fixed, the share of R's variance that lies within a
   prompt (over seeds), pooled over all 12 colour × shape prompts;
+- ``seed_spread_beam_R``: the seeds' spread of R under the SFT expander's beam ĉ relative to under c (the ratio of
+  the root-mean within-prompt variances over the held-out prompts' images): what the seed still decides once the
+  expansion's words are fixed, i.e. what a group of one (c, ĉ) gives the T2I update to learn from (no goal; on v8
+  preference and sentiment keep under a fifth, BENCHMARKS.md "Why the LoRA finds only CLIPScore");
 - ``sft_delta_R`` (± ``sft_se_R``): the SFT expander's near-greedy expansion ĉ, the best of
   ``num_beams`` beams (Promptist's decoding and the evaluation's default), with CFG on ĉ, minus CFG on
   c, held-out prompts; ``sft_sampled_delta_R`` (± se): the same with ĉ sampled at temperature
@@ -68,7 +72,7 @@ from t2i import Guidance, StableDiffusionPolicy
 
 __all__ = [
     "CardSettings", "REWARDS", "best_expansion", "expansion_words", "expected_rating", "load_world_rewards", "measure_card",
-    "sample_images", "sample_scores", "score_images", "written_expansion", "main",
+    "sample_images", "sample_scores", "score_images", "seed_spread_ratio", "written_expansion", "main",
 ]  # fmt: skip
 
 REWARDS = ("laion_aesthetic", "preference", "clip_score", "sentiment")
@@ -228,6 +232,13 @@ def score_images(rewards, images: torch.Tensor, texts: list[str], originals: lis
     return {name: reward(images, originals, metadata).numpy().astype(np.float64) for name, reward in rewards.items()}
 
 
+def seed_spread_ratio(after: np.ndarray, before: np.ndarray, prompts: int) -> float:
+    """√(mean over prompts of the within-prompt variance of ``after``) ÷ the same of ``before``; each holds ``prompts``
+    prompt-major groups of equal size (variances with ddof 0, as ``seed_share_R``)."""
+    spread = [np.sqrt(values.reshape(prompts, -1).var(axis=1).mean()) for values in (after, before)]
+    return float(spread[0] / spread[1])
+
+
 def _paired(figures: dict[str, float], name: str, after: np.ndarray, before: np.ndarray, units: int | None = None) -> None:
     """Mean of after − before and its SE: over the images, or over ``units`` consecutive equal groups' means (where the
     groups, not the images, are the random sample: the sampled expansions)."""
@@ -291,6 +302,8 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
         sft[decoding] = sample_scores(policy, rewards, expanded[decoding], held_originals, cfg, settings, held_seeds)
         for name in REWARDS:
             _paired(figures, f"{prefix}_delta_{name}", sft[decoding][name], held_plain[name], units[decoding])
+    for name in REWARDS:
+        figures[f"seed_spread_beam_{name}"] = seed_spread_ratio(sft["beam"][name], held_plain[name], len(held_out))
     half = settings.guidance / 2
     centred = sample_scores(policy, rewards, expanded["sampled"], held_originals, Guidance.prompt_centred(half, half), settings, held_seeds)
     _paired(figures, "pcg_delta_clip_score", centred["clip_score"], sft["sampled"]["clip_score"], units["sampled"])

@@ -72,8 +72,9 @@ def test_card_figures_and_expansions_are_recorded(world):
     expected = {"card_headroom_rule_min", "card_headroom_sampled_delta_laion_aesthetic", "card_headroom_sampled_se_laion_aesthetic",
                 "card_pcg_delta_clip_score", "card_pcg_se_clip_score", "card_identifier_text_cosine"}  # fmt: skip
     for name in REWARDS:
-        expected |= {f"card_seed_share_{name}", f"card_sft_delta_{name}", f"card_sft_se_{name}", f"card_sft_sampled_delta_{name}",
-                     f"card_sft_sampled_se_{name}", f"card_identifiers_delta_{name}", f"card_identifiers_se_{name}"}  # fmt: skip
+        expected |= {f"card_seed_share_{name}", f"card_seed_spread_beam_{name}", f"card_sft_delta_{name}", f"card_sft_se_{name}",
+                     f"card_sft_sampled_delta_{name}", f"card_sft_sampled_se_{name}", f"card_identifiers_delta_{name}",
+                     f"card_identifiers_se_{name}"}  # fmt: skip
     expected |= {f"card_corr_{a}_{b}" for a, b in itertools.combinations(REWARDS, 2)}
     expected |= {f"card_headroom_rule_a_{c}_{s}" for c, s in HELD_OUT_PAIRS}
     assert {k for k in figures if k.startswith("card_")} == expected

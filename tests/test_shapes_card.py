@@ -90,3 +90,14 @@ def test_image_seeds_are_prompt_major_and_pair_across_rows():
 
     assert CardSettings(seed=2, images_per_prompt=4, sampled_draws=2).image_seeds(2) == [2000, 2001, 2002, 2003] * 2
     assert CardSettings(seed=0).image_seeds(3, n=2) == [0, 1, 0, 1, 0, 1]
+
+
+def test_seed_spread_ratio_is_the_root_mean_within_prompt_variance_ratio():
+    from shapes.card import seed_spread_ratio
+
+    # 2 prompts × 2 seeds: within-prompt variances (ddof 0) 1 and 0 → √0.5 for after; 4 and 4 → 2 for before
+    after = np.array([1.0, 3.0, 5.0, 5.0])
+    before = np.array([0.0, 4.0, 10.0, 14.0])
+    assert seed_spread_ratio(after, before, prompts=2) == pytest.approx(np.sqrt(0.5) / 2.0)
+    # the prompts' means do not enter: shifting one prompt's images changes nothing
+    assert seed_spread_ratio(after + np.array([0.0, 0.0, 9.0, 9.0]), before, prompts=2) == pytest.approx(np.sqrt(0.5) / 2.0)
