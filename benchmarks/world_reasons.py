@@ -35,7 +35,7 @@ from scipy import stats
 
 from parrot.models import committed_shapes_world
 from parrot_base.cli import run_cli
-from shapes.card import ALL_IDENTIFIERS, CardSettings, best_expansion, load_world_rewards, sample_images, score_images
+from shapes.card import ALL_IDENTIFIERS, CardSettings, best_expansion, load_world_rewards, sample_images, score_images, seed_share
 from shapes.checker import read_image, read_quality
 from shapes.data import (
     HELD_OUT_PAIRS,
@@ -81,13 +81,6 @@ def readings(pixels: list, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray
         rows["background"].append(seen.background)
         rows["contrast"].append(contrast(colour, seen.background) if seen.background != colour else 0.0)
     return {k: np.asarray(v) for k, v in rows.items()}
-
-
-def seed_share(values: np.ndarray, groups: int) -> float:
-    """Share of the variance of ``values`` (grouped row-major, ``groups`` equal groups) that lies within groups."""
-    values = np.asarray(values, dtype=np.float64)
-    total = values.var()
-    return float(values.reshape(groups, -1).var(axis=1).mean() / total) if total > 0 else float("nan")
 
 
 def paired(after: np.ndarray, before: np.ndarray) -> list[float]:

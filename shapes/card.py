@@ -72,7 +72,8 @@ from t2i import Guidance, StableDiffusionPolicy
 
 __all__ = [
     "CardSettings", "REWARDS", "best_expansion", "expansion_words", "expected_rating", "load_world_rewards", "measure_card",
-    "sample_images", "sample_scores", "score_images", "seed_spread_ratio", "written_expansion", "main",
+    "sample_images", "sample_scores", "score_images", "seed_share", "seed_spread_ratio", "within_prompt_variance",
+    "written_expansion", "main",
 ]  # fmt: skip
 
 REWARDS = ("laion_aesthetic", "preference", "clip_score", "sentiment")
@@ -232,11 +233,22 @@ def score_images(rewards, images: torch.Tensor, texts: list[str], originals: lis
     return {name: reward(images, originals, metadata).numpy().astype(np.float64) for name, reward in rewards.items()}
 
 
+def within_prompt_variance(values: np.ndarray, prompts: int) -> float:
+    """The mean over ``prompts`` prompt-major equal groups of ``values`` of each group's variance (ddof 0): the part
+    the seeds decide with the text fixed."""
+    return float(np.asarray(values, dtype=np.float64).reshape(prompts, -1).var(axis=1).mean())
+
+
+def seed_share(values: np.ndarray, prompts: int) -> float:
+    """Share of the variance of ``values`` that lies within prompts (:func:`within_prompt_variance` ÷ the total; NaN
+    for constant values)."""
+    total = np.asarray(values, dtype=np.float64).var()
+    return within_prompt_variance(values, prompts) / total if total > 0 else float("nan")
+
+
 def seed_spread_ratio(after: np.ndarray, before: np.ndarray, prompts: int) -> float:
-    """√(mean over prompts of the within-prompt variance of ``after``) ÷ the same of ``before``; each holds ``prompts``
-    prompt-major groups of equal size (variances with ddof 0, as ``seed_share_R``)."""
-    spread = [np.sqrt(values.reshape(prompts, -1).var(axis=1).mean()) for values in (after, before)]
-    return float(spread[0] / spread[1])
+    """√(:func:`within_prompt_variance` of ``after``) ÷ the same of ``before`` (each ``prompts`` prompt-major groups)."""
+    return float(np.sqrt(within_prompt_variance(after, prompts) / within_prompt_variance(before, prompts)))
 
 
 def _paired(figures: dict[str, float], name: str, after: np.ndarray, before: np.ndarray, units: int | None = None) -> None:
@@ -266,8 +278,7 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
     seeds = settings.image_seeds(len(everything))
     plain = sample_scores(policy, rewards, originals, originals, cfg, settings, seeds)
     for name, values in plain.items():
-        groups = values.reshape(len(everything), n)
-        figures[f"seed_share_{name}"] = float(groups.var(axis=1).mean() / values.var())
+        figures[f"seed_share_{name}"] = seed_share(values, len(everything))
     for a, b in itertools.combinations(REWARDS, 2):
         figures[f"corr_{a}_{b}"] = float(np.corrcoef(plain[a], plain[b])[0, 1])
 
