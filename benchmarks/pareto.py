@@ -11,7 +11,8 @@ prompts × evaluation seeds (fixed noise). Methods (K rewards r_1..r_K of the pr
 - ``base+expander+ids`` the same with every reward identifier prepended as the paper evaluates
                         ("<k1> … <kK>, ĉ"), a diagnostic row of what unseen identifiers cost;
 - ``ddpo:<r>``          DDPO on reward r alone: T2I only, no expander, no identifiers, ``single:<r>``
-                        (``reward_weighting raw``: A = r);
+                        with DDPO's advantage (``pareto_cells.DDPO_ADVANTAGE``: r z-scored against its
+                        prompt's history, the per-prompt stat tracker);
 - ``ws1`` / ``ws2``     DPOK-style weighted sums, T2I only, no expander, no identifiers: WS1 puts
                         0.7 on r_1 and splits 0.3 over the others ({.7,.1,.1,.1} for K = 4), WS2
                         equal weights (``reward_weighting raw``: A_i = Σ_k w_k·z_B(r_k)_i, as in every
