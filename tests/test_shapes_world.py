@@ -61,11 +61,12 @@ def test_committed_world_is_a_faithful_miniature():
     # the SFT expander's near-greedy (beam) ĉ beats c by >= 3 paired SE on aesthetic and preference and lowers CLIPScore
     # to c, as Promptist does (since its targets list their modifier words in one order; before, the beam ĉ missed
     # aesthetic: +0.28 ± 0.21, WORLD.md and BENCHMARKS.md); its sampled ĉ (one draw an image, SE over the 48 prompt ×
-    # draw units) beats c on aesthetic by 4.6 SE (4 draws a prompt read 2.0 SE, one draw a prompt 3.9) and lowers CLIPScore
+    # draw units) beats c on aesthetic and preference by >= 3 SE too (4.6 and 4.2; with 4 draws a prompt 2.0 and 1.3)
+    # and lowers CLIPScore
     for name in ("laion_aesthetic", "preference"):
         assert f[f"card_sft_delta_{name}"] >= 3 * f[f"card_sft_se_{name}"], name
+        assert f[f"card_sft_sampled_delta_{name}"] >= 3 * f[f"card_sft_sampled_se_{name}"], name
     assert f["card_sft_delta_clip_score"] < 0 and f["card_sft_sampled_delta_clip_score"] < 0
-    assert f["card_sft_sampled_delta_laion_aesthetic"] >= 2 * f["card_sft_sampled_se_laion_aesthetic"]
     assert f["t2i_word_clean_specks"] < f["t2i_word_cluttered_specks"]  # "clean" means fewer specks (v6's UNet)
     # expansions dilute c (v6: they name a companion), and prompt-centred guidance wins CLIPScore back — by sign only
     # on the card's 48 draws (+0.002 ± 0.007; 4 draws a prompt read +0.010 ± 0.012, one draw a prompt +0.051 ± 0.022);
