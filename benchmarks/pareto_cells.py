@@ -31,6 +31,7 @@ __all__ = [
     "method_catalogue",
     "method_config",
     "effective_selection",
+    "flag_differences",
     "read_cell",
     "recorded_selection",
     "selection_made_with",
@@ -226,6 +227,36 @@ def recorded_selection(cell: dict) -> dict[str, str]:
     return effective_selection(**made)
 
 
+def _options(flags: list[str]) -> dict[str, list[str]]:
+    """``--name v1 v2 … --other …`` as {--name: [v1, v2, …]}, in order; a repeated option keeps its last values."""
+    options: dict[str, list[str]] = {}
+    name = ""
+    for token in flags:
+        if token.startswith("--"):
+            name = token
+            options[name] = []
+        else:
+            options.setdefault(name, []).append(token)
+    return options
+
+
+def flag_differences(made: list[str], now: list[str]) -> str:
+    """The options on which two cells' flags differ, e.g. "--evaluation.seeds: 0 … 7 there, 0 … 31 now"; the whole
+    list when they differ only in order."""
+    there, here = _options(made), _options(now)
+    differing = [name for name in {**there, **here} if there.get(name) != here.get(name)]
+    if not differing:
+        return f"the same options in another order: {shlex.join(made)}"
+
+    def values(options: dict[str, list[str]], name: str) -> str:
+        if name not in options:
+            return "absent"
+        vals = [shlex.quote(v) for v in options[name]]
+        return " ".join(vals if len(vals) <= 4 else [vals[0], "…", vals[-1]]) or "(no value)"
+
+    return "; ".join(f"{name}: {values(there, name)} there, {values(here, name)} now" for name in differing)
+
+
 def read_cell(path: Path, flags: list[str], selection: dict[str, str] | None = None) -> dict | None:
     """A finished cell made with exactly ``flags`` (and, when trained, ``selection``: :func:`selection_made_with`);
     None when there is none; refuses one made otherwise."""
@@ -233,7 +264,7 @@ def read_cell(path: Path, flags: list[str], selection: dict[str, str] | None = N
         return None
     cell = json.loads(path.read_text(encoding="utf-8"))
     if cell.get("flags") != flags:
-        raise SystemExit(f"{path} was made with other parrot.train flags ({shlex.join(cell.get('flags', []))}); "
+        raise SystemExit(f"{path} was made with other parrot.train flags ({flag_differences(cell.get('flags', []), flags)}); "
                          "remove it or use another --out")  # fmt: skip
     made = recorded_selection(cell)
     if selection is not None and cell.get("setting") == "trained" and made != selection:

@@ -174,6 +174,20 @@ def test_a_cell_made_under_the_old_default_is_not_reused_for_the_new_one(tmp_pat
     assert read_cell(tmp_path / "new-seed0.json", flags, now)["selection"] == now
 
 
+def test_a_refused_cell_names_the_options_that_differ(tmp_path):
+    from benchmarks.pareto_cells import flag_differences, read_cell, write_cell
+
+    made = ["--preset", "shapes", "--evaluation.seeds", *map(str, range(8)), "--mode", "t2i", "--expander.model", "", "--seed", "0"]
+    now = ["--preset", "shapes", "--evaluation.seeds", *map(str, range(32)), "--mode", "t2i", "--expander.model", "", "--seed", "0"]
+    assert flag_differences(made, now) == "--evaluation.seeds: 0 … 7 there, 0 … 31 now"
+    assert flag_differences(["--a", "1"], ["--a", "1", "--b", "x y"]) == "--b: absent there, 'x y' now"
+    assert flag_differences(["--a", ""], ["--a", "2"]) == "--a: '' there, 2 now"
+    assert flag_differences(["--a", "1", "--b", "2"], ["--b", "2", "--a", "1"]).startswith("the same options in another order")
+    write_cell(tmp_path / "base-seednone.json", {"method": "base", "seed": None, "setting": "plain_base", "flags": made})
+    with pytest.raises(SystemExit, match=r"made with other parrot.train flags \(--evaluation.seeds: 0 … 7 there, 0 … 31 now\); remove it"):
+        read_cell(tmp_path / "base-seednone.json", now)
+
+
 def test_grpo_catalogue_is_the_issue_settings():
     from benchmarks.pareto_cells import GRPO_KL_WEIGHT, grpo_catalogue
 
