@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="training iterations of every trained method (default %(default)s; 0 = the preset's)",
     )
     # 32, not 8: at 8 seeds a held-out prompt the same DDPO-on-aesthetic LoRAs read +0.06 ± 0.10 against +0.29 ± 0.07
-    # on 32 (BENCHMARKS.md, "DDPO on aesthetic and on CLIPScore at 40 iterations"); 96 images cost ~20 s a cell
+    # on 32 (BENCHMARKS.md, "DDPO on aesthetic and on CLIPScore at 40 iterations"); 96 images cost ~15 s a cell
     parser.add_argument(
         "--eval-seeds", type=int, default=32, help="evaluation seeds per held-out prompt (cells made with another number are refused)"
     )
