@@ -94,8 +94,9 @@ class CardSettings:
         default=16,
         metadata={
             "help": "expansions sampled per held-out prompt for the sampled-ĉ figures, images_per_prompt split among them "
-            "(their SE is over the prompt × draw units: one draw a prompt made goal 5 a lottery; one draw an image, the "
-            "default, as parrot.evaluate's sample decoding, gives the smallest SE for the same images, BENCHMARKS.md)"
+            "(their SE is over the prompt × draw units: one draw a prompt made goal 5 a lottery; one draw an image, as "
+            "parrot.evaluate's sample decoding and this default at the default images_per_prompt, gives the smallest SE "
+            "for the same images, BENCHMARKS.md)"
         },
     )
     rule_samples: int = field(default=20000, metadata={"help": "prior draws per prompt for the rule's expectations"})
