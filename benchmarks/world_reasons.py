@@ -11,9 +11,11 @@ readings that say *why*, on the same sampling (the project's policy, DDIM 20 ste
    shape prompts (adherence = share of the prompt's colour and shape the checker reads back;
    contrast of the prompt's colour to the read background), and
    the same shares on the world's prior with perfect rendering (what the data would allow).
-2. **Identifiers' cost on sentiment** (card −0.18 ± 0.04): paired change of each reading when
-   "l p c s, " is prepended, and of the sentiment rule read from pixels
-   (warmth(read colour) + warmth(read background) + read tint).
+2. **Identifiers' effect** (goal 6: every reward moves < 1 SE): paired change of every reward and of each
+   reading when "l p c s, " is prepended, and of the sentiment and preference rules read from pixels
+   (warmth(read colour) + warmth(read background) + read tint; 4·adherence + 3·contrast + 2.5·[large]);
+   the rewards on all, held-out and training prompts with sign-flip p-values, and how often a model
+   whose prefix changes nothing would show every reward < 1 SE on as many images.
 3. **Sampled headroom** (goal ≥ 1.5, card +1.34): how often the samples of the rule's best expansion
    of each held-out prompt honour its background, size and companion, against the plain prompt.
 4. **No clearly negative reward pair** (goal < −0.2): the rules' correlations on the world's prior
@@ -35,7 +37,7 @@ from scipy import stats
 
 from parrot.models import committed_shapes_world
 from parrot_base.cli import run_cli
-from shapes.card import ALL_IDENTIFIERS, CardSettings, best_expansion, load_world_rewards, sample_images, score_images, seed_share
+from shapes.card import ALL_IDENTIFIERS, REWARDS, CardSettings, best_expansion, load_world_rewards, sample_images, score_images, seed_share
 from shapes.checker import read_image, read_quality
 from shapes.data import (
     HELD_OUT_PAIRS,
@@ -66,8 +68,9 @@ def sample(policy, rewards, texts: list[str], originals: list[str], seeds: list[
 
 def readings(pixels: list, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
     """Per image: adherence to its (colour, shape), [large], background, contrast of the colour to it, tint, chroma,
-    edge, specks, sentiment rule."""
-    rows = {k: [] for k in ("adherence", "large", "tint", "chroma", "edge", "specks", "sentiment_rule", "background", "contrast")}
+    edge, specks, and the sentiment and preference rules on those readings."""
+    names = ("adherence", "large", "tint", "chroma", "edge", "specks", "sentiment_rule", "background", "contrast", "preference_rule")
+    rows: dict[str, list] = {k: [] for k in names}
     for image, (colour, shape) in zip(pixels, pairs):
         seen, quality = read_image(image), read_quality(image)
         rows["adherence"].append(((seen.colour == colour) + (seen.shape == shape)) / 2)
@@ -80,6 +83,7 @@ def readings(pixels: list, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray
         rows["sentiment_rule"].append(warmth)
         rows["background"].append(seen.background)
         rows["contrast"].append(contrast(colour, seen.background) if seen.background != colour else 0.0)
+        rows["preference_rule"].append(preference_rule(rows["adherence"][-1], rows["contrast"][-1], rows["large"][-1]))
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
@@ -185,13 +189,43 @@ def preference_reasons(plain: PlainSamples, prior_draws: int) -> dict[str, objec
     return figures | prior_figures(prior_draws, 0)
 
 
+def t_statistics(differences: np.ndarray) -> np.ndarray:
+    """mean ÷ SE over the images (axis −2) of paired differences (…, images, rewards)."""
+    n = differences.shape[-2]
+    return differences.mean(-2) / (differences.std(-2, ddof=1) / np.sqrt(n))
+
+
+def sign_flip_null(differences: np.ndarray, flips: int = 10000, seed: int = 0) -> dict[str, object]:
+    """What "moves by < 1 SE" means when nothing moves. Under "the prefix changes nothing" each image's paired
+    difference (one column per reward) is as likely negated; flipping whole rows keeps the rewards' correlation.
+    Returns each reward's observed t and two-sided sign-flip p-value, and ``all_within_1se``: the share of flips whose
+    every |t| < 1 — how often a model without any effect would meet "every reward < 1 SE" on these images."""
+    differences = np.asarray(differences, dtype=np.float64)
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(flips, differences.shape[0], 1))
+    null, observed = np.abs(t_statistics(signs * differences)), t_statistics(differences)
+    return {
+        "t": observed.tolist(),
+        "p": (((null >= np.abs(observed)).sum(0) + 1.0) / (flips + 1.0)).tolist(),
+        "all_within_1se": float((null < 1).all(axis=1).mean()),
+    }
+
+
 def identifier_reasons(draw, plain: PlainSamples) -> dict[str, object]:
-    """2. identifiers: the same seeds behind "l p c s, "."""
+    """2. identifiers: the same seeds behind "l p c s, " — every reward, on all prompts and on the held-out ones,
+    with sign-flip p-values (:func:`sign_flip_null`), and the pixel readings behind them."""
     pixels, scores = draw([with_prefix(t, ALL_IDENTIFIERS) for t in plain.originals], plain.originals, plain.seeds)
     read = readings(pixels, plain.pairs)
-    figures: dict[str, object] = {"identifiers_delta_sentiment": paired(scores["sentiment"], plain.scores["sentiment"])}
-    for name in ("sentiment_rule", "tint", "chroma", "edge", "specks", "adherence", "large"):
+    figures: dict[str, object] = {f"identifiers_delta_{r}": paired(scores[r], plain.scores[r]) for r in REWARDS}
+    held = np.asarray([pair in HELD_OUT_PAIRS for pair in plain.pairs])
+    differences = np.stack([scores[r] - plain.scores[r] for r in REWARDS], axis=1)
+    for rows, split in ((slice(None), "all"), (held, "held_out"), (~held, "training")):
+        null = sign_flip_null(differences[rows])
+        for i, r in enumerate(REWARDS):
+            figures[f"identifiers_{split}_{r}"] = [*paired(scores[r][rows], plain.scores[r][rows]), null["p"][i]]
+        figures[f"identifiers_{split}_null_all_within_1se"] = null["all_within_1se"]
+    for name in ("sentiment_rule", "tint", "chroma", "edge", "specks", "adherence", "large", "contrast", "preference_rule"):
         figures[f"identifiers_delta_{name}"] = paired(read[name], plain.read[name])
+        figures[f"identifiers_held_out_delta_{name}"] = paired(read[name][held], plain.read[name][held])
     figures["identifiers_background_changed"] = float((read["background"] != plain.read["background"]).mean())
     for name, values in (("plain", plain.read["background"]), ("identifiers", read["background"])):
         names, counts = np.unique(values, return_counts=True)
