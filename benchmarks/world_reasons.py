@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--world", type=Path, default=None, help="a built world (default: the committed shapes/world)")
     parser.add_argument("--seeds", type=int, default=16, help="seeds per prompt")
+    parser.add_argument("--first_seed", type=int, default=0, help="image seeds first_seed … first_seed + seeds − 1")
     parser.add_argument("--num_steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--prior_draws", type=int, default=24000)
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
 
         pairs = training_pairs() + list(HELD_OUT_PAIRS)
         image_pairs = [p for p in pairs for _ in range(args.seeds)]
-        originals, seeds = [short_prompt(*p) for p in image_pairs], [i for _ in pairs for i in range(args.seeds)]
+        originals, seeds = [short_prompt(*p) for p in image_pairs], [args.first_seed + i for _ in pairs for i in range(args.seeds)]
         pixels, scores = draw(originals, originals, seeds)
         plain = PlainSamples(image_pairs, originals, seeds, scores, readings(pixels, image_pairs), len(pairs))
         figures |= preference_reasons(plain, args.prior_draws)
