@@ -37,7 +37,17 @@ from scipy import stats
 
 from parrot.models import committed_shapes_world
 from parrot_base.cli import run_cli
-from shapes.card import ALL_IDENTIFIERS, REWARDS, CardSettings, best_expansion, load_world_rewards, sample_images, score_images, seed_share
+from shapes.card import (
+    ALL_IDENTIFIERS,
+    REWARDS,
+    CardSettings,
+    best_expansion,
+    load_world_rewards,
+    sample_images,
+    score_images,
+    seed_share,
+    sign_flip_null,
+)
 from shapes.checker import read_image, read_quality
 from shapes.data import (
     HELD_OUT_PAIRS,
@@ -187,27 +197,6 @@ def preference_reasons(plain: PlainSamples, prior_draws: int) -> dict[str, objec
     figures["corr_preference_adherence"] = float(np.corrcoef(plain.scores["preference"], plain.read["adherence"])[0, 1])
     figures["corr_preference_rule_read"] = float(np.corrcoef(plain.scores["preference"], rule)[0, 1])
     return figures | prior_figures(prior_draws, 0)
-
-
-def t_statistics(differences: np.ndarray) -> np.ndarray:
-    """mean ÷ SE over the images (axis −2) of paired differences (…, images, rewards)."""
-    n = differences.shape[-2]
-    return differences.mean(-2) / (differences.std(-2, ddof=1) / np.sqrt(n))
-
-
-def sign_flip_null(differences: np.ndarray, flips: int = 10000, seed: int = 0) -> dict[str, object]:
-    """What "moves by < 1 SE" means when nothing moves. Under "the prefix changes nothing" each image's paired
-    difference (one column per reward) is as likely negated; flipping whole rows keeps the rewards' correlation.
-    Returns each reward's observed t and two-sided sign-flip p-value, and ``all_within_1se``: the share of flips whose
-    every |t| < 1 — how often a model without any effect would meet "every reward < 1 SE" on these images."""
-    differences = np.asarray(differences, dtype=np.float64)
-    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(flips, differences.shape[0], 1))
-    null, observed = np.abs(t_statistics(signs * differences)), t_statistics(differences)
-    return {
-        "t": observed.tolist(),
-        "p": (((null >= np.abs(observed)).sum(0) + 1.0) / (flips + 1.0)).tolist(),
-        "all_within_1se": float((null < 1).all(axis=1).mean()),
-    }
 
 
 def identifier_reasons(draw, plain: PlainSamples) -> dict[str, object]:

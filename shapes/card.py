@@ -29,7 +29,9 @@ Figures (``R`` = each reward: laion_aesthetic, preference, clip_score, sentiment
   lower CLIPScore to c too, but in the Pareto benchmark guidance ties CFG on them, BENCHMARKS.md "Pareto fronts");
 - ``identifier_text_cosine``: cosine of the world CLIP's pooled text features of
   "l p c s, c" and c (the preset's four identifiers), mean over prompts;
-  ``identifiers_delta_R`` (± se): rewards of "<ids>, c" minus c on the untrained model;
+  ``identifiers_delta_R`` (± se): rewards of "<ids>, c" minus c on the untrained model, and ``identifiers_p_R``
+  its sign-flip p-value (:func:`sign_flip_null`: "< 1 SE" alone misses for a model without any effect about three
+  times in four, BENCHMARKS.md "Goal 6 measured with more images");
 - ``corr_R1_R2``: Pearson correlation of two rewards over the plain-prompt samples.
 """
 
@@ -72,7 +74,8 @@ from t2i import Guidance, StableDiffusionPolicy
 
 __all__ = [
     "CardSettings", "REWARDS", "best_expansion", "expansion_words", "expected_rating", "load_world_rewards", "measure_card",
-    "sample_images", "sample_scores", "score_images", "seed_share", "seed_spread_ratio", "within_prompt_variance",
+    "sample_images", "sample_scores", "score_images", "seed_share", "seed_spread_ratio", "sign_flip_null", "t_statistics",
+    "within_prompt_variance",
     "written_expansion", "main",
 ]  # fmt: skip
 
@@ -253,6 +256,27 @@ def seed_spread_ratio(after: np.ndarray, before: np.ndarray, prompts: int) -> fl
     return float(np.sqrt(within_prompt_variance(after, prompts) / within_prompt_variance(before, prompts)))
 
 
+def t_statistics(differences: np.ndarray) -> np.ndarray:
+    """mean ÷ SE over the images (axis −2) of paired differences (…, images, rewards)."""
+    n = differences.shape[-2]
+    return differences.mean(-2) / (differences.std(-2, ddof=1) / np.sqrt(n))
+
+
+def sign_flip_null(differences: np.ndarray, flips: int = 10000, seed: int = 0) -> dict[str, object]:
+    """What "moves by < 1 SE" means when nothing moves. Under "the prefix changes nothing" each image's paired
+    difference (one column per reward) is as likely negated; flipping whole rows keeps the rewards' correlation.
+    Returns each reward's observed t and two-sided sign-flip p-value, and ``all_within_1se``: the share of flips whose
+    every |t| < 1 — how often a model without any effect would meet "every reward < 1 SE" on these images."""
+    differences = np.asarray(differences, dtype=np.float64)
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(flips, differences.shape[0], 1))
+    null, observed = np.abs(t_statistics(signs * differences)), t_statistics(differences)
+    return {
+        "t": observed.tolist(),
+        "p": (((null >= np.abs(observed)).sum(0) + 1.0) / (flips + 1.0)).tolist(),
+        "all_within_1se": float((null < 1).all(axis=1).mean()),
+    }
+
+
 def _paired(figures: dict[str, float], name: str, after: np.ndarray, before: np.ndarray, units: int | None = None) -> None:
     """Mean of after − before and its SE: over the images, or over ``units`` consecutive equal groups' means (where the
     groups, not the images, are the random sample: the sampled expansions)."""
@@ -326,6 +350,8 @@ def measure_card(world: str | Path, settings: CardSettings | None = None) -> dic
     )
     for name in REWARDS:
         _paired(figures, f"identifiers_delta_{name}", identified[name], held_plain[name])
+    null = sign_flip_null(np.stack([identified[name] - held_plain[name] for name in REWARDS], axis=1))
+    figures |= {f"identifiers_p_{name}": p for name, p in zip(REWARDS, null["p"])}
     figures["identifier_text_cosine"] = identifier_text_cosine(world, everything + expansions["sampled"])
     figures["sft_expansions"] = expansions  # type: ignore[assignment]  (kept for the card's text)
     return figures

@@ -110,10 +110,12 @@ def goal_rows(figures: dict[str, float]) -> list[str]:
     )
     rows.append(row("text features with all identifiers: cosine ≥ 0.95", "card_identifier_text_cosine", lambda v: v >= 0.95))
     for name in ("laion_aesthetic", "preference", "clip_score", "sentiment"):
-        se = f(f"card_identifiers_se_{name}")
+        se, p = f(f"card_identifiers_se_{name}"), f(f"card_identifiers_p_{name}")
         rows.append(
             row(
-                f"identifiers move {name} by < 1 SE (SE {se if se is None else round(se, 3)})",
+                f"identifiers move {name} by < 1 SE (SE {se if se is None else round(se, 3)}"
+                + ("" if p is None else f", sign-flip p {p:.2f}")
+                + ")",
                 f"card_identifiers_delta_{name}",
                 lambda v, se=se: se is not None and abs(v) < se,
             )

@@ -74,7 +74,7 @@ def test_card_figures_and_expansions_are_recorded(world):
     for name in REWARDS:
         expected |= {f"card_seed_share_{name}", f"card_seed_spread_beam_{name}", f"card_sft_delta_{name}", f"card_sft_se_{name}",
                      f"card_sft_sampled_delta_{name}", f"card_sft_sampled_se_{name}", f"card_identifiers_delta_{name}",
-                     f"card_identifiers_se_{name}"}  # fmt: skip
+                     f"card_identifiers_se_{name}", f"card_identifiers_p_{name}"}  # fmt: skip
     expected |= {f"card_corr_{a}_{b}" for a, b in itertools.combinations(REWARDS, 2)}
     expected |= {f"card_headroom_rule_a_{c}_{s}" for c, s in HELD_OUT_PAIRS}
     assert {k for k in figures if k.startswith("card_")} == expected
@@ -145,6 +145,12 @@ def test_world_card_has_the_goals_table(world):
     assert (
         f"| text features with all identifiers: cosine ≥ 0.95 | `card_identifier_text_cosine` | {cosine:.3f} | "
         f"{'yes' if cosine >= 0.95 else 'NO'} |"
+    ) in rows
+    delta, se, p = (figures[f"card_identifiers_{k}_preference"] for k in ("delta", "se", "p"))
+    assert 0 < p <= 1  # the sign-flip p-value beside the "< 1 SE"
+    assert (
+        f"| identifiers move preference by < 1 SE (SE {round(se, 3)}, sign-flip p {p:.2f}) | `card_identifiers_delta_preference` | "
+        f"{delta:.3f} | {'yes' if abs(delta) < se else 'NO'} |"
     ) in rows
     short = figures["sdxl_short_train_colour_shape"]
     assert (

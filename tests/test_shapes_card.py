@@ -1,9 +1,11 @@
 """The rule-side helpers of the world card (shapes.card) against direct computations."""
 
+import itertools
+
 import numpy as np
 import pytest
 
-from shapes.card import best_expansion, expected_rating
+from shapes.card import best_expansion, expected_rating, sign_flip_null, t_statistics
 from shapes.data import BACKGROUNDS, HELD_OUT_PAIRS, ShapesDataConfig, contrast, parse_caption, qualifies, sample_attributes
 from shapes.heads import aesthetic_rating
 
@@ -101,3 +103,23 @@ def test_seed_spread_ratio_is_the_root_mean_within_prompt_variance_ratio():
     assert seed_spread_ratio(after, before, prompts=2) == pytest.approx(np.sqrt(0.5) / 2.0)
     # the prompts' means do not enter: shifting one prompt's images changes nothing
     assert seed_spread_ratio(after + np.array([0.0, 0.0, 9.0, 9.0]), before, prompts=2) == pytest.approx(np.sqrt(0.5) / 2.0)
+
+
+def test_t_statistics_are_mean_over_standard_error_per_column():
+    differences = np.array([[1.0, 0.0], [3.0, 2.0], [2.0, -2.0]])  # column 0: mean 2, sd 1; column 1: mean 0
+    np.testing.assert_allclose(t_statistics(differences), [2.0 * np.sqrt(3.0), 0.0])
+
+
+def test_sign_flip_null_matches_the_enumerated_flips():
+    column = np.array([0.5, 1.0, 2.0, -0.3, 1.5, 0.8, -1.0, 2.5])
+    exact = [t_statistics((np.array(s) * column)[:, None])[0] for s in itertools.product([-1.0, 1.0], repeat=len(column))]
+    exact = np.abs(np.array(exact))
+    observed = abs(t_statistics(column[:, None])[0])
+    # two identical rewards: rows are flipped together, so both |t| agree in every flip and "all < 1" is one column's share
+    null = sign_flip_null(np.stack([column, column], axis=1), flips=40000, seed=3)
+    assert null["t"] == pytest.approx([observed, observed])
+    assert null["p"][0] == pytest.approx(np.mean(exact >= observed), abs=0.006)
+    assert null["all_within_1se"] == pytest.approx(np.mean(exact < 1), abs=0.008)
+    # a second, independent column lowers the share that has every |t| < 1
+    other = np.array([1.0, -2.0, 0.3, 0.7, -0.4, 1.1, -0.9, 0.2])
+    assert sign_flip_null(np.stack([column, other], axis=1), flips=40000, seed=3)["all_within_1se"] < null["all_within_1se"] - 0.1
