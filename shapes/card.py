@@ -257,14 +257,17 @@ def seed_spread_ratio(after: np.ndarray, before: np.ndarray, prompts: int) -> fl
 
 
 def t_statistics(differences: np.ndarray) -> np.ndarray:
-    """mean ÷ SE over the images (axis −2) of paired differences (…, images, rewards)."""
-    n = differences.shape[-2]
-    return differences.mean(-2) / (differences.std(-2, ddof=1) / np.sqrt(n))
+    """mean ÷ SE over the images (axis −2) of paired differences (…, images, rewards); where every difference is the
+    same, 0 for no change and ±∞ for a constant shift."""
+    mean, se = differences.mean(-2), differences.std(-2, ddof=1) / np.sqrt(differences.shape[-2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
 
 
 def sign_flip_null(differences: np.ndarray, flips: int = 10000, seed: int = 0) -> dict[str, object]:
-    """What "moves by < 1 SE" means when nothing moves. Under "the prefix changes nothing" each image's paired
-    difference (one column per reward) is as likely negated; flipping whole rows keeps the rewards' correlation.
+    """What "moves by < 1 SE" means when nothing moves. Under "the change (the card's: the identifiers' prefix) does
+    nothing" each image's paired difference (one column per reward) is as likely negated; flipping whole rows keeps the
+    rewards' correlation.
     Returns each reward's observed t and two-sided sign-flip p-value, and ``all_within_1se``: the share of flips whose
     every |t| < 1 — how often a model without any effect would meet "every reward < 1 SE" on these images."""
     differences = np.asarray(differences, dtype=np.float64)

@@ -123,3 +123,12 @@ def test_sign_flip_null_matches_the_enumerated_flips():
     # a second, independent column lowers the share that has every |t| < 1
     other = np.array([1.0, -2.0, 0.3, 0.7, -0.4, 1.1, -0.9, 0.2])
     assert sign_flip_null(np.stack([column, other], axis=1), flips=40000, seed=3)["all_within_1se"] < null["all_within_1se"] - 0.1
+
+
+def test_sign_flip_null_of_identical_images_is_no_effect():
+    # the prefix changed nothing: every difference 0, so t = 0 in every flip, p = 1 and "all < 1 SE" always holds
+    null = sign_flip_null(np.zeros((16, 4)), flips=200)
+    assert null["t"] == [0.0] * 4 and null["p"] == [1.0] * 4 and null["all_within_1se"] == 1.0
+    # a constant shift is as strong as it gets: only the two one-sign flips reach |t| = ∞
+    shifted = sign_flip_null(np.full((16, 1), 0.5), flips=2000, seed=1)
+    assert shifted["t"] == [np.inf] and shifted["p"][0] < 0.01
