@@ -1,4 +1,4 @@
-"""The rule-side helpers of the world card (shapes.card) against direct computations."""
+"""The rule-side and statistics helpers of the world card (shapes.card) against direct computations."""
 
 import itertools
 
