@@ -204,7 +204,7 @@ def identifier_reasons(draw, plain: PlainSamples) -> dict[str, object]:
     with sign-flip p-values (:func:`sign_flip_null`), and the pixel readings behind them."""
     pixels, scores = draw([with_prefix(t, ALL_IDENTIFIERS) for t in plain.originals], plain.originals, plain.seeds)
     read = readings(pixels, plain.pairs)
-    figures: dict[str, object] = {f"identifiers_delta_{r}": paired(scores[r], plain.scores[r]) for r in REWARDS}
+    figures: dict[str, object] = {}
     held = np.asarray([pair in HELD_OUT_PAIRS for pair in plain.pairs])
     differences = np.stack([scores[r] - plain.scores[r] for r in REWARDS], axis=1)
     for rows, split in ((slice(None), "all"), (held, "held_out"), (~held, "training")):
