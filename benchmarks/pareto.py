@@ -29,6 +29,9 @@ prompts × evaluation seeds (fixed noise). Methods (K rewards r_1..r_K of the pr
 - ``parrot-t2i-noids-z`` the same with ``reward_weighting normalised`` + ``gradient_normalisation group``
                         (pinned; now the default): A = z_g(r_k) on the group's front (each reward centred
                         and scaled in its group, as the weighted sums' z-scored rewards are);
+- ``parrot-t2i-noids-z-down`` the same with ``selection.dominated push_down`` (an extension, not the paper's
+                        Algorithm 1): images off the front keep their below-mean entries, min(z_g(r_k), 0),
+                        the push down the weighted sums keep and the paper's 0 drops;
 - ``parrot-expander``   Pareto selection, only the expander trained (``--mode expander``);
 - ``parrot``            Parrot joint (``--mode joint``);
 - ``parrot-noids``      Parrot joint without identifiers (K expansions per prompt): like-for-like with

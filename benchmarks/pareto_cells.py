@@ -110,6 +110,9 @@ def method_catalogue(reward_names: list[str], guidance_scale: float) -> dict[str
         # each reward in its group's units (the weighted sums z-score their rewards too; raw r_k adds rewards of
         # different scales, uncentred)
         Method("parrot-t2i-noids-z", (*t2i_alone, *pareto, *pareto_z), "trained"),
+        # an extension, not the paper's Algorithm 1: the front decides what is pushed up, and the images off it keep
+        # their below-mean entries (A = min(z_g(r_k), 0)), the push down a weighted sum keeps and Pareto's zero drops
+        Method("parrot-t2i-noids-z-down", (*t2i_alone, *pareto, *pareto_z, "--selection.dominated", "push_down"), "trained"),
         Method("parrot-expander", ("--mode", "expander", *pareto), "trained"),
         Method("parrot", ("--mode", "joint", *pareto), "trained"),
         # joint without identifiers: like-for-like with ws2+expander (K expansions per prompt, c-only evaluation)

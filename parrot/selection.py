@@ -11,7 +11,8 @@ in P; with one reward, P is every image that attains its group's maximum. P is a
 K rewards. z_g(x) is x z-scored within each group, z_B(x) over the global batch (a constant set
 gives 0, never NaN). The T2I update weights image i's log-likelihood by A_i = Σ_k A[i, k]:
 
-- ``pareto``:          A[i, k] = R̃[i, k]·1[i ∈ P]          (Parrot; by default z_g(r_k)·1[i ∈ P_g], the paper's r_k with ``raw``)
+- ``pareto``:          A[i, k] = R̃[i, k]·1[i ∈ P]          (Parrot; by default z_g(r_k)·1[i ∈ P_g], the paper's r_k with ``raw``;
+                       with ``dominated`` ``push_down``, an extension, min(R̃[i, k], 0) for i ∉ P instead of 0)
 - ``single:<name>``:   A[i, k] = R̃[i, k]·1[k = name]        (one reward; by default GRPO's z_g(r_name))
 - ``weighted``:        A_i = G(s)_i of the weighted sum s_i = Σ_k w_k·r̂_ik  (no selection; Parrot's WS
                        baselines with ``raw``; Flow-GRPO / DanceGRPO's multi-reward GRPO with the defaults)
@@ -75,6 +76,7 @@ __all__ = [
 _NORMALISATIONS = ("none", "batch", "group", "per_prompt")
 _SCOPES = ("group", "batch")
 _WEIGHTINGS = ("normalised", "raw")
+_DOMINATED = ("zero", "push_down")
 
 
 @dataclass
@@ -112,6 +114,15 @@ class SelectionConfig:
             "or 'raw' (the paper: A[i,k] = r_k on P, 0 elsewhere; 'weighted': the sum itself, Parrot's WS baselines)"
         },
     )
+    dominated: str = field(
+        default="zero",
+        metadata={
+            "help": "mode 'pareto': what the images off the front P get: 'zero' (the paper: A = 0) or 'push_down' (an "
+            "extension: only their below-average entries, A[i,k] = min(R̃[i,k], 0), so that P decides what is pushed up "
+            "and every image's below-average rewards still push it down, as a weighted sum's do; needs reward_weighting "
+            "'normalised')"
+        },
+    )
     gradient_normalisation: str = field(
         default="group",
         metadata={
@@ -132,6 +143,13 @@ class SelectionConfig:
             raise ValueError(f"scope={self.scope!r}: use one of {_SCOPES}")
         if self.reward_weighting not in _WEIGHTINGS:
             raise ValueError(f"reward_weighting={self.reward_weighting!r}: use one of {_WEIGHTINGS}")
+        if self.dominated not in _DOMINATED:
+            raise ValueError(f"dominated={self.dominated!r}: use one of {_DOMINATED}")
+        if self.dominated == "push_down" and (self.mode != "pareto" or self.reward_weighting != "normalised" or self.gradient_normalisation == "none"):
+            raise ValueError(
+                "dominated='push_down' needs mode 'pareto' with reward_weighting 'normalised' and a gradient_normalisation "
+                "other than 'none' (a push down is a score below its mean)"
+            )
         if self.gradient_normalisation not in _NORMALISATIONS:
             raise ValueError(f"gradient_normalisation={self.gradient_normalisation!r}: use one of {_NORMALISATIONS}")
         if any(not np.isfinite(w) or w < 0 for w in self.weights):
@@ -347,12 +365,19 @@ def compute_advantages(
         normalised = normalised_columns(ranked, valid, prompts, config, tracker, groups)
         if selection.kind == "pareto":
             selected = non_dominated_per_group(ranked, groups) if config.scope == "group" else non_dominated_mask(ranked)
-            normaliser = float(selected.sum())
-        values = normalised * selected[:, None].to(rewards.dtype) * weights  # pareto: weights 1; single: one-hot
+            normaliser = float(selected.sum()) if config.dominated == "zero" else normaliser
+        values = front_weighted(normalised, selected, config.dominated) * weights  # pareto: weights 1; single: one-hot
     if identifiers is not None:
         values = identifier_credit(values, identifiers.cpu(), identifier_contrast)
     values = torch.where(valid, clipped_advantages(values, config.advantage_clip, scalar), torch.zeros_like(values))
     return Advantages(values=values.float(), selected=selected, normaliser=normaliser)
+
+
+def front_weighted(normalised: torch.Tensor, selected: torch.Tensor, dominated: str = "zero") -> torch.Tensor:
+    """R̃ on the front P; off it 0 (``zero``, the paper) or min(R̃, 0) (``push_down``: only the push down)."""
+    on_front = selected[:, None]
+    off_front = torch.zeros_like(normalised) if dominated == "zero" else normalised.clamp(max=0.0)
+    return torch.where(on_front, normalised, off_front)
 
 
 def clipped_advantages(values: torch.Tensor, clip: float, scalar: bool) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """benchmarks/pareto.py: hypervolume and fronts on hand-made sets, the normalisation, the methods, and a smoke run."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -77,6 +78,7 @@ def test_methods_are_the_issue_settings():
         "parrot-t2i",
         "parrot-t2i-noids",
         "parrot-t2i-noids-z",
+        "parrot-t2i-noids-z-down",
         "parrot-expander",
         "parrot",
         "parrot-noids",
@@ -119,6 +121,9 @@ def test_methods_are_the_issue_settings():
     z = load_train_config([*common, *tiny["parrot-t2i-noids-z"].overrides])
     assert z.selection.mode == "pareto" and (z.selection.reward_weighting, z.selection.gradient_normalisation) == ("normalised", "group")
     assert z.mode == "t2i" and not z.identifiers.enabled and not z.expander.model
+    down = load_train_config([*common, *tiny["parrot-t2i-noids-z-down"].overrides])
+    assert down.selection.dominated == "push_down" and z.selection.dominated == "zero"  # the paper's 0 unless asked
+    assert dataclasses.replace(down.selection, dominated="zero") == z.selection and down.mode == z.mode
     ws2_joint = load_train_config([*common, *tiny["ws2+expander"].overrides])
     assert ws2_joint.mode == "joint" and ws2_joint.expander.model and ws2_joint.selection.weights == pytest.approx((1 / 3,) * 3)
     # without identifiers an expander samples K expansions per prompt (the group-mean baseline compares them)

@@ -36,6 +36,27 @@ def test_pareto_normalised_group_is_group_zscore_on_the_group_front():
     assert torch.equal(adv.values[3:], torch.zeros(3, 2))  # a constant group: exactly 0, not NaN
 
 
+def test_pareto_push_down_keeps_only_the_below_mean_entries_of_dominated_images():
+    adv = advantages(reward_weighting="normalised", gradient_normalisation="group", dominated="push_down")
+    # the same front as above; the dominated (1, 0) scores z = (−C, −C) and keeps both (each below its mean): the
+    # front's entries are unchanged and every image is weighed, so the loss divides by N, not |P|
+    assert adv.selected.tolist() == [False, True, True, True, True, True] and adv.normaliser == 6
+    expected = torch.tensor([[-C, -C], [0.0, C], [C, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    torch.testing.assert_close(adv.values, expected, atol=1e-5, rtol=0)
+    # a dominated image above its mean on one reward is pushed down by the other alone: (2, 0) under (3, 1), (1, 2)
+    config = SelectionConfig(dominated="push_down")
+    rewards = torch.tensor([[2.0, 0.0], [3.0, 1.0], [1.0, 2.0]])
+    adv = compute_advantages(rewards, torch.ones_like(rewards, dtype=torch.bool), ["p"] * 3, config, parse_selection(config, NAMES),
+                             groups=torch.zeros(3, dtype=torch.long))  # fmt: skip
+    torch.testing.assert_close(adv.values[0], torch.tensor([0.0, -C]), atol=1e-5, rtol=0)  # z_a = 0, z_b = −C
+
+
+@pytest.mark.parametrize("settings", [{"reward_weighting": "raw"}, {"mode": "weighted"}, {"gradient_normalisation": "none"}])
+def test_push_down_outside_normalised_pareto_is_a_config_error(settings):
+    with pytest.raises(ValueError, match="dominated='push_down' needs mode 'pareto'"):
+        SelectionConfig(dominated="push_down", **settings)
+
+
 def test_single_reward_group_advantage_is_its_group_zscore():
     adv = advantages(mode="single:b", reward_weighting="normalised", gradient_normalisation="group")
     expected = torch.tensor([[0.0, -C], [0.0, C], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
