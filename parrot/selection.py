@@ -145,7 +145,8 @@ class SelectionConfig:
             raise ValueError(f"reward_weighting={self.reward_weighting!r}: use one of {_WEIGHTINGS}")
         if self.dominated not in _DOMINATED:
             raise ValueError(f"dominated={self.dominated!r}: use one of {_DOMINATED}")
-        if self.dominated == "push_down" and (self.mode != "pareto" or self.reward_weighting != "normalised" or self.gradient_normalisation == "none"):
+        centred = self.reward_weighting == "normalised" and self.gradient_normalisation != "none"
+        if self.dominated == "push_down" and not (self.mode == "pareto" and centred):
             raise ValueError(
                 "dominated='push_down' needs mode 'pareto' with reward_weighting 'normalised' and a gradient_normalisation "
                 "other than 'none' (a push down is a score below its mean)"
