@@ -322,7 +322,7 @@ class Advantages:
 
     values: torch.Tensor
     selected: torch.Tensor
-    normaliser: float  # |P| for pareto, N otherwise: the 1/|P| of the gradient
+    normaliser: float  # |P| for pareto (the 1/|P| of the gradient), N otherwise and with dominated 'push_down'
 
 
 def compute_advantages(
