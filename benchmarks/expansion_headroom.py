@@ -13,9 +13,12 @@ images, the mean over rewards; mean ± SE over prompts of each prompt's Δ) and 
 ``--grid words`` keeps the scene of the v8 beams (a large subject on a white background, no companion) and varies
 the quality words instead (:func:`word_expansions`: all five positive words, none, each alone, all but each): what
 the words are worth, i.e. the headroom an SFT expander whose beam left some of them out would leave to RL.
+``--grid light`` keeps that scene and all the words and varies the light word (:func:`light_expansions`: none,
+"warm light", "cold light"): the headroom an SFT expander with a habit for one light would leave.
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/expansion_headroom.py --json runs/expansion_headroom.json
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/expansion_headroom.py --grid words
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/expansion_headroom.py --grid light
 """
 
 from __future__ import annotations
@@ -42,7 +45,16 @@ from shapes.card import REWARDS, CardSettings, load_world_rewards, sample_scores
 from shapes.data import HELD_OUT_PAIRS, training_pairs  # noqa: E402
 from t2i import Guidance, StableDiffusionPolicy  # noqa: E402
 
-__all__ = ["NEUTRAL_BACKGROUNDS", "GRIDS", "candidate_expansions", "word_expansions", "table1_deltas", "measure_split", "main"]
+__all__ = [
+    "NEUTRAL_BACKGROUNDS",
+    "GRIDS",
+    "candidate_expansions",
+    "word_expansions",
+    "light_expansions",
+    "table1_deltas",
+    "measure_split",
+    "main",
+]
 
 #: the backgrounds of the grid (a coloured background is never the rules' best for any subject colour)
 NEUTRAL_BACKGROUNDS = ("white", "black", "gray")
@@ -69,8 +81,18 @@ def word_expansions(colour: str, shape: str) -> dict[str, str]:
     return {f"words: {name}": written_expansion(colour, shape, "large", "white", False, quality=words) for name, words in subsets.items()}
 
 
+def light_expansions(colour: str, shape: str) -> dict[str, str]:
+    """{"light: …": caption} for one colour × shape: the v8 beams' scene (a large subject on a white background, every
+    positive word, "high contrast") with no light word, "warm light" or "cold light" (3 expansions): what a curation
+    habit for one light would leave to the expander."""
+    return {
+        f"light: {name}": written_expansion(colour, shape, "large", "white", False, extra=extra)
+        for name, extra in (("none", ()), ("warm", ("warm light",)), ("cold", ("cold light",)))
+    }
+
+
 #: ``--grid`` → the expansions written for each prompt
-GRIDS = {"scene": candidate_expansions, "words": word_expansions}
+GRIDS = {"scene": candidate_expansions, "words": word_expansions, "light": light_expansions}
 
 
 def table1_deltas(scores: dict[str, np.ndarray], reference: str, prompts: int) -> dict[str, dict]:
@@ -119,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--world", default="", help="a built shapes world ('' = the committed shapes/world)")
     parser.add_argument("--held_out_images", type=int, default=16, help="images per held-out prompt (default: %(default)s)")
     parser.add_argument("--train_images", type=int, default=8, help="images per training prompt (default: %(default)s; 0: skip)")
-    parser.add_argument("--grid", choices=tuple(GRIDS), default="scene", help="expansions: 'scene' (24) or 'words' (12)")
+    parser.add_argument("--grid", choices=tuple(GRIDS), default="scene", help="expansions: 'scene' (24), 'words' (12) or 'light' (3)")
     parser.add_argument("--json", default="", help="also write the figures here")
     args = parser.parse_args(argv)
     world = built_world(args.world, ("sd", "expander"))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.expansion_headroom import candidate_expansions, main, table1_deltas, word_expansions
+from benchmarks.expansion_headroom import candidate_expansions, light_expansions, main, table1_deltas, word_expansions
 from parrot.models import committed_shapes_world
 from parrot_base.cli import UsageError
 from shapes.captions import parse_caption, short_prompt
@@ -47,6 +47,18 @@ def test_the_words_grid_varies_only_the_quality_words():
     for caption in grid.values():
         parsed = parse_caption(caption)
         assert (parsed.size, parsed.background, parsed.companion) == ("large", "white", None)
+
+
+def test_the_light_grid_varies_only_the_light_word():
+    grid = light_expansions("red", "triangle")
+    # the "none" row is the words grid's "all" row, the committed world's first held-out beam
+    assert grid["light: none"] == word_expansions("red", "triangle")["words: all"]
+    assert grid["light: cold"] == grid["light: none"] + ", cold light"  # the light word last, in the world's word order
+    lights = {name: parse_caption(caption).words for name, caption in grid.items()}
+    assert {name: {"warm light", "cold light"} & set(words) for name, words in lights.items()} == {
+        "light: none": set(), "light: warm": {"warm light"}, "light: cold": {"cold light"}
+    }  # fmt: skip
+    assert len({tuple(w for w in words if "light" not in w) for words in lights.values()}) == 1  # the other words agree
 
 
 def test_table1_deltas_by_hand():
