@@ -20,8 +20,13 @@ readings that say *why*, on the same sampling (the project's policy, DDIM 20 ste
    of each held-out prompt honour its background, size and companion, against the plain prompt.
 4. **No clearly negative reward pair** (goal < −0.2): the rules' correlations on the world's prior
    (perfect rendering, adherence 1), which bound what the learned rewards can show.
+5. With ``--other_world DIR``: every reward's paired change on the same plain-prompt seeds when DIR's SD model
+   draws them instead (``other_model_*``, as the identifiers' rows): how far a change of the model alone — e.g. one
+   more round of the ``identifiers`` distillation, which is told to keep the plain prediction — moves the rewards,
+   the yardstick for goal 6's few hundredths.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/world_reasons.py --json runs/world_reasons.json
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/world_reasons.py --seeds 64 --other_world COPY  # COPY − committed
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from parrot.models import committed_shapes_world
+from parrot.models import built_world, committed_shapes_world
 from parrot_base.cli import run_cli
 from shapes.card import (
     ALL_IDENTIFIERS,
@@ -199,19 +204,27 @@ def preference_reasons(plain: PlainSamples, prior_draws: int) -> dict[str, objec
     return figures | prior_figures(prior_draws, 0)
 
 
+def split_shifts(after: dict[str, np.ndarray], before: dict[str, np.ndarray], held: np.ndarray, name: str) -> dict[str, object]:
+    """Every reward's paired change after − before (the same images' seeds) on all prompts, the held-out ones
+    (``held``) and the training ones: ``{name}_{split}_{reward}`` = [mean, SE, sign-flip p], and how often a change
+    that does nothing would show every reward < 1 SE on as many images (:func:`sign_flip_null`)."""
+    differences = np.stack([after[r] - before[r] for r in REWARDS], axis=1)
+    figures: dict[str, object] = {}
+    for rows, split in ((slice(None), "all"), (held, "held_out"), (~held, "training")):
+        null = sign_flip_null(differences[rows])
+        for i, r in enumerate(REWARDS):
+            figures[f"{name}_{split}_{r}"] = [*paired(after[r][rows], before[r][rows]), null["p"][i]]
+        figures[f"{name}_{split}_null_all_within_1se"] = null["all_within_1se"]
+    return figures
+
+
 def identifier_reasons(draw, plain: PlainSamples) -> dict[str, object]:
     """2. identifiers: the same seeds behind "l p c s, " — every reward, on all prompts and on the held-out ones,
     with sign-flip p-values (:func:`sign_flip_null`), and the pixel readings behind them."""
     pixels, scores = draw([with_prefix(t, ALL_IDENTIFIERS) for t in plain.originals], plain.originals, plain.seeds)
     read = readings(pixels, plain.pairs)
-    figures: dict[str, object] = {}
     held = np.asarray([pair in HELD_OUT_PAIRS for pair in plain.pairs])
-    differences = np.stack([scores[r] - plain.scores[r] for r in REWARDS], axis=1)
-    for rows, split in ((slice(None), "all"), (held, "held_out"), (~held, "training")):
-        null = sign_flip_null(differences[rows])
-        for i, r in enumerate(REWARDS):
-            figures[f"identifiers_{split}_{r}"] = [*paired(scores[r][rows], plain.scores[r][rows]), null["p"][i]]
-        figures[f"identifiers_{split}_null_all_within_1se"] = null["all_within_1se"]
+    figures: dict[str, object] = split_shifts(scores, plain.scores, held, "identifiers")
     for name in ("sentiment_rule", "tint", "chroma", "edge", "specks", "adherence", "large", "contrast", "preference_rule"):
         figures[f"identifiers_delta_{name}"] = paired(read[name], plain.read[name])
         figures[f"identifiers_held_out_delta_{name}"] = paired(read[name][held], plain.read[name][held])
@@ -255,10 +268,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prior_draws", type=int, default=24000)
     parser.add_argument("--rendered", type=int, default=64, help="records per caption for the rendered headroom")
     parser.add_argument("--only_rendered", action="store_true", help="only the rendered-headroom figures (no sampling)")
+    parser.add_argument(
+        "--other_world",
+        type=Path,
+        default=None,
+        help="also the plain prompts under this built world's SD model, the same seeds: the rewards' change a change of model alone makes",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.seeds < 2 or args.rendered < 1 or args.prior_draws < 1 or args.num_steps < 1:
         parser.error("--seeds must be ≥ 2 (paired standard errors), --rendered, --prior_draws and --num_steps ≥ 1")
+    if args.other_world and args.only_rendered:
+        parser.error("--other_world compares sampled images: drop --only_rendered")
+    other_world = built_world(str(args.other_world), ("sd",)) if args.other_world else None  # refused before any sampling
     world = args.world or committed_shapes_world()
     policy, rewards = StableDiffusionPolicy.from_pretrained(world / "sd"), load_world_rewards(world)
     settings = CardSettings(num_steps=args.num_steps, guidance=args.guidance)
@@ -276,6 +298,11 @@ def main(argv: list[str] | None = None) -> None:
         figures |= preference_reasons(plain, args.prior_draws)
         figures |= identifier_reasons(draw, plain)
         figures |= headroom_reasons(draw, plain, args.seeds)
+        if other_world:
+            other = StableDiffusionPolicy.from_pretrained(other_world / "sd")
+            _, scores = sample(other, rewards, originals, originals, seeds, settings)
+            held = np.asarray([pair in HELD_OUT_PAIRS for pair in image_pairs])
+            figures |= split_shifts(scores, plain.scores, held, "other_model")
     report(figures, args.json)
 
 

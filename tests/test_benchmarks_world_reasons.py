@@ -1,9 +1,11 @@
-"""world_reasons.py's pieces that need no trained world: variance shares and caption-true records."""
+"""world_reasons.py's pieces that need no trained world: variance shares, caption-true records, paired shifts by split."""
 
 import numpy as np
 import pytest
 
-from benchmarks.world_reasons import caption_records, seed_share, sentiment_label_from
+from benchmarks.world_reasons import caption_records, main, seed_share, sentiment_label_from, split_shifts
+from parrot_base.cli import UsageError
+from shapes.card import REWARDS
 from shapes.data import ShapesDataConfig, qualifies, sample_attributes
 from shapes.heads import WARMTH, sentiment_label
 
@@ -32,3 +34,28 @@ def test_the_sentiment_rule_read_from_its_parts_equals_the_world_label():
     for _ in range(200):
         r = sample_attributes(rng, [("red", "circle"), ("blue", "square")], data)
         assert sentiment_label_from(WARMTH[r.colour] + WARMTH[r.background] + r.tint) == sentiment_label(r)
+
+
+def test_split_shifts_are_paired_means_and_ses_per_split_with_sign_flip_p():
+    # 4 images: the first two held out; reward 0 rises by (1, 3) held out and (2, 2) on training; the rest unchanged
+    before = {r: np.arange(4.0) for r in REWARDS}
+    after = {r: v.copy() for r, v in before.items()}
+    after[REWARDS[0]] += np.array([1.0, 3.0, 2.0, 2.0])
+    held = np.array([True, True, False, False])
+    f = split_shifts(after, before, held, "m")
+    assert len(f) == 3 * (len(REWARDS) + 1)
+    mean, se, p = f[f"m_all_{REWARDS[0]}"]
+    assert (mean, se) == pytest.approx((2.0, np.std([1, 3, 2, 2], ddof=1) / 2))
+    assert p == pytest.approx(2 / 16, abs=0.02)  # of 16 sign patterns only the two all-equal ones reach |t| ≥ 2/0.41
+    assert f[f"m_held_out_{REWARDS[0]}"][:2] == pytest.approx([2.0, 1.0])  # (1, 3): mean 2, SE √2/√2
+    mean, se, p = f[f"m_training_{REWARDS[0]}"]
+    assert (mean, se) == (2.0, 0.0)  # a constant shift: t = ∞, and only the unflipped patterns reach it
+    for split in ("all", "held_out", "training"):
+        assert f[f"m_{split}_{REWARDS[1]}"] == [0.0, 0.0, 1.0]  # no change: p 1
+
+
+def test_other_world_without_a_model_is_refused_before_any_sampling(tmp_path):
+    with pytest.raises(UsageError, match="not a built shapes world"):
+        main(["--other_world", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["--other_world", str(tmp_path), "--only_rendered"])
