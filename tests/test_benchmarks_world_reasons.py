@@ -46,10 +46,11 @@ def test_split_shifts_are_paired_means_and_ses_per_split_with_sign_flip_p():
     assert len(f) == 3 * (len(REWARDS) + 1)
     mean, se, p = f[f"m_all_{REWARDS[0]}"]
     assert (mean, se) == pytest.approx((2.0, np.std([1, 3, 2, 2], ddof=1) / 2))
-    assert p == pytest.approx(2 / 16, abs=0.02)  # of 16 sign patterns only the two all-equal ones reach |t| ≥ 2/0.41
+    assert p == pytest.approx(2 / 16, abs=0.02)  # of 16 sign patterns only the two all-same-sign ones reach |t| ≥ 2/0.41
     assert f[f"m_held_out_{REWARDS[0]}"][:2] == pytest.approx([2.0, 1.0])  # (1, 3): mean 2, SE √2/√2
     mean, se, p = f[f"m_training_{REWARDS[0]}"]
-    assert (mean, se) == (2.0, 0.0)  # a constant shift: t = ∞, and only the unflipped patterns reach it
+    assert (mean, se) == (2.0, 0.0)  # a constant shift: t = ∞
+    assert p == pytest.approx(0.5, abs=0.03)  # the two same-sign patterns of four reach |t| = ∞, the mixed ones t = 0
     for split in ("all", "held_out", "training"):
         assert f[f"m_{split}_{REWARDS[1]}"] == [0.0, 0.0, 1.0]  # no change: p 1
 
