@@ -19,7 +19,8 @@ Either or both (the step first). The copy's ``sd/`` is the result; every other f
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/identifier_rounds.py --out COPY --round recipe --seed 42
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/identifier_rounds.py --out COPY --tower_steps 2000 --round none
-    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/world_reasons.py --world COPY --seeds 64 --other_world COPY
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/world_reasons.py --world COPY --seeds 64  # the prefix's effect
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/world_reasons.py --seeds 64 --other_world COPY  # COPY − source
 """
 
 from __future__ import annotations
