@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the repo's packages importable
@@ -80,7 +81,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def train_tower_shift(
     tower, tokenizer, captions: list[str], steps: int, learning_rate: float = 1e-3, batch_size: int = 32, seed: int = 0,
-    plain_weight: float = 10.0,
+    plain_weight: float = 10.0, progress: bool = True,
 ) -> dict[str, float]:  # fmt: skip
     """Step 1 of the module docstring, in place on ``tower``: loss = mean shift + ``plain_weight`` × plain drift + anchor, AdamW
     (no weight decay), gradient norm clipped to 1; returns the shift at the start and the end (mean of the first and
@@ -90,7 +91,7 @@ def train_tower_shift(
     optimiser = torch.optim.AdamW(tower.parameters(), lr=learning_rate, weight_decay=0.0)
     tower.train().requires_grad_(True)
     shifts = []
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="tower step", disable=not progress):
         batch = [captions[i] for i in rng.integers(len(captions), size=batch_size)]
         prefix = distillation_prefix(rng)
         with torch.no_grad():

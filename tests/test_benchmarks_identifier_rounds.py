@@ -52,7 +52,7 @@ def test_the_tower_step_lowers_the_shift_and_its_plain_term_holds_the_plain_stat
     drifts = {}
     for weight in (10.0, 0.0):
         tower = copy.deepcopy(start)
-        figures = train_tower_shift(tower, tokenizer, captions, steps=60, batch_size=4, plain_weight=weight)
+        figures = train_tower_shift(tower, tokenizer, captions, steps=60, batch_size=4, plain_weight=weight, progress=False)
         assert set(figures) == {"tower_shift_start", "tower_shift_end"}
         assert figures["tower_shift_end"] < figures["tower_shift_start"]
         with torch.no_grad():
