@@ -187,6 +187,11 @@ class PlainSamples:
     read: dict[str, np.ndarray]
     groups: int
 
+    @property
+    def held_out(self) -> np.ndarray:
+        """Which images are of a held-out colour × shape pair."""
+        return np.asarray([pair in HELD_OUT_PAIRS for pair in self.pairs])
+
 
 def preference_reasons(plain: PlainSamples, prior_draws: int) -> dict[str, object]:
     """1. preference's seed share and the terms of its rule."""
@@ -223,7 +228,7 @@ def identifier_reasons(draw, plain: PlainSamples) -> dict[str, object]:
     with sign-flip p-values (:func:`sign_flip_null`), and the pixel readings behind them."""
     pixels, scores = draw([with_prefix(t, ALL_IDENTIFIERS) for t in plain.originals], plain.originals, plain.seeds)
     read = readings(pixels, plain.pairs)
-    held = np.asarray([pair in HELD_OUT_PAIRS for pair in plain.pairs])
+    held = plain.held_out
     figures: dict[str, object] = split_shifts(scores, plain.scores, held, "identifiers")
     for name in ("sentiment_rule", "tint", "chroma", "edge", "specks", "adherence", "large", "contrast", "preference_rule"):
         figures[f"identifiers_delta_{name}"] = paired(read[name], plain.read[name])
@@ -301,8 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         if other_world:
             other = StableDiffusionPolicy.from_pretrained(other_world / "sd")
             _, scores = sample(other, rewards, originals, originals, seeds, settings)
-            held = np.asarray([pair in HELD_OUT_PAIRS for pair in image_pairs])
-            figures |= split_shifts(scores, plain.scores, held, "other_model")
+            figures |= split_shifts(scores, plain.scores, plain.held_out, "other_model")
     report(figures, args.json)
 
 
