@@ -94,10 +94,11 @@ def train_tower_shift(
     for _ in tqdm(range(steps), desc="tower step", disable=not progress):
         batch = [captions[i] for i in rng.integers(len(captions), size=batch_size)]
         prefix = distillation_prefix(rng)
+        plain_ids = _ids(tokenizer, batch)
         with torch.no_grad():
-            target = teacher(_ids(tokenizer, batch)).last_hidden_state
+            target = teacher(plain_ids).last_hidden_state
         shift = prefix_state_shift(tower, tokenizer, batch, prefix, target).mean()
-        drift = (tower(_ids(tokenizer, batch)).last_hidden_state - target).square().sum((1, 2)).div(target.square().sum((1, 2))).mean()
+        drift = (tower(plain_ids).last_hidden_state - target).square().sum((1, 2)).div(target.square().sum((1, 2))).mean()
         own, k = _ids(tokenizer, [prefix]), prefix_length(tokenizer, prefix)
         anchor = _relative(tower(own).last_hidden_state[:, : 1 + k], teacher(own).last_hidden_state[:, : 1 + k])
         loss = shift + plain_weight * drift + anchor
